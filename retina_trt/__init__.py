@@ -1,0 +1,71 @@
+"""retina-trt: deploy RetinaNet detectors with NVIDIA TensorRT.
+
+Heavy pieces import lazily: ``import retina_trt`` loads neither torch-free runtime extras nor
+tensorrt, triton, modelopt or the CUDA binding.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from retina_trt._version import __version__
+from retina_trt.errors import (
+    BackendUnavailableError,
+    CheckpointError,
+    ExportError,
+    ImageError,
+    ModelFormatError,
+    RetinaTrtError,
+    SpecError,
+    VideoError,
+)
+from retina_trt.spec import ModelSpec, torchvision_spec
+
+# Public names resolved on first use (PEP 562), so that `import retina_trt` stays light.
+_LAZY = {
+    "RetinaNet": "retina_trt.model.retinanet",
+    "HeadOutputs": "retina_trt.model.retinanet",
+    "load_checkpoint": "retina_trt.model.checkpoint",
+    "save_checkpoint": "retina_trt.model.checkpoint",
+    "export_onnx": "retina_trt.export.onnx_export",
+    "Detector": "retina_trt.runtime.detector",
+    "Detections": "retina_trt.runtime.detections",
+}
+
+__all__ = [
+    "BackendUnavailableError",
+    "CheckpointError",
+    "Detections",
+    "Detector",
+    "ExportError",
+    "HeadOutputs",
+    "ImageError",
+    "ModelFormatError",
+    "ModelSpec",
+    "RetinaNet",
+    "RetinaTrtError",
+    "SpecError",
+    "VideoError",
+    "__version__",
+    "export_onnx",
+    "load_checkpoint",
+    "save_checkpoint",
+    "torchvision_spec",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'retina_trt' has no attribute {name!r}")
+
+
+if TYPE_CHECKING:
+    from retina_trt.export.onnx_export import export_onnx
+    from retina_trt.model.checkpoint import load_checkpoint, save_checkpoint
+    from retina_trt.model.retinanet import HeadOutputs, RetinaNet
+    from retina_trt.runtime.detections import Detections
+    from retina_trt.runtime.detector import Detector

@@ -1,0 +1,1 @@
+"""ONNX export with the engine's output contract (see ``onnx_export``)."""

@@ -1,0 +1,280 @@
+"""``export_onnx``: a RetinaNet to an ONNX model ready for TensorRT that runs in ONNX Runtime.
+
+The graph (DESIGN.md sec. 4):
+
+* inputs ``images`` uint8 [B, H, W, 3] BGR (NHWC, as decoders give frames) and ``image_sizes``
+  int32 [B, 2], the (h, w) of each image's valid (unpadded) region, used to clip boxes exactly
+  as the reference does;
+* ``PixelNormalizer`` + backbone + heads, traced with ``torch.onnx.export``;
+* the postprocess in standard ONNX operators (``postprocess_graph``);
+* outputs: ``nms="onnx"``: the output contract ``num_detections`` int32 [B, 1],
+  ``detection_boxes`` float32 [B, D, 4] (xyxy, network-input pixels), ``detection_scores``
+  float32 [B, D], ``detection_classes`` int32 [B, D], rows past num_detections zero;
+  ``nms="none"``: ``candidate_boxes`` [B, N, 4], ``candidate_scores`` [B, N] and
+  ``candidate_classes`` int32 [B, N] (entries with score <= score_thresh are padding).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from retina_trt._version import __version__
+from retina_trt.errors import ExportError
+from retina_trt.export.graph import GraphBuilder
+from retina_trt.export.metadata import write_metadata
+from retina_trt.export.postprocess_graph import (
+    CANDIDATE_OUTPUTS,
+    CONTRACT_OUTPUTS,
+    append_candidates,
+    append_onnx_nms,
+)
+from retina_trt.export.trt_ops import check_trt_compatible
+from retina_trt.model.checkpoint import load_checkpoint
+from retina_trt.model.normalize import PixelNormalizer
+from retina_trt.model.retinanet import RetinaNet
+from retina_trt.utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+NMS_CHOICES = ("onnx", "none")
+DEFAULT_OPSET = 17
+INPUT_NAMES = ("images", "image_sizes")
+
+
+class _TracedCore(nn.Module):
+    """uint8 NHWC BGR -> per level (cls [B, H, W, A, K], box [B, H, W, A, 4])."""
+
+    def __init__(self, model: RetinaNet) -> None:
+        super().__init__()
+        self.normalizer = PixelNormalizer(model.spec)
+        self.model = model
+        self.num_anchors = model.spec.num_anchors_per_location
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        outputs = self.model(self.normalizer(images))
+        flat = []
+        for cls, box in zip(outputs.cls_logits, outputs.box_deltas):
+            batch, _, height, width = cls.shape
+            # (B, A*K, H, W) -> (B, A, K, H, W) -> (B, H, W, A, K)
+            flat.append(cls.view(batch, self.num_anchors, -1, height, width).permute(0, 3, 4, 1, 2))
+            flat.append(box.view(batch, self.num_anchors, 4, height, width).permute(0, 3, 4, 1, 2))
+        return tuple(flat)
+
+
+def default_input_size(model: RetinaNet) -> tuple[int, int]:
+    """(H, W) of a fixed-size export when none is given: landscape min_size x max_size, padded."""
+    spec = model.spec
+    d = spec.size_divisible
+    return math.ceil(spec.min_size / d) * d, math.ceil(spec.max_size / d) * d
+
+
+def _check_batch(batch: Sequence[int]) -> tuple[int, int, int]:
+    try:
+        lo, opt, hi = (int(b) for b in batch)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"batch must be (min, opt, max) integers, got {batch!r}") from err
+    if not 1 <= lo <= opt <= hi:
+        raise ValueError(f"batch must satisfy 1 <= min <= opt <= max, got {(lo, opt, hi)}")
+    return lo, opt, hi
+
+
+def _check_input_size(input_size: Sequence[int], divisible: int) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in input_size)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"input_size must be (height, width), got {input_size!r}") from err
+    if height < divisible or width < divisible or height % divisible or width % divisible:
+        raise ValueError(
+            f"input_size {height}x{width} must be positive multiples of the model's "
+            f"size_divisible ({divisible}), e.g. {math.ceil(max(height, 1) / divisible) * divisible}x"
+            f"{math.ceil(max(width, 1) / divisible) * divisible}"
+        )
+    return height, width
+
+
+def _trace(
+    core: _TracedCore, example: Tensor, opset: int, dynamic_shapes: bool
+) -> onnx.ModelProto:
+    num_levels = len(core.model.spec.anchor_sizes)
+    output_names = [f"{kind}_p{lvl + 3}" for lvl in range(num_levels) for kind in ("cls", "box")]
+    image_axes = {0: "batch", 1: "height", 2: "width"} if dynamic_shapes else {0: "batch"}
+    level_axes = {0: "batch", 1: "h", 2: "w"} if dynamic_shapes else {0: "batch"}
+    dynamic_axes = {"images": image_axes, **{n: level_axes for n in output_names}}
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected
+        torch.onnx.export(
+            core,
+            (example,),
+            buffer,
+            input_names=["images"],
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    return onnxslim.slim(model)
+
+
+def export_onnx(
+    model: RetinaNet | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    nms: str = "onnx",
+    batch: Sequence[int] = (1, 1, 8),
+    input_size: Sequence[int] | None = None,
+    dynamic_shapes: bool = False,
+    opset: int | None = None,
+    simplify: bool = True,
+) -> Path:
+    """Export ``model`` to ONNX at ``path`` (written to a temporary name, then renamed).
+
+    Args:
+        model: a RetinaNet, or a checkpoint path for :func:`~retina_trt.load_checkpoint`.
+        path: output ``.onnx`` file.
+        nms: ``"onnx"`` (NonMaxSuppression in the graph, output contract) or ``"none"``
+            (merged pre-NMS candidates; the runtime finishes on the host).
+        batch: (min, opt, max) batch sizes; the batch axis is dynamic, the range is recorded in
+            the metadata for the TensorRT optimization profile.
+        input_size: fixed (H, W) network input, multiples of ``spec.size_divisible``; default
+            ``min_size x max_size`` rounded up (landscape). Exclusive with ``dynamic_shapes``.
+        dynamic_shapes: dynamic H and W; anchors are computed in the graph.
+        opset: ONNX opset (default 17).
+        simplify: run onnxslim on the result (constant folding, dead-node removal).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: bad arguments. ExportError: the export or its checks failed.
+    """
+    if not isinstance(model, RetinaNet):
+        model = load_checkpoint(model)
+    spec = model.spec
+    if nms not in NMS_CHOICES:
+        hint = " (the NMS plugin is not available in this version)" if nms == "plugin" else ""
+        raise ValueError(f"nms must be one of {NMS_CHOICES}, got {nms!r}{hint}")
+    batch = _check_batch(batch)
+    if dynamic_shapes and input_size is not None:
+        raise ValueError("give either input_size (fixed shapes) or dynamic_shapes=True, not both")
+    if not dynamic_shapes:
+        input_size = (
+            default_input_size(model)
+            if input_size is None
+            else _check_input_size(input_size, spec.size_divisible)
+        )
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if not 13 <= opset <= 20:
+        raise ValueError(f"opset must be in 13..20 (TensorRT 10 and torch's exporter), got {opset}")
+
+    start = time.perf_counter()
+    path = Path(path)
+    logger.info(
+        "exporting %s/%d classes to %s (nms=%s, batch=%s, %s, opset %d)",
+        spec.backbone,
+        spec.num_classes,
+        path,
+        nms,
+        batch,
+        "dynamic shapes" if dynamic_shapes else f"input {input_size[0]}x{input_size[1]}",
+        opset,
+    )
+    core = _TracedCore(model.eval()).eval()
+    example_hw = input_size or (2 * spec.size_divisible, 3 * spec.size_divisible)
+    example = torch.zeros((batch[1], *example_hw, 3), dtype=torch.uint8)
+    try:
+        onnx_model = _trace(core, example, opset, dynamic_shapes)
+    except Exception as err:  # the exporter raises many types
+        raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
+    logger.info("traced the network in %.1f s", time.perf_counter() - start)
+
+    graph = onnx_model.graph
+    levels = [o.name for o in graph.output]
+    del graph.output[:]
+    graph.input.append(
+        onnx.helper.make_tensor_value_info("image_sizes", onnx.TensorProto.INT32, ["batch", 2])
+    )
+    g = GraphBuilder(graph, "postprocess")
+    boxes, scores, labels = append_candidates(
+        g,
+        cls_levels=levels[0::2],
+        box_levels=levels[1::2],
+        images="images",
+        image_sizes="image_sizes",
+        spec=spec,
+        input_size=input_size,
+    )
+    if nms == "onnx":
+        tensors = append_onnx_nms(g, boxes, scores, labels, spec)
+        d = spec.detections_per_img
+        outputs = [
+            (CONTRACT_OUTPUTS[0], onnx.TensorProto.INT32, ["batch", 1]),
+            (CONTRACT_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", d, 4]),
+            (CONTRACT_OUTPUTS[2], onnx.TensorProto.FLOAT, ["batch", d]),
+            (CONTRACT_OUTPUTS[3], onnx.TensorProto.INT32, ["batch", d]),
+        ]
+    else:
+        tensors = (boxes, scores, g.cast(labels, onnx.TensorProto.INT32))
+        outputs = [
+            (CANDIDATE_OUTPUTS[0], onnx.TensorProto.FLOAT, ["batch", "candidates", 4]),
+            (CANDIDATE_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", "candidates"]),
+            (CANDIDATE_OUTPUTS[2], onnx.TensorProto.INT32, ["batch", "candidates"]),
+        ]
+    for tensor, (name, dtype, shape) in zip(tensors, outputs):
+        g.rename_output(tensor, name)
+        graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, shape))
+
+    if simplify:
+        try:
+            onnx_model = _simplify(onnx_model)
+        except Exception as err:  # onnxslim raises many types; the unsimplified model is valid
+            logger.warning("onnxslim failed (%s: %s); keeping the unsimplified graph", type(err).__name__, err)
+    export_options = {
+        "nms": nms,
+        "batch": list(batch),
+        "input_size": None if input_size is None else list(input_size),
+        "dynamic_shapes": bool(dynamic_shapes),
+        "opset": opset,
+        "input_layout": "NHWC",
+        "input_format": "uint8 BGR",
+        "inputs": list(INPUT_NAMES),
+        "outputs": [o[0] for o in outputs],
+        "simplified": bool(simplify),
+        "retina_trt_version": __version__,
+    }
+    write_metadata(onnx_model, spec, export_options)
+    onnx_model.producer_name = "retina_trt"
+    onnx_model.producer_version = __version__
+    try:
+        onnx.checker.check_model(onnx_model)
+    except onnx.checker.ValidationError as err:
+        raise ExportError(f"the exported model fails onnx.checker: {err}") from err
+    check_trt_compatible(onnx_model)
+    with atomic_path(path) as tmp:
+        onnx.save(onnx_model, str(tmp))
+    logger.info(
+        "wrote %s (%.1f MB, %d nodes) in %.1f s",
+        path,
+        path.stat().st_size / 1e6,
+        len(onnx_model.graph.node),
+        time.perf_counter() - start,
+    )
+    return path

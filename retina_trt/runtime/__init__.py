@@ -1,0 +1,1 @@
+"""Runtime: preprocessing (OpenCV), backends (ONNX Runtime, torch), Detector, Detections."""

@@ -1,0 +1,150 @@
+"""Runtime backends: run a preprocessed batch and return detections in network-input pixels.
+
+A backend has ``spec``, ``input_size`` ((H, W) for fixed-size models, None for dynamic),
+``max_batch`` and ``run(batch) -> list[RawDetections]``. ``TorchBackend`` runs a checkpoint
+with the reference postprocess; ``OnnxRuntimeBackend`` runs an exported ONNX model (finishing
+``nms="none"`` exports with the same reference NMS on the host).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from retina_trt.errors import BackendUnavailableError, ModelFormatError
+from retina_trt.model.checkpoint import load_checkpoint
+from retina_trt.model.normalize import PixelNormalizer
+from retina_trt.model.postprocess import postprocess_candidates
+from retina_trt.runtime.preprocess import PreprocessedBatch
+from retina_trt.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+
+class RawDetections(NamedTuple):
+    """boxes (ndarray[D, 4] float32, xyxy network-input pixels), scores [D], labels [D] int64."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+def _from_torch(result: dict[str, torch.Tensor]) -> RawDetections:
+    return RawDetections(
+        result["boxes"].float().numpy(), result["scores"].float().numpy(), result["labels"].long().numpy()
+    )
+
+
+class TorchBackend:
+    """The PyTorch reference on the CPU (``.pt`` checkpoints)."""
+
+    name = "torch"
+
+    def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None) -> None:
+        self.model = load_checkpoint(path)
+        self.spec: ModelSpec = self.model.spec
+        self.normalizer = PixelNormalizer(self.spec)
+        self.input_size: tuple[int, int] | None = None
+        self.max_batch = 64
+        if num_threads:
+            torch.set_num_threads(num_threads)
+
+    @torch.no_grad()
+    def run(self, batch: PreprocessedBatch) -> list[RawDetections]:
+        images = self.normalizer(torch.from_numpy(batch.pixels))
+        sizes = [tuple(int(v) for v in s) for s in batch.image_sizes]
+        return [_from_torch(r) for r in self.model.detect(images, sizes)]
+
+    def close(self) -> None:
+        pass
+
+
+class OnnxRuntimeBackend:
+    """An exported ONNX model in ONNX Runtime (CPU provider unless ``providers`` says otherwise)."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        providers: list[str] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        from retina_trt.export.metadata import parse_metadata
+
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise BackendUnavailableError(
+                "ONNX Runtime is not installed: pip install onnxruntime (or onnxruntime-gpu)"
+            ) from err
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFormatError(f"ONNX model not found: {path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as err:  # ORT raises its own exception types for foreign files
+            raise ModelFormatError(
+                f"ONNX Runtime cannot load {path}: {str(err).splitlines()[0]}"
+            ) from err
+        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
+        self.spec = meta.spec
+        self.nms = meta.nms
+        self.input_size = meta.input_size
+        self.max_batch = meta.max_batch
+        self.output_names = list(meta.export["outputs"])
+
+    def run(self, batch: PreprocessedBatch) -> list[RawDetections]:
+        outputs = self.session.run(
+            self.output_names, {"images": batch.pixels, "image_sizes": batch.image_sizes}
+        )
+        if self.nms == "none":
+            boxes, scores, classes = (torch.from_numpy(o) for o in outputs)
+            return [_from_torch(r) for r in postprocess_candidates(boxes, scores, classes, self.spec)]
+        num, boxes, scores, classes = outputs
+        results = []
+        for i in range(len(num)):
+            n = int(num[i, 0])
+            results.append(RawDetections(boxes[i, :n], scores[i, :n], classes[i, :n].astype(np.int64)))
+        return results
+
+    def close(self) -> None:
+        self.session = None
+
+
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+
+
+def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
+    """Open the backend for ``path`` (``auto``: by file type)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if backend == "auto":
+        backend = {".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch", ".engine": "tensorrt"}.get(suffix, "")
+        if not backend:
+            raise ModelFormatError(
+                f"cannot tell the model type of {path}: expected .onnx (ONNX Runtime), .pt/.pth "
+                "(PyTorch checkpoint) or .engine (TensorRT); pass backend=... to force one"
+            )
+    if backend == "tensorrt":
+        raise BackendUnavailableError(
+            f"the TensorRT runtime backend is not part of this version of retina_trt; run the "
+            f"ONNX export of the model with ONNX Runtime instead ({path})"
+        )
+    if backend == "torch":
+        return TorchBackend(path, num_threads=options.get("num_threads"))
+    return OnnxRuntimeBackend(path, providers=options.get("providers"), num_threads=options.get("num_threads"))

@@ -1,0 +1,81 @@
+"""retina-trt: deploy RetinaNet detectors with NVIDIA TensorRT."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+
+
+def _version() -> str:
+    for line in (ROOT / "retina_trt" / "_version.py").read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip('"')
+    raise RuntimeError("retina_trt/_version.py has no __version__")
+
+
+# ONNX Runtime: the GPU build also runs on the CPU, and NVIDIA Model Optimizer (the `int8`
+# extra) depends on it. Installing both `onnxruntime` and `onnxruntime-gpu` breaks both, so
+# Linux x86_64 gets only the GPU build and other platforms only the CPU build.
+_ORT_GPU_PLATFORM = "platform_system == 'Linux' and platform_machine == 'x86_64'"
+_ORT_CPU_PLATFORM = "platform_system != 'Linux' or platform_machine != 'x86_64'"
+
+setup(
+    name="retina-trt",
+    version=_version(),
+    description="Deploy RetinaNet object detectors with NVIDIA TensorRT: ONNX export, "
+    "FP16/INT8 engines, custom NMS plugin, Python runtime.",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=[
+        "retina_trt",
+        "retina_trt.model",
+        "retina_trt.export",
+        "retina_trt.runtime",
+        "retina_trt.trt",
+        "retina_trt.data",
+        "retina_trt.bench",
+        "retina_trt.calibration",
+        "retina_trt.plugins",
+    ],
+    package_dir={
+        "retina_trt": "retina_trt",
+        "retina_trt.calibration": "calibration",
+        "retina_trt.plugins": "plugins",
+    },
+    install_requires=[
+        "numpy>=1.24",
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "onnx>=1.16",
+        f"onnxruntime-gpu>=1.18; {_ORT_GPU_PLATFORM}",
+        f"onnxruntime>=1.18; {_ORT_CPU_PLATFORM}",
+        "opencv-python-headless>=4.8",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "trt": [
+            "tensorrt>=10.8",
+            "cuda-python>=12.4",
+        ],
+        "int8": [
+            "nvidia-modelopt[onnx]>=0.40",
+        ],
+        "eval": [
+            "faster-coco-eval>=1.6",
+        ],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.6",
+            "faster-coco-eval>=1.6",
+        ],
+    },
+    entry_points={"console_scripts": ["retina-trt=retina_trt.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+)
