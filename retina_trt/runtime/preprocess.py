@@ -95,8 +95,11 @@ def resize_scale(
 
 
 def resized_shape(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(H, W) after resizing by ``scale``: floor, as torchvision does, and at least 1 pixel."""
-    return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+    """(H, W) after resizing by ``scale``: floor, as torchvision does, and at least 1 pixel.
+
+    The small epsilon keeps products like 10000 * (384 / 10000) = 383.99999999999994 at 384.
+    """
+    return max(1, math.floor(height * scale + 1e-9)), max(1, math.floor(width * scale + 1e-9))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,64 @@
+"""Test helpers: a seeded tiny model with well-spread scores, and a detection comparator."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from retina_trt import ModelSpec, RetinaNet
+
+TINY_SPEC = ModelSpec(
+    backbone="resnet18",
+    num_classes=5,
+    class_names=("circle", "square", "triangle", "star", "ring"),
+    fpn_channels=64,
+    min_size=256,
+    max_size=384,
+)
+
+
+def make_tiny_model(spec: ModelSpec = TINY_SPEC, seed: int = 0) -> RetinaNet:
+    """A seeded RetinaNet whose outputs vary enough that hundreds of candidates pass the
+    score threshold with distinct scores and boxes (an untrained head gives near-ties)."""
+    torch.manual_seed(seed)
+    model = RetinaNet(spec).eval()
+    with torch.no_grad():
+        for module in [*model.head.cls.convs.modules(), *model.head.box.convs.modules()]:
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.normal_(module.weight, std=0.03)
+        torch.nn.init.normal_(model.head.cls.predictor.weight, std=0.3)
+        model.head.cls.predictor.bias.fill_(-8.0)
+    return model
+
+
+def as_numpy(result) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes, scores, labels) from a dict of tensors, RawDetections or Detections."""
+    if isinstance(result, dict):
+        return result["boxes"].numpy(), result["scores"].numpy(), result["labels"].numpy()
+    if hasattr(result, "boxes_xyxy"):
+        return result.boxes_xyxy, result.scores, result.class_ids
+    return result.boxes, result.scores, result.labels
+
+
+def assert_same_detections(got, expected, *, box_tol=1e-3, score_tol=1e-5, min_count=1) -> None:
+    """Same detections: every expected one has a partner with the same label, a box within
+    ``box_tol`` px and a score within ``score_tol``. Order may differ only among scores closer
+    than ``score_tol`` (float noise between runtimes)."""
+    gb, gs, gl = as_numpy(got)
+    eb, es, el = as_numpy(expected)
+    assert len(es) >= min_count, f"expected at least {min_count} detections, got {len(es)}"
+    assert len(gs) == len(es), f"{len(gs)} detections vs {len(es)} expected"
+    np.testing.assert_allclose(np.sort(gs)[::-1], np.sort(es)[::-1], atol=score_tol, rtol=0)
+    unmatched = set(range(len(gs)))
+    for i in range(len(es)):
+        candidates = [
+            j
+            for j in unmatched
+            if gl[j] == el[i]
+            and abs(gs[j] - es[i]) <= score_tol
+            and np.abs(gb[j] - eb[i]).max() <= box_tol
+        ]
+        assert candidates, (
+            f"expected detection {i} (label {el[i]}, score {es[i]:.6f}, box {eb[i]}) has no match"
+        )
+        unmatched.remove(min(candidates, key=lambda j: np.abs(gb[j] - eb[i]).max()))

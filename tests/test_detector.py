@@ -1,0 +1,121 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from retina_trt import BackendUnavailableError, Detections, Detector, ImageError, ModelFormatError
+from retina_trt.errors import BatchImageError
+from retina_trt.runtime.preprocess import preprocess_batch, resize_scale, to_bgr
+
+
+def test_detections_api():
+    dets = Detections(
+        np.array([[1, 2, 11, 22], [5, 5, 6, 6]], np.float32), np.array([0.9, 0.2], np.float32),
+        np.array([1, 0]), ("cat", "dog"),
+    )
+    assert len(dets) == 2 and dets.class_names == ["dog", "cat"]
+    first = next(iter(dets))
+    assert first.class_name == "dog" and first.score == pytest.approx(0.9) and first.box_xyxy == (1, 2, 11, 22)
+    assert len(dets.filter(min_score=0.5)) == 1 and len(dets.filter(class_ids=[0])) == 1
+    assert json.loads(json.dumps(dets.to_dict()))["class_names"] == ["dog", "cat"]
+    coco = dets.to_coco(7, category_ids=[17, 18])
+    assert coco[0] == {"image_id": 7, "category_id": 18, "bbox": [1.0, 2.0, 10.0, 20.0], "score": pytest.approx(0.9)}
+    image = np.zeros((40, 40, 3), np.uint8)
+    drawn = dets.draw(image)
+    assert drawn.shape == image.shape and drawn.any() and not image.any()
+    assert len(Detections.empty(("a",))) == 0
+    with pytest.raises(ValueError, match="as many"):
+        Detections(np.zeros((2, 4)), np.zeros(1), np.zeros(2))
+
+
+def test_image_conversions():
+    gray = np.full((10, 12), 7, np.uint8)
+    assert to_bgr(gray).shape == (10, 12, 3)
+    assert to_bgr(gray[:, :, None]).shape == (10, 12, 3)
+    bgra = np.zeros((10, 12, 4), np.uint8)
+    assert to_bgr(bgra).shape == (10, 12, 3)
+    with pytest.raises(ImageError, match="dtype uint8"):
+        to_bgr(np.zeros((10, 12, 3), np.float32))
+    with pytest.raises(ImageError, match="shape"):
+        to_bgr(np.zeros((10, 12, 5), np.uint8))
+    with pytest.raises(TypeError, match="numpy array"):
+        to_bgr([[1, 2]])
+
+
+def test_resize_rules():
+    assert resize_scale(480, 640, min_size=800, max_size=1333) == pytest.approx(800 / 480)
+    assert resize_scale(100, 10000, min_size=800, max_size=1333) == pytest.approx(1333 / 10000)
+    assert resize_scale(480, 640, min_size=800, max_size=1333, input_size=(512, 512)) == pytest.approx(512 / 640)
+    batch = preprocess_batch(
+        [np.zeros((1, 1, 3), np.uint8), np.zeros((10000, 100, 3), np.uint8)],
+        min_size=256, max_size=384, size_divisible=128,
+    )
+    assert batch.pixels.shape[1] % 128 == 0 and batch.pixels.shape[2] % 128 == 0
+    assert batch.image_sizes.tolist() == [[256, 256], [384, 3]]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (10000, 100), (100, 10000), (37, 53)])
+def test_extreme_image_sizes(onnx_models, shape):
+    with Detector(onnx_models[("onnx", True)]) as det:
+        image = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
+        dets = det(image)
+        if len(dets):
+            assert dets.boxes_xyxy[:, 0::2].max() <= shape[1] and dets.boxes_xyxy[:, 1::2].max() <= shape[0]
+            assert dets.boxes_xyxy.min() >= 0
+
+
+def test_grayscale_bgra_and_paths(onnx_models, images, image_dir):
+    with Detector(onnx_models[("onnx", True)], min_score=0.2) as det:
+        gray = cv2.cvtColor(images[0], cv2.COLOR_BGR2GRAY)
+        assert isinstance(det(gray), Detections)
+        assert isinstance(det(cv2.cvtColor(images[0], cv2.COLOR_BGR2BGRA)), Detections)
+        by_path = det(image_dir / "img0.jpg")
+        assert np.all(by_path.scores >= 0.2)
+
+
+def test_batch_with_a_bad_image_processes_the_others(onnx_models, images, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with Detector(onnx_models[("onnx", True)]) as det:
+        expected = det.predict_batch([images[0], images[1]])
+        with pytest.raises(BatchImageError, match="1 of 3 images failed.*cannot decode") as info:
+            det.predict_batch([images[0], bad, images[1]])
+        results = info.value.results
+        assert results[1] is None and list(info.value.failures) == [1]
+        for got, exp in zip([results[0], results[2]], expected):
+            np.testing.assert_allclose(got.boxes_xyxy, exp.boxes_xyxy, atol=1e-4)
+
+
+def test_batches_beyond_the_maximum_are_split(onnx_models, images):
+    with Detector(onnx_models[("onnx", True)]) as det:
+        assert det.max_batch == 8
+        results = det.predict_batch([images[0]] * 10)
+        assert len(results) == 10
+        np.testing.assert_allclose(results[9].boxes_xyxy, results[0].boxes_xyxy, atol=1e-4)
+
+
+def test_bad_model_files(tmp_path, images):
+    with pytest.raises(Exception, match="not found"):
+        Detector(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ModelFormatError, match="cannot load"):
+        Detector(tmp_path / "junk.onnx")
+    import onnx
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), tmp_path / "other.onnx")
+    with pytest.raises(ModelFormatError, match="not a retina_trt ONNX model"):
+        Detector(tmp_path / "other.onnx")
+    (tmp_path / "m.xyz").write_bytes(b"x")
+    with pytest.raises(ModelFormatError, match="cannot tell the model type"):
+        Detector(tmp_path / "m.xyz")
+    (tmp_path / "m.engine").write_bytes(b"x")
+    with pytest.raises(BackendUnavailableError, match="TensorRT"):
+        Detector(tmp_path / "m.engine")
+    with pytest.raises(ValueError, match="min_score"):
+        Detector(tmp_path / "m.xyz", min_score=3)

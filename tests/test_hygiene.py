@@ -1,0 +1,46 @@
+"""`import retina_trt` and `retina-trt --help` stay light: no tensorrt, triton, modelopt, cuda."""
+
+import shutil
+import subprocess
+import sys
+
+HEAVY = ("tensorrt", "triton", "modelopt", "cuda", "pycuda")
+
+CHECK = """
+import sys
+{code}
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r})
+print(heavy)
+"""
+
+
+def _loaded(code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK.format(code=code, heavy=HEAVY)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_import_loads_no_gpu_library():
+    assert _loaded("import retina_trt; retina_trt.ModelSpec()") == "[]"
+
+
+def test_cli_help_loads_no_gpu_library():
+    code = "from retina_trt.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass"
+    assert _loaded(code) == "[]"
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("retina-trt") or str(__import__("pathlib").Path(sys.executable).parent / "retina-trt")
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "export" in result.stdout and "detect" in result.stdout
+
+
+def test_public_api_has_docstrings():
+    import retina_trt
+
+    for name in retina_trt.__all__:
+        obj = getattr(retina_trt, name)
+        if callable(obj):
+            assert obj.__doc__ and len(obj.__doc__.strip()) > 20, name
