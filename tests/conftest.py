@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import make_tiny_model  # noqa: E402
+from helpers import make_tiny_model
 
 
 def _gpu_available() -> bool:

@@ -54,7 +54,7 @@ def test_spec_is_frozen_and_keyword_only():
     with pytest.raises(AttributeError):
         spec.num_classes = 3
     with pytest.raises(TypeError):
-        ModelSpec("resnet50")  # noqa
+        ModelSpec("resnet50")
 
 
 def test_from_json_rejects_foreign_input():
