@@ -54,6 +54,8 @@ setup(
         f"onnxruntime>=1.18; {_ORT_CPU_PLATFORM}",
         "opencv-python-headless>=4.8",
         "tqdm>=4.60",
+        "onnxslim>=0.1.40",
+        "faster-coco-eval>=1.6",
     ],
     extras_require={
         "trt": [
@@ -63,13 +65,10 @@ setup(
         "int8": [
             "nvidia-modelopt[onnx]>=0.40",
         ],
-        "eval": [
-            "faster-coco-eval>=1.6",
-        ],
         "dev": [
             "pytest>=8",
             "ruff>=0.6",
-            "faster-coco-eval>=1.6",
+            "pycocotools>=2.0.7",  # cross-checks faster-coco-eval in the tests
         ],
     },
     entry_points={"console_scripts": ["retina-trt=retina_trt.cli:main"]},

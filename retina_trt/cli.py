@@ -46,6 +46,13 @@ def _parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _parse_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
+
+
 def _score(text: str) -> float:
     try:
         value = float(text)
@@ -85,6 +92,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
     p.add_argument("--no-draw", action="store_true", help="write JSON only, no annotated images/videos")
     p.add_argument("--max-frames", type=int, default=None, help="stop each video after N frames")
+
+    p = sub.add_parser("data", help="datasets")
+    data_sub = p.add_subparsers(dest="data_command", metavar="KIND", required=True)
+    q = data_sub.add_parser("synthetic", help="generate the synthetic shapes dataset (COCO format)")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--images", type=int, required=True, help="number of images")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--split", default="train", help="split name: <out>/<split>/ and instances_<split>.json")
+
+    p = sub.add_parser("train", help="train a RetinaNet on a COCO-format dataset (paper recipe, CPU-sized)")
+    p.add_argument("--annotations", required=True, help="instances_*.json")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--output", required=True, help="checkpoint to write (and resume from with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue from --output's training state")
+    p.add_argument("--backbone", default="resnet18")
+    p.add_argument("--fpn-channels", type=int, default=256)
+    p.add_argument("--anchor-sizes", type=_parse_floats, default=(32.0, 64.0, 128.0, 256.0, 512.0), help="P3..P7, e.g. 16,32,64,128,256")
+    p.add_argument("--min-size", type=int, default=800)
+    p.add_argument("--max-size", type=int, default=1333)
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--warmup-iters", type=int, default=200)
+    p.add_argument("--loss", choices=["focal", "ce"], default="focal", help="focal (gamma, alpha) or alpha-balanced CE")
+    p.add_argument("--alpha", type=float, default=0.25)
+    p.add_argument("--gamma", type=float, default=2.0)
+    p.add_argument("--no-prior-init", action="store_true", help="class bias 0 instead of -log((1-pi)/pi)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+    p = sub.add_parser("eval", help="COCO AP of a model on a COCO-format dataset")
+    p.add_argument("model", help=".onnx or .pt model")
+    p.add_argument("--annotations", required=True)
+    p.add_argument("--images", required=True)
+    p.add_argument("--json", dest="json_path", default=None, help="write the metrics as one JSON object")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
 
     p = sub.add_parser("info", help="print what a model file says about itself")
     p.add_argument("model", help=".onnx or .pt model")
@@ -134,7 +179,67 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export": _cmd_export, "detect": _cmd_detect, "info": _cmd_info}
+def _cmd_data(args: argparse.Namespace) -> int:
+    from retina_trt.data.synthetic import generate_dataset
+
+    if args.images < 1:
+        raise UsageError(f"--images must be >= 1, got {args.images}")
+    path = generate_dataset(args.out, num_images=args.images, seed=args.seed, split=args.split)
+    print(f"wrote {args.images} images to {path.parent / args.split} and annotations to {path}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from retina_trt.data.coco import CocoDataset
+    from retina_trt.spec import ModelSpec
+    from retina_trt.train import TrainConfig, train
+
+    dataset = CocoDataset.load(args.annotations, args.images)
+    spec = ModelSpec(
+        backbone=args.backbone,
+        num_classes=len(dataset.class_names),
+        class_names=dataset.class_names,
+        fpn_channels=args.fpn_channels,
+        anchor_sizes=args.anchor_sizes,
+        min_size=args.min_size,
+        max_size=args.max_size,
+    )
+    config = TrainConfig(
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        warmup_iters=args.warmup_iters,
+        loss=args.loss,
+        alpha=args.alpha,
+        gamma=args.gamma,
+        prior_init=not args.no_prior_init,
+        seed=args.seed,
+        save_every=args.save_every,
+    )
+    path = train(spec, dataset, args.output, config, resume=args.resume, num_threads=args.threads)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from retina_trt.evaluate import evaluate, format_table, write_json
+
+    metrics = evaluate(args.model, args.annotations, args.images, max_images=args.max_images, backend=args.backend)
+    print(format_table(metrics))
+    print(f"{metrics['images']} images, {metrics['detections']} detections, {metrics['failed_images']} unreadable")
+    if args.json_path:
+        write_json(metrics, args.json_path)
+    return 0
+
+
+COMMANDS = {
+    "export": _cmd_export,
+    "detect": _cmd_detect,
+    "data": _cmd_data,
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "info": _cmd_info,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -245,6 +245,8 @@ def export_onnx(
     if simplify:
         try:
             onnx_model = _simplify(onnx_model)
+        except ImportError as err:
+            raise ExportError("simplify=True needs onnxslim: pip install onnxslim (or pass simplify=False)") from err
         except Exception as err:  # onnxslim raises many types; the unsimplified model is valid
             logger.warning("onnxslim failed (%s: %s); keeping the unsimplified graph", type(err).__name__, err)
     export_options = {

@@ -1,0 +1,73 @@
+import pytest
+import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from retina_trt import CheckpointError, ModelSpec, RetinaNet, load_checkpoint
+from retina_trt.cli import main
+from retina_trt.data.coco import CocoDataset
+from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
+from retina_trt.train import TrainConfig, init_frozen_bn_from_data, train
+
+SMALL = SyntheticConfig(min_height=96, max_height=128, min_width=96, max_width=128, max_objects=6, min_object=8)
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    ann = generate_dataset(out, num_images=8, seed=0, config=SMALL)
+    return CocoDataset.load(ann, out / "train")
+
+
+def _spec(dataset):
+    return ModelSpec(backbone="resnet18", num_classes=len(dataset.class_names), class_names=dataset.class_names,
+                     fpn_channels=32, anchor_sizes=(16, 32, 64, 128, 256), min_size=128, max_size=128)
+
+
+def test_lr_schedule():
+    config = TrainConfig(iterations=900, lr=0.01, warmup_iters=100, warmup_factor=0.001)
+    assert config.lr_at(0) == pytest.approx(1e-5)
+    assert config.lr_at(50) == pytest.approx(0.01 * (0.001 * 0.5 + 0.5))
+    assert config.lr_at(100) == pytest.approx(0.01)
+    assert config.lr_at(599) == pytest.approx(0.01)
+    assert config.lr_at(600) == pytest.approx(0.001)
+    assert config.lr_at(800) == pytest.approx(0.0001)
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="hinge")
+
+
+def test_frozen_bn_data_init_normalizes():
+    model = RetinaNet(ModelSpec(backbone="resnet18", num_classes=2, fpn_channels=32))
+    images = torch.randn(2, 3, 64, 64) * 5 + 3
+    init_frozen_bn_from_data(model, images)
+    bn = model.backbone.body.bn1
+    assert isinstance(bn, FrozenBatchNorm2d)
+    out = bn(model.backbone.body.conv1(images))
+    assert out.mean().abs() < 1e-3 and (out.var(dim=(0, 2, 3)).mean() - 1).abs() < 1e-2
+
+
+def test_train_writes_checkpoints_and_resumes(small_dataset, tmp_path):
+    output = tmp_path / "model.pt"
+    spec = _spec(small_dataset)
+    config = TrainConfig(iterations=4, batch_size=2, warmup_iters=2, save_every=2)
+    train(spec, small_dataset, output, config)
+    state = torch.load(output, weights_only=True)
+    assert state["train"]["iteration"] == 4 and len(state["train"]["recent_losses"]) == 4
+    assert all(torch.isfinite(torch.tensor(state["train"]["recent_losses"])))
+    model = load_checkpoint(output)
+    assert model.spec == spec
+    # resume: more iterations continue from 4
+    longer = TrainConfig(iterations=6, batch_size=2, warmup_iters=2, save_every=2)
+    train(spec, small_dataset, output, longer, resume=True)
+    assert torch.load(output, weights_only=True)["train"]["iteration"] == 6
+    with pytest.raises(CheckpointError, match="different ModelSpec"):
+        train(spec.replace(fpn_channels=64), small_dataset, output, longer, resume=True)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_train_cli(small_dataset, tmp_path):
+    out = tmp_path / "cli.pt"
+    code = main(["train", "--annotations", str(small_dataset.annotation_path), "--images", str(small_dataset.image_dir),
+                 "--output", str(out), "--fpn-channels", "32", "--anchor-sizes", "16,32,64,128,256",
+                 "--min-size", "128", "--max-size", "128", "--iterations", "2", "--batch-size", "2", "--warmup-iters", "1"])
+    assert code == 0 and out.is_file()
+    assert main(["train", "--annotations", str(tmp_path / "none.json"), "--images", str(tmp_path), "--output", str(out)]) == 2
