@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint demo clean
+.PHONY: venv test test-all lint demo demo-model paper-claims clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,24 @@ test-all: lint
 
 demo: $(STAMP)
 	$(BIN)/python samples/demo.py --out demo-output
+
+# Reproduces samples/models/shapes_r18.pt (about 45 minutes on 2 CPU cores).
+SHAPES := data/shapes
+demo-model: $(STAMP)
+	$(BIN)/retina-trt data synthetic --out $(SHAPES) --images 2000 --seed 0 --split train --height 256 --width 256
+	$(BIN)/retina-trt train --annotations $(SHAPES)/instances_train.json --images $(SHAPES)/train \
+	  --output $(SHAPES)/shapes_r18.train.pt --backbone resnet18 --fpn-channels 64 --head-norm group_norm \
+	  --anchor-sizes 16,32,64,128,256 --min-size 256 --max-size 256 --iterations 1500 --batch-size 8 \
+	  --lr 0.01 --warmup-iters 100 --low-quality-matches --save-every 100 --resume \
+	  --deploy samples/models/shapes_r18.pt
+	$(BIN)/retina-trt data synthetic --out $(SHAPES) --images 300 --seed 1 --split val --height 256 --width 256
+	$(BIN)/retina-trt eval samples/models/shapes_r18.pt --annotations $(SHAPES)/instances_val.json --images $(SHAPES)/val
+
+# The paper's loss claims at small scale (three trainings of the same budget; about 30 minutes).
+paper-claims: $(STAMP)
+	$(BIN)/retina-trt data synthetic --out $(SHAPES) --images 2000 --seed 0 --split train --height 256 --width 256
+	$(BIN)/retina-trt data synthetic --out $(SHAPES) --images 300 --seed 1 --split val --height 256 --width 256
+	$(BIN)/python -m retina_trt.bench.paper_claims --data $(SHAPES) --iterations 300 --out bench-output/paper_claims
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info

@@ -46,6 +46,18 @@ def _parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _parse_range(text: str) -> tuple[int, int]:
+    try:
+        values = [int(v) for v in text.split(":")]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX or N, got {text!r}") from err
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX or N, got {text!r}")
+    return values[0], values[1]
+
+
 def _parse_floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))
@@ -100,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--images", type=int, required=True, help="number of images")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--split", default="train", help="split name: <out>/<split>/ and instances_<split>.json")
+    q.add_argument("--height", type=_parse_range, default=(256, 320), help="image height MIN:MAX (default 256:320)")
+    q.add_argument("--width", type=_parse_range, default=(256, 384), help="image width MIN:MAX (default 256:384)")
 
     p = sub.add_parser("train", help="train a RetinaNet on a COCO-format dataset (paper recipe, CPU-sized)")
     p.add_argument("--annotations", required=True, help="instances_*.json")
@@ -108,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from --output's training state")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--fpn-channels", type=int, default=256)
+    p.add_argument("--head-norm", choices=["none", "group_norm"], default="none", help="subnet normalization (v2: group_norm)")
     p.add_argument("--anchor-sizes", type=_parse_floats, default=(32.0, 64.0, 128.0, 256.0, 512.0), help="P3..P7, e.g. 16,32,64,128,256")
     p.add_argument("--min-size", type=int, default=800)
     p.add_argument("--max-size", type=int, default=1333)
@@ -119,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.25)
     p.add_argument("--gamma", type=float, default=2.0)
     p.add_argument("--no-prior-init", action="store_true", help="class bias 0 instead of -log((1-pi)/pi)")
+    p.add_argument("--low-quality-matches", action="store_true", help="torchvision's low-quality anchor matches")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--deploy", default=None, help="also write a deployable copy here: no training state, FP16 weights")
 
     p = sub.add_parser("eval", help="COCO AP of a model on a COCO-format dataset")
     p.add_argument("model", help=".onnx or .pt model")
@@ -180,11 +197,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from retina_trt.data.synthetic import generate_dataset
+    from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
 
     if args.images < 1:
         raise UsageError(f"--images must be >= 1, got {args.images}")
-    path = generate_dataset(args.out, num_images=args.images, seed=args.seed, split=args.split)
+    config = SyntheticConfig(
+        min_height=args.height[0], max_height=args.height[1], min_width=args.width[0], max_width=args.width[1]
+    )
+    path = generate_dataset(args.out, num_images=args.images, seed=args.seed, split=args.split, config=config)
     print(f"wrote {args.images} images to {path.parent / args.split} and annotations to {path}")
     return 0
 
@@ -200,6 +220,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         num_classes=len(dataset.class_names),
         class_names=dataset.class_names,
         fpn_channels=args.fpn_channels,
+        head_norm=None if args.head_norm == "none" else args.head_norm,
         anchor_sizes=args.anchor_sizes,
         min_size=args.min_size,
         max_size=args.max_size,
@@ -213,11 +234,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         gamma=args.gamma,
         prior_init=not args.no_prior_init,
+        allow_low_quality_matches=args.low_quality_matches,
         seed=args.seed,
         save_every=args.save_every,
     )
     path = train(spec, dataset, args.output, config, resume=args.resume, num_threads=args.threads)
     print(f"wrote {path}")
+    if args.deploy:
+        from retina_trt.train import export_weights
+
+        print(f"wrote {export_weights(path, args.deploy, fp16=True)} (FP16 weights, no training state)")
     return 0
 
 

@@ -46,6 +46,8 @@ class TrainConfig:
 
     ``loss="focal"`` uses alpha/gamma; ``loss="ce"`` is alpha-balanced cross entropy (gamma=0).
     ``prior_init=False`` initializes the class bias to 0 instead of -log((1-pi)/pi).
+    ``allow_low_quality_matches`` (torchvision's option, off in the paper) also makes each
+    ground-truth box's best anchors foreground, so objects smaller than every anchor still train.
     """
 
     iterations: int = 2000
@@ -61,6 +63,7 @@ class TrainConfig:
     alpha: float = 0.25
     gamma: float = 2.0
     prior_init: bool = True
+    allow_low_quality_matches: bool = False
     clip_grad_norm: float | None = 10.0
     seed: int = 0
     save_every: int = 200
@@ -147,7 +150,8 @@ def _loss_on_batch(model: RetinaNet, normalizer: nn.Module, images, targets, con
     deltas = torch.cat([flatten_level(o, 4) for o in out.box_deltas], dim=1)
     gamma = config.gamma if config.loss == "focal" else 0.0
     return retinanet_loss(
-        logits, deltas, anchors, scaled, box_coder_weights=spec.box_coder_weights, alpha=config.alpha, gamma=gamma
+        logits, deltas, anchors, scaled, box_coder_weights=spec.box_coder_weights, alpha=config.alpha, gamma=gamma,
+        allow_low_quality_matches=config.allow_low_quality_matches,
     )
 
 

@@ -57,8 +57,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if not 32 <= self.min_height <= self.max_height or not 32 <= self.min_width <= self.max_width:
             raise ValueError(f"image size ranges must be >= 32 and ordered, got {self}")
-        if not 0 <= self.max_objects <= 100:
-            raise ValueError(f"max_objects must be in 0..100, got {self.max_objects}")
+        if not 0 <= self.max_objects <= 200:
+            raise ValueError(f"max_objects must be in 0..200, got {self.max_objects}")
         if not 4 <= self.min_object < min(self.min_height, self.min_width) // 2:
             raise ValueError(f"min_object must be >= 4 and well below the image size, got {self.min_object}")
 
@@ -258,3 +258,37 @@ def generate_dataset(
         tmp.write_text(json.dumps(coco, sort_keys=True))
     logger.info("wrote %d images with %d objects to %s", len(images), len(annotations), out_dir)
     return ann_path
+
+
+def write_video(
+    path: str | os.PathLike,
+    *,
+    num_frames: int = 60,
+    seed: int = 0,
+    frame_size: tuple[int, int] = (256, 320),
+    step: int = 6,
+    fps: float = 15.0,
+) -> Path:
+    """A synthetic video (MJPG AVI): a camera panning over one wide synthetic scene.
+
+    Args:
+        frame_size: (height, width) of the frames.
+        step: pixels the view moves per frame.
+    """
+    height, width = frame_size
+    scene_width = width + step * max(0, num_frames - 1)
+    config = SyntheticConfig(
+        min_height=height, max_height=height, min_width=scene_width, max_width=scene_width, max_objects=60
+    )
+    scene, _ = generate_image(seed, 0, config)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+        if not writer.isOpened():
+            raise RuntimeError(f"OpenCV cannot write MJPG video to {path}")
+        try:
+            for index in range(num_frames):
+                writer.write(np.ascontiguousarray(scene[:, index * step : index * step + width]))
+        finally:
+            writer.release()
+    return path
