@@ -82,3 +82,23 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "instances_val.json").is_file() and len(list((tmp_path / "val").glob("*.jpg"))) == 3
     assert main(["data", "synthetic", "--out", str(tmp_path), "--images", "0"]) == 2
     assert "--images must be >= 1" in capsys.readouterr().err
+
+
+def test_synthetic_video_is_a_real_video(tmp_path):
+    import cv2
+
+    from retina_trt.data.synthetic import write_video
+
+    path = write_video(tmp_path / "pan.avi", num_frames=12, seed=2, frame_size=(96, 128), step=4)
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert len(frames) == 12 and frames[0].shape == (96, 128, 3)
+    # the view pans: frame 1 shifted left by 4 px matches frame 0 (up to JPEG noise)
+    diff = np.abs(frames[1][:, :-4].astype(int) - frames[0][:, 4:].astype(int)).mean()
+    assert diff < 12 and np.abs(frames[1].astype(int) - frames[0].astype(int)).mean() > diff

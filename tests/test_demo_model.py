@@ -1,0 +1,36 @@
+"""The shipped demo model: small enough, loads, and reproduces the README's held-out AP on a
+freshly generated held-out split (the numbers live in samples/models/shapes_r18.json)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from retina_trt import load_checkpoint
+from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
+from retina_trt.evaluate import METRICS, evaluate
+
+MODELS = Path(__file__).parent.parent / "samples" / "models"
+MODEL = MODELS / "shapes_r18.pt"
+RECORDED = MODELS / "shapes_r18.json"
+
+
+def test_shipped_model_is_small_and_loads():
+    assert MODEL.stat().st_size <= 25 * 1024 * 1024
+    state = torch.load(MODEL, weights_only=True)
+    assert "train" not in state, "the shipped model carries no training state"
+    assert all(v.dtype == torch.float16 for v in state["state_dict"].values() if v.is_floating_point())
+    model = load_checkpoint(MODEL)
+    assert model.spec.backbone == "resnet18" and model.spec.num_classes == 6
+
+
+def test_heldout_ap_matches_the_recorded_figure(tmp_path):
+    recorded = json.loads(RECORDED.read_text())
+    split = recorded["heldout"]
+    config = SyntheticConfig(min_height=split["size"], max_height=split["size"], min_width=split["size"], max_width=split["size"])
+    ann = generate_dataset(tmp_path, num_images=split["images"], seed=split["seed"], split="val", config=config)
+    metrics = evaluate(MODEL, ann, tmp_path / "val")
+    for name in METRICS:
+        assert metrics[name] == pytest.approx(recorded["metrics"][name], abs=2e-3), name
+    assert metrics["AP"] >= 0.5
