@@ -38,7 +38,7 @@ demo-model: $(STAMP)
 	$(BIN)/retina-trt train --annotations $(SHAPES)/instances_train.json --images $(SHAPES)/train \
 	  --output $(SHAPES)/shapes_r18.train.pt --backbone resnet18 --fpn-channels 64 --head-norm group_norm \
 	  --anchor-sizes 16,32,64,128,256 --min-size 256 --max-size 256 --iterations 1500 --batch-size 8 \
-	  --lr 0.01 --warmup-iters 100 --low-quality-matches --save-every 100 --resume \
+	  --lr 0.02 --warmup-iters 100 --low-quality-matches --backbone-bn train --save-every 100 --resume \
 	  --deploy samples/models/shapes_r18.pt
 	$(BIN)/retina-trt data synthetic --out $(SHAPES) --images 300 --seed 1 --split val --height 256 --width 256
 	$(BIN)/retina-trt eval samples/models/shapes_r18.pt --annotations $(SHAPES)/instances_val.json --images $(SHAPES)/val

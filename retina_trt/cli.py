@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=2.0)
     p.add_argument("--no-prior-init", action="store_true", help="class bias 0 instead of -log((1-pi)/pi)")
     p.add_argument("--low-quality-matches", action="store_true", help="torchvision's low-quality anchor matches")
+    p.add_argument("--backbone-bn", choices=["frozen", "train"], default="frozen",
+                   help="frozen BatchNorm (paper, for pretrained backbones) or trained (from scratch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -235,6 +237,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         gamma=args.gamma,
         prior_init=not args.no_prior_init,
         allow_low_quality_matches=args.low_quality_matches,
+        backbone_bn=args.backbone_bn,
         seed=args.seed,
         save_every=args.save_every,
     )

@@ -48,6 +48,9 @@ class TrainConfig:
     ``prior_init=False`` initializes the class bias to 0 instead of -log((1-pi)/pi).
     ``allow_low_quality_matches`` (torchvision's option, off in the paper) also makes each
     ground-truth box's best anchors foreground, so objects smaller than every anchor still train.
+    ``backbone_bn="frozen"`` is the paper's frozen BatchNorm (statistics from the first batch
+    when there are no pretrained ones); ``"train"`` trains the backbone's BatchNorm layers (for
+    training from scratch) and the checkpoints still load as frozen BatchNorm for inference.
     """
 
     iterations: int = 2000
@@ -64,6 +67,7 @@ class TrainConfig:
     gamma: float = 2.0
     prior_init: bool = True
     allow_low_quality_matches: bool = False
+    backbone_bn: str = "frozen"
     clip_grad_norm: float | None = 10.0
     seed: int = 0
     save_every: int = 200
@@ -76,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.backbone_bn not in ("frozen", "train"):
+            raise ValueError(f"backbone_bn must be 'frozen' or 'train', got {self.backbone_bn!r}")
         if not 0 <= self.alpha <= 1 or self.gamma < 0:
             raise ValueError(f"alpha must be in [0, 1] and gamma >= 0, got {self.alpha}, {self.gamma}")
 
@@ -109,6 +115,21 @@ def init_frozen_bn_from_data(model: RetinaNet, images: torch.Tensor) -> None:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def unfreeze_backbone_bn(model: RetinaNet) -> None:
+    """Replace the body's FrozenBatchNorm2d layers by trainable BatchNorm2d with the same
+    parameters and statistics (their state-dict keys match, plus ``num_batches_tracked``)."""
+    for parent in list(model.backbone.body.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, FrozenBatchNorm2d):
+                bn = nn.BatchNorm2d(child.weight.numel(), eps=child.eps)
+                with torch.no_grad():
+                    bn.weight.copy_(child.weight)
+                    bn.bias.copy_(child.bias)
+                    bn.running_mean.copy_(child.running_mean)
+                    bn.running_var.copy_(child.running_var)
+                setattr(parent, name, bn)
 
 
 class BatchSampler:
@@ -188,6 +209,8 @@ def train(
         model = load_checkpoint(state)
         if model.spec != spec:
             raise CheckpointError(f"{output} was trained with a different ModelSpec; use another --output or the same options")
+        if config.backbone_bn == "train":
+            unfreeze_backbone_bn(model)
         optimizer = torch.optim.SGD(
             [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
@@ -198,9 +221,16 @@ def train(
         if not config.prior_init:
             with torch.no_grad():
                 model.head.cls.predictor.bias.zero_()
-        images, _ = sampler.batch(0)
-        batch = preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible)
-        init_frozen_bn_from_data(model, normalizer(torch.from_numpy(batch.pixels)))
+        if config.backbone_bn == "train":
+            unfreeze_backbone_bn(model)
+            optimizer = torch.optim.SGD(
+                [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum,
+                weight_decay=config.weight_decay,
+            )
+        else:
+            images, _ = sampler.batch(0)
+            batch = preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible)
+            init_frozen_bn_from_data(model, normalizer(torch.from_numpy(batch.pixels)))
     model.train()
 
     def save(iteration: int, losses: list[float]) -> None:

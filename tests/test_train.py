@@ -71,3 +71,26 @@ def test_train_cli(small_dataset, tmp_path):
                  "--min-size", "128", "--max-size", "128", "--iterations", "2", "--batch-size", "2", "--warmup-iters", "1"])
     assert code == 0 and out.is_file()
     assert main(["train", "--annotations", str(tmp_path / "none.json"), "--images", str(tmp_path), "--output", str(out)]) == 2
+
+
+def test_trained_backbone_bn_loads_as_frozen_bn(small_dataset, tmp_path):
+    from retina_trt.train import unfreeze_backbone_bn
+
+    output = tmp_path / "bn.pt"
+    spec = _spec(small_dataset)
+    train(spec, small_dataset, output, TrainConfig(iterations=3, batch_size=2, warmup_iters=1, backbone_bn="train"))
+    state = torch.load(output, weights_only=True)
+    assert not any(k.endswith("num_batches_tracked") for k in state["state_dict"])
+    frozen = load_checkpoint(output)
+    assert isinstance(frozen.backbone.body.bn1, FrozenBatchNorm2d)
+    trainable = load_checkpoint(output)
+    unfreeze_backbone_bn(trainable)
+    assert isinstance(trainable.backbone.body.bn1, torch.nn.BatchNorm2d)
+    trainable.eval()
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        for a, b in zip(frozen(x).cls_logits, trainable(x).cls_logits):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # resuming a BN-trained run keeps training it
+    train(spec, small_dataset, output, TrainConfig(iterations=4, batch_size=2, warmup_iters=1, backbone_bn="train"), resume=True)
+    assert torch.load(output, weights_only=True)["train"]["iteration"] == 4

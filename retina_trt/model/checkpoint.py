@@ -235,7 +235,8 @@ def save_checkpoint(model: RetinaNet, path: str | os.PathLike, **extra: Any) -> 
     """
     if not isinstance(model, RetinaNet):
         raise TypeError(f"save_checkpoint expects a RetinaNet, got {type(model).__name__}")
-    payload = {"spec": model.spec.to_dict(), "state_dict": model.state_dict(), **extra}
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    payload = {"spec": model.spec.to_dict(), "state_dict": state, **extra}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
