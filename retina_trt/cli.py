@@ -20,10 +20,6 @@ logger = logging.getLogger("retina_trt.cli")
 EXIT_USAGE = 2
 
 
-class UsageError(RetinaTrtError):
-    """A command-line value is invalid."""
-
-
 def _parse_batch(text: str) -> tuple[int, int, int]:
     parts = text.split(":")
     try:
@@ -44,6 +40,16 @@ def _parse_size(text: str) -> tuple[int, int]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 800x1344, got {text!r}") from err
     return height, width
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from err
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _parse_range(text: str) -> tuple[int, int]:
@@ -103,13 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON file per image (default: one detections.jsonl)")
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
     p.add_argument("--no-draw", action="store_true", help="write JSON only, no annotated images/videos")
-    p.add_argument("--max-frames", type=int, default=None, help="stop each video after N frames")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop each video after N frames")
 
     p = sub.add_parser("data", help="datasets")
     data_sub = p.add_subparsers(dest="data_command", metavar="KIND", required=True)
     q = data_sub.add_parser("synthetic", help="generate the synthetic shapes dataset (COCO format)")
     q.add_argument("--out", required=True, help="output folder")
-    q.add_argument("--images", type=int, required=True, help="number of images")
+    q.add_argument("--images", type=_positive_int, required=True, help="number of images")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--split", default="train", help="split name: <out>/<split>/ and instances_<split>.json")
     q.add_argument("--height", type=_parse_range, default=(256, 320), help="image height MIN:MAX (default 256:320)")
@@ -147,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", required=True)
     p.add_argument("--images", required=True)
     p.add_argument("--json", dest="json_path", default=None, help="write the metrics as one JSON object")
-    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-images", type=_positive_int, default=None)
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
 
     p = sub.add_parser("info", help="print what a model file says about itself")
@@ -201,8 +207,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
 
-    if args.images < 1:
-        raise UsageError(f"--images must be >= 1, got {args.images}")
     config = SyntheticConfig(
         min_height=args.height[0], max_height=args.height[1], min_width=args.width[0], max_width=args.width[1]
     )

@@ -26,8 +26,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from tqdm import tqdm
 
 from retina_trt.data.coco import CocoDataset
-from retina_trt.errors import CheckpointError
-from retina_trt.model.checkpoint import load_checkpoint, save_checkpoint
+from retina_trt.errors import CheckpointError, ImageError
+from retina_trt.model.checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
 from retina_trt.model.loss import retinanet_loss
 from retina_trt.model.normalize import PixelNormalizer
 from retina_trt.model.postprocess import flatten_level
@@ -133,19 +133,40 @@ def unfreeze_backbone_bn(model: RetinaNet) -> None:
 
 
 class BatchSampler:
-    """Deterministic batches: a seeded permutation per epoch, flips drawn per sample."""
+    """Deterministic batches: a seeded permutation per epoch, flips drawn per sample.
+
+    An image that cannot be read is logged, counted in ``skipped`` and replaced by the next
+    readable one of the permutation, so one bad file does not end a training run.
+    """
 
     def __init__(self, dataset: CocoDataset, batch_size: int, seed: int, hflip: bool) -> None:
         self.dataset, self.batch_size, self.seed, self.hflip = dataset, batch_size, seed, hflip
+        self.skipped: set[int] = set()
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset)))
+        return self._order[1]
+
+    def _sample(self, flat: int):
+        n = len(self.dataset)
+        for attempt in range(n):
+            epoch, position = divmod(flat + attempt, n)
+            index = int(self._permutation(epoch)[position])
+            if index in self.skipped:
+                continue
+            try:
+                return self.dataset[index], epoch, position
+            except ImageError as err:
+                self.skipped.add(index)
+                logger.warning("skipping unreadable training image %s: %s", self.dataset.image_path(index), err)
+        raise ImageError(f"no image of {self.dataset.image_dir} can be read")
 
     def batch(self, iteration: int) -> tuple[list[np.ndarray], list[dict[str, np.ndarray]]]:
-        n = len(self.dataset)
         images, targets = [], []
         for k in range(self.batch_size):
-            flat = iteration * self.batch_size + k
-            epoch, position = divmod(flat, n)
-            order = np.random.default_rng([self.seed, epoch]).permutation(n)
-            sample = self.dataset[int(order[position])]
+            sample, epoch, position = self._sample(iteration * self.batch_size + k)
             image, boxes = sample.image, sample.boxes
             if self.hflip and np.random.default_rng([self.seed, epoch, position, 1]).random() < 0.5:
                 image = image[:, ::-1].copy()
@@ -195,42 +216,36 @@ def train(
         torch.set_num_threads(num_threads)
     torch.manual_seed(config.seed)
     start_iteration = 0
-    model = RetinaNet(spec)
-    optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
     sampler = BatchSampler(dataset, config.batch_size, config.seed, config.hflip)
     normalizer = PixelNormalizer(spec)
+    optimizer_state = None
     if resume and output.exists():
-        state = torch.load(output, map_location="cpu", weights_only=True)
+        state = read_checkpoint_file(output)
         train_state = state.get("train") if isinstance(state, dict) else None
         if not train_state:
             raise CheckpointError(f"{output} has no training state to resume from")
         model = load_checkpoint(state)
         if model.spec != spec:
             raise CheckpointError(f"{output} was trained with a different ModelSpec; use another --output or the same options")
-        if config.backbone_bn == "train":
-            unfreeze_backbone_bn(model)
-        optimizer = torch.optim.SGD(
-            [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-        optimizer.load_state_dict(train_state["optimizer"])
+        optimizer_state = train_state["optimizer"]
         start_iteration = int(train_state["iteration"])
         logger.info("resuming %s at iteration %d of %d", output, start_iteration, config.iterations)
     else:
+        model = RetinaNet(spec)
         if not config.prior_init:
             with torch.no_grad():
                 model.head.cls.predictor.bias.zero_()
-        if config.backbone_bn == "train":
-            unfreeze_backbone_bn(model)
-            optimizer = torch.optim.SGD(
-                [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum,
-                weight_decay=config.weight_decay,
-            )
-        else:
+        if config.backbone_bn == "frozen":
             images, _ = sampler.batch(0)
             batch = preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible)
             init_frozen_bn_from_data(model, normalizer(torch.from_numpy(batch.pixels)))
+    if config.backbone_bn == "train":
+        unfreeze_backbone_bn(model)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     model.train()
 
     def save(iteration: int, losses: list[float]) -> None:

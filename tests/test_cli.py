@@ -86,6 +86,7 @@ def test_unopenable_video_is_reported(onnx_models, tmp_path, capsys):
         (["export", "--weights", "{ckpt}", "--output", "{out}/m.onnx", "--batch", "4:2:1"], "min <= opt <= max"),
         (["export", "--weights", "{ckpt}", "--output", "{out}/m.onnx", "--input-size", "big"], "HEIGHTxWIDTH"),
         (["info", "{image}"], "not a readable"),
+        (["detect", "{onnx}", "{image}", "--output", "{out}", "--max-frames", "0"], "expected a positive integer"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(args, message, tiny_checkpoint, onnx_models, image_dir, tmp_path, capsys):

@@ -80,8 +80,10 @@ def test_config_validation():
 def test_cli(tmp_path, capsys):
     assert main(["data", "synthetic", "--out", str(tmp_path), "--images", "3", "--seed", "1", "--split", "val"]) == 0
     assert (tmp_path / "instances_val.json").is_file() and len(list((tmp_path / "val").glob("*.jpg"))) == 3
-    assert main(["data", "synthetic", "--out", str(tmp_path), "--images", "0"]) == 2
-    assert "--images must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "synthetic", "--out", str(tmp_path), "--images", "0"])
+    assert exit_.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err
 
 
 def test_synthetic_video_is_a_real_video(tmp_path):

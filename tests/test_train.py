@@ -94,3 +94,32 @@ def test_trained_backbone_bn_loads_as_frozen_bn(small_dataset, tmp_path):
     # resuming a BN-trained run keeps training it
     train(spec, small_dataset, output, TrainConfig(iterations=4, batch_size=2, warmup_iters=1, backbone_bn="train"), resume=True)
     assert torch.load(output, weights_only=True)["train"]["iteration"] == 4
+
+
+def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(small_dataset, tmp_path, capsys):
+    output = tmp_path / "broken.pt"
+    output.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        train(_spec(small_dataset), small_dataset, output, TrainConfig(iterations=2, batch_size=2), resume=True)
+    code = main(["train", "--annotations", str(small_dataset.annotation_path), "--images", str(small_dataset.image_dir),
+                 "--output", str(output), "--resume", "--iterations", "2"])
+    assert code == 2 and "not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert output.read_bytes() == b"not a checkpoint", "the file is left as it was"
+
+
+def test_an_unreadable_training_image_is_skipped(small_dataset, tmp_path):
+    import shutil
+
+    from retina_trt.train import BatchSampler
+
+    images = tmp_path / "images"
+    shutil.copytree(small_dataset.image_dir, images)
+    broken = images / small_dataset.images[0]["file_name"]
+    broken.write_bytes(b"")
+    dataset = CocoDataset.load(small_dataset.annotation_path, images)
+    sampler = BatchSampler(dataset, batch_size=4, seed=0, hflip=True)
+    for iteration in range(4):  # two epochs of 8 images
+        batch_images, targets = sampler.batch(iteration)
+        assert len(batch_images) == len(targets) == 4
+    assert sampler.skipped == {0}
+    train(_spec(dataset), dataset, tmp_path / "m.pt", TrainConfig(iterations=2, batch_size=4, warmup_iters=1))

@@ -52,7 +52,9 @@ _TORCHVISION_RULES: list[tuple[re.Pattern[str], str]] = [
 _LEGACY_HEAD = re.compile(r"^head\.(classification|regression)_head\.conv\.(\d+)\.(weight|bias)$")
 
 
-def _read_file(path: Path) -> Any:
+def read_checkpoint_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of ``path``, with a CheckpointError for missing,
+    empty, truncated or foreign files."""
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
@@ -169,7 +171,7 @@ def load_checkpoint(
     """
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         source = str(path_or_state_dict)
-        obj = _read_file(Path(path_or_state_dict))
+        obj = read_checkpoint_file(Path(path_or_state_dict))
     elif isinstance(path_or_state_dict, Mapping):
         source = "state dict"
         obj = path_or_state_dict
