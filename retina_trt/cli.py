@@ -8,6 +8,7 @@ User errors (bad paths, bad options, unreadable inputs) print one line and exit 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -157,7 +158,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
 
     p = sub.add_parser("info", help="print what a model file says about itself")
-    p.add_argument("model", help=".onnx or .pt model")
+    p.add_argument("model", help=".pt, .onnx or .engine model")
+
+    p = sub.add_parser(
+        "build-engine",
+        help="prepare FP16/INT8 precision (calibration) and build a TensorRT engine",
+        description="Export (--weights) or take an ONNX (--onnx), prepare its precision in the graph "
+        "(FP16 tensors or INT8 Q/DQ, calibrated on the CPU with ONNX Runtime), then build a strongly "
+        "typed TensorRT engine. --dry-run stops after the prepared ONNX and needs no TensorRT.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", help="checkpoint (.pt) to export first")
+    src.add_argument("--onnx", help="an FP32 retina_trt ONNX, or an already prepared one")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
+                   help="default: fp16, or the precision of an already prepared --onnx")
+    p.add_argument("--calib-data", default=None, help="image folder, COCO .json, or 'synthetic' (needed for int8)")
+    p.add_argument("--calib-images", type=_positive_int, default=512, help="calibration images (default 512)")
+    p.add_argument("--calib-method", choices=["entropy", "max", "percentile"], default="entropy")
+    p.add_argument("--calib-percentile", type=float, default=99.999, help="for --calib-method percentile")
+    p.add_argument("--calib-batch", type=_positive_int, default=8, help="images per calibration batch")
+    p.add_argument("--calib-seed", type=int, default=0, help="calibration shuffling seed")
+    p.add_argument("--cache-dir", default=None, help="precision cache (default $RETINA_TRT_CACHE or ~/.cache/retina_trt)")
+    p.add_argument("--no-cache", action="store_true", help="recalibrate even if a cached model matches")
+    p.add_argument("--batch", type=_parse_batch, default=None, help="MIN:OPT:MAX batch of the profile (default: the export's, 1:1:8)")
+    p.add_argument("--input-size", type=_parse_size, default=None,
+                   help="HEIGHTxWIDTH: the fixed input of the export (--weights), or the profile's opt size (dynamic --onnx)")
+    p.add_argument("--dynamic-shapes", action="store_true", help="export with dynamic height and width (--weights)")
+    p.add_argument("--workspace", type=_positive_int, default=4096, help="builder workspace in MiB (default 4096)")
+    p.add_argument("--opt-level", type=int, choices=range(6), default=3, help="builder optimization level (default 3)")
+    p.add_argument("--timing-cache", default=None, help="timing cache file, loaded if present and saved")
+    p.add_argument("--hardware-compat", choices=["none", "ampere_plus", "same_cc"], default="none")
+    p.add_argument("--version-compat", action="store_true", help="runnable by later TensorRT versions of the same major")
+    p.add_argument("--output", required=True, help="the .engine file to write")
+    p.add_argument("--save-onnx", default=None, help="where the prepared ONNX goes (default <output stem>.<precision>.onnx)")
+    p.add_argument("--dry-run", action="store_true", help="stop after the prepared ONNX; print the build plan (no TensorRT needed)")
     return parser
 
 
@@ -192,9 +226,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
         from retina_trt.export.metadata import read_metadata
 
         meta = read_metadata(path)
-        print(f"{path}: retina_trt ONNX model")
+        print(f"{path}: retina_trt ONNX model ({meta.precision})")
         print(f"  export: {meta.export}")
+        if meta.precision != "fp32":
+            print(f"  precision: {json.dumps(meta.precision_info, sort_keys=True)}")
         print(f"  spec: {meta.spec.to_json(indent=2)}")
+    elif path.suffix.lower() == ".engine":
+        from retina_trt.trt.engine_file import read_engine_header
+
+        header = read_engine_header(path)
+        cc = header.compute_capability
+        print(f"{path}: retina_trt TensorRT engine ({header.precision}, {header.plan_size / 1e6:.1f} MB plan)")
+        print(f"  built with TensorRT {header.tensorrt_version} on {header.device_name} (compute capability {cc[0]}.{cc[1]})")
+        print(f"  onnx sha256: {header.onnx_sha256}")
+        print(f"  build: {json.dumps(header.build, sort_keys=True)}")
+        print(f"  export: {json.dumps(header.export, sort_keys=True)}")
+        print(f"  spec: {header.spec.to_json(indent=2)}")
     else:
         from retina_trt.model.checkpoint import load_checkpoint
 
@@ -265,7 +312,87 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from retina_trt.calibration import CalibrationConfig, prepare_precision
+    from retina_trt.export.metadata import read_metadata
+    from retina_trt.trt import BuildOptions, build_engine, build_plan
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".engine":
+        raise ValueError(f"--output must end in .engine, got {output}")
+    options = BuildOptions(
+        batch=args.batch,
+        opt_hw=args.input_size if args.onnx else None,
+        workspace_mib=args.workspace,
+        optimization_level=args.opt_level,
+        timing_cache=args.timing_cache,
+        hardware_compat=args.hardware_compat,
+        version_compatible=args.version_compat,
+        verbose=args.verbose,
+    )
+    if not args.dry_run:
+        # Fail before the slow steps when the build cannot happen here.
+        from retina_trt.trt.compat import cuda_device, import_tensorrt
+
+        import_tensorrt()
+        cuda_device()
+    with tempfile.TemporaryDirectory(prefix="retina_trt_build_") as tmp:
+        if args.weights:
+            from retina_trt.export.onnx_export import export_onnx
+
+            if args.dynamic_shapes and args.input_size:
+                raise ValueError("give either --input-size or --dynamic-shapes, not both")
+            source = export_onnx(
+                args.weights, Path(tmp) / "model.onnx", nms="onnx", batch=args.batch or (1, 1, 8),
+                input_size=args.input_size, dynamic_shapes=args.dynamic_shapes,
+            )  # fmt: skip
+        else:
+            source = Path(args.onnx)
+        meta = read_metadata(source)
+        precision = args.precision or (meta.precision if meta.precision != "fp32" else "fp16")
+        if meta.precision != "fp32":
+            if precision != meta.precision:
+                raise ValueError(
+                    f"{source} is already prepared as {meta.precision}; build it with --precision "
+                    f"{meta.precision}, or start from the FP32 export for {precision}"
+                )
+            prepared = source
+            print(f"using the prepared {precision} ONNX {source}")
+        else:
+            save_onnx = Path(args.save_onnx) if args.save_onnx else output.with_name(f"{output.stem}.{precision}.onnx")
+            calibration = CalibrationConfig(
+                source=args.calib_data, num_images=args.calib_images, method=args.calib_method,
+                percentile=args.calib_percentile, batch_size=args.calib_batch, seed=args.calib_seed,
+            )  # fmt: skip
+            result = prepare_precision(
+                source, precision, save_onnx, calibration=calibration,
+                cache_dir=args.cache_dir, use_cache=not args.no_cache,
+            )  # fmt: skip
+            prepared = result.path
+            how = "reused from the precision cache" if result.reused else "prepared"
+            print(f"{precision} ONNX {how}: {prepared}")
+        plan = build_plan(prepared, options)
+        print("build plan:")
+        for key, value in plan.items():
+            if isinstance(value, dict):
+                print(f"  {key}:")
+                for name, text in value.items():
+                    print(f"    {name}: {text}")
+            else:
+                print(f"  {key}: {value}")
+        if args.dry_run:
+            print(f"dry run: no engine built; build it on a GPU with: retina-trt build-engine --onnx {prepared} --output {output}")
+            return 0
+        path = build_engine(prepared, output, options)
+    print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {
+    "build-engine": _cmd_build_engine,
     "export": _cmd_export,
     "detect": _cmd_detect,
     "data": _cmd_data,

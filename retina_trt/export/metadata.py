@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ FORMAT_KEY = "retina_trt.format"
 FORMAT = "retina_trt.onnx/1"
 SPEC_KEY = "retina_trt.spec"
 EXPORT_KEY = "retina_trt.export"
+PRECISION_KEY = "retina_trt.precision"
 
 
 @dataclass(frozen=True)
@@ -27,10 +28,18 @@ class OnnxMetadata:
         spec: the model's ModelSpec.
         export: export options: ``nms``, ``batch`` [min, opt, max], ``input_size`` [H, W] or
             None (dynamic shapes), ``opset``, ``input_layout``, ``outputs``, ``retina_trt_version``.
+        precision_info: how the graph's precision was prepared (``retina_trt.calibration``):
+            ``precision`` ("fp32", "fp16" or "int8"), and for prepared models the method, the
+            calibration-data hash, the source ONNX sha256 and the tool versions.
     """
 
     spec: ModelSpec
     export: dict[str, Any]
+    precision_info: dict[str, Any] = field(default_factory=lambda: {"precision": "fp32"})
+
+    @property
+    def precision(self) -> str:
+        return str(self.precision_info.get("precision", "fp32"))
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -49,6 +58,10 @@ class OnnxMetadata:
 def write_metadata(model: onnx.ModelProto, spec: ModelSpec, export: dict[str, Any]) -> None:
     """Set the retina_trt entries of ``model.metadata_props`` (replacing earlier ones)."""
     entries = {FORMAT_KEY: FORMAT, SPEC_KEY: spec.to_json(), EXPORT_KEY: json.dumps(export, sort_keys=True)}
+    _set_props(model, entries)
+
+
+def _set_props(model: onnx.ModelProto, entries: dict[str, str]) -> None:
     kept = [p for p in model.metadata_props if p.key not in entries]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
@@ -69,9 +82,20 @@ def parse_metadata(props: dict[str, str], source: str) -> OnnxMetadata:
     try:
         spec = ModelSpec.from_json(props[SPEC_KEY])
         export = json.loads(props[EXPORT_KEY])
+        precision_info = json.loads(props.get(PRECISION_KEY, '{"precision": "fp32"}'))
     except (KeyError, json.JSONDecodeError, SpecError) as err:
         raise ModelFormatError(f"{source} has damaged retina_trt metadata ({err}); re-export it") from err
-    return OnnxMetadata(spec=spec, export=export)
+    return OnnxMetadata(spec=spec, export=export, precision_info=precision_info)
+
+
+def write_precision_metadata(model: onnx.ModelProto, source_props: dict[str, str], info: dict[str, Any]) -> None:
+    """Give a precision-prepared ``model`` the retina_trt entries of its source plus ``info``.
+
+    Graph rewriters (Model Optimizer) drop ``metadata_props``; this puts them back.
+    """
+    entries = {k: v for k, v in source_props.items() if k.startswith("retina_trt.")}
+    entries[PRECISION_KEY] = json.dumps(info, sort_keys=True)
+    _set_props(model, entries)
 
 
 def read_metadata(model_or_path: onnx.ModelProto | str | os.PathLike) -> OnnxMetadata:

@@ -1,0 +1,216 @@
+"""The retina_trt engine file: a JSON header followed by the TensorRT plan. No tensorrt import here.
+
+Layout::
+
+    MAGIC (10 bytes) | header length (uint64, little endian) | header (UTF-8 JSON) | plan
+
+The header holds the ModelSpec, the export options (NMS, input size, batch range, outputs), the
+TensorRT version, the GPU name and compute capability, the precision, the source ONNX's sha256 and
+the build options, so ``read_engine_header`` tells what an engine is without TensorRT or a GPU,
+and loading can refuse a mismatched engine with the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retina_trt.errors import ModelFormatError, SpecError
+from retina_trt.spec import ModelSpec
+from retina_trt.utils import atomic_path
+
+MAGIC = b"RETINATRT\x01"
+HEADER_FORMAT = 1
+_LENGTH = struct.Struct("<Q")
+_MAX_HEADER = 16 << 20
+
+
+class EngineMismatchError(ModelFormatError):
+    """The engine was built for another TensorRT version or GPU."""
+
+
+@dataclass(frozen=True)
+class EngineHeader:
+    """What an engine file says about itself.
+
+    Attributes:
+        spec: the model's ModelSpec.
+        tensorrt_version: e.g. "10.13.3.9".
+        device_name, compute_capability: the GPU it was built on, e.g. ("NVIDIA H100", (9, 0)).
+        precision: "fp32", "fp16" or "int8".
+        onnx_sha256: sha256 of the (prepared) ONNX it was built from.
+        export: the ONNX export options (nms, input_size, batch, outputs, ...).
+        build: the build options (profile, workspace, hardware/version compatibility, ...).
+        plan_offset, plan_size: where the TensorRT plan lies in the file.
+    """
+
+    spec: ModelSpec
+    tensorrt_version: str
+    device_name: str
+    compute_capability: tuple[int, int]
+    precision: str
+    onnx_sha256: str
+    export: dict[str, Any]
+    build: dict[str, Any]
+    plan_offset: int
+    plan_size: int
+    raw: dict[str, Any]
+
+    @property
+    def max_batch(self) -> int:
+        return int(self.build["batch"][2])
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        size = self.export.get("input_size")
+        return None if size is None else (int(size[0]), int(size[1]))
+
+
+def make_header(
+    *,
+    spec: ModelSpec,
+    tensorrt_version: str,
+    device_name: str,
+    compute_capability: tuple[int, int],
+    precision: str,
+    onnx_sha256: str,
+    export: dict[str, Any],
+    build: dict[str, Any],
+    plan: bytes,
+) -> dict[str, Any]:
+    """The header JSON object for :func:`write_engine`."""
+    from retina_trt._version import __version__
+
+    return {
+        "format": HEADER_FORMAT,
+        "spec": json.loads(spec.to_json()),
+        "tensorrt_version": tensorrt_version,
+        "device": {"name": device_name, "compute_capability": list(compute_capability)},
+        "precision": precision,
+        "onnx_sha256": onnx_sha256,
+        "export": export,
+        "build": build,
+        "plan_sha256": hashlib.sha256(plan).hexdigest(),
+        "retina_trt_version": __version__,
+    }
+
+
+def write_engine(path: str | os.PathLike, header: dict[str, Any], plan: bytes) -> Path:
+    """Write header + plan to ``path`` atomically."""
+    blob = json.dumps(header, sort_keys=True).encode("utf-8")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(MAGIC)
+        f.write(_LENGTH.pack(len(blob)))
+        f.write(blob)
+        f.write(plan)
+    return Path(path)
+
+
+def read_engine_header(path: str | os.PathLike) -> EngineHeader:
+    """Read an engine file's header (no TensorRT needed).
+
+    Raises:
+        ModelFormatError: not a retina_trt engine (e.g. a bare trtexec plan), or damaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFormatError(f"engine file not found: {path}")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        magic = f.read(len(MAGIC))
+        if magic != MAGIC:
+            raise ModelFormatError(
+                f"{path} is not a retina_trt engine (no retina_trt header; a plain TensorRT plan "
+                "from trtexec has none): build it with `retina-trt build-engine`"
+            )
+        (length,) = _LENGTH.unpack(f.read(_LENGTH.size) or b"\0" * 8)
+        if not 0 < length <= _MAX_HEADER or len(MAGIC) + _LENGTH.size + length > size:
+            raise ModelFormatError(f"{path} has a damaged header (length {length}); rebuild the engine")
+        blob = f.read(length)
+    try:
+        raw = json.loads(blob.decode("utf-8"))
+        offset = len(MAGIC) + _LENGTH.size + length
+        cc = raw["device"]["compute_capability"]
+        return EngineHeader(
+            spec=ModelSpec.from_json(json.dumps(raw["spec"])),
+            tensorrt_version=str(raw["tensorrt_version"]),
+            device_name=str(raw["device"]["name"]),
+            compute_capability=(int(cc[0]), int(cc[1])),
+            precision=str(raw["precision"]),
+            onnx_sha256=str(raw["onnx_sha256"]),
+            export=dict(raw["export"]),
+            build=dict(raw["build"]),
+            plan_offset=offset,
+            plan_size=size - offset,
+            raw=raw,
+        )
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, SpecError) as err:
+        raise ModelFormatError(f"{path} has a damaged header ({type(err).__name__}: {err}); rebuild the engine") from err
+
+
+def read_plan(path: str | os.PathLike, header: EngineHeader | None = None) -> bytes:
+    """The TensorRT plan bytes of an engine file (checked against the header's sha256)."""
+    header = header or read_engine_header(path)
+    with open(path, "rb") as f:
+        f.seek(header.plan_offset)
+        plan = f.read()
+    if hashlib.sha256(plan).hexdigest() != header.raw.get("plan_sha256"):
+        raise ModelFormatError(f"{path}: the plan does not match its header (truncated or modified); rebuild the engine")
+    return plan
+
+
+def rebuild_hint(path: str | os.PathLike, header: EngineHeader) -> str:
+    stem = Path(path).with_suffix("")
+    return (
+        f"rebuild it on this machine: retina-trt build-engine --onnx {stem}.{header.precision}.onnx "
+        f"--output {path} (the prepared ONNX kept beside the engine), or from the weights with "
+        f"--weights W.pt --precision {header.precision}"
+    )
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+
+
+def check_engine_compatible(
+    path: str | os.PathLike,
+    header: EngineHeader,
+    *,
+    tensorrt_version: str,
+    compute_capability: tuple[int, int],
+) -> None:
+    """Refuse an engine that this TensorRT / GPU cannot run, saying how to rebuild it.
+
+    TensorRT plans run only on the TensorRT version that built them, unless built
+    version-compatible (then any later version of the same major), and only on GPUs of the same
+    compute capability, unless built hardware-compatible (``ampere_plus``: compute capability 8.0
+    and later).
+    """
+    built, here = _version_tuple(header.tensorrt_version), _version_tuple(tensorrt_version)
+    if header.build.get("version_compatible"):
+        ok = built[:1] == here[:1] and here >= built
+        rule = f"a version-compatible {built[0]}.x engine needs TensorRT {header.tensorrt_version} or later {built[0]}.x"
+    else:
+        ok = built == here
+        rule = "a TensorRT engine runs only on the TensorRT version that built it"
+    if not ok:
+        raise EngineMismatchError(
+            f"{path} was built with TensorRT {header.tensorrt_version}, this is {tensorrt_version} "
+            f"({rule}); {rebuild_hint(path, header)}"
+        )
+    level = header.build.get("hardware_compat", "none")
+    cc_built, cc_here = tuple(header.compute_capability), tuple(compute_capability)
+    if level == "ampere_plus":
+        ok, rule = cc_here >= (8, 0), "a hardware-compatible (ampere_plus) engine needs compute capability 8.0 or later"
+    else:
+        ok, rule = cc_here == cc_built, "an engine runs only on GPUs of the compute capability it was built for"
+    if not ok:
+        raise EngineMismatchError(
+            f"{path} was built on {header.device_name} (compute capability {cc_built[0]}.{cc_built[1]}), "
+            f"this GPU is {cc_here[0]}.{cc_here[1]} ({rule}); {rebuild_hint(path, header)}"
+        )
