@@ -144,29 +144,69 @@ class _Reader:
         self._iter = None
 
 
+class _AbsHistogram:
+    """Running histogram of |x| whose range grows as larger values arrive."""
+
+    def __init__(self, bins: int = 2048) -> None:
+        self.bins = bins
+        self.counts = np.zeros(bins, dtype=np.float64)
+        self.high = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        values = np.abs(values.astype(np.float32, copy=False).ravel())
+        top = float(values.max()) if values.size else 0.0
+        if top > self.high:
+            if self.high > 0:  # re-bin what we have onto the wider range
+                old_edges = np.linspace(0.0, self.high, self.bins + 1)
+                new_edges = np.linspace(0.0, top, self.bins + 1)
+                cdf = np.concatenate([[0.0], np.cumsum(self.counts)])
+                self.counts = np.diff(np.interp(new_edges, old_edges, cdf))
+            self.high = top
+        if self.high > 0:
+            self.counts += np.histogram(values, bins=self.bins, range=(0.0, self.high))[0]
+
+    def percentile(self, q: float) -> float:
+        total = self.counts.sum()
+        if total == 0 or self.high == 0:
+            return 0.0
+        cdf = np.cumsum(self.counts) / total
+        index = int(np.searchsorted(cdf, q / 100.0))
+        return float(min(index + 1, self.bins) * self.high / self.bins)
+
+
 def _percentile_cache(
     onnx_path: Path, data: CalibrationData, batch_size: int, percentile: float, islands: list[str], out: Path
 ) -> None:
-    """Write a TensorRT-style calibration cache of percentile ranges for the network's tensors."""
-    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+    """Write a TensorRT-style calibration cache (scale = percentile(|x|) / 127) for every float
+    activation the network's nodes read. Own histograms rather than ONNX Runtime's calibrators:
+    Model Optimizer patches those process-wide once it has run."""
+    import onnxruntime as ort
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = onnx.load(str(onnx_path))
     island = set(islands)
-    op_types = sorted({n.op_type for n in model.graph.node if n.name not in island})
-    with tempfile.TemporaryDirectory(prefix="retina_trt_pct_") as tmp:
-        calibrator = create_calibrator(
-            str(onnx_path),
-            op_types_to_calibrate=op_types,
-            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=CalibrationMethod.Percentile,
-            extra_options={"symmetric": True, "percentile": float(percentile), "num_bins": 2048},
-        )
-        calibrator.collect_data(_Reader(data, batch_size, f"percentile {percentile}"))
-        ranges = calibrator.compute_data()
+    inferred = onnx.shape_inference.infer_shapes(model)
+    float_tensors = {
+        v.name for v in [*inferred.graph.value_info, *inferred.graph.input]
+        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }  # fmt: skip
+    initializers = {i.name for i in model.graph.initializer}
+    names = sorted({
+        i for n in model.graph.node if n.name not in island
+        for i in n.input if i in float_tensors and i not in initializers
+    })  # fmt: skip
+    existing = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    histograms = {n: _AbsHistogram() for n in names}
+    reader = _Reader(data, batch_size, f"percentile {percentile}")
+    while (feed := reader.get_next()) is not None:
+        for name, value in zip(names, session.run(names, feed)):
+            histograms[name].add(value)
     lines = ["TRT-retina_trt-Percentile"]
-    for name, value in ranges.data.items():
-        low, high = (float(np.asarray(v).max()) for v in (np.abs(value.range_value[0]), np.abs(value.range_value[1])))
-        amax = max(low, high, 1e-8)
+    for name, histogram in histograms.items():
+        amax = max(histogram.percentile(percentile), 1e-8)
         lines.append(f"{name}: {struct.pack('!f', amax / 127.0).hex()}")
     out.write_text("\n".join(lines) + "\n")
 

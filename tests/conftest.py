@@ -106,3 +106,14 @@ def video_file(artifacts) -> Path:
         writer.write(frame)
     writer.release()
     return path
+
+
+DEMO_MODEL = Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt"
+
+
+@pytest.fixture(scope="session")
+def demo_onnx(artifacts) -> Path:
+    """The shipped demo model exported to ONNX (256x256, nms=onnx)."""
+    from retina_trt import export_onnx
+
+    return export_onnx(DEMO_MODEL, artifacts / "shapes_r18.onnx")

@@ -62,3 +62,26 @@ def assert_same_detections(got, expected, *, box_tol=1e-3, score_tol=1e-5, min_c
             f"expected detection {i} (label {el[i]}, score {es[i]:.6f}, box {eb[i]}) has no match"
         )
         unmatched.remove(min(candidates, key=lambda j: np.abs(gb[j] - eb[i]).max()))
+
+
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of ``boxes`` [N, 4]."""
+    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
+    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def count_matched(want, got, *, min_score: float, iou: float = 0.9) -> tuple[int, int]:
+    """(matched, total): ``want``'s detections above ``min_score`` that ``got`` finds with the
+    same class and IoU above ``iou`` (for precision comparisons, where scores drift slightly)."""
+    wb, ws, wl = as_numpy(want)
+    gb, _, gl = as_numpy(got)
+    strong = ws > min_score
+    matched = 0
+    for box, label in zip(wb[strong], wl[strong]):
+        same = gl == label
+        matched += int(same.any() and iou_one_to_many(box, gb[same]).max() > iou)
+    return matched, int(strong.sum())

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import cv2
@@ -115,7 +116,18 @@ def test_bad_model_files(tmp_path, images):
     with pytest.raises(ModelFormatError, match="cannot tell the model type"):
         Detector(tmp_path / "m.xyz")
     (tmp_path / "m.engine").write_bytes(b"x")
-    with pytest.raises(BackendUnavailableError, match="TensorRT"):
+    with pytest.raises(ModelFormatError, match="not a retina_trt engine"):
         Detector(tmp_path / "m.engine")
+    if importlib.util.find_spec("tensorrt") is None:  # a well-formed engine file, no TensorRT here
+        from helpers import TINY_SPEC
+
+        from retina_trt.trt.engine_file import make_header, write_engine
+
+        header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="GPU", compute_capability=(8, 9),
+                             precision="fp16", onnx_sha256="0" * 64, export={"nms": "onnx"}, build={"batch": [1, 1, 1]},
+                             plan=b"plan")  # fmt: skip
+        write_engine(tmp_path / "ok.engine", header, b"plan")
+        with pytest.raises(BackendUnavailableError, match=r"pip install 'retina-trt\[trt\]'"):
+            Detector(tmp_path / "ok.engine")
     with pytest.raises(ValueError, match="min_score"):
         Detector(tmp_path / "m.xyz", min_score=3)

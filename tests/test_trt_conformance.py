@@ -153,3 +153,16 @@ def test_the_scan_catches_a_removed_flag(bindings):
     assert result["IBuilderConfig.set_flag"] is True
     assert result["BuilderFlag.FP16"] is (major == "10")
     assert result["IBuilderConfig.int8_calibrator"] is (major == "10")
+
+
+def test_cuda_python_names_exist():
+    """The runtime's CUDA calls exist in the installed CUDA Python binding (cuda.bindings.runtime)."""
+    cudart = pytest.importorskip("cuda.bindings.runtime")
+    sys.path.insert(0, str(PROBE.parent))
+    from trt_api_probe import _resolve, module_chains
+
+    source = (ROOT / "retina_trt" / "trt" / "runtime.py").read_text()
+    names = module_chains(source, "cudart")
+    assert len(names) > 15
+    missing = sorted(n for n in names if not _resolve(cudart, n.split(".")))
+    assert not missing, f"cuda.bindings.runtime lacks {missing}"

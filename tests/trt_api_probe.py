@@ -32,20 +32,29 @@ VAR_TYPES = {
     "timing_cache": "ITimingCache",
     "runtime": "Runtime",
     "engine": "ICudaEngine",
+    "_engine": "ICudaEngine",
+    "_runtime": "Runtime",
     "context": "IExecutionContext",
     "trt_logger": "ILogger",
 }
 
 
-def _chain(node: ast.AST) -> list[str] | None:
-    """``trt.A.B`` -> ["A", "B"]; None when the chain is not rooted at ``trt``."""
+def _chain(node: ast.AST, root: str = "trt") -> list[str] | None:
+    """``trt.A.B`` -> ["A", "B"]; None when the chain is not rooted at ``root``."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
-    if isinstance(node, ast.Name) and node.id == "trt":
+    if isinstance(node, ast.Name) and node.id == root:
         return parts[::-1]
     return None
+
+
+def module_chains(source: str, root: str) -> set[str]:
+    """Every longest attribute chain on the name ``root`` in ``source`` (e.g. ``cudart``)."""
+    chains = {".".join(p) for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)
+              for p in [_chain(node, root)] if p}  # fmt: skip
+    return {c for c in chains if not any(o.startswith(c + ".") for o in chains)}
 
 
 def _resolve(trt, parts: list[str]) -> bool:

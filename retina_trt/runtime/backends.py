@@ -141,10 +141,9 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
                 "(PyTorch checkpoint) or .engine (TensorRT); pass backend=... to force one"
             )
     if backend == "tensorrt":
-        raise BackendUnavailableError(
-            f"the TensorRT runtime backend is not part of this version of retina_trt; run the "
-            f"ONNX export of the model with ONNX Runtime instead ({path})"
-        )
+        from retina_trt.trt.runtime import TensorRTBackend
+
+        return TensorRTBackend(path, cuda_graph=bool(options.get("cuda_graph")))
     if backend == "torch":
         return TorchBackend(path, num_threads=options.get("num_threads"))
     return OnnxRuntimeBackend(path, providers=options.get("providers"), num_threads=options.get("num_threads"))

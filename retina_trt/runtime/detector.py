@@ -23,9 +23,10 @@ class Detector:
     """Run a RetinaNet on OpenCV images.
 
     Args:
-        model_path: ``.onnx`` (ONNX Runtime), ``.pt``/``.pth`` (PyTorch reference); the backend
-            is picked from the suffix with ``backend="auto"``.
-        backend: ``"auto"``, ``"onnxruntime"``, ``"torch"`` (``"tensorrt"``: not in this version).
+        model_path: ``.engine`` (TensorRT), ``.onnx`` (ONNX Runtime), ``.pt``/``.pth`` (PyTorch
+            reference); the backend is picked from the suffix with ``backend="auto"``.
+        backend: ``"auto"``, ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``.
+        cuda_graph: TensorRT only: replay captured CUDA graphs (fixed-shape engines).
         min_score: drop detections below this score (default: keep all the model returns).
         providers: ONNX Runtime execution providers (default CPU).
         num_threads: intra-op threads of the backend (default: the backend's own choice).
@@ -43,6 +44,7 @@ class Detector:
         min_score: float | None = None,
         providers: list[str] | None = None,
         num_threads: int | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
@@ -50,7 +52,7 @@ class Detector:
         if not self.model_path.exists():
             raise RetinaTrtError(f"model not found: {self.model_path}")
         self._backend = open_backend(
-            self.model_path, backend, providers=providers, num_threads=num_threads
+            self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph
         )
         self.min_score = min_score
         self.timer = Timer()

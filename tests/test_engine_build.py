@@ -1,0 +1,191 @@
+"""The engine file format, the builder's TensorRT-free parts, and `retina-trt build-engine`.
+
+No TensorRT runs here: the engine files written in these tests carry placeholder plan bytes to
+exercise the header format; `gpu` tests build real engines.
+"""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+from helpers import TINY_SPEC
+
+from retina_trt.cli import main
+from retina_trt.errors import ModelFormatError
+from retina_trt.export.metadata import read_metadata
+from retina_trt.trt import (
+    BuildOptions,
+    EngineMismatchError,
+    build_plan,
+    check_engine_compatible,
+    read_engine_header,
+)
+from retina_trt.trt.builder import plugin_nodes, profile_shapes
+from retina_trt.trt.engine_file import make_header, read_plan, write_engine
+
+PLAN = b"placeholder plan bytes, not a TensorRT plan" * 10
+
+
+def _engine(tmp_path, **changes):
+    fields = {
+        "spec": TINY_SPEC, "tensorrt_version": "10.13.3.9", "device_name": "NVIDIA L4",
+        "compute_capability": (8, 9), "precision": "int8", "onnx_sha256": "ab" * 32,
+        "export": {"nms": "onnx", "input_size": [256, 384], "batch": [1, 1, 8]},
+        "build": {"batch": [1, 4, 8], "hardware_compat": "none", "version_compatible": False},
+        "plan": PLAN,
+    }  # fmt: skip
+    fields.update(changes)
+    path = tmp_path / "model.engine"
+    write_engine(path, make_header(**fields), fields["plan"])
+    return path
+
+
+def test_header_roundtrip_without_tensorrt(tmp_path):
+    path = _engine(tmp_path)
+    header = read_engine_header(path)
+    assert header.spec == TINY_SPEC
+    assert header.tensorrt_version == "10.13.3.9" and header.compute_capability == (8, 9)
+    assert header.precision == "int8" and header.max_batch == 8 and header.input_size == (256, 384)
+    assert read_plan(path, header) == PLAN
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically, nothing left behind
+
+
+def test_foreign_and_damaged_engine_files(tmp_path):
+    bare = tmp_path / "trtexec.engine"
+    bare.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelFormatError, match="not a retina_trt engine"):
+        read_engine_header(bare)
+    path = _engine(tmp_path)
+    data = path.read_bytes()
+    (tmp_path / "cut.engine").write_bytes(data[:30])
+    with pytest.raises(ModelFormatError, match="damaged header"):
+        read_engine_header(tmp_path / "cut.engine")
+    (tmp_path / "tampered.engine").write_bytes(data[:-1] + b"!")
+    with pytest.raises(ModelFormatError, match="does not match its header"):
+        read_plan(tmp_path / "tampered.engine")
+    with pytest.raises(ModelFormatError, match="not found"):
+        read_engine_header(tmp_path / "missing.engine")
+
+
+def test_loading_checks_version_and_device(tmp_path):
+    path = _engine(tmp_path)
+    header = read_engine_header(path)
+    check_engine_compatible(path, header, tensorrt_version="10.13.3.9", compute_capability=(8, 9))
+    with pytest.raises(EngineMismatchError, match=r"TensorRT 10\.13\.3\.9, this is 10\.14.*retina-trt build-engine"):
+        check_engine_compatible(path, header, tensorrt_version="10.14.1.0", compute_capability=(8, 9))
+    with pytest.raises(EngineMismatchError, match=r"compute capability 8\.9\), this GPU is 9\.0.*rebuild"):
+        check_engine_compatible(path, header, tensorrt_version="10.13.3.9", compute_capability=(9, 0))
+
+    compat = _engine(tmp_path, build={"batch": [1, 1, 8], "hardware_compat": "ampere_plus", "version_compatible": True})
+    header = read_engine_header(compat)
+    check_engine_compatible(compat, header, tensorrt_version="10.14.1.0", compute_capability=(9, 0))
+    with pytest.raises(EngineMismatchError, match="later 10.x"):
+        check_engine_compatible(compat, header, tensorrt_version="11.4.0.106", compute_capability=(9, 0))
+    with pytest.raises(EngineMismatchError, match="8.0 or later"):
+        check_engine_compatible(compat, header, tensorrt_version="10.13.3.9", compute_capability=(7, 5))
+
+
+def test_profile_shapes_fixed_and_dynamic(onnx_models):
+    fixed = read_metadata(onnx_models[("onnx", False)])
+    shapes = profile_shapes(fixed, BuildOptions(batch=(1, 4, 8)))
+    assert shapes["images"] == ((1, 256, 384, 3), (4, 256, 384, 3), (8, 256, 384, 3))
+    assert shapes["image_sizes"] == ((1, 2), (4, 2), (8, 2))
+    assert profile_shapes(fixed, BuildOptions())["images"][2] == (8, 256, 384, 3)  # the export's range
+
+    dynamic = read_metadata(onnx_models[("onnx", True)])
+    shapes = profile_shapes(dynamic, BuildOptions(opt_hw=(256, 384)))
+    assert shapes["images"] == ((1, 128, 128, 3), (1, 256, 384, 3), (8, 384, 384, 3))
+    with pytest.raises(ValueError, match="multiples of 128"):
+        profile_shapes(dynamic, BuildOptions(opt_hw=(250, 384)))
+    with pytest.raises(ValueError, match="ordered"):
+        profile_shapes(dynamic, BuildOptions(opt_hw=(512, 512)))
+
+
+def test_build_options_are_validated():
+    for bad in ({"batch": (2, 1, 4)}, {"optimization_level": 6}, {"workspace_mib": 0}, {"hardware_compat": "turing"}):
+        with pytest.raises(ValueError):
+            BuildOptions(**bad)
+
+
+def test_plugin_nodes_are_found_by_namespace(onnx_models):
+    model = onnx.load(str(onnx_models[("none", False)]))
+    assert plugin_nodes(model) == []
+    node = onnx.helper.make_node("RetinaNMS", ["a"], ["b"], name="nms", plugin_namespace="retina_trt", aot=1)
+    model.graph.node.append(node)
+    assert [n.name for n in plugin_nodes(model)] == ["nms"]
+
+
+def test_build_plan_needs_no_tensorrt(onnx_models):
+    plan = build_plan(onnx_models[("onnx", False)], BuildOptions(batch=(1, 2, 4), version_compatible=True))
+    assert plan["precision"] == "fp32" and plan["strongly_typed"] is True
+    assert plan["profile"]["images"] == "min 1x256x384x3 / opt 2x256x384x3 / max 4x256x384x3"
+    assert plan["version_compatible"] is True
+
+
+def test_build_engine_dry_run_writes_the_prepared_onnx_and_reuses_the_cache(tiny_checkpoint, tmp_path, capsys):
+    args = [
+        "build-engine", "--weights", str(tiny_checkpoint), "--precision", "int8", "--calib-data", "synthetic",
+        "--calib-images", "4", "--calib-batch", "4", "--batch", "1:2:4", "--dry-run",
+        "--output", str(tmp_path / "out" / "tiny.engine"), "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    prepared = tmp_path / "out" / "tiny.int8.onnx"
+    assert "int8 ONNX prepared" in out and "build plan:" in out and "dry run" in out
+    assert not (tmp_path / "out" / "tiny.engine").exists()
+    meta = read_metadata(prepared)
+    assert meta.precision == "int8" and meta.export["batch"] == [1, 2, 4]
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(prepared)).graph.node)
+    first = prepared.read_bytes()
+
+    assert main(args) == 0
+    assert "reused from the precision cache" in capsys.readouterr().out
+    assert prepared.read_bytes() == first
+
+    # the prepared ONNX is accepted as it is
+    assert main(["build-engine", "--onnx", str(prepared), "--dry-run", "--output", str(tmp_path / "b.engine")]) == 0
+    assert "using the prepared int8 ONNX" in capsys.readouterr().out
+
+
+def test_info_on_an_engine_file(tmp_path, capsys):
+    path = _engine(tmp_path)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "TensorRT 10.13.3.9" in out and "NVIDIA L4" in out and "int8" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--precision", "int8"], "INT8 needs calibration data"),
+        (["--calib-data", "/nonexistent", "--precision", "int8"], "not found"),
+        (["--output", "x.plan"], "must end in .engine"),
+        ([], "TensorRT"),  # no --dry-run and no TensorRT here
+    ],
+)
+def test_build_engine_user_errors_exit_2(extra, message, onnx_models, tmp_path, capsys):
+    output = ["--output", str(tmp_path / "m.engine")] if "--output" not in extra else []
+    dry = ["--dry-run"] if extra else []
+    code = main(["build-engine", "--onnx", str(onnx_models[("onnx", False)]), *output, *dry, *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_no_tensorrt_message_names_the_install_and_the_alternative(onnx_models, tmp_path, capsys):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed")
+    except ImportError:
+        pass
+    assert main(["build-engine", "--onnx", str(onnx_models[("onnx", False)]), "--output", str(tmp_path / "m.engine")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'retina-trt[trt]'" in err and "ONNX Runtime" in err
+
+
+def test_prepared_onnx_with_another_precision_is_refused(tmp_path, capsys, onnx_models):
+    from retina_trt.calibration import prepare_precision
+
+    fp16 = prepare_precision(onnx_models[("onnx", False)], "fp16", tmp_path / "m.fp16.onnx", cache_dir=tmp_path / "c")
+    code = main(["build-engine", "--onnx", str(fp16.path), "--precision", "int8", "--dry-run", "--output", str(tmp_path / "m.engine")])
+    assert code == 2 and "already prepared as fp16" in capsys.readouterr().err

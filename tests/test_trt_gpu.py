@@ -1,0 +1,109 @@
+"""TensorRT on a GPU (marked ``gpu``: skipped without CUDA and TensorRT, as on our CI machines).
+
+Builds FP32, FP16 and INT8 engines of the demo model with `retina-trt build-engine`, runs them
+through the Detector, compares them with ONNX Runtime on the same prepared ONNX, evaluates them,
+and checks thread safety and CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import count_matched
+
+from retina_trt import Detector
+from retina_trt.cli import main
+from retina_trt.data.synthetic import SyntheticConfig, generate_dataset, generate_image
+from retina_trt.evaluate import evaluate
+
+pytestmark = pytest.mark.gpu
+
+DEMO = Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt"
+CONFIG = SyntheticConfig(min_height=256, max_height=256, min_width=256, max_width=256)
+# Matched fraction of ONNX Runtime's detections above 0.4 (same prepared ONNX): TensorRT may use
+# TF32 for FP32 and other kernels and accumulation orders, so scores drift slightly.
+MIN_MATCHED = {"fp32": 0.97, "fp16": 0.95, "int8": 0.9}
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    root = tmp_path_factory.mktemp("engines")
+    built = {}
+    for precision in ("fp32", "fp16", "int8"):
+        output = root / f"demo_{precision}.engine"
+        code = main([
+            "build-engine", "--weights", str(DEMO), "--precision", precision, "--calib-data", "synthetic",
+            "--calib-images", "128", "--batch", "1:4:8", "--output", str(output), "--cache-dir", str(root / "cache"),
+        ])  # fmt: skip
+        assert code == 0
+        built[precision] = (output, root / f"demo_{precision}.{precision}.onnx")
+    return built
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_matches_onnxruntime(precision, engines):
+    engine, onnx_path = engines[precision]
+    matched = total = 0
+    with Detector(engine) as trt_det, Detector(onnx_path) as ort_det:
+        assert trt_det.backend == "tensorrt"
+        for index in range(24):
+            image = generate_image(1, index, CONFIG)[0]
+            m, n = count_matched(ort_det(image), trt_det(image), min_score=0.4)
+            matched, total = matched + m, total + n
+    assert total >= 30 and matched >= MIN_MATCHED[precision] * total, (matched, total)
+
+
+def test_engine_eval(engines, tmp_path):
+    annotations = generate_dataset(tmp_path, num_images=100, seed=1, split="val", config=CONFIG)
+    results = {p: evaluate(engines[p][0], annotations, tmp_path / "val")["AP"] for p in engines}
+    reference = evaluate(engines["fp32"][1], annotations, tmp_path / "val")["AP"]
+    assert abs(results["fp32"] - reference) < 0.005
+    assert abs(results["fp16"] - reference) < 0.005
+    assert abs(results["int8"] - reference) < 0.01
+
+
+def test_batches_beyond_the_profile_are_split(engines):
+    with Detector(engines["fp16"][0]) as det:
+        images = [generate_image(1, i, CONFIG)[0] for i in range(11)]  # max batch 8
+        batched = det.predict_batch(images)
+        single = [det(image) for image in images]
+    for a, b in zip(batched, single):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-3)
+
+
+def test_thread_safety_under_8_threads(engines):
+    images = [generate_image(1, i, CONFIG)[0] for i in range(16)]
+    with Detector(engines["fp16"][0]) as det:
+        expected = [det(image) for image in images]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(det, images * 4))
+    for i, result in enumerate(got):
+        np.testing.assert_allclose(result.scores, expected[i % 16].scores, atol=1e-5)
+        np.testing.assert_allclose(result.boxes_xyxy, expected[i % 16].boxes_xyxy, atol=1e-3)
+
+
+def test_cuda_graph_on_off_equal(engines):
+    images = [generate_image(1, i, CONFIG)[0] for i in range(6)]
+    with Detector(engines["fp16"][0]) as plain, Detector(engines["fp16"][0], cuda_graph=True) as graph:
+        for image in images + images:  # second pass replays the captured graphs
+            a, b = plain(image), graph(image)
+            np.testing.assert_array_equal(a.class_ids, b.class_ids)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+def test_zero_copy_torch_input(engines):
+    import torch
+
+    from retina_trt.runtime.preprocess import preprocess_batch
+
+    image = generate_image(1, 0, CONFIG)[0]
+    batch = preprocess_batch([image], min_size=256, max_size=256, size_divisible=128, input_size=(256, 256))
+    from retina_trt.trt.runtime import TensorRTBackend
+
+    with TensorRTBackend(engines["fp16"][0]) as backend:
+        host = backend.run(batch)[0]
+        device = backend.run_torch(torch.from_numpy(batch.pixels).cuda(), torch.from_numpy(batch.image_sizes).cuda())[0]
+    np.testing.assert_allclose(host.scores, device.scores, atol=1e-6)
