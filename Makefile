@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint demo demo-model paper-claims precision clean
+.PHONY: venv test test-all lint demo demo-model paper-claims precision bench clean
 
 venv: $(STAMP)
 
@@ -51,6 +51,14 @@ paper-claims: $(STAMP)
 # ONNX Runtime's CPU latency, side by side (about 6 minutes on 2 cores).
 precision: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.precision --out bench-output/precision
+
+# The CPU benchmark set: ResNet-50-FPN (seeded torchvision weights, see retina_trt/bench/weights.py)
+# at 400/600/800 px, ONNX Runtime vs torchvision eager in one run, beside the paper's Table 1e.
+BENCH := bench-output/bench
+bench: $(STAMP)
+	$(BIN)/python -m retina_trt.bench.weights bench-output/r50_bench.pth
+	$(BIN)/retina-trt bench bench-output/r50_bench.pth --scale 600,400,800 --threads 2 --iterations 10 \
+	  --compare-paper --compare torchvision --out $(BENCH) --json $(BENCH)/summary.json
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info

@@ -65,7 +65,11 @@ setup(
         "int8": [
             "nvidia-modelopt[onnx]>=0.40",
         ],
+        "bench": [
+            "matplotlib>=3.7",  # the benchmark's latency plot
+        ],
         "dev": [
+            "matplotlib>=3.7",
             "pytest>=8",
             "ruff>=0.6",
             "pycocotools>=2.0.7",  # cross-checks faster-coco-eval in the tests

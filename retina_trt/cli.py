@@ -72,6 +72,16 @@ def _parse_floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from err
 
 
+def _parse_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 400,600,800, got {text!r}") from err
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def _score(text: str) -> float:
     try:
         value = float(text)
@@ -159,6 +169,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="print what a model file says about itself")
     p.add_argument("model", help=".pt, .onnx or .engine model")
+
+    p = sub.add_parser(
+        "bench",
+        help="latency benchmark (trtexec-style statistics, per-stage times, paper and torchvision comparisons)",
+    )
+    p.add_argument("model", help=".pt/.pth checkpoint (exported per scale), .onnx or .engine")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"],
+                   help="for a checkpoint: onnxruntime (default, exported per scale) or torch")
+    p.add_argument("--scale", type=_parse_ints, default=None, help="shorter side(s), e.g. 400,600,800 (checkpoints)")
+    p.add_argument("--batch", type=_parse_ints, default=(1,), help="batch size(s), e.g. 1,4 (default 1)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--iterations", type=_positive_int, default=None, help="timed iterations (default 20)")
+    timing.add_argument("--duration", type=float, default=None, help="timed seconds instead of iterations")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (ONNX Runtime / torch)")
+    p.add_argument("--compare-paper", action="store_true", help="show the paper's Table 1e figure beside ours")
+    p.add_argument("--compare", choices=["torchvision"], default=None, help="time torchvision's eager model too")
+    p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay CUDA graphs")
+    p.add_argument("--out", default="bench-output/bench", help="report folder (bench.json, bench.md, bench.png)")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the JSON report here")
 
     p = sub.add_parser(
         "build-engine",
@@ -312,6 +342,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from retina_trt.bench.latency import benchmark
+    from retina_trt.bench.report import write_report
+
+    iterations = args.iterations if args.iterations or args.duration else 20
+    report = benchmark(
+        args.model, backend=args.backend, scales=args.scale, batch_sizes=args.batch, warmup_s=args.warmup,
+        iterations=iterations, duration_s=args.duration, compare_paper=args.compare_paper,
+        compare_torchvision=args.compare == "torchvision", num_threads=args.threads, cuda_graph=args.cuda_graph,
+    )  # fmt: skip
+    written = write_report(report, args.out, args.json_path)
+    print(written["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
 def _cmd_build_engine(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
@@ -392,6 +438,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "bench": _cmd_bench,
     "build-engine": _cmd_build_engine,
     "export": _cmd_export,
     "detect": _cmd_detect,

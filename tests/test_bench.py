@@ -1,0 +1,107 @@
+"""`retina-trt bench` / `retina_trt.bench.latency`: statistics, stages, comparisons, reports.
+
+Speed targets are not asserted here (timed unit tests are noise); `make bench` measures them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from retina_trt.bench.latency import (
+    PAPER_TABLE_1E,
+    LatencyStats,
+    _depth,
+    bench_image,
+    benchmark,
+    time_calls,
+)
+from retina_trt.bench.report import write_report
+from retina_trt.cli import main
+
+
+def test_statistics():
+    stats = LatencyStats(tuple(float(v) for v in range(1, 101)), batch=2).to_dict()
+    assert stats["iterations"] == 100 and stats["min_ms"] == 1 and stats["max_ms"] == 100
+    assert stats["median_ms"] == pytest.approx(50.5) and stats["mean_ms"] == pytest.approx(50.5)
+    assert stats["p90_ms"] == pytest.approx(np.percentile(np.arange(1, 101), 90))
+    assert stats["p99_ms"] > stats["p95_ms"] > stats["p90_ms"]
+    assert stats["throughput_ips"] == pytest.approx(2000 / 50.5, rel=1e-3)
+
+
+def test_time_calls_warms_up_then_times():
+    calls = []
+    events = []
+    samples = time_calls(lambda: calls.append(1), warmup_s=0.0, iterations=5, duration_s=None,
+                         after_warmup=lambda: events.append(len(calls)))  # fmt: skip
+    assert len(samples) == 5 and len(calls) == 6 and events == [1]  # one warm-up call at least
+    samples = time_calls(lambda: None, warmup_s=0.0, iterations=None, duration_s=0.05)
+    assert len(samples) >= 1
+
+
+def test_paper_table_and_depths():
+    assert PAPER_TABLE_1E[(50, 600)] == 98 and PAPER_TABLE_1E[(101, 800)] == 198
+    assert _depth("resnet50") == 50 and _depth("resnet101") == 101 and _depth("resnet18") == 18
+    assert _depth("resnext101_32x8d") is None
+
+
+def test_benchmark_checkpoint_per_scale_with_stages_and_report(tiny_checkpoint, tmp_path):
+    image = bench_image(240, 320)
+    report = benchmark(tiny_checkpoint, scales=[128, 256], batch_sizes=[1, 2], warmup_s=0.0, iterations=2,
+                       compare_paper=True, image=image, num_threads=1)  # fmt: skip
+    rows = report["rows"]
+    assert [(r["scale"], r["batch"]) for r in rows] == [(128, 1), (128, 2), (256, 1), (256, 2)]
+    assert rows[0]["input"] == [128, 256]  # 128x171 padded to 128
+    assert report["median_ms"] == rows[0]["median_ms"] > 0
+    for row in rows:
+        assert {"preprocess", "inference", "postprocess"} <= set(row["stages_ms"])
+        assert sum(row["stages_ms"].values()) <= row["mean_ms"] * 1.05
+        assert 0 < row["host_pre_post_share"] < 1
+        assert row["paper_ms"] is None  # no ResNet-18 row in Table 1e
+    written = write_report(report, tmp_path / "out", tmp_path / "summary.json")
+    assert json.loads((tmp_path / "summary.json").read_text())["median_ms"] == report["median_ms"]
+    text = written["markdown"].read_text()
+    assert "| 128 | onnxruntime | 2 |" in text and "n/a" in text and "Nvidia M40" in text
+    assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_torchvision_same_weights(tmp_path):
+    from retina_trt.bench.weights import make_torchvision_weights
+
+    weights = make_torchvision_weights(tmp_path / "r50.pth")
+    report = benchmark(weights, scales=[128], warmup_s=0.0, iterations=1, compare_paper=True,
+                       compare_torchvision=True, image=bench_image(120, 160), num_threads=2)  # fmt: skip
+    row = report["rows"][0]
+    assert report["torchvision_median_ms"] == row["torchvision"]["median_ms"] > 0
+    assert report["speedup_vs_torchvision"] == pytest.approx(row["torchvision"]["median_ms"] / row["median_ms"], rel=1e-2)
+    assert row["paper_ms"] is None  # 128 px is not a Table 1e scale
+    assert report["machine"]["cpu_cores"] >= 1 and "torch" in report["machine"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scale", "0"], "positive integers"),
+        (["--scale", "300"], "runs at its own scale"),
+        (["--compare", "torchvision"], "torchvision checkpoint"),
+        (["--batch", "a"], "comma-separated integers"),
+    ],
+)
+def test_bench_cli_user_errors(args, message, onnx_models, tmp_path, capsys):
+    try:
+        code = main(["bench", str(onnx_models[("onnx", False)]), "--out", str(tmp_path), *args])
+    except SystemExit as err:  # argparse's own errors
+        code = err.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_cli_on_an_onnx(onnx_models, tmp_path, capsys):
+    code = main(["bench", str(onnx_models[("onnx", False)]), "--iterations", "2", "--warmup", "0",
+                 "--out", str(tmp_path / "r"), "--json", str(tmp_path / "b.json")])  # fmt: skip
+    assert code == 0
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["rows"][0]["scale"] == 256 and data["rows"][0]["iterations"] == 2
+    assert "| scale |" in capsys.readouterr().out
