@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint demo demo-model paper-claims precision bench clean
+.PHONY: venv test test-all lint demo demo-model paper-claims precision bench bench-gpu clean
 
 venv: $(STAMP)
 
@@ -59,6 +59,13 @@ bench: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.weights bench-output/r50_bench.pth
 	$(BIN)/retina-trt bench bench-output/r50_bench.pth --scale 600,400,800 --threads 2 --iterations 10 \
 	  --compare-paper --compare torchvision --out $(BENCH) --json $(BENCH)/summary.json
+
+# The paper's Table 1e sweep on a GPU (TensorRT FP16 engines per scale; needs TensorRT + CUDA).
+bench-gpu: $(STAMP)
+	$(BIN)/python -m retina_trt.bench.weights bench-output/r50_bench.pth
+	$(BIN)/retina-trt bench bench-output/r50_bench.pth --backend tensorrt --precision fp16 \
+	  --scale 400,500,600,700,800 --batch 1,8 --iterations 200 --compare-paper --compare torchvision \
+	  --out bench-output/bench-gpu --json bench-output/bench-gpu/summary.json
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info

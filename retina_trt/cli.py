@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-paper", action="store_true", help="show the paper's Table 1e figure beside ours")
     p.add_argument("--compare", choices=["torchvision"], default=None, help="time torchvision's eager model too")
     p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay CUDA graphs")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
+                   help="--backend tensorrt on a checkpoint: the engine precision per scale (default fp16)")
     p.add_argument("--out", default="bench-output/bench", help="report folder (bench.json, bench.md, bench.png)")
     p.add_argument("--json", dest="json_path", default=None, help="also write the JSON report here")
 
@@ -351,6 +353,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         args.model, backend=args.backend, scales=args.scale, batch_sizes=args.batch, warmup_s=args.warmup,
         iterations=iterations, duration_s=args.duration, compare_paper=args.compare_paper,
         compare_torchvision=args.compare == "torchvision", num_threads=args.threads, cuda_graph=args.cuda_graph,
+        precision=args.precision,
     )  # fmt: skip
     written = write_report(report, args.out, args.json_path)
     print(written["markdown"].read_text())

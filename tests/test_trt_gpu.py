@@ -107,3 +107,16 @@ def test_zero_copy_torch_input(engines):
         host = backend.run(batch)[0]
         device = backend.run_torch(torch.from_numpy(batch.pixels).cuda(), torch.from_numpy(batch.image_sizes).cuda())[0]
     np.testing.assert_allclose(host.scores, device.scores, atol=1e-6)
+
+
+def test_table_1e_sweep_on_the_gpu(tmp_path):
+    """A short version of `make bench-gpu`: R50 FP16 engines at two scales beside the paper."""
+    from retina_trt.bench.latency import benchmark
+    from retina_trt.bench.weights import make_torchvision_weights
+
+    weights = make_torchvision_weights(tmp_path / "r50.pth")
+    report = benchmark(weights, backend="tensorrt", scales=[400, 600], warmup_s=1.0, iterations=20,
+                       compare_paper=True, compare_torchvision=True)  # fmt: skip
+    assert [r["scale"] for r in report["rows"]] == [400, 600]
+    assert all(r["backend"] == "tensorrt" and r["paper_ms"] for r in report["rows"])
+    assert {"h2d", "compute", "d2h"} <= set(report["rows"][0]["stages_ms"])

@@ -191,8 +191,11 @@ class _Runnable:
     scale: int
 
 
-def _prepare(model: Path, backend: str, scale: int | None, image: np.ndarray, workdir: Path, batch_max: int) -> _Runnable:
-    """A model file the Detector can run at ``scale`` (exporting a checkpoint when needed)."""
+def _prepare(
+    model: Path, backend: str, scale: int | None, image: np.ndarray, workdir: Path, batch_max: int, precision: str
+) -> _Runnable:
+    """A model file the Detector can run at ``scale`` (exporting a checkpoint when needed, and
+    building a ``precision`` engine from it for ``backend="tensorrt"``)."""
     suffix = model.suffix.lower()
     if suffix in (".pt", ".pth"):
         from retina_trt.model.checkpoint import load_checkpoint, save_checkpoint
@@ -207,6 +210,13 @@ def _prepare(model: Path, backend: str, scale: int | None, image: np.ndarray, wo
 
             path = export_onnx(net, workdir / f"model_{spec.min_size}.onnx", input_size=_input_size(spec, image),
                                batch=(1, 1, max(1, batch_max)))  # fmt: skip
+            if backend == "tensorrt":
+                from retina_trt.calibration import CalibrationConfig, prepare_precision
+                from retina_trt.trt import BuildOptions, build_engine
+
+                calibration = CalibrationConfig(source="synthetic", num_images=64) if precision == "int8" else None
+                prepared = prepare_precision(path, precision, path.with_suffix(f".{precision}.onnx"), calibration=calibration)
+                path = build_engine(prepared.path, workdir / f"model_{spec.min_size}.engine", BuildOptions())
         return _Runnable(path, spec, spec.min_size)
     if suffix == ".onnx":
         from retina_trt.export.metadata import read_metadata
@@ -248,9 +258,12 @@ def benchmark(
     num_threads: int | None = None,
     image: np.ndarray | None = None,
     cuda_graph: bool = False,
+    precision: str = "fp16",
 ) -> dict[str, Any]:
     """Benchmark ``model`` (``.pt``/``.pth`` checkpoints are exported per scale; ``.onnx`` and
-    ``.engine`` run at their own scale). Returns the report (see :func:`write_report`).
+    ``.engine`` run at their own scale; with ``backend="tensorrt"`` a checkpoint becomes a
+    ``precision`` engine per scale, INT8 calibrated on 64 synthetic images, for latency only).
+    Returns the report (see :func:`~retina_trt.bench.report.write_report`).
 
     The first row (first scale, first batch size) gives the headline ``median_ms``; with
     ``compare_torchvision`` also ``torchvision_median_ms`` and ``speedup_vs_torchvision``.
@@ -273,7 +286,7 @@ def benchmark(
     timing = {"warmup_s": warmup_s, "iterations": iterations, "duration_s": duration_s}
     with tempfile.TemporaryDirectory(prefix="retina_trt_bench_") as tmp:
         for scale in scales or [None]:
-            runnable = _prepare(model, backend, scale, image, Path(tmp), max(batch_sizes))
+            runnable = _prepare(model, backend, scale, image, Path(tmp), max(batch_sizes), precision)
             spec = runnable.spec
             with Detector(runnable.path, backend=backend, num_threads=num_threads, cuda_graph=cuda_graph) as det:
                 for batch in batch_sizes:
@@ -317,6 +330,7 @@ def benchmark(
         "machine": machine_info(),
         "timing": timing,
         "num_threads": num_threads,
+        "precision": precision if backend == "tensorrt" else None,
         "median_ms": first["median_ms"],
         "rows": rows,
     }
