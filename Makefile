@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.weights bench-output/r50_bench.pth
 	$(BIN)/retina-trt bench bench-output/r50_bench.pth --scale 600,400,800 --threads 2 --iterations 10 \
 	  --compare-paper --compare torchvision --out $(BENCH) --json $(BENCH)/summary.json
+	$(BIN)/python -m retina_trt.bench.stream --out bench-output/stream
 
 # The paper's Table 1e sweep on a GPU (TensorRT FP16 engines per scale; needs TensorRT + CUDA).
 bench-gpu: $(STAMP)

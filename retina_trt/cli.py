@@ -112,15 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
 
-    p = sub.add_parser("detect", help="detect objects in images, folders, globs and videos")
-    p.add_argument("model", help=".onnx or .pt model")
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders, globs or video files")
+    p = sub.add_parser("detect", help="detect objects in images, folders, globs, videos, streams and cameras")
+    p.add_argument("model", help=".engine, .onnx or .pt model")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="image files, folders, globs, video files, stream URLs (rtsp://, http://) or camera indices")
     p.add_argument("--output", required=True, help="folder for annotated outputs and JSON")
     p.add_argument("--min-score", type=_score, default=0.3, help="drop detections below (default 0.3)")
     p.add_argument("--json", action="store_true", help="one JSON file per image (default: one detections.jsonl)")
-    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch"])
+    p.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "torch", "tensorrt"])
     p.add_argument("--no-draw", action="store_true", help="write JSON only, no annotated images/videos")
-    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop each video after N frames")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop each video/stream after N processed frames")
+    p.add_argument("--every", type=_positive_int, default=1, help="process every Nth frame of videos/streams")
+    p.add_argument("--batch-size", type=_positive_int, default=1, help="frames per inference batch for videos/streams")
 
     p = sub.add_parser("data", help="datasets")
     data_sub = p.add_subparsers(dest="data_command", metavar="KIND", required=True)

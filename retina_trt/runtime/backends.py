@@ -75,6 +75,7 @@ class OnnxRuntimeBackend:
         *,
         providers: list[str] | None = None,
         num_threads: int | None = None,
+        session_config: dict[str, str] | None = None,
     ) -> None:
         from retina_trt.export.metadata import parse_metadata
 
@@ -91,6 +92,8 @@ class OnnxRuntimeBackend:
         options.log_severity_level = 3
         if num_threads:
             options.intra_op_num_threads = num_threads
+        for key, value in (session_config or {}).items():
+            options.add_session_config_entry(str(key), str(value))
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
@@ -146,4 +149,9 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
         return TensorRTBackend(path, cuda_graph=bool(options.get("cuda_graph")))
     if backend == "torch":
         return TorchBackend(path, num_threads=options.get("num_threads"))
-    return OnnxRuntimeBackend(path, providers=options.get("providers"), num_threads=options.get("num_threads"))
+    return OnnxRuntimeBackend(
+        path,
+        providers=options.get("providers"),
+        num_threads=options.get("num_threads"),
+        session_config=options.get("session_config"),
+    )

@@ -11,8 +11,8 @@ import contextlib
 import glob
 import json
 import logging
+import os
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -21,21 +21,24 @@ from tqdm import tqdm
 from retina_trt.errors import ImageError, RetinaTrtError, VideoError
 from retina_trt.runtime.detector import Detector
 from retina_trt.runtime.preprocess import read_image
+from retina_trt.runtime.stream import is_live
 from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-# Consecutive unreadable frames after which a video is considered ended.
-MAX_BAD_FRAMES = 25
 
 
-def expand_sources(sources: list[str]) -> tuple[list[Path], list[Path]]:
-    """(images, videos) from files, folders (their images and videos, sorted) and globs."""
+def expand_sources(sources: list[str]) -> tuple[list[Path], list[Path | str]]:
+    """(images, videos) from files, folders (their images and videos, sorted), globs, stream URLs
+    (rtsp://, http(s)://, ...) and camera indices (``0`` when no file of that name exists)."""
     images: list[Path] = []
-    videos: list[Path] = []
+    videos: list[Path | str] = []
     for source in sources:
+        if is_live(source):
+            videos.append(source)
+            continue
         if any(ch in source for ch in "*?["):
             paths = sorted(Path(p) for p in glob.glob(source, recursive=True))
             if not paths:
@@ -109,63 +112,61 @@ def detect_images(det: Detector, images: list[Path], out_dir: Path, args: argpar
     return failures
 
 
-def detect_video(det: Detector, path: Path, out_dir: Path, args: argparse.Namespace, used: set[str]) -> dict:
-    """Detect on every frame of a video file: annotated .mp4 + one JSON line per frame."""
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VideoError(f"cannot open video {path}: not a video OpenCV can decode, or corrupt")
-    stem = _unique_stem(path, used)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    if args.max_frames:
-        total = min(total or args.max_frames, args.max_frames)
-    stats = {"frames": 0, "bad_frames": 0, "detections": 0}
-    start = time.perf_counter()
-    writer = None
-    try:
-        with contextlib.ExitStack() as stack:
-            jsonl_tmp = stack.enter_context(atomic_path(out_dir / f"{stem}.jsonl"))
-            video_tmp = None if args.no_draw else stack.enter_context(atomic_path(out_dir / f"{stem}.mp4"))
-            jsonl = stack.enter_context(open(jsonl_tmp, "w"))
-            bar = stack.enter_context(tqdm(total=total, desc=path.name, unit="frame", disable=None))
-            index, bad_run = 0, 0
-            while args.max_frames is None or stats["frames"] < args.max_frames:
-                ok, frame = capture.read()
-                if not ok or frame is None:
-                    # A frame that fails before the known end is counted and skipped.
-                    if total is not None and index < total - 1 and bad_run < MAX_BAD_FRAMES:
-                        stats["bad_frames"] += 1
-                        bad_run += 1
-                        index += 1
-                        continue
-                    break
-                bad_run = 0
-                dets = det(frame)
-                stats["frames"] += 1
-                stats["detections"] += len(dets)
-                record = {"frame": index, "timestamp_s": round(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, 4)}
-                jsonl.write(json.dumps({**record, **dets.to_dict()}) + "\n")
-                if video_tmp is not None:
-                    if writer is None:
-                        height, width = frame.shape[:2]
-                        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                        writer = cv2.VideoWriter(str(video_tmp), fourcc, fps, (width, height))
-                        if not writer.isOpened():
-                            raise VideoError(f"cannot write video {out_dir / (stem + '.mp4')}")
-                    writer.write(dets.draw(frame))
-                index += 1
-                bar.update(1)
-                bar.set_postfix(fps=f"{stats['frames'] / (time.perf_counter() - start):.1f}")
-            if stats["frames"] == 0:
-                raise VideoError(f"no frame of {path} could be decoded")
-            if writer is not None:
-                writer.release()  # finalize the file before it is renamed
-                writer = None
-    finally:
-        if writer is not None:
-            writer.release()
+def _stream_stem(source: Path | str) -> str:
+    if isinstance(source, Path):
+        return source.stem
+    text = str(source)
+    if text.isdigit():
+        return f"camera{text}"
+    tail = text.split("://", 1)[-1].rstrip("/")
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tail)[-60:] or "stream"
+
+
+def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argparse.Namespace, used: set[str]) -> dict:
+    """Detect on a video file or stream through ``Detector.stream``: annotated ``<name>.mp4`` and
+    ``<name>.jsonl`` (one line per processed frame). Both are written under temporary names and
+    finalized and renamed also when the run is interrupted (Ctrl-C), so what was processed stays
+    playable and readable."""
+    stem = _unique_stem(Path(_stream_stem(source)), used)
+    stream = det.stream(
+        source,
+        batch_size=args.batch_size,
+        every=args.every,
+        max_frames=args.max_frames,
+        output=None if args.no_draw else out_dir / f"{stem}.mp4",
+    )
+    final = out_dir / f"{stem}.jsonl"
+    tmp = final.with_name(f".{stem}.tmp-{os.getpid()}.jsonl")
+    frames = detections = 0
+    total = None
+    if isinstance(source, Path):
+        capture = cv2.VideoCapture(str(source))
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
         capture.release()
-    return stats
+        if total and args.every > 1:
+            total = -(-total // args.every)
+        if args.max_frames:
+            total = min(total or args.max_frames, args.max_frames)
+    try:
+        with open(tmp, "w") as jsonl, tqdm(total=total, desc=str(source)[-40:], unit="frame", disable=None) as bar:
+            for index, timestamp, _frame, dets in stream:
+                jsonl.write(json.dumps({"frame": index, "timestamp_s": round(timestamp, 4), **dets.to_dict()}) + "\n")
+                frames += 1
+                detections += len(dets)
+                bar.update(1)
+                bar.set_postfix(fps=f"{stream.stats.fps:.1f}")
+    finally:
+        stream.close()  # finalizes the annotated video, also on Ctrl-C
+        if frames:
+            os.replace(tmp, final)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    if frames == 0:
+        raise VideoError(f"no frame of {source} could be decoded")
+    stats = stream.stats.to_dict()
+    return {"frames": frames, "detections": detections, "bad_frames": stats["decode_errors"],
+            "dropped": stats["frames_dropped"], "reconnects": stats["reconnects"], "fps": stats["fps"]}  # fmt: skip
 
 
 def run_detect(args: argparse.Namespace) -> int:
@@ -175,13 +176,24 @@ def run_detect(args: argparse.Namespace) -> int:
         raise RetinaTrtError(f"--output {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     det = Detector(args.model, backend=args.backend, min_score=args.min_score)
+    try:
+        return _detect_all(det, images, videos, out_dir, args)
+    finally:
+        det.close()
+
+
+def _detect_all(det: Detector, images: list[Path], videos: list, out_dir: Path, args: argparse.Namespace) -> int:
     logger.info("%r on %d images and %d videos", det, len(images), len(videos))
     used: set[str] = set()
     failures = detect_images(det, images, out_dir, args, used) if images else 0
     for video in videos:
         try:
             stats = detect_video(det, video, out_dir, args, used)
-            print(f"{video}: {stats['frames']} frames, {stats['detections']} detections, {stats['bad_frames']} unreadable frames skipped")
+            print(
+                f"{video}: {stats['frames']} frames at {stats['fps']:.1f} FPS, {stats['detections']} detections, "
+                f"{stats['bad_frames']} unreadable frames skipped, {stats['dropped']} dropped, "
+                f"{stats['reconnects']} reconnects"
+            )
         except VideoError as err:
             failures += 1
             print(f"skipped {video}: {err}", file=sys.stderr)
@@ -190,7 +202,6 @@ def run_detect(args: argparse.Namespace) -> int:
     timings = ", ".join(f"{k} {v:.1f} ms" for k, v in det.timer.mean_ms().items())
     if timings:
         print(f"mean per call: {timings}")
-    det.close()
     if failures:
         print(f"retina-trt detect: error: {failures} input(s) failed (see above)", file=sys.stderr)
         return 2

@@ -30,6 +30,9 @@ class Detector:
         min_score: drop detections below this score (default: keep all the model returns).
         providers: ONNX Runtime execution providers (default CPU).
         num_threads: intra-op threads of the backend (default: the backend's own choice).
+        session_config: ONNX Runtime session config entries, e.g.
+            ``{"session.intra_op.allow_spinning": "0"}`` (recommended with :meth:`stream`, whose
+            decode/encode threads need the cores ONNX Runtime's spinning threads would hold).
 
     ``det(image)`` returns :class:`Detections`; ``det.predict_batch(images)`` a list of them.
     An image is an ndarray (HxWx3 uint8 BGR; grayscale and BGRA are converted) or a path.
@@ -45,6 +48,7 @@ class Detector:
         providers: list[str] | None = None,
         num_threads: int | None = None,
         cuda_graph: bool = False,
+        session_config: dict[str, str] | None = None,
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
@@ -52,8 +56,9 @@ class Detector:
         if not self.model_path.exists():
             raise RetinaTrtError(f"model not found: {self.model_path}")
         self._backend = open_backend(
-            self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph
-        )
+            self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph,
+            session_config=session_config,
+        )  # fmt: skip
         self.min_score = min_score
         self.timer = Timer()
 
@@ -126,6 +131,19 @@ class Detector:
                 dets = Detections(boxes, r.scores, r.labels, spec.class_names)
                 out.append(dets.filter(min_score=self.min_score) if self.min_score else dets)
         return out
+
+    def stream(self, source, **options):
+        """Detections over a video file, stream URL, camera index or image folder, pipelined.
+
+        Returns a :class:`~retina_trt.runtime.stream.DetectionStream`, an iterator of
+        ``(frame_index, timestamp_s, frame, Detections)`` (see that class for the options:
+        ``batch_size``, ``every``, ``max_frames``, ``drop_stale``, ``queue_size``, ``reconnect``,
+        ``max_reconnects``, ``backoff_s``, ``output`` for an annotated video). Use it in a
+        ``with`` block, or call ``close()``, to stop its threads early.
+        """
+        from retina_trt.runtime.stream import DetectionStream
+
+        return DetectionStream(self, source, **options)
 
     def close(self) -> None:
         """Release the backend's resources."""

@@ -1,0 +1,440 @@
+"""Streaming detection over videos, live streams, cameras and image folders (``Detector.stream``).
+
+Three stages run concurrently, joined by bounded queues::
+
+    reader thread (decode) --frames--> inference thread (batch, detect) --results--> consumer
+                                                              (optional writer thread: draw + encode)
+
+* Files and folders never drop a frame: a full queue makes the reader wait.
+* Live sources (``rtsp://``, ``http(s)://``, camera indices) drop the oldest waiting frame
+  instead, so results stay current when inference is slower than the camera (``drop_stale``).
+* A lost live stream is reopened with exponential backoff (``reconnect``, ``max_reconnects``);
+  a frame that fails to decode is counted and skipped; a file ends after ``max_bad_frames``
+  consecutive failures.
+* Closing the stream (``close()``, leaving a ``with`` block, breaking out of a ``for`` loop that
+  was started with ``with``, or Ctrl-C) stops the threads and finalizes the output video, which is
+  then renamed to its final name: an interrupted run leaves a playable file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from retina_trt.errors import ImageError, VideoError
+from retina_trt.runtime.detections import Detections
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+_END = object()
+
+
+class StreamFrame(NamedTuple):
+    """One processed frame: ``for index, timestamp, frame, dets in det.stream(...)``."""
+
+    index: int
+    timestamp_s: float
+    frame: np.ndarray
+    detections: Detections
+
+
+@dataclass
+class StreamStats:
+    """Counters and per-stage times of a stream (thread-safe enough for reporting)."""
+
+    frames_read: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    frames_skipped: int = 0  # by ``every``
+    decode_errors: int = 0
+    reconnects: int = 0
+    stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "inference": 0.0, "write": 0.0})
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def fps(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.frames_processed / elapsed if elapsed > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frames_read": self.frames_read,
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped,
+            "frames_skipped": self.frames_skipped,
+            "decode_errors": self.decode_errors,
+            "reconnects": self.reconnects,
+            "fps": round(self.fps, 2),
+            "stage_ms_per_frame": {
+                k: round(1000 * v / max(1, self.frames_processed), 2) for k, v in self.stage_s.items()
+            },
+        }
+
+
+def is_live(source: str | int | os.PathLike) -> bool:
+    """Cameras and network streams are live; files and folders are not."""
+    if isinstance(source, int):
+        return True
+    text = str(source)
+    return text.lower().startswith(LIVE_PREFIXES) or (text.isdigit() and not Path(text).exists())
+
+
+class FrameSource:
+    """Frames of a video file, a stream URL, a camera index or an image folder.
+
+    ``read()`` returns ``(frame, timestamp_s)``, ``None`` for a frame that failed to decode (the
+    caller counts and skips it), or raises ``EOFError`` at the end / when the stream is lost.
+    """
+
+    def __init__(self, source: str | int | os.PathLike, *, max_bad_frames: int = 25) -> None:
+        self.source = source
+        self.live = is_live(source)
+        self.max_bad_frames = max_bad_frames
+        self._files: list[Path] | None = None
+        self._capture: cv2.VideoCapture | None = None
+        self._position = 0
+        self._bad_run = 0
+        self._total: int | None = None
+        self._start = time.perf_counter()
+        path = None if isinstance(source, int) or self.live else Path(source)
+        if path is not None and path.is_dir():
+            self._files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+            if not self._files:
+                raise VideoError(f"folder {path} has no images")
+        elif path is not None and not path.exists():
+            raise VideoError(f"video not found: {path}")
+        else:
+            self.open()
+
+    def open(self) -> None:
+        """(Re)open a capture; raises :class:`VideoError` when it cannot be opened."""
+        self.release()
+        target = int(self.source) if str(self.source).isdigit() and self.live else str(self.source)
+        capture = cv2.VideoCapture(target)
+        if not capture.isOpened():
+            capture.release()
+            raise VideoError(f"cannot open {self.source}: not a video/stream OpenCV can decode, or unreachable")
+        self._capture = capture
+        self._bad_run = 0
+        if not self.live:
+            self._total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+
+    @property
+    def fps(self) -> float:
+        if self._capture is not None:
+            fps = self._capture.get(cv2.CAP_PROP_FPS)
+            if fps and 0 < fps < 1000:
+                return float(fps)
+        return 25.0
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        if self._files is not None:
+            if self._position >= len(self._files):
+                raise EOFError
+            path = self._files[self._position]
+            self._position += 1
+            from retina_trt.runtime.preprocess import read_image
+
+            try:
+                return read_image(path), (self._position - 1) / self.fps
+            except ImageError as err:
+                logger.warning("skipped %s: %s", path, err)
+                return None
+        if self._capture is None:
+            raise EOFError
+        ok, frame = self._capture.read()
+        if ok and frame is not None:
+            self._bad_run = 0
+            self._position += 1
+            if self.live:
+                return frame, time.perf_counter() - self._start
+            return frame, self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        # A failed read before a file's known end is a bad frame; otherwise the end / a lost stream.
+        self._bad_run += 1
+        self._position += 1
+        if not self.live and self._total is not None and self._position < self._total and self._bad_run < self.max_bad_frames:
+            return None
+        raise EOFError
+
+    def release(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+class VideoOutput:
+    """An annotated video written under a temporary name and renamed when closed (also when the
+    run is interrupted: the partial file is finalized, so it stays playable)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
+        self.fps = fps
+        self._writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            height, width = frame.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            self._writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (width, height))
+            if not self._writer.isOpened():
+                raise VideoError(f"cannot write video {self.path}")
+        self._writer.write(frame)
+        self.frames += 1
+
+    def close(self) -> Path | None:
+        """Finalize and rename; None (and nothing left behind) when no frame was written."""
+        if self._writer is None:
+            return None
+        self._writer.release()
+        self._writer = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+
+class DetectionStream:
+    """Iterator of :class:`StreamFrame` produced by a decode / inference pipeline (module docstring).
+
+    Use it as ``with det.stream(src) as frames: for index, ts, frame, dets in frames: ...``;
+    ``stats`` has the counters and stage times; ``close()`` stops everything.
+    """
+
+    def __init__(
+        self,
+        detector,
+        source: str | int | os.PathLike,
+        *,
+        batch_size: int = 1,
+        every: int = 1,
+        max_frames: int | None = None,
+        drop_stale: bool | None = None,
+        queue_size: int = 8,
+        reconnect: bool = True,
+        max_reconnects: int | None = None,
+        backoff_s: tuple[float, float] = (0.5, 8.0),
+        max_bad_frames: int = 25,
+        output: str | os.PathLike | None = None,
+        min_score: float | None = None,
+        draw: bool = True,
+    ) -> None:
+        for name, value in (("batch_size", batch_size), ("every", every), ("queue_size", queue_size)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if max_frames is not None and int(max_frames) < 1:
+            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        self.detector = detector
+        self.source = FrameSource(source, max_bad_frames=max_bad_frames)
+        self.live = self.source.live
+        self.batch_size = int(batch_size)
+        self.every = int(every)
+        self.max_frames = max_frames
+        self.drop_stale = self.live if drop_stale is None else bool(drop_stale)
+        self.reconnect = reconnect
+        self.max_reconnects = max_reconnects
+        self.backoff_s = backoff_s
+        self.min_score = min_score
+        self.stats = StreamStats()
+        self._frames: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._results: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
+        self.output = VideoOutput(output, self.source.fps) if output is not None else None
+        self._draw = draw
+        self._writes: queue.Queue | None = queue.Queue(maxsize=queue_size) if self.output is not None else None
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self._read_loop,), name="retina_trt-decode", daemon=True),
+            threading.Thread(target=self._guard, args=(self._infer_loop,), name="retina_trt-infer", daemon=True),
+        ]
+        if self.output is not None:
+            self._threads.append(threading.Thread(target=self._guard, args=(self._write_loop,), name="retina_trt-write", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    # -- pipeline stages -----------------------------------------------------------------------
+    def _guard(self, loop) -> None:
+        try:
+            loop()
+        except BaseException as err:  # surfaced in the consumer's thread
+            self._error = err
+            self._stop.set()
+
+    def _put(self, q: queue.Queue, item, *, drop_oldest: bool = False) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                if drop_oldest:
+                    with contextlib.suppress(queue.Empty):
+                        q.get_nowait()
+                        self.stats.frames_dropped += 1
+        return False
+
+    def _reopen(self) -> bool:
+        """Reopen a lost live stream with exponential backoff; False when giving up."""
+        delay, cap = self.backoff_s
+        attempts = 0
+        while not self._stop.is_set():
+            if self.max_reconnects is not None and self.stats.reconnects >= self.max_reconnects:
+                return False
+            attempts += 1
+            self._stop.wait(delay)
+            try:
+                self.source.open()
+            except VideoError as err:
+                logger.warning("reconnect %d to %s failed: %s", attempts, self.source.source, err)
+                delay = min(cap, delay * 2)
+                continue
+            self.stats.reconnects += 1
+            logger.info("reconnected to %s", self.source.source)
+            return True
+        return False
+
+    def _read_loop(self) -> None:
+        index = 0
+        try:
+            while not self._stop.is_set():
+                if self.max_frames is not None and self.stats.frames_read >= self.max_frames * self.every:
+                    break
+                start = time.perf_counter()
+                try:
+                    item = self.source.read()
+                except EOFError:
+                    if self.live and self.reconnect and self._reopen():
+                        continue
+                    break
+                self.stats.stage_s["decode"] += time.perf_counter() - start
+                if item is None:
+                    self.stats.decode_errors += 1
+                    index += 1
+                    continue
+                self.stats.frames_read += 1
+                frame, timestamp = item
+                if index % self.every:
+                    self.stats.frames_skipped += 1
+                else:
+                    self._put(self._frames, (index, timestamp, frame), drop_oldest=self.drop_stale)
+                index += 1
+        finally:
+            self.source.release()
+            self._put(self._frames, _END)
+
+    def _infer_loop(self) -> None:
+        done = False
+        while not done and not self._stop.is_set():
+            try:
+                first = self._frames.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if first is _END:
+                break
+            batch = [first]
+            while len(batch) < self.batch_size:
+                try:
+                    item = self._frames.get(timeout=0 if self.live else 0.5)
+                except queue.Empty:
+                    break
+                if item is _END:
+                    done = True
+                    break
+                batch.append(item)
+            start = time.perf_counter()
+            results = self.detector.predict_batch([frame for _, _, frame in batch])
+            self.stats.stage_s["inference"] += time.perf_counter() - start
+            for (index, timestamp, frame), dets in zip(batch, results):
+                if self.min_score is not None:
+                    dets = dets.filter(min_score=self.min_score)
+                self.stats.frames_processed += 1
+                result = StreamFrame(index, timestamp, frame, dets)
+                if self._writes is not None:
+                    self._put(self._writes, result)
+                self._put(self._results, result)
+        self._put(self._results, _END)
+        if self._writes is not None:
+            self._put(self._writes, _END)
+
+    def _write_loop(self) -> None:
+        while True:
+            try:
+                item = self._writes.get(timeout=0.05)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if item is _END:
+                return
+            start = time.perf_counter()
+            self.output.write(item.detections.draw(item.frame) if self._draw else item.frame)
+            self.stats.stage_s["write"] += time.perf_counter() - start
+
+    # -- consumer side ---------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[StreamFrame]:
+        return self
+
+    def __next__(self) -> StreamFrame:
+        while True:
+            if self._closed:
+                raise StopIteration
+            try:
+                item = self._results.get(timeout=0.1)
+            except queue.Empty:
+                item = None
+            if item is None:
+                if self._error is not None:
+                    self.close()
+                    raise self._error
+                if self._stop.is_set() and all(not t.is_alive() for t in self._threads[:2]):
+                    self.close()
+                    raise StopIteration
+                continue
+            if item is _END:
+                self.close()
+                if self._error is not None:
+                    raise self._error
+                raise StopIteration
+            return item
+
+    def close(self) -> Path | None:
+        """Stop the threads, release the source and finalize the output video (idempotent).
+
+        Returns the output video's path if one was written."""
+        if self._closed:
+            return self.output.path if self.output is not None and self.output.path.exists() else None
+        self._closed = True
+        writer = self._threads[2] if len(self._threads) > 2 else None
+        if writer is not None and self._error is None:
+            # let the writer drain what inference already produced
+            self._stop_after(writer)
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        written = self.output.close() if self.output is not None else None
+        self.source.release()
+        return written
+
+    def _stop_after(self, writer: threading.Thread) -> None:
+        infer = self._threads[1]
+        if not infer.is_alive():
+            writer.join(timeout=30)
+
+    def __enter__(self) -> DetectionStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

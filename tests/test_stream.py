@@ -1,0 +1,180 @@
+"""Detector.stream: real videos, a real HTTP stream that breaks and comes back, a corrupt frame,
+image folders, frame dropping, and an interrupted `retina-trt detect` whose video stays playable."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import signal
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from retina_trt import Detector
+from retina_trt.data.synthetic import write_video
+from retina_trt.errors import VideoError
+
+
+@pytest.fixture(scope="module")
+def det(onnx_models):
+    with Detector(onnx_models[("onnx", False)]) as detector:
+        yield detector
+
+
+def _jpeg_starts(data: bytes) -> list[int]:
+    return [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+
+
+def test_stream_over_a_file_equals_per_frame_detection(det, video_file):
+    with det.stream(video_file) as frames:
+        results = list(frames)
+    assert [r.index for r in results] == list(range(12))
+    assert all(b.timestamp_s > a.timestamp_s for a, b in zip(results, results[1:]))
+    capture = cv2.VideoCapture(str(video_file))
+    for result in results:
+        ok, frame = capture.read()
+        assert ok
+        np.testing.assert_array_equal(result.frame, frame)
+        want = det(frame)
+        np.testing.assert_allclose(result.detections.scores, want.scores, atol=1e-6)
+    stats = frames.stats.to_dict()
+    assert stats["frames_read"] == 12 and stats["frames_processed"] == 12 and stats["frames_dropped"] == 0
+
+
+def test_every_max_frames_and_batching(det, video_file):
+    with det.stream(video_file, every=3, max_frames=3) as frames:
+        assert [r.index for r in frames] == [0, 3, 6]
+    single = [r.detections.scores for r in det.stream(video_file)]
+    batched = [r.detections.scores for r in det.stream(video_file, batch_size=4)]
+    assert len(batched) == 12
+    for a, b in zip(single, batched):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_corrupt_frame_is_counted_and_skipped(det, video_file, tmp_path):
+    data = bytearray(video_file.read_bytes())
+    start = _jpeg_starts(bytes(data))[5]
+    data[start + 200 : start + 1200] = bytes(1000)  # damage frame 5's entropy-coded data
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(bytes(data))
+    with det.stream(bad) as frames:
+        indices = [r.index for r in frames]
+    assert frames.stats.decode_errors == 1
+    assert 5 not in indices and indices[-1] == 11 and len(indices) == 11
+
+
+def test_image_folder_with_a_broken_file(det, image_dir, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, src in enumerate(sorted(image_dir.glob("*.jpg"))):
+        (folder / f"{i:03d}.jpg").write_bytes(src.read_bytes())
+    (folder / "001b.jpg").write_bytes(b"broken")
+    with det.stream(folder) as frames:
+        got = list(frames)
+    assert len(got) == 3 and frames.stats.decode_errors == 1
+    with pytest.raises(VideoError, match="has no images"):
+        det.stream(tmp_path / "frames" / "..")  # tmp_path holds no images directly
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _serve(folder: Path, port: int = 0) -> socketserver.TCPServer:
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_http_stream_that_breaks_and_comes_back(det, video_file):
+    server = _serve(video_file.parent)
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}/{video_file.name}"
+
+    def outage():
+        # The stream "breaks" when the server goes away; it comes back on the same port.
+        time.sleep(0.2)
+        server.shutdown()
+        server.server_close()
+        time.sleep(1.0)
+        revived.append(_serve(video_file.parent, port))
+
+    revived: list = []
+    threading.Thread(target=outage, daemon=True).start()
+    with det.stream(url, max_reconnects=2, backoff_s=(0.3, 1.0), drop_stale=False) as frames:
+        indices = [r.index for r in frames]
+    for s in revived:
+        s.shutdown()
+        s.server_close()
+    assert frames.live
+    assert frames.stats.reconnects >= 1
+    assert len(indices) > 12  # frames from before and after the outage
+    assert indices == sorted(indices)
+
+
+def test_unreachable_stream_is_a_clear_error(det):
+    with pytest.raises(VideoError, match="cannot open"):
+        det.stream("http://127.0.0.1:9/nothing.avi")
+
+
+def test_live_sources_drop_stale_frames_files_never_do(det, tmp_path):
+    long_video = write_video(tmp_path / "long.avi", num_frames=60, seed=3, frame_size=(256, 256))
+    with det.stream(long_video, drop_stale=True, queue_size=1) as frames:
+        processed = sum(1 for _ in frames)
+    stats = frames.stats
+    assert stats.frames_dropped > 0  # decoding outruns inference
+    assert processed + stats.frames_dropped == stats.frames_read
+    with det.stream(long_video, queue_size=1) as frames:  # a file: never drops
+        assert sum(1 for _ in frames) == 60 and frames.stats.frames_dropped == 0
+
+
+def test_closing_early_stops_threads_and_finalizes_output(det, video_file, tmp_path):
+    output = tmp_path / "out.mp4"
+    stream = det.stream(video_file, output=output)
+    for _ in range(4):
+        next(stream)
+    written = stream.close()
+    assert all(not t.is_alive() for t in stream._threads)
+    assert written == output
+    capture = cv2.VideoCapture(str(output))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert 4 <= count <= 12
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_interrupted_detect_leaves_a_playable_video(onnx_models, tmp_path):
+    video = write_video(tmp_path / "long.avi", num_frames=400, seed=4, frame_size=(256, 256))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retina_trt.cli", "detect", str(onnx_models[("onnx", False)]), str(video),
+         "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(p.stat().st_size > 20000 for p in out.glob(".long.tmp-*.mp4")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    capture = cv2.VideoCapture(str(out / "long.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    lines = (out / "long.jsonl").read_text().splitlines()
+    assert 0 < frames < 400
+    assert abs(len(lines) - frames) <= 8  # frames in flight when interrupted
+    assert not list(out.glob(".*tmp*"))
