@@ -126,7 +126,7 @@ class FrameSource:
         capture = cv2.VideoCapture(target)
         if not capture.isOpened():
             capture.release()
-            raise VideoError(f"cannot open {self.source}: not a video/stream OpenCV can decode, or unreachable")
+            raise VideoError(f"cannot open video {self.source}: not a video or stream OpenCV can decode, or unreachable")
         self._capture = capture
         self._bad_run = 0
         if not self.live:

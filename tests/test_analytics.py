@@ -1,0 +1,64 @@
+"""Tracker, zones and lines of retina_trt.analytics, and the two video samples run end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from retina_trt.analytics import IouTracker, Line, Zone, parse_points
+from retina_trt.data.synthetic import write_video
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+def test_tracker_keeps_ids_per_class_and_forgets_lost_tracks():
+    tracker = IouTracker(max_missed=1)
+    a = np.array([[10, 10, 50, 50]], dtype=np.float32)
+    first = tracker.update(a, np.array([0]))
+    second = tracker.update(a + 5, np.array([0]))
+    assert first[0].track_id == second[0].track_id and second[0].previous_center == (30.0, 30.0)
+    other = tracker.update(a + 5, np.array([1]))  # same place, another class: a new track
+    assert other[0].track_id != first[0].track_id
+    tracker.update(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    tracker.update(np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    assert tracker.tracks == {}
+
+
+def test_line_crossing_directions_and_segment_bounds():
+    line = Line((100, 0), (100, 200))
+    assert line.crossing((90, 50), (110, 50)) == "out"
+    assert line.crossing((110, 50), (90, 50)) == "in"
+    assert line.crossing((90, 50), (95, 50)) is None
+    assert line.crossing((90, 300), (110, 300)) is None  # beyond the segment's end
+
+
+def test_zone_counts_box_centers_per_class():
+    zone = Zone(parse_points("0,0;0.5,0;0.5,0.5;0,0.5", 200, 100))
+    boxes = np.array([[10, 10, 20, 20], [150, 80, 160, 90], [30, 30, 40, 40]], dtype=np.float32)
+    assert zone.count(boxes, ["circle", "star", "circle"]) == {"circle": 2}
+
+
+def test_samples_run_on_generated_videos(onnx_models, tmp_path):
+    model = str(onnx_models[("onnx", False)])
+    a = write_video(tmp_path / "a.avi", num_frames=12, seed=5, frame_size=(256, 256))
+    b = write_video(tmp_path / "b.avi", num_frames=8, seed=6, frame_size=(256, 320))
+    events = tmp_path / "out" / "events.jsonl"
+    run = subprocess.run([sys.executable, str(SAMPLES / "video_analytics.py"), model, str(a), str(b),
+                          "--events", str(events), "--summary-every", "1"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    final = records[-1]
+    assert final["type"] == "summary" and final["errors"] == {}
+    assert final["sources"][str(a)]["frames"] == 12 and final["sources"][str(b)]["frames"] == 8
+    assert all(r["type"] in ("summary", "zone_count", "line_crossing") for r in records)
+
+    minimal = subprocess.run([sys.executable, str(SAMPLES / "embed_minimal.py"), model, str(a)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert minimal.returncode == 0, minimal.stderr[-2000:]
+    lines = minimal.stdout.splitlines()
+    assert len(lines) == 12 and lines[0].startswith("frame 0 at 0.00 s:")
+    assert len((SAMPLES / "embed_minimal.py").read_text().splitlines()) <= 10
