@@ -65,11 +65,15 @@ setup(
         "int8": [
             "nvidia-modelopt[onnx]>=0.40",
         ],
+        "triton": [
+            "tritonclient[grpc,http]>=2.40",  # samples/triton_client.py
+        ],
         "bench": [
             "matplotlib>=3.7",  # the benchmark's latency plot
         ],
         "dev": [
             "matplotlib>=3.7",
+            "tritonclient[grpc,http]>=2.40",  # validates config.pbtxt with Triton's model-config schema
             "pytest>=8",
             "ruff>=0.6",
             "pycocotools>=2.0.7",  # cross-checks faster-coco-eval in the tests

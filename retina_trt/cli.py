@@ -173,6 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print what a model file says about itself")
     p.add_argument("model", help=".pt, .onnx or .engine model")
 
+    p = sub.add_parser("export-triton", help="write a Triton Inference Server model repository entry")
+    p.add_argument("model", help="retina_trt .engine (TensorRT backend) or .onnx (ONNX Runtime backend)")
+    p.add_argument("--repo", required=True, help="model repository folder")
+    p.add_argument("--name", default=None, help="model name (default: the file's stem)")
+    p.add_argument("--version", type=_positive_int, default=1)
+    p.add_argument("--instances", type=_positive_int, default=1, help="instances per device")
+    p.add_argument("--kind", choices=["auto", "gpu", "cpu"], default="auto", help="auto: gpu for engines, cpu for ONNX")
+    p.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching queue delay")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+
+    p = sub.add_parser("export-deepstream", help="write a DeepStream nvinfer configuration (+ its ONNX)")
+    p.add_argument("model", help="checkpoint (.pt), or an ONNX exported for DeepStream")
+    p.add_argument("--out", required=True, help="folder for the config, labels.txt and model.onnx")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="nvinfer network-mode")
+    p.add_argument("--batch", type=_positive_int, default=1, help="nvinfer batch-size")
+    p.add_argument("--input-size", type=_parse_size, default=None, help="fixed HEIGHTxWIDTH of the export")
+    p.add_argument("--engine", default=None, help="a retina_trt engine built from the DeepStream ONNX (model.plan)")
+
     p = sub.add_parser(
         "bench",
         help="latency benchmark (trtexec-style statistics, per-stage times, paper and torchvision comparisons)",
@@ -347,6 +365,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_triton(args: argparse.Namespace) -> int:
+    from retina_trt.export.triton import export_triton
+
+    path = export_triton(args.model, args.repo, name=args.name, version=args.version, instances=args.instances,
+                         kind=args.kind, max_queue_delay_us=args.max_queue_delay_us, overwrite=args.overwrite)  # fmt: skip
+    print(f"wrote {path} (config.pbtxt, {args.version}/, labels.txt)")
+    return 0
+
+
+def _cmd_export_deepstream(args: argparse.Namespace) -> int:
+    from retina_trt.export.deepstream import export_deepstream
+
+    path = export_deepstream(args.model, args.out, precision=args.precision, batch=args.batch,
+                             input_size=args.input_size, engine=args.engine)  # fmt: skip
+    print(f"wrote {path} (+ labels.txt, model.onnx); see its header about the bbox parser")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from retina_trt.bench.latency import benchmark
     from retina_trt.bench.report import write_report
@@ -444,6 +480,8 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "export-triton": _cmd_export_triton,
+    "export-deepstream": _cmd_export_deepstream,
     "bench": _cmd_bench,
     "build-engine": _cmd_build_engine,
     "export": _cmd_export,
@@ -469,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return COMMANDS[args.command](args)
-    except (RetinaTrtError, ValueError, TypeError, FileNotFoundError) as err:
+    except (RetinaTrtError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         if args.verbose:
             logger.exception("failed")
         print(f"retina-trt {args.command}: error: {err}", file=sys.stderr)

@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import Tensor, nn
@@ -144,6 +145,8 @@ def export_onnx(
     dynamic_shapes: bool = False,
     opset: int | None = None,
     simplify: bool = True,
+    input_dtype: str = "uint8",
+    image_sizes_input: bool = True,
 ) -> Path:
     """Export ``model`` to ONNX at ``path`` (written to a temporary name, then renamed).
 
@@ -159,6 +162,10 @@ def export_onnx(
         dynamic_shapes: dynamic H and W; anchors are computed in the graph.
         opset: ONNX opset (default 17).
         simplify: run onnxslim on the result (constant folding, dead-node removal).
+        input_dtype: ``"uint8"`` (default) or ``"float32"`` (raw 0-255 BGR values as float, for
+            pipelines such as DeepStream's nvinfer that feed float tensors).
+        image_sizes_input: False drops the ``image_sizes`` input: boxes are clipped to the network
+            input instead of each image's valid region (for single-input consumers, DeepStream).
 
     Returns:
         The path written.
@@ -173,6 +180,8 @@ def export_onnx(
         hint = " (the NMS plugin is not available in this version)" if nms == "plugin" else ""
         raise ValueError(f"nms must be one of {NMS_CHOICES}, got {nms!r}{hint}")
     batch = _check_batch(batch)
+    if input_dtype not in ("uint8", "float32"):
+        raise ValueError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
     if dynamic_shapes and input_size is not None:
         raise ValueError("give either input_size (fixed shapes) or dynamic_shapes=True, not both")
     if not dynamic_shapes:
@@ -199,7 +208,7 @@ def export_onnx(
     )
     core = _TracedCore(model.eval()).eval()
     example_hw = input_size or (2 * spec.size_divisible, 3 * spec.size_divisible)
-    example = torch.zeros((batch[1], *example_hw, 3), dtype=torch.uint8)
+    example = torch.zeros((batch[1], *example_hw, 3), dtype=torch.uint8 if input_dtype == "uint8" else torch.float32)
     try:
         onnx_model = _trace(core, example, opset, dynamic_shapes)
     except Exception as err:  # the exporter raises many types
@@ -209,16 +218,25 @@ def export_onnx(
     graph = onnx_model.graph
     levels = [o.name for o in graph.output]
     del graph.output[:]
-    graph.input.append(
-        onnx.helper.make_tensor_value_info("image_sizes", onnx.TensorProto.INT32, ["batch", 2])
-    )
     g = GraphBuilder(graph, "postprocess")
+    if image_sizes_input:
+        graph.input.append(
+            onnx.helper.make_tensor_value_info("image_sizes", onnx.TensorProto.INT32, ["batch", 2])
+        )
+        image_sizes = "image_sizes"
+    else:  # every image fills the network input: (H, W) of `images`, per batch item
+        shape = g.op("Shape", ["images"])
+        hw = g.op("Slice", [shape, g.const([1], np.int64), g.const([3], np.int64)])
+        rows = g.op("Concat", [g.op("Slice", [shape, g.const([0], np.int64), g.const([1], np.int64)]),
+                               g.const([1], np.int64)], axis=0)  # fmt: skip
+        image_sizes = g.op("Cast", [g.op("Tile", [g.op("Unsqueeze", [hw, g.const([0], np.int64)]), rows])],
+                           to=onnx.TensorProto.INT32)  # fmt: skip
     boxes, scores, labels = append_candidates(
         g,
         cls_levels=levels[0::2],
         box_levels=levels[1::2],
         images="images",
-        image_sizes="image_sizes",
+        image_sizes=image_sizes,
         spec=spec,
         input_size=input_size,
     )
@@ -256,8 +274,8 @@ def export_onnx(
         "dynamic_shapes": bool(dynamic_shapes),
         "opset": opset,
         "input_layout": "NHWC",
-        "input_format": "uint8 BGR",
-        "inputs": list(INPUT_NAMES),
+        "input_format": f"{input_dtype} BGR",
+        "inputs": list(INPUT_NAMES) if image_sizes_input else ["images"],
         "outputs": [o[0] for o in outputs],
         "simplified": bool(simplify),
         "retina_trt_version": __version__,

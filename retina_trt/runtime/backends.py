@@ -108,11 +108,13 @@ class OnnxRuntimeBackend:
         self.input_size = meta.input_size
         self.max_batch = meta.max_batch
         self.output_names = list(meta.export["outputs"])
+        self.input_names = list(meta.export.get("inputs", ["images", "image_sizes"]))
+        self.float_input = str(meta.export.get("input_format", "uint8")).startswith("float32")
 
     def run(self, batch: PreprocessedBatch) -> list[RawDetections]:
-        outputs = self.session.run(
-            self.output_names, {"images": batch.pixels, "image_sizes": batch.image_sizes}
-        )
+        pixels = batch.pixels.astype(np.float32) if self.float_input else batch.pixels
+        feeds = {"images": pixels, "image_sizes": batch.image_sizes}
+        outputs = self.session.run(self.output_names, {name: feeds[name] for name in self.input_names})
         if self.nms == "none":
             boxes, scores, classes = (torch.from_numpy(o) for o in outputs)
             return [_from_torch(r) for r in postprocess_candidates(boxes, scores, classes, self.spec)]

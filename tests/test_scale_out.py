@@ -1,0 +1,132 @@
+"""Triton model repositories (config.pbtxt validated with tritonclient's model-config protobuf),
+the Triton client sample's request/response handling, and the DeepStream nvinfer export."""
+
+from __future__ import annotations
+
+import configparser
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from helpers import TINY_SPEC
+
+from retina_trt import Detector, export_onnx
+from retina_trt.cli import main
+from retina_trt.export.metadata import read_metadata
+from retina_trt.spec import ModelSpec
+from retina_trt.trt.engine_file import make_header, write_engine
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+def _parse_config(path: Path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse(path.read_text(), config)  # raises on anything the schema does not know
+    return config
+
+
+def test_triton_repository_for_onnx(onnx_models, tmp_path, capsys):
+    model = onnx_models[("onnx", False)]
+    assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "retina"]) == 0
+    config = _parse_config(tmp_path / "repo" / "retina" / "config.pbtxt")
+    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 8
+    assert [i.name for i in config.input] == ["images", "image_sizes"]
+    assert list(config.input[0].dims) == [256, 384, 3]
+    assert [o.name for o in config.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
+    assert list(config.output[1].dims) == [TINY_SPEC.detections_per_img, 4]
+    assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert config.instance_group[0].kind == config.instance_group[0].KIND_CPU
+    assert ModelSpec.from_json(config.parameters["retina_trt.spec"].string_value) == TINY_SPEC
+    assert (tmp_path / "repo" / "retina" / "1" / "model.onnx").read_bytes() == model.read_bytes()
+    # an existing entry is not replaced silently
+    assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "retina"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "retina", "--overwrite"]) == 0
+
+
+def test_triton_repository_for_an_engine_strips_the_header(tmp_path):
+    plan = b"raw tensorrt plan bytes" * 4
+    header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="NVIDIA L4", compute_capability=(8, 9),
+                         precision="fp16", onnx_sha256="0" * 64, export={"nms": "onnx", "input_size": None},
+                         build={"batch": [1, 2, 4]}, plan=plan)  # fmt: skip
+    engine = write_engine(tmp_path / "m.engine", header, plan)
+    assert main(["export-triton", str(engine), "--repo", str(tmp_path / "repo"), "--instances", "2"]) == 0
+    config = _parse_config(tmp_path / "repo" / "m" / "config.pbtxt")
+    assert config.platform == "tensorrt_plan" and config.max_batch_size == 4
+    assert list(config.input[0].dims) == [-1, -1, 3]
+    assert config.instance_group[0].count == 2 and config.instance_group[0].kind == config.instance_group[0].KIND_GPU
+    assert config.parameters["retina_trt.tensorrt_version"].string_value == "10.13.3.9"
+    assert (tmp_path / "repo" / "m" / "1" / "model.plan").read_bytes() == plan
+
+
+def test_triton_client_sample_builds_requests_and_reads_the_contract(onnx_models, images):
+    """The request/response code of samples/triton_client.py against the ONNX model's own outputs
+    (no Triton server runs here)."""
+    import onnxruntime as ort
+    import tritonclient.grpc as grpcclient
+
+    sys.path.insert(0, str(SAMPLES))
+    import triton_client
+
+    model = onnx_models[("onnx", False)]
+    config = {"parameters": {"retina_trt.spec": {"string_value": TINY_SPEC.to_json()}},
+              "input": [{"dims": ["256", "384", "3"]}]}  # fmt: skip
+    spec, size = triton_client.spec_from_config(config)
+    assert spec == TINY_SPEC and size == (256, 384)
+    from retina_trt.runtime.preprocess import preprocess_batch
+
+    batch = preprocess_batch(images[:2], min_size=spec.min_size, max_size=spec.max_size,
+                             size_divisible=spec.size_divisible, input_size=size)  # fmt: skip
+    inputs = triton_client.build_inputs(grpcclient, batch)
+    assert [i.name() for i in inputs] == ["images", "image_sizes"]
+    assert inputs[0].shape() == [2, 256, 384, 3] and inputs[0].datatype() == "UINT8"
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    arrays = dict(zip(triton_client.OUTPUTS, session.run(list(triton_client.OUTPUTS),
+                                                         {"images": batch.pixels, "image_sizes": batch.image_sizes})))  # fmt: skip
+    got = triton_client.to_detections(arrays, batch, spec)
+    with Detector(model) as det:
+        want = det.predict_batch(images[:2])
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.boxes_xyxy, w.boxes_xyxy, atol=1e-4)
+        np.testing.assert_array_equal(g.class_ids, w.class_ids)
+
+
+def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
+    out = tmp_path / "ds"
+    assert main(["export-deepstream", str(tiny_checkpoint), "--out", str(out), "--batch", "4",
+                 "--input-size", "256x384"]) == 0  # fmt: skip
+    parser = configparser.ConfigParser()
+    parser.read(out / "config_infer_primary_retina_trt.txt")
+    prop = parser["property"]
+    assert prop["output-blob-names"] == "num_detections;detection_boxes;detection_scores;detection_classes"
+    assert prop["cluster-mode"] == "4" and prop["network-mode"] == "2" and prop["batch-size"] == "4"
+    assert prop["infer-dims"] == "3;256;384" and prop["network-input-order"] == "1"
+    assert prop["num-detected-classes"] == "5"
+    assert (out / "labels.txt").read_text().split() == list(TINY_SPEC.class_names)
+    model = onnx.load(str(out / "model.onnx"))
+    assert [i.name for i in model.graph.input] == ["images"]
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert read_metadata(out / "model.onnx").export["batch"] == [1, 4, 4]
+    # on images that fill the input, it detects exactly like the regular export
+    frame = cv2.resize(images[0], (384, 256))
+    with Detector(out / "model.onnx") as ds, Detector(onnx_models[("onnx", False)]) as regular:
+        a, b = ds(frame), regular(frame)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy, atol=1e-3)
+    # a regular two-input ONNX is refused with the reason
+    assert main(["export-deepstream", str(onnx_models[("onnx", False)]), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_float_single_input_export_is_valid_onnx(tiny_model, tmp_path):
+    path = export_onnx(tiny_model, tmp_path / "f.onnx", input_dtype="float32", image_sizes_input=False, input_size=(256, 384))
+    meta = read_metadata(path)
+    assert meta.export["inputs"] == ["images"] and meta.export["input_format"] == "float32 BGR"
+    with pytest.raises(ValueError, match="input_dtype"):
+        export_onnx(tiny_model, tmp_path / "g.onnx", input_dtype="float16")
+    assert meta.export["outputs"][0] == "num_detections"
