@@ -325,7 +325,7 @@ def benchmark(
     first = rows[0]
     report: dict[str, Any] = {
         "model": str(model),
-        "backbone": rows and spec.backbone,
+        "backbone": spec.backbone,
         "image": list(image.shape),
         "machine": machine_info(),
         "timing": timing,

@@ -209,7 +209,8 @@ def build_engine(
     config.hardware_compatibility_level = hardware_compat_level(trt, options.hardware_compat)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    config.progress_monitor = _progress_monitor(trt)
+    monitor = _progress_monitor(trt)  # kept referenced until the build ends
+    config.progress_monitor = monitor
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, lo, opt, hi)

@@ -114,17 +114,17 @@ class _Context:
     def _enqueue(self, batch: int) -> None:
         cudart = self.cudart
         if not self.use_graph:
-            if not self.context.execute_async_v3(self.stream):
+            if not self.context.execute_async_v3(int(self.stream)):
                 raise RuntimeError("TensorRT execute_async_v3 failed")
             return
         graph_exec = self.graphs.get(batch)
         if graph_exec is None:
             # The first run after a shape change must not be captured (TensorRT may allocate).
-            if not self.context.execute_async_v3(self.stream):
+            if not self.context.execute_async_v3(int(self.stream)):
                 raise RuntimeError("TensorRT execute_async_v3 failed")
             mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
             _check(cudart, cudart.cudaStreamBeginCapture(self.stream, mode))
-            ok = self.context.execute_async_v3(self.stream)
+            ok = self.context.execute_async_v3(int(self.stream))
             graph = _check(cudart, cudart.cudaStreamEndCapture(self.stream))
             if not ok:
                 raise RuntimeError("TensorRT execute_async_v3 failed during CUDA graph capture")
@@ -172,7 +172,7 @@ class _Context:
         b, h, w = shape
         addresses = {**self.buffers.device, "images": images_ptr, "image_sizes": sizes_ptr}
         self._bind(b, h, w, addresses)
-        if not self.context.execute_async_v3(self.stream):  # no graph: input addresses vary
+        if not self.context.execute_async_v3(int(self.stream)):  # no graph: input addresses vary
             raise RuntimeError("TensorRT execute_async_v3 failed")
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         outputs = {}
