@@ -68,3 +68,34 @@ def test_detect_returns_torchvision_structure(tiny_model):
     assert 0 < n <= tiny_model.spec.detections_per_img
     assert torch.all(result["scores"][:-1] >= result["scores"][1:])
     assert result["boxes"].min() >= 0 and result["boxes"].max() <= 256
+
+
+def test_nms_tie_order_is_score_then_lower_index():
+    """Equal scores keep the lower candidate index first, in suppression and in the output,
+    for both of torchvision's batched_nms paths (<= 1000 and > 1000 candidates)."""
+    import numpy as np
+    from torchvision.ops import box_iou
+
+    from retina_trt.model.postprocess import nms_per_image
+
+    def greedy(boxes, scores, labels, thresh):
+        order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+        iou = box_iou(boxes, boxes)
+        kept, suppressed = [], torch.zeros(len(scores), dtype=torch.bool)
+        for i in order:
+            if suppressed[i]:
+                continue
+            kept.append(i)
+            suppressed |= (labels == labels[i]) & (iou[i] > thresh)
+        return kept
+
+    for seed, n in ((0, 300), (1, 2500)):
+        g = torch.Generator().manual_seed(seed)
+        xy = torch.rand(n, 2, generator=g) * 300
+        boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 40 + 1], 1)
+        scores = torch.randint(1, 6, (n,), generator=g).float() / 10  # many exact ties
+        labels = torch.randint(0, 3, (n,), generator=g)
+        out = nms_per_image(boxes, scores, labels, nms_thresh=0.5, detections_per_img=n)
+        want = greedy(boxes, scores, labels, 0.5)
+        np.testing.assert_array_equal(out["boxes"].numpy(), boxes[want].numpy())
+        np.testing.assert_array_equal(out["scores"].numpy(), scores[want].numpy())

@@ -79,13 +79,20 @@ def nms_per_image(
 ) -> dict[str, Tensor]:
     """Class-aware NMS, then the best ``detections_per_img`` (highest score first).
 
+    Tie order (the contract every NMS path follows): candidates are taken by score, descending,
+    and among equal scores the lower candidate index first, both for suppression and for the
+    order of the output (so the cut at ``detections_per_img`` is defined). torchvision's
+    ``batched_nms`` suppresses in that order (its sort is stable) but, above 1000 candidates,
+    returns equal scores in an unspecified order; the kept set is re-ordered here.
+
     Args:
         boxes (Tensor[N, 4]): xyxy. scores (Tensor[N]). labels (Tensor[N] int64).
 
     Returns:
         dict with ``boxes`` (Tensor[D, 4]), ``scores`` (Tensor[D]), ``labels`` (Tensor[D] int64).
     """
-    keep = batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]
+    keep = batched_nms(boxes, scores, labels, nms_thresh).sort().values
+    keep = keep[torch.sort(scores[keep], descending=True, stable=True).indices][:detections_per_img]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
