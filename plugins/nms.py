@@ -1,0 +1,76 @@
+"""``retina_nms``: the NMS plugin's kernels as a torch function (CUDA tensors: compiled; CPU
+tensors: the Triton interpreter), and the reference it must equal."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from .kernels import nms_kernel, sort_kernel
+
+SORT_CHUNK = 128
+OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+
+
+def _interpreting() -> bool:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(sort_kernel, InterpretedFunction)
+
+
+def block_sizes(num_candidates: int, detections_per_img: int) -> tuple[int, int]:
+    """(BLOCK, DBLOCK): candidates per program (a power of two) and the zero-fill chunk."""
+    return max(16, triton.next_power_of_2(max(1, num_candidates))), min(1024, max(16, triton.next_power_of_2(detections_per_img)))
+
+
+def retina_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    *,
+    nms_thresh: float,
+    detections_per_img: int,
+    score_thresh: float = 0.05,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Class-aware greedy NMS of merged candidates, the output contract out.
+
+    Args:
+        boxes (Tensor[B, N, 4] float32/float16): xyxy. scores (Tensor[B, N] float32/float16):
+            entries <= ``score_thresh`` are padding. classes (Tensor[B, N] int32).
+
+    Returns:
+        ``num_detections`` int32 [B, 1], ``detection_boxes`` float32 [B, D, 4],
+        ``detection_scores`` float32 [B, D], ``detection_classes`` int32 [B, D]; rows past
+        ``num_detections`` are 0. Equal to the reference postprocess, including its tie order.
+    """
+    if boxes.dim() != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or classes.shape != scores.shape:
+        raise ValueError(f"expected boxes [B, N, 4], scores [B, N], classes [B, N]; got {tuple(boxes.shape)}, "
+                         f"{tuple(scores.shape)}, {tuple(classes.shape)}")  # fmt: skip
+    if detections_per_img < 1:
+        raise ValueError(f"detections_per_img must be >= 1, got {detections_per_img}")
+    batch, n = scores.shape
+    device = boxes.device
+    boxes, scores = boxes.contiguous(), scores.contiguous()
+    classes = classes.to(torch.int32).contiguous()
+    d = int(detections_per_img)
+    order = torch.empty((batch, n), dtype=torch.int32, device=device)
+    num = torch.empty((batch, 1), dtype=torch.int32, device=device)
+    out_boxes = torch.empty((batch, d, 4), dtype=torch.float32, device=device)
+    out_scores = torch.empty((batch, d), dtype=torch.float32, device=device)
+    out_classes = torch.empty((batch, d), dtype=torch.int32, device=device)
+    if batch == 0:
+        return num, out_boxes, out_scores, out_classes
+    block, dblock = block_sizes(n, d)
+    if (device.type == "cuda") == _interpreting():
+        raise RuntimeError(
+            f"the Triton kernels were set up for {'the interpreter (CPU tensors)' if _interpreting() else 'CUDA'}, "
+            f"got {device.type} tensors; set TRITON_INTERPRET=1 before anything imports Triton to run them on the CPU"
+        )
+    if n == 0:
+        num.zero_()
+        out_boxes.zero_(), out_scores.zero_(), out_classes.zero_()
+        return num, out_boxes, out_scores, out_classes
+    sort_kernel[(batch, triton.cdiv(n, SORT_CHUNK))](scores, order, n, float(score_thresh), CHUNK=SORT_CHUNK)
+    nms_kernel[(batch,)](boxes, scores, classes, order, num, out_boxes, out_scores, out_classes, n, float(nms_thresh),
+                  D=d, BLOCK=block, DBLOCK=dblock)  # fmt: skip
+    return num, out_boxes, out_scores, out_classes

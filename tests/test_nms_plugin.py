@@ -1,0 +1,139 @@
+"""The NMS plugin's Triton kernels (under the Triton interpreter here) against the reference
+postprocess and torchvision's batched_nms, on random inputs and the hard cases; and their
+ahead-of-time compilation to PTX and cubin for every target GPU (no GPU needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from retina_trt.plugins import retina_nms
+from torchvision.ops import batched_nms
+
+from retina_trt.model.postprocess import nms_per_image
+
+THRESH = 0.05
+
+
+def reference(boxes, scores, classes, nms_thresh, d):
+    """The reference postprocess's NMS, padded to the output contract."""
+    b, _ = scores.shape
+    num = torch.zeros((b, 1), dtype=torch.int32)
+    out_boxes, out_scores = torch.zeros((b, d, 4)), torch.zeros((b, d))
+    out_classes = torch.zeros((b, d), dtype=torch.int32)
+    for i in range(b):
+        keep = scores[i].float() > THRESH
+        r = nms_per_image(boxes[i][keep].float(), scores[i][keep].float(), classes[i][keep].long(),
+                          nms_thresh=nms_thresh, detections_per_img=d)  # fmt: skip
+        n = len(r["scores"])
+        num[i, 0] = n
+        out_boxes[i, :n], out_scores[i, :n], out_classes[i, :n] = r["boxes"], r["scores"], r["labels"].int()
+    return num, out_boxes, out_scores, out_classes
+
+
+def assert_equal_to_reference(boxes, scores, classes, *, nms_thresh=0.5, d=100):
+    got = retina_nms(boxes, scores, classes, nms_thresh=nms_thresh, detections_per_img=d, score_thresh=THRESH)
+    want = reference(boxes, scores, classes, nms_thresh, d)
+    for g, w, name in zip(got, want, ("num", "boxes", "scores", "classes")):
+        assert g.dtype == w.dtype and g.shape == w.shape, name
+        assert torch.equal(g, w), f"{name} differs"
+    return got
+
+
+def random_candidates(seed, b, n, num_classes=4, spread=200.0, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(b, n, 2, generator=g) * spread
+    boxes = torch.cat([xy, xy + torch.rand(b, n, 2, generator=g) * 60 + 1], -1)
+    scores = torch.randint(0, 8, (b, n), generator=g).float() / 8 if ties else torch.rand(b, n, generator=g)
+    classes = torch.randint(0, num_classes, (b, n), generator=g).int()
+    return boxes, scores, classes
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_inputs_equal_reference_and_torchvision(seed):
+    boxes, scores, classes = random_candidates(seed, 2, 300)
+    num, out_boxes, out_scores, _ = assert_equal_to_reference(boxes, scores, classes, d=1000)
+    for i in range(2):  # distinct scores: also torchvision's batched_nms itself
+        keep = scores[i] > THRESH
+        tv = batched_nms(boxes[i][keep], scores[i][keep], classes[i][keep].long(), 0.5)
+        assert torch.equal(out_scores[i, : int(num[i, 0])], scores[i][keep][tv])
+
+
+def test_hard_cases():
+    box = torch.tensor([10.0, 10.0, 50.0, 60.0])
+    # no candidates at all, and only padding
+    assert_equal_to_reference(torch.zeros((1, 0, 4)), torch.zeros((1, 0)), torch.zeros((1, 0), dtype=torch.int32))
+    num = assert_equal_to_reference(box.repeat(1, 5, 1), torch.full((1, 5), 0.01), torch.zeros((1, 5), dtype=torch.int32))[0]
+    assert int(num) == 0
+    # one candidate
+    assert_equal_to_reference(box.view(1, 1, 4), torch.tensor([[0.9]]), torch.tensor([[2]], dtype=torch.int32))
+    # all boxes identical, exact score ties: the lowest index survives
+    got = assert_equal_to_reference(box.repeat(1, 50, 1), torch.full((1, 50), 0.5), torch.zeros((1, 50), dtype=torch.int32))
+    assert int(got[0]) == 1
+    # several classes with identical boxes: one per class
+    classes = torch.arange(6, dtype=torch.int32).repeat_interleave(5).view(1, 30)
+    got = assert_equal_to_reference(box.repeat(1, 30, 1), torch.rand(1, 30), classes)
+    assert int(got[0]) == 6
+    # exact score ties between separate boxes keep the index order in the output
+    boxes, scores, classes = random_candidates(3, 2, 400, ties=True)
+    assert_equal_to_reference(boxes, scores, classes, d=300)
+    # more survivors than D
+    boxes, scores, classes = random_candidates(4, 1, 200, spread=5000)
+    got = assert_equal_to_reference(boxes, scores, classes, d=5)
+    assert int(got[0]) == 5
+    # degenerate (zero-area) and huge boxes
+    degenerate = torch.tensor([[[5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 10.0, 0.0]]])
+    assert_equal_to_reference(degenerate, torch.tensor([[0.9, 0.8, 0.7]]), torch.zeros((1, 3), dtype=torch.int32))
+    huge = torch.tensor([[[0.0, 0.0, 1e6, 1e6], [1.0, 1.0, 1e6, 1e6], [-1e6, -1e6, 0.0, 0.0]]])
+    assert_equal_to_reference(huge, torch.tensor([[0.9, 0.8, 0.7]]), torch.zeros((1, 3), dtype=torch.int32))
+
+
+def test_fp16_inputs():
+    boxes, scores, classes = random_candidates(5, 2, 200)
+    boxes16, scores16 = boxes.half(), scores.half()
+    assert_equal_to_reference(boxes16, scores16, classes)
+
+
+def test_five_thousand_candidates_batch_of_two():
+    boxes, scores, classes = random_candidates(6, 2, 5000, num_classes=80, spread=1000)
+    got = assert_equal_to_reference(boxes, scores, classes, d=100)
+    assert (got[0] == 100).all()
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="expected boxes"):
+        retina_nms(torch.zeros(1, 5, 3), torch.zeros(1, 5), torch.zeros(1, 5), nms_thresh=0.5, detections_per_img=10)
+
+
+AOT = """
+import sys, triton
+from triton.compiler import ASTSource
+from triton.backends.compiler import GPUTarget
+from retina_trt.plugins.kernels import sort_kernel, nms_kernel
+sort_sig = {"scores_ptr": "*fp32", "order_ptr": "*i32", "N": "i32", "score_thresh": "fp32", "CHUNK": "constexpr"}
+nms_sig = {"boxes_ptr": "*fp32", "scores_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "num_ptr": "*i32",
+           "out_boxes_ptr": "*fp32", "out_scores_ptr": "*fp32", "out_classes_ptr": "*i32", "N": "i32",
+           "nms_thresh": "fp32", "D": "constexpr", "BLOCK": "constexpr", "DBLOCK": "constexpr"}
+for cc in (75, 80, 86, 89, 90):
+    target = GPUTarget("cuda", cc, 32)
+    a = triton.compile(ASTSource(fn=sort_kernel, signature=sort_sig, constexprs={"CHUNK": 128}), target=target)
+    b = triton.compile(ASTSource(fn=nms_kernel, signature=nms_sig, constexprs={"D": 100, "BLOCK": 8192, "DBLOCK": 128}),
+                       target=target, options={"num_warps": 16})
+    for k in (a, b):
+        assert f".target sm_{cc}" in k.asm["ptx"], cc
+        assert len(k.asm["cubin"]) > 1000
+    print(cc, a.name, b.name, len(a.asm["ptx"]), len(b.asm["ptx"]))
+"""
+
+
+def test_kernels_compile_ahead_of_time_for_every_target_gpu():
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    result = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600,
+                            cwd=Path(__file__).parent.parent)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.split("\n")
+    assert [line.split()[0] for line in lines if line] == ["75", "80", "86", "89", "90"]
