@@ -65,6 +65,9 @@ setup(
         "int8": [
             "nvidia-modelopt[onnx]>=0.40",
         ],
+        "plugin": [
+            "onnxruntime-extensions>=0.12",  # nms="plugin" ONNX models in ONNX Runtime
+        ],
         "triton": [
             "tritonclient[grpc,http]>=2.40",  # samples/triton_client.py
         ],
@@ -74,6 +77,7 @@ setup(
         "dev": [
             "matplotlib>=3.7",
             "tritonclient[grpc,http]>=2.40",  # validates config.pbtxt with Triton's model-config schema
+            "onnxruntime-extensions>=0.12",  # runs the NMS plugin nodes in ONNX Runtime
             "pytest>=8",
             "ruff>=0.6",
             "pycocotools>=2.0.7",  # cross-checks faster-coco-eval in the tests

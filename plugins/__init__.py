@@ -1,13 +1,14 @@
 """The retina_trt NMS plugin (``retina_trt.plugins``): Triton kernels, run compiled on CUDA
 tensors or under the Triton interpreter on CPU tensors. See plugins/README.md.
 
-Triton decides between compiling and interpreting when it is imported, from ``TRITON_INTERPRET``.
-On a machine without CUDA, importing this package sets ``TRITON_INTERPRET=1`` if Triton has not
-been imported yet, so the kernels run on CPU tensors; a process that needs both must run the CPU
-path in a separate process.
+Triton decides between compiling and interpreting when it is first imported, from
+``TRITON_INTERPRET``; ``import retina_trt`` sets it to 1 on machines without an NVIDIA driver, so
+the kernels run on CPU tensors there. A process that needs both must run the CPU path in a
+separate process.
 
-Not yet here (issue #6): the TensorRT ``tensorrt.plugin`` registration with AOT PTX, the
-``nms="plugin"`` export, the ONNX Runtime custom operator and ``nms="efficient"``.
+``ort_ops`` runs the ``nms="plugin"`` export's two nodes in ONNX Runtime (onnxruntime-extensions).
+Not yet here (issue #6): the TensorRT ``tensorrt.plugin`` registration with AOT PTX and
+``nms="efficient"``.
 """
 
 import os
@@ -21,4 +22,4 @@ if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
 
 from .nms import OUTPUT_NAMES, retina_nms
 
-__all__ = ["OUTPUT_NAMES", "retina_nms"]
+__all__ = ["OUTPUT_NAMES", "nms_from_order", "rank_candidates", "retina_nms"]

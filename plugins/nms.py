@@ -48,29 +48,49 @@ def retina_nms(
                          f"{tuple(scores.shape)}, {tuple(classes.shape)}")  # fmt: skip
     if detections_per_img < 1:
         raise ValueError(f"detections_per_img must be >= 1, got {detections_per_img}")
+    order = rank_candidates(scores, score_thresh=score_thresh)
+    return nms_from_order(boxes, scores, classes, order, nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+
+
+def rank_candidates(scores: torch.Tensor, *, score_thresh: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The first plugin: ``order`` [B, N] int32, candidate indices by score (then index), -1 for padding."""
+    _check_device(scores.device)
     batch, n = scores.shape
-    device = boxes.device
-    boxes, scores = boxes.contiguous(), scores.contiguous()
-    classes = classes.to(torch.int32).contiguous()
+    order = torch.empty((batch, n), dtype=torch.int32, device=scores.device) if out is None else out
+    if batch and n:
+        sort_kernel[(batch, triton.cdiv(n, SORT_CHUNK))](scores.contiguous(), order, n, float(score_thresh), CHUNK=SORT_CHUNK)
+    return order
+
+
+def nms_from_order(boxes, scores, classes, order, *, nms_thresh: float, detections_per_img: int, out=None):
+    """The second plugin: greedy NMS over ``order``; the output contract."""
+    _check_device(boxes.device)
+    batch, n = scores.shape
     d = int(detections_per_img)
-    order = torch.empty((batch, n), dtype=torch.int32, device=device)
-    num = torch.empty((batch, 1), dtype=torch.int32, device=device)
-    out_boxes = torch.empty((batch, d, 4), dtype=torch.float32, device=device)
-    out_scores = torch.empty((batch, d), dtype=torch.float32, device=device)
-    out_classes = torch.empty((batch, d), dtype=torch.int32, device=device)
+    device = boxes.device
+    if out is None:
+        out = (
+            torch.empty((batch, 1), dtype=torch.int32, device=device),
+            torch.empty((batch, d, 4), dtype=torch.float32, device=device),
+            torch.empty((batch, d), dtype=torch.float32, device=device),
+            torch.empty((batch, d), dtype=torch.int32, device=device),
+        )
+    num, out_boxes, out_scores, out_classes = out
     if batch == 0:
-        return num, out_boxes, out_scores, out_classes
+        return out
+    if n == 0:
+        for t in out:
+            t.zero_()
+        return out
     block, dblock = block_sizes(n, d)
+    nms_kernel[(batch,)](boxes.contiguous(), scores.contiguous(), classes.to(torch.int32).contiguous(), order, num,
+                         out_boxes, out_scores, out_classes, n, float(nms_thresh), D=d, BLOCK=block, DBLOCK=dblock)  # fmt: skip
+    return out
+
+
+def _check_device(device: torch.device) -> None:
     if (device.type == "cuda") == _interpreting():
         raise RuntimeError(
             f"the Triton kernels were set up for {'the interpreter (CPU tensors)' if _interpreting() else 'CUDA'}, "
             f"got {device.type} tensors; set TRITON_INTERPRET=1 before anything imports Triton to run them on the CPU"
         )
-    if n == 0:
-        num.zero_()
-        out_boxes.zero_(), out_scores.zero_(), out_classes.zero_()
-        return num, out_boxes, out_scores, out_classes
-    sort_kernel[(batch, triton.cdiv(n, SORT_CHUNK))](scores, order, n, float(score_thresh), CHUNK=SORT_CHUNK)
-    nms_kernel[(batch,)](boxes, scores, classes, order, num, out_boxes, out_scores, out_classes, n, float(nms_thresh),
-                  D=d, BLOCK=block, DBLOCK=dblock)  # fmt: skip
-    return num, out_boxes, out_scores, out_classes

@@ -2,11 +2,21 @@
 
 Heavy pieces import lazily: ``import retina_trt`` loads neither torch-free runtime extras nor
 tensorrt, triton, modelopt or the CUDA binding.
+
+On a machine without an NVIDIA driver, importing retina_trt sets ``TRITON_INTERPRET=1`` (unless
+it is set, or Triton is already imported): Triton decides between compiling and interpreting
+when it is first imported (torchvision imports it), and the NMS plugin's Triton kernels can only
+run through the interpreter there (``retina_trt.plugins``).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+
+if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not os.path.exists("/dev/nvidiactl"):
+    os.environ["TRITON_INTERPRET"] = "1"
 from typing import TYPE_CHECKING, Any
 
 from retina_trt._version import __version__

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -12,14 +11,6 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-# The NMS plugin's Triton kernels run under the Triton interpreter where there is no CUDA; Triton
-# reads this when it is first imported, so it is set before any test can import it.
-if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ["TRITON_INTERPRET"] = "1"
 
 from helpers import make_tiny_model
 

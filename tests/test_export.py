@@ -67,8 +67,6 @@ def test_bad_arguments(tiny_model, tmp_path):
     out = tmp_path / "m.onnx"
     with pytest.raises(ValueError, match="nms must be one of"):
         export_onnx(tiny_model, out, nms="fast")
-    with pytest.raises(ValueError, match="plugin is not available"):
-        export_onnx(tiny_model, out, nms="plugin")
     with pytest.raises(ValueError, match="min <= opt <= max"):
         export_onnx(tiny_model, out, batch=(4, 2, 8))
     with pytest.raises(ValueError, match="multiples of the model's size_divisible"):

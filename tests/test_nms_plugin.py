@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from retina_trt.plugins import retina_nms
@@ -137,3 +138,25 @@ def test_kernels_compile_ahead_of_time_for_every_target_gpu():
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.split("\n")
     assert [line.split()[0] for line in lines if line] == ["75", "80", "86", "89", "90"]
+
+
+def test_plugin_export_runs_in_onnxruntime_like_the_onnx_nms(tiny_model, onnx_models, images, tmp_path):
+    """nms="plugin": the two plugin nodes (plugin_namespace/plugin_version/aot=1 for TensorRT)
+    run in ONNX Runtime as Python custom operators calling the same kernels."""
+    import onnx
+
+    from retina_trt import Detector, export_onnx
+
+    path = export_onnx(tiny_model, tmp_path / "plugin.onnx", nms="plugin", input_size=(256, 384))
+    nodes = [n for n in onnx.load(str(path)).graph.node if n.domain == "ai.onnx.contrib"]
+    assert [n.op_type for n in nodes] == ["RetinaNMSSort", "RetinaNMS"]
+    for node in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["plugin_namespace"] == b"retina_trt" and attrs["plugin_version"] == b"1" and attrs["aot"] == 1
+    with Detector(path) as plugin, Detector(onnx_models[("onnx", False)]) as reference:
+        for image in images[:2]:
+            got, want = plugin(image), reference(image)
+            assert len(got) == len(want) > 0
+            np.testing.assert_array_equal(got.class_ids, want.class_ids)
+            np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+            np.testing.assert_allclose(got.boxes_xyxy, want.boxes_xyxy, atol=1e-4)

@@ -48,7 +48,7 @@ from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
-NMS_CHOICES = ("onnx", "none")
+NMS_CHOICES = ("onnx", "none", "plugin")
 DEFAULT_OPSET = 17
 INPUT_NAMES = ("images", "image_sizes")
 
@@ -71,6 +71,19 @@ class _TracedCore(nn.Module):
             flat.append(cls.view(batch, self.num_anchors, -1, height, width).permute(0, 3, 4, 1, 2))
             flat.append(box.view(batch, self.num_anchors, 4, height, width).permute(0, 3, 4, 1, 2))
         return tuple(flat)
+
+
+PLUGIN_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' domain; TensorRT maps plugin nodes by op_type
+PLUGIN_NODES = frozenset({(PLUGIN_DOMAIN, "RetinaNMSSort"), (PLUGIN_DOMAIN, "RetinaNMS")})
+
+
+def append_plugin_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
+    """The two retina_trt NMS plugin nodes (plugins/README.md): rank, then greedy NMS."""
+    common = {"plugin_namespace": "retina_trt", "plugin_version": "1", "aot": 1, "domain": PLUGIN_DOMAIN}
+    classes = g.cast(labels, onnx.TensorProto.INT32)
+    order = g.op("RetinaNMSSort", [scores], score_thresh=float(spec.score_thresh), **common)
+    return tuple(g.op("RetinaNMS", [boxes, scores, classes, order], num_outputs=4, nms_thresh=float(spec.nms_thresh),
+                      detections_per_img=int(spec.detections_per_img), **common))  # fmt: skip
 
 
 def default_input_size(model: RetinaNet) -> tuple[int, int]:
@@ -153,8 +166,10 @@ def export_onnx(
     Args:
         model: a RetinaNet, or a checkpoint path for :func:`~retina_trt.load_checkpoint`.
         path: output ``.onnx`` file.
-        nms: ``"onnx"`` (NonMaxSuppression in the graph, output contract) or ``"none"``
-            (merged pre-NMS candidates; the runtime finishes on the host).
+        nms: ``"onnx"`` (NonMaxSuppression in the graph, output contract), ``"none"`` (merged
+            pre-NMS candidates; the runtime finishes on the host) or ``"plugin"`` (the retina_trt
+            NMS plugin's two nodes; ONNX Runtime runs them through onnxruntime-extensions, the
+            TensorRT registration is not done yet, issue #6).
         batch: (min, opt, max) batch sizes; the batch axis is dynamic, the range is recorded in
             the metadata for the TensorRT optimization profile.
         input_size: fixed (H, W) network input, multiples of ``spec.size_divisible``; default
@@ -177,8 +192,7 @@ def export_onnx(
         model = load_checkpoint(model)
     spec = model.spec
     if nms not in NMS_CHOICES:
-        hint = " (the NMS plugin is not available in this version)" if nms == "plugin" else ""
-        raise ValueError(f"nms must be one of {NMS_CHOICES}, got {nms!r}{hint}")
+        raise ValueError(f"nms must be one of {NMS_CHOICES}, got {nms!r}")
     batch = _check_batch(batch)
     if input_dtype not in ("uint8", "float32"):
         raise ValueError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
@@ -240,8 +254,10 @@ def export_onnx(
         spec=spec,
         input_size=input_size,
     )
-    if nms == "onnx":
-        tensors = append_onnx_nms(g, boxes, scores, labels, spec)
+    if nms in ("onnx", "plugin"):
+        tensors = (
+            append_onnx_nms(g, boxes, scores, labels, spec) if nms == "onnx" else append_plugin_nms(g, boxes, scores, labels, spec)
+        )
         d = spec.detections_per_img
         outputs = [
             (CONTRACT_OUTPUTS[0], onnx.TensorProto.INT32, ["batch", 1]),
@@ -256,6 +272,8 @@ def export_onnx(
             (CANDIDATE_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", "candidates"]),
             (CANDIDATE_OUTPUTS[2], onnx.TensorProto.INT32, ["batch", "candidates"]),
         ]
+    if nms == "plugin":
+        onnx_model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
     for tensor, (name, dtype, shape) in zip(tensors, outputs):
         g.rename_output(tensor, name)
         graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, shape))
@@ -287,7 +305,7 @@ def export_onnx(
         onnx.checker.check_model(onnx_model)
     except onnx.checker.ValidationError as err:
         raise ExportError(f"the exported model fails onnx.checker: {err}") from err
-    check_trt_compatible(onnx_model)
+    check_trt_compatible(onnx_model, allowed_custom=PLUGIN_NODES)
     with atomic_path(path) as tmp:
         onnx.save(onnx_model, str(tmp))
     logger.info(

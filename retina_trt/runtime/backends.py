@@ -94,6 +94,18 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = num_threads
         for key, value in (session_config or {}).items():
             options.add_session_config_entry(str(key), str(value))
+        if any(n.domain == "ai.onnx.contrib" for n in _graph_nodes(path)):
+            # nms="plugin": the NMS plugin's nodes run as Python custom operators (same kernels)
+            try:
+                from onnxruntime_extensions import get_library_path
+
+                import retina_trt.plugins.ort_ops  # noqa: F401 (defines the operators)
+            except ImportError as err:
+                raise BackendUnavailableError(
+                    f"{path} holds the retina_trt NMS plugin; running it in ONNX Runtime needs "
+                    "onnxruntime-extensions and triton (pip install onnxruntime-extensions)"
+                ) from err
+            options.register_custom_ops_library(get_library_path())
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
@@ -127,6 +139,16 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self.session = None
+
+
+def _graph_nodes(path: Path):
+    """The top-level nodes of an ONNX file (without loading its weights); none if unreadable."""
+    import onnx
+
+    try:
+        return list(onnx.load(str(path), load_external_data=False).graph.node)
+    except Exception:  # the session's own error is clearer; let it report
+        return []
 
 
 BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
