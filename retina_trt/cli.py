@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (output contract, metadata)")
     p.add_argument("--weights", required=True, help="checkpoint: retina_trt .pt or torchvision state dict")
     p.add_argument("--output", required=True, help="the .onnx file to write")
-    p.add_argument("--nms", choices=["onnx", "none", "plugin"], default="onnx",
-                   help="NMS in the graph (onnx), on the host (none), or the retina_trt NMS plugin nodes (plugin)")
+    p.add_argument("--nms", choices=["onnx", "none", "plugin", "efficient"], default="onnx",
+                   help="NMS in the graph (onnx), on the host (none), the retina_trt NMS plugin (plugin), "
+                   "or TensorRT's EfficientNMS_TRT (efficient)")
     p.add_argument("--batch", type=_parse_batch, default=(1, 1, 8), help="MIN:OPT:MAX batch (default 1:1:8)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--input-size", type=_parse_size, help="fixed HEIGHTxWIDTH, e.g. 800x1344")

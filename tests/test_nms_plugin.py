@@ -160,3 +160,41 @@ def test_plugin_export_runs_in_onnxruntime_like_the_onnx_nms(tiny_model, onnx_mo
             np.testing.assert_array_equal(got.class_ids, want.class_ids)
             np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
             np.testing.assert_allclose(got.boxes_xyxy, want.boxes_xyxy, atol=1e-4)
+
+
+def test_efficient_nms_export_wiring(tiny_model, onnx_models, images, tmp_path):
+    """nms="efficient": one EfficientNMS_TRT node (TensorRT only) fed with the candidates as
+    per-class scores. The node cannot run here; its inputs are checked instead: the graph up to
+    it runs in ONNX Runtime, and a class-aware NMS over those inputs gives the reference result."""
+    import onnx
+    import onnxruntime as ort
+
+    from retina_trt import BackendUnavailableError, Detector, export_onnx
+    from retina_trt.runtime.preprocess import preprocess_batch
+
+    path = export_onnx(tiny_model, tmp_path / "efficient.onnx", nms="efficient", input_size=(256, 384))
+    model = onnx.load(str(path))
+    (node,) = [n for n in model.graph.node if n.op_type == "EfficientNMS_TRT"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["max_output_boxes"] == 100 and attrs["class_agnostic"] == 0 and attrs["box_coding"] == 0
+    assert attrs["score_threshold"] == pytest.approx(0.05) and attrs["iou_threshold"] == pytest.approx(0.5)
+    assert [o.name for o in model.graph.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
+    with pytest.raises(BackendUnavailableError, match="only TensorRT runs"):
+        Detector(path)
+
+    # cut the graph at the plugin's inputs and run it
+    del model.graph.output[:]
+    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in node.input)
+    model.graph.node.remove(node)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    spec = tiny_model.spec
+    batch = preprocess_batch(images[:1], min_size=spec.min_size, max_size=spec.max_size,
+                             size_divisible=spec.size_divisible, input_size=(256, 384))  # fmt: skip
+    boxes, class_scores = (torch.from_numpy(a) for a in session.run(None, {"images": batch.pixels, "image_sizes": batch.image_sizes}))
+    scores, labels = class_scores[0].max(dim=1)
+    keep = scores > spec.score_thresh
+    got = nms_per_image(boxes[0][keep], scores[keep], labels[keep], nms_thresh=0.5, detections_per_img=100)
+    with Detector(onnx_models[("onnx", False)]) as det:
+        want = det._backend.run(batch)[0]
+    np.testing.assert_allclose(got["scores"].numpy(), want.scores, atol=1e-6)
+    np.testing.assert_allclose(got["boxes"].numpy(), want.boxes, atol=1e-4)

@@ -48,7 +48,7 @@ from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
-NMS_CHOICES = ("onnx", "none", "plugin")
+NMS_CHOICES = ("onnx", "none", "plugin", "efficient")
 DEFAULT_OPSET = 17
 INPUT_NAMES = ("images", "image_sizes")
 
@@ -74,7 +74,23 @@ class _TracedCore(nn.Module):
 
 
 PLUGIN_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' domain; TensorRT maps plugin nodes by op_type
-PLUGIN_NODES = frozenset({(PLUGIN_DOMAIN, "RetinaNMSSort"), (PLUGIN_DOMAIN, "RetinaNMS")})
+PLUGIN_NODES = frozenset({(PLUGIN_DOMAIN, "RetinaNMSSort"), (PLUGIN_DOMAIN, "RetinaNMS"), ("TRT", "EfficientNMS_TRT")})
+
+
+def append_efficient_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
+    """TensorRT's built-in EfficientNMS_TRT plugin on the merged candidates (same output contract).
+
+    It takes per-class scores [B, N, K]: each candidate's score in its own class column, 0
+    elsewhere. Where its results differ from the reference: see README ("nms=efficient").
+    """
+    class_ids = g.const(np.arange(spec.num_classes).reshape(1, 1, -1), np.int64, "class_ids")
+    one_hot = g.op("Equal", [g.unsqueeze(labels, [2]), class_ids])  # [B, N, K]
+    class_scores = g.op("Where", [one_hot, g.unsqueeze(scores, [2]), g.const(0.0)], hint="efficient_nms_scores")
+    return tuple(g.op(
+        "EfficientNMS_TRT", [boxes, class_scores], num_outputs=4, domain="TRT", plugin_version="1",
+        background_class=-1, max_output_boxes=int(spec.detections_per_img), score_threshold=float(spec.score_thresh),
+        iou_threshold=float(spec.nms_thresh), score_activation=0, class_agnostic=0, box_coding=0,
+    ))  # fmt: skip
 
 
 def append_plugin_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
@@ -169,7 +185,8 @@ def export_onnx(
         nms: ``"onnx"`` (NonMaxSuppression in the graph, output contract), ``"none"`` (merged
             pre-NMS candidates; the runtime finishes on the host) or ``"plugin"`` (the retina_trt
             NMS plugin's two nodes; ONNX Runtime runs them through onnxruntime-extensions, the
-            TensorRT registration is not done yet, issue #6).
+            TensorRT registration is not done yet, issue #6) or ``"efficient"`` (TensorRT's
+            EfficientNMS_TRT; runs only in TensorRT; README lists where it differs).
         batch: (min, opt, max) batch sizes; the batch axis is dynamic, the range is recorded in
             the metadata for the TensorRT optimization profile.
         input_size: fixed (H, W) network input, multiples of ``spec.size_divisible``; default
@@ -254,10 +271,9 @@ def export_onnx(
         spec=spec,
         input_size=input_size,
     )
-    if nms in ("onnx", "plugin"):
-        tensors = (
-            append_onnx_nms(g, boxes, scores, labels, spec) if nms == "onnx" else append_plugin_nms(g, boxes, scores, labels, spec)
-        )
+    if nms in ("onnx", "plugin", "efficient"):
+        append = {"onnx": append_onnx_nms, "plugin": append_plugin_nms, "efficient": append_efficient_nms}[nms]
+        tensors = append(g, boxes, scores, labels, spec)
         d = spec.detections_per_img
         outputs = [
             (CONTRACT_OUTPUTS[0], onnx.TensorProto.INT32, ["batch", 1]),
@@ -272,8 +288,8 @@ def export_onnx(
             (CANDIDATE_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", "candidates"]),
             (CANDIDATE_OUTPUTS[2], onnx.TensorProto.INT32, ["batch", "candidates"]),
         ]
-    if nms == "plugin":
-        onnx_model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    if nms in ("plugin", "efficient"):
+        onnx_model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN if nms == "plugin" else "TRT", 1))
     for tensor, (name, dtype, shape) in zip(tensors, outputs):
         g.rename_output(tensor, name)
         graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, shape))

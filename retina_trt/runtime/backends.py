@@ -94,7 +94,13 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = num_threads
         for key, value in (session_config or {}).items():
             options.add_session_config_entry(str(key), str(value))
-        if any(n.domain == "ai.onnx.contrib" for n in _graph_nodes(path)):
+        nodes = _graph_nodes(path)
+        if any(n.op_type == "EfficientNMS_TRT" for n in nodes):
+            raise BackendUnavailableError(
+                f"{path} uses TensorRT's EfficientNMS_TRT (nms='efficient'), which only TensorRT runs; "
+                "build an engine from it, or export with nms='onnx' for ONNX Runtime"
+            )
+        if any(n.domain == "ai.onnx.contrib" for n in nodes):
             # nms="plugin": the NMS plugin's nodes run as Python custom operators (same kernels)
             try:
                 from onnxruntime_extensions import get_library_path
