@@ -14,6 +14,9 @@ second):
   every later candidate of the same class whose IoU with a kept box is > ``nms_thresh``, until
   ``detections_per_img`` boxes are kept; writes the output contract and zero-fills the rest.
 
+Argument order is the AOT plugin's: input tensors, integer scalars, output tensors; the
+thresholds are compile-time constants (AOT plugin attributes are not serialized into engines).
+
 IoU is computed exactly as torchvision's NMS does it, in float32 with IEEE division:
 ``inter / (area_i + area_j - inter)``; a degenerate pair (union 0) gives NaN, which suppresses
 nothing, as in torchvision. FP16 inputs are read as FP16 and computed in FP32.
@@ -26,20 +29,20 @@ import triton.language as tl
 
 
 @triton.jit
-def sort_kernel(scores_ptr, order_ptr, N, score_thresh, CHUNK: tl.constexpr):
+def sort_kernel(scores_ptr, N, order_ptr, SCORE_THRESH: tl.constexpr, CHUNK: tl.constexpr):
     """Grid (B, cdiv(N, CHUNK)): each program ranks CHUNK candidates against all N of its image
     and scatters their indices to ``order[b, rank]`` (a permutation: ranks are unique)."""
     image = tl.program_id(0)
     mine = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
     inside = mine < N
     s = tl.load(scores_ptr + image * N + mine, mask=inside, other=-1.0).to(tl.float32)
-    valid = inside & (s > score_thresh)
+    valid = inside & (s > SCORE_THRESH)
     key = tl.where(valid, s, -1.0)  # padding ranks after every real candidate (scores are >= 0)
     rank = tl.zeros([CHUNK], dtype=tl.int32)
     for start in range(0, N, CHUNK):
         other = start + tl.arange(0, CHUNK)
         t = tl.load(scores_ptr + image * N + other, mask=other < N, other=-1.0).to(tl.float32)
-        other_key = tl.where((other < N) & (t > score_thresh), t, -1.0)
+        other_key = tl.where((other < N) & (t > SCORE_THRESH), t, -1.0)
         # `other` comes first: a higher score, or the same score and a lower index
         ahead = (other_key[None, :] > key[:, None]) | (
             (other_key[None, :] == key[:, None]) & (other[None, :] < mine[:, None])
@@ -55,12 +58,12 @@ def nms_kernel(
     scores_ptr,
     classes_ptr,
     order_ptr,
+    N,
     num_ptr,
     out_boxes_ptr,
     out_scores_ptr,
     out_classes_ptr,
-    N,
-    nms_thresh,
+    NMS_THRESH: tl.constexpr,
     D: tl.constexpr,
     BLOCK: tl.constexpr,
     DBLOCK: tl.constexpr,
@@ -93,7 +96,7 @@ def nms_kernel(
             h = tl.maximum(tl.minimum(y2, iy2) - tl.maximum(y1, iy1), 0.0)
             inter = w * h
             iou = tl.div_rn(inter, iarea + areas - inter)
-            suppress = (offs > i) & (classes == icls) & (iou > nms_thresh)
+            suppress = (offs > i) & (classes == icls) & (iou > NMS_THRESH)
             alive = tl.where(suppress, 0, alive)
             src = tl.sum(tl.where(here, index, 0), axis=0)
             score = tl.load(scores_ptr + image * N + src).to(tl.float32)

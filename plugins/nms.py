@@ -58,7 +58,8 @@ def rank_candidates(scores: torch.Tensor, *, score_thresh: float, out: torch.Ten
     batch, n = scores.shape
     order = torch.empty((batch, n), dtype=torch.int32, device=scores.device) if out is None else out
     if batch and n:
-        sort_kernel[(batch, triton.cdiv(n, SORT_CHUNK))](scores.contiguous(), order, n, float(score_thresh), CHUNK=SORT_CHUNK)
+        sort_kernel[(batch, triton.cdiv(n, SORT_CHUNK))](scores.contiguous(), n, order, SCORE_THRESH=float(score_thresh),
+                                                          CHUNK=SORT_CHUNK)  # fmt: skip
     return order
 
 
@@ -83,8 +84,9 @@ def nms_from_order(boxes, scores, classes, order, *, nms_thresh: float, detectio
             t.zero_()
         return out
     block, dblock = block_sizes(n, d)
-    nms_kernel[(batch,)](boxes.contiguous(), scores.contiguous(), classes.to(torch.int32).contiguous(), order, num,
-                         out_boxes, out_scores, out_classes, n, float(nms_thresh), D=d, BLOCK=block, DBLOCK=dblock)  # fmt: skip
+    nms_kernel[(batch,)](boxes.contiguous(), scores.contiguous(), classes.to(torch.int32).contiguous(), order, n, num,
+                         out_boxes, out_scores, out_classes, NMS_THRESH=float(nms_thresh), D=d, BLOCK=block,
+                         DBLOCK=dblock)  # fmt: skip
     return out
 
 

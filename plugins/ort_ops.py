@@ -30,7 +30,8 @@ def _sort(scores, **attrs):
     op_type=NMS_OP,
     inputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32, PyCustomOpDef.dt_int32],
     outputs=[PyCustomOpDef.dt_int32, PyCustomOpDef.dt_float, PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32],
-    attrs={**_PLUGIN_ATTRS, "nms_thresh": PyCustomOpDef.dt_float, "detections_per_img": PyCustomOpDef.dt_int64},
+    attrs={**_PLUGIN_ATTRS, "nms_thresh": PyCustomOpDef.dt_float, "detections_per_img": PyCustomOpDef.dt_int64,
+           "block": PyCustomOpDef.dt_int64},
 )
 def _nms(boxes, scores, classes, order, **attrs):
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (boxes, scores, classes, order)]

@@ -115,15 +115,10 @@ import sys, triton
 from triton.compiler import ASTSource
 from triton.backends.compiler import GPUTarget
 from retina_trt.plugins.kernels import sort_kernel, nms_kernel
-sort_sig = {"scores_ptr": "*fp32", "order_ptr": "*i32", "N": "i32", "score_thresh": "fp32", "CHUNK": "constexpr"}
-nms_sig = {"boxes_ptr": "*fp32", "scores_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "num_ptr": "*i32",
-           "out_boxes_ptr": "*fp32", "out_scores_ptr": "*fp32", "out_classes_ptr": "*i32", "N": "i32",
-           "nms_thresh": "fp32", "D": "constexpr", "BLOCK": "constexpr", "DBLOCK": "constexpr"}
+from retina_trt.plugins.registration import compile_nms, compile_sort
 for cc in (75, 80, 86, 89, 90):
-    target = GPUTarget("cuda", cc, 32)
-    a = triton.compile(ASTSource(fn=sort_kernel, signature=sort_sig, constexprs={"CHUNK": 128}), target=target)
-    b = triton.compile(ASTSource(fn=nms_kernel, signature=nms_sig, constexprs={"D": 100, "BLOCK": 8192, "DBLOCK": 128}),
-                       target=target, options={"num_warps": 16})
+    a = compile_sort(score_thresh=0.05, cc=cc)
+    b = compile_nms(nms_thresh=0.5, detections_per_img=100, block=8192, cc=cc)
     for k in (a, b):
         assert f".target sm_{cc}" in k.asm["ptx"], cc
         assert len(k.asm["cubin"]) > 1000

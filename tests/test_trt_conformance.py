@@ -75,6 +75,7 @@ def _install(major: str, tmp_root: Path) -> dict[str, str]:
             )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT / "tests")])
+    env["TRITON_INTERPRET"] = "0"  # the plugin's aot_impl compiles real PTX
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(stubs), env.get("LD_LIBRARY_PATH")]))
     return env
 
@@ -110,6 +111,7 @@ def test_every_module_imports(report):
     assert "retina_trt.trt.builder" in data["modules"]
     assert "retina_trt.trt.compat" in data["modules"]
     assert "retina_trt.trt.engine_file" in data["modules"]
+    assert "retina_trt.plugins.registration" in data["modules"] and "retina_trt.plugins.ort_ops" in data["modules"]
 
 
 def test_every_ungated_name_exists(report):
@@ -130,6 +132,19 @@ def test_gated_names_exist_in_some_version(bindings, tmp_path_factory):
     assert gated, "the code reads no version-gated name; update this test if that is intended"
     unknown = sorted(name for name, found in gated.items() if not any(found))
     assert not unknown, f"gated names in no supported TensorRT version (typos?): {unknown}"
+
+
+def test_nms_plugins_register_and_compile_their_aot_kernels(report):
+    """tensorrt.plugin accepts both registrations (it validates the descriptor and aot_impl
+    signatures), every tensorrt.plugin name the code uses exists, and the aot_impl launch
+    functions return PTX for the target and KernelLaunchParams."""
+    _, data = report
+    plugin = data["plugin"]
+    assert plugin["trtp_names"] and all(plugin["trtp_names"].values()), plugin["trtp_names"]
+    assert {"register", "aot_impl", "KernelLaunchParams", "SymIntExprs", "from_shape_expr"} <= set(plugin["trtp_names"])
+    assert plugin["kernels"] == ["sort_kernel", "nms_kernel"]
+    assert plugin["ptx_targets"] == [True, True]
+    assert plugin["launch_types"] == ["KernelLaunchParams", "KernelLaunchParams"]
 
 
 def test_version_gates(report):

@@ -139,7 +139,27 @@ def main() -> int:
         "hardware_compat": {name: str(compat.hardware_compat_level(trt, name)) for name in compat.HARDWARE_COMPAT},
         "severity_levels": [compat.severity_level(trt, s) for s in trt.ILogger.Severity.__members__.values()],
     }
-    print(json.dumps({"version": trt.__version__, "modules": modules, "uses": check(trt, uses), "helpers": helpers}))
+    # The NMS plugins: registered (TensorRT validates the descriptor / aot_impl signatures), and
+    # their aot_impl launch functions run with constant-shape descriptors (Triton compiles PTX).
+    import tensorrt.plugin as trtp
+    from retina_trt.plugins import registration
+
+    plugin_names = set()
+    for path in sorted((root.parent / "plugins").rglob("*.py")):
+        plugin_names |= module_chains(path.read_text(), "trtp")
+    registration.register_plugin(lazy=True)
+    scores = trtp.from_shape_expr((2, 5000), dtype=trt.float32)
+    boxes = trtp.from_shape_expr((2, 5000, 4), dtype=trt.float32)
+    sort_name, sort_ptx, sort_launch, _ = registration.sort_launch(trtp, scores, 0.05, cc=80)
+    nms_name, nms_ptx, nms_launch, _ = registration.nms_launch(trtp, boxes, 0.5, 100, 8192, cc=80)
+    plugin = {
+        "trtp_names": {n: _resolve(trtp, n.split(".")) for n in sorted(plugin_names)},
+        "kernels": [sort_name, nms_name],
+        "ptx_targets": [".target sm_80" in sort_ptx, ".target sm_80" in nms_ptx],
+        "launch_types": [type(sort_launch).__name__, type(nms_launch).__name__],
+    }
+    print(json.dumps({"version": trt.__version__, "modules": modules, "uses": check(trt, uses), "helpers": helpers,
+                      "plugin": plugin}))  # fmt: skip
     return 0
 
 

@@ -98,8 +98,10 @@ def append_plugin_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spe
     common = {"plugin_namespace": "retina_trt", "plugin_version": "1", "aot": 1, "domain": PLUGIN_DOMAIN}
     classes = g.cast(labels, onnx.TensorProto.INT32)
     order = g.op("RetinaNMSSort", [scores], score_thresh=float(spec.score_thresh), **common)
+    # BLOCK of the NMS kernel: a power of two >= every possible candidate count
+    block = 1 << max(4, (len(spec.anchor_sizes) * spec.topk_candidates - 1).bit_length())
     return tuple(g.op("RetinaNMS", [boxes, scores, classes, order], num_outputs=4, nms_thresh=float(spec.nms_thresh),
-                      detections_per_img=int(spec.detections_per_img), **common))  # fmt: skip
+                      detections_per_img=int(spec.detections_per_img), block=block, **common))  # fmt: skip
 
 
 def default_input_size(model: RetinaNet) -> tuple[int, int]:

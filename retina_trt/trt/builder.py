@@ -190,8 +190,8 @@ def build_engine(
             from retina_trt.plugins import register_plugin
         except ImportError as err:
             raise EngineBuildError(
-                f"{onnx_path} holds retina_trt plugin nodes ({plugins[0].op_type}); this version of retina_trt "
-                "cannot register the NMS plugin with TensorRT yet (issue #6): export with nms='onnx'"
+                f"{onnx_path} holds retina_trt plugin nodes ({plugins[0].op_type}), and the NMS plugin cannot be "
+                f"loaded ({err}): install triton (it comes with torch) or export with nms='onnx'"
             ) from err
         register_plugin()
 

@@ -1,0 +1,135 @@
+"""TensorRT registration of the two NMS plugins (``tensorrt.plugin``, AOT implementations).
+
+``retina_trt::RetinaNMSSort`` and ``retina_trt::RetinaNMS`` are registered with their shape/type
+descriptors and ``aot_impl`` functions that compile the Triton kernels to PTX for the GPU at hand
+(or any target) and return the launch parameters; TensorRT embeds the PTX in the engine, so the
+engine needs neither Python nor a plugin library at run time. AOT attributes are not serialized:
+the thresholds, D and the candidate block become compile-time constants of the PTX.
+
+Only checked here for API conformance (the real 10.x/11.x bindings over stub libraries) and by
+calling the ``aot_impl`` functions with constant-shape descriptors (Triton compiles real PTX);
+never built into an engine or run on a GPU.
+
+No ``from __future__ import annotations`` here: TensorRT validates the descriptor and aot_impl
+signatures from their annotation objects.
+"""
+
+from typing import Any
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from .kernels import nms_kernel, sort_kernel
+
+NAMESPACE = "retina_trt"
+SORT_ID = f"{NAMESPACE}::RetinaNMSSort"
+NMS_ID = f"{NAMESPACE}::RetinaNMS"
+SORT_CHUNK = 128
+NMS_WARPS = 16
+_registered = False
+
+
+def _target(cc: int | None) -> GPUTarget | None:
+    return None if cc is None else GPUTarget("cuda", int(cc), 32)
+
+
+def compile_sort(*, score_thresh: float, cc: int | None = None):
+    """The rank kernel compiled for compute capability ``cc`` (None: the current GPU)."""
+    signature = {"scores_ptr": "*fp32", "N": "i32", "order_ptr": "*i32", "SCORE_THRESH": "constexpr", "CHUNK": "constexpr"}
+    source = ASTSource(fn=sort_kernel, signature=signature, constexprs={"SCORE_THRESH": float(score_thresh), "CHUNK": SORT_CHUNK})
+    return triton.compile(source, target=_target(cc))
+
+
+def compile_nms(*, nms_thresh: float, detections_per_img: int, block: int, cc: int | None = None):
+    """The greedy NMS kernel compiled for compute capability ``cc`` (None: the current GPU)."""
+    signature = {
+        "boxes_ptr": "*fp32", "scores_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "N": "i32",
+        "num_ptr": "*i32", "out_boxes_ptr": "*fp32", "out_scores_ptr": "*fp32", "out_classes_ptr": "*i32",
+        "NMS_THRESH": "constexpr", "D": "constexpr", "BLOCK": "constexpr", "DBLOCK": "constexpr",
+    }  # fmt: skip
+    constexprs = {"NMS_THRESH": float(nms_thresh), "D": int(detections_per_img), "BLOCK": int(block),
+                  "DBLOCK": min(1024, triton.next_power_of_2(int(detections_per_img)))}  # fmt: skip
+    return triton.compile(ASTSource(fn=nms_kernel, signature=signature, constexprs=constexprs),
+                          target=_target(cc), options={"num_warps": NMS_WARPS})  # fmt: skip
+
+
+def register_plugin(*, lazy: bool = True) -> None:
+    """Register both plugins with TensorRT (idempotent); the builder calls it before parsing."""
+    global _registered
+    if _registered:
+        return
+    import tensorrt as trt
+    import tensorrt.plugin as trtp
+
+    @trtp.register(SORT_ID, lazy_register=lazy)
+    def sort_desc(scores: trtp.TensorDesc, score_thresh: float) -> tuple[trtp.TensorDesc]:
+        return (trtp.from_shape_expr(scores.shape_expr, dtype=trt.int32),)
+
+    @trtp.aot_impl(SORT_ID)
+    def sort_aot(scores: trtp.TensorDesc, score_thresh: float, outputs: tuple[trtp.TensorDesc], tactic: int) -> tuple[
+        str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymExprs
+    ]:
+        return sort_launch(trtp, scores, score_thresh)
+
+    @trtp.register(NMS_ID, lazy_register=lazy)
+    def nms_desc(
+        boxes: trtp.TensorDesc,
+        scores: trtp.TensorDesc,
+        classes: trtp.TensorDesc,
+        order: trtp.TensorDesc,
+        nms_thresh: float,
+        detections_per_img: int,
+        block: int,
+    ) -> tuple[trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc]:
+        batch, d = boxes.shape_expr[0], int(detections_per_img)
+        return (
+            trtp.from_shape_expr((batch, 1), dtype=trt.int32),
+            trtp.from_shape_expr((batch, d, 4), dtype=trt.float32),
+            trtp.from_shape_expr((batch, d), dtype=trt.float32),
+            trtp.from_shape_expr((batch, d), dtype=trt.int32),
+        )
+
+    @trtp.aot_impl(NMS_ID)
+    def nms_aot(
+        boxes: trtp.TensorDesc,
+        scores: trtp.TensorDesc,
+        classes: trtp.TensorDesc,
+        order: trtp.TensorDesc,
+        nms_thresh: float,
+        detections_per_img: int,
+        block: int,
+        outputs: tuple[trtp.TensorDesc],
+        tactic: int,
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymExprs]:
+        return nms_launch(trtp, boxes, nms_thresh, detections_per_img, block)
+
+    _registered = True
+
+
+def sort_launch(trtp, scores, score_thresh: float, cc: int | None = None) -> tuple[str, str, Any, Any]:
+    """(kernel name, PTX, launch parameters, scalar args) of the rank plugin."""
+    kernel = compile_sort(score_thresh=score_thresh, cc=cc)
+    batch, n = scores.shape_expr[0], scores.shape_expr[1]
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = batch
+    launch.grid_y = trtp.cdiv(n, SORT_CHUNK)
+    launch.block_x = kernel.metadata.num_warps * 32
+    launch.shared_mem = kernel.metadata.shared
+    extra = trtp.SymIntExprs(1)
+    extra[0] = trtp.SymInt32(n)
+    return kernel.metadata.name, kernel.asm["ptx"], launch, extra
+
+
+def nms_launch(
+    trtp, boxes, nms_thresh: float, detections_per_img: int, block: int, cc: int | None = None
+) -> tuple[str, str, Any, Any]:
+    """(kernel name, PTX, launch parameters, scalar args) of the NMS plugin."""
+    kernel = compile_nms(nms_thresh=nms_thresh, detections_per_img=detections_per_img, block=block, cc=cc)
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = boxes.shape_expr[0]
+    launch.block_x = kernel.metadata.num_warps * 32
+    launch.shared_mem = kernel.metadata.shared
+    extra = trtp.SymIntExprs(1)
+    extra[0] = trtp.SymInt32(boxes.shape_expr[1])
+    return kernel.metadata.name, kernel.asm["ptx"], launch, extra
