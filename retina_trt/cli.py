@@ -441,7 +441,14 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
             )  # fmt: skip
         else:
             source = Path(args.onnx)
+            if args.dynamic_shapes:
+                raise ValueError("--dynamic-shapes applies to --weights (the export); an ONNX keeps its own shapes")
         meta = read_metadata(source)
+        if args.onnx and args.input_size and meta.input_size is not None:
+            raise ValueError(
+                f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --input-size sets the "
+                "profile of dynamic-shape exports only (re-export with --weights ... --input-size to change it)"
+            )
         precision = args.precision or (meta.precision if meta.precision != "fp32" else "fp16")
         if meta.precision != "fp32":
             if precision != meta.precision:

@@ -160,6 +160,8 @@ def test_info_on_an_engine_file(tmp_path, capsys):
         (["--precision", "int8"], "INT8 needs calibration data"),
         (["--calib-data", "/nonexistent", "--precision", "int8"], "not found"),
         (["--output", "x.plan"], "must end in .engine"),
+        (["--input-size", "256x384"], "fixed 256x384 input"),
+        (["--dynamic-shapes"], "applies to --weights"),
         ([], "TensorRT"),  # no --dry-run and no TensorRT here
     ],
 )

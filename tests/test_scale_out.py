@@ -48,6 +48,9 @@ def test_triton_repository_for_onnx(onnx_models, tmp_path, capsys):
     assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "retina"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "retina", "--overwrite"]) == 0
+    assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "r2",
+                 "--max-queue-delay-us", "-1"]) == 2  # fmt: skip
+    assert not (tmp_path / "repo" / "r2").exists()
 
 
 def test_triton_repository_for_an_engine_strips_the_header(tmp_path):

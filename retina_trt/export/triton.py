@@ -129,6 +129,8 @@ def export_triton(
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if int(version) < 1 or int(instances) < 1:
         raise ValueError("version and instances must be >= 1")
+    if int(max_queue_delay_us) < 0:
+        raise ValueError(f"max_queue_delay_us must be >= 0, got {max_queue_delay_us}")
     facts = _model_facts(model)
     name = name or model.stem.replace(".", "_")
     if not name or any(ch in name for ch in "/\\ "):

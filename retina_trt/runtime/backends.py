@@ -94,32 +94,13 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = num_threads
         for key, value in (session_config or {}).items():
             options.add_session_config_entry(str(key), str(value))
-        nodes = _graph_nodes(path)
-        if any(n.op_type == "EfficientNMS_TRT" for n in nodes):
-            raise BackendUnavailableError(
-                f"{path} uses TensorRT's EfficientNMS_TRT (nms='efficient'), which only TensorRT runs; "
-                "build an engine from it, or export with nms='onnx' for ONNX Runtime"
-            )
-        if any(n.domain == "ai.onnx.contrib" for n in nodes):
-            # nms="plugin": the NMS plugin's nodes run as Python custom operators (same kernels)
-            try:
-                from onnxruntime_extensions import get_library_path
-
-                import retina_trt.plugins.ort_ops  # noqa: F401 (defines the operators)
-            except ImportError as err:
-                raise BackendUnavailableError(
-                    f"{path} holds the retina_trt NMS plugin; running it in ONNX Runtime needs "
-                    "onnxruntime-extensions and triton (pip install onnxruntime-extensions)"
-                ) from err
-            options.register_custom_ops_library(get_library_path())
+        providers = providers or ["CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
-            )
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as err:  # ORT raises its own exception types for foreign files
-            raise ModelFormatError(
-                f"ONNX Runtime cannot load {path}: {str(err).splitlines()[0]}"
-            ) from err
+            # Only now look inside the file (parsing it costs as much as loading it): a model with
+            # the NMS plugin's nodes needs their custom operators; EfficientNMS_TRT cannot run here.
+            self.session = _session_with_plugin_ops(ort, path, options, providers, err)
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
         self.spec = meta.spec
         self.nms = meta.nms
@@ -145,6 +126,33 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self.session = None
+
+
+def _session_with_plugin_ops(ort, path: Path, options, providers: list[str], first_error: Exception):
+    """Retry a failed session for ``nms="plugin"`` models, or say why the model cannot load."""
+    nodes = _graph_nodes(path)
+    if any(n.op_type == "EfficientNMS_TRT" for n in nodes):
+        raise BackendUnavailableError(
+            f"{path} uses TensorRT's EfficientNMS_TRT (nms='efficient'), which only TensorRT runs; "
+            "build an engine from it, or export with nms='onnx' for ONNX Runtime"
+        ) from first_error
+    if not any(n.domain == "ai.onnx.contrib" for n in nodes):
+        raise ModelFormatError(f"ONNX Runtime cannot load {path}: {str(first_error).splitlines()[0]}") from first_error
+    # nms="plugin": the NMS plugin's nodes run as Python custom operators (the same kernels)
+    try:
+        from onnxruntime_extensions import get_library_path
+
+        import retina_trt.plugins.ort_ops  # noqa: F401 (defines the operators)
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"{path} holds the retina_trt NMS plugin; running it in ONNX Runtime needs "
+            "onnxruntime-extensions and triton (pip install onnxruntime-extensions)"
+        ) from err
+    options.register_custom_ops_library(get_library_path())
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as err:
+        raise ModelFormatError(f"ONNX Runtime cannot load {path}: {str(err).splitlines()[0]}") from err
 
 
 def _graph_nodes(path: Path):

@@ -138,15 +138,11 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
     final = out_dir / f"{stem}.jsonl"
     tmp = final.with_name(f".{stem}.tmp-{os.getpid()}.jsonl")
     frames = detections = 0
-    total = None
-    if isinstance(source, Path):
-        capture = cv2.VideoCapture(str(source))
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-        capture.release()
-        if total and args.every > 1:
-            total = -(-total // args.every)
-        if args.max_frames:
-            total = min(total or args.max_frames, args.max_frames)
+    total = stream.source.frame_count  # None for live sources
+    if total and args.every > 1:
+        total = -(-total // args.every)
+    if args.max_frames:
+        total = min(total or args.max_frames, args.max_frames)
     try:
         with open(tmp, "w") as jsonl, tqdm(total=total, desc=str(source)[-40:], unit="frame", disable=None) as bar:
             for index, timestamp, _frame, dets in stream:

@@ -133,6 +133,11 @@ class FrameSource:
             self._total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
 
     @property
+    def frame_count(self) -> int | None:
+        """Frames (or images) of a file source; None for live sources or when unknown."""
+        return len(self._files) if self._files is not None else self._total
+
+    @property
     def fps(self) -> float:
         if self._capture is not None:
             fps = self._capture.get(cv2.CAP_PROP_FPS)
@@ -418,20 +423,14 @@ class DetectionStream:
             return self.output.path if self.output is not None and self.output.path.exists() else None
         self._closed = True
         writer = self._threads[2] if len(self._threads) > 2 else None
-        if writer is not None and self._error is None:
-            # let the writer drain what inference already produced
-            self._stop_after(writer)
+        if writer is not None and self._error is None and not self._threads[1].is_alive():
+            writer.join(timeout=30)  # the run ended: let the writer encode everything produced
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
         written = self.output.close() if self.output is not None else None
         self.source.release()
         return written
-
-    def _stop_after(self, writer: threading.Thread) -> None:
-        infer = self._threads[1]
-        if not infer.is_alive():
-            writer.join(timeout=30)
 
     def __enter__(self) -> DetectionStream:
         return self
