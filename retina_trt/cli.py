@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="image folder")
     p.add_argument("--output", required=True, help="checkpoint to write (and resume from with --resume)")
     p.add_argument("--resume", action="store_true", help="continue from --output's training state")
+    p.add_argument("--init-from", default=None,
+                   help="start from this checkpoint's weights (same model options) with a fresh optimizer and "
+                        "schedule: a second training stage or fine-tuning")
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--fpn-channels", type=int, default=256)
     p.add_argument("--head-norm", choices=["none", "group_norm"], default="none", help="subnet normalization (v2: group_norm)")
@@ -347,7 +350,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         save_every=args.save_every,
     )
-    path = train(spec, dataset, args.output, config, resume=args.resume, num_threads=args.threads)
+    path = train(spec, dataset, args.output, config, resume=args.resume, init_from=args.init_from, num_threads=args.threads)
     print(f"wrote {path}")
     if args.deploy:
         from retina_trt.train import export_weights

@@ -197,6 +197,20 @@ def _loss_on_batch(model: RetinaNet, normalizer: nn.Module, images, targets, con
     )
 
 
+def _check_same_spec(found: ModelSpec, wanted: ModelSpec, source: str | os.PathLike) -> None:
+    if found == wanted:
+        return
+    differ = [
+        f"{f.name}: {getattr(found, f.name)!r} there, {getattr(wanted, f.name)!r} asked"
+        for f in dataclasses.fields(ModelSpec)
+        if getattr(found, f.name) != getattr(wanted, f.name)
+    ]
+    raise CheckpointError(
+        f"{source} has a different ModelSpec ({'; '.join(differ)}); "
+        "pass the training options it was trained with"
+    )
+
+
 def train(
     spec: ModelSpec,
     dataset: CocoDataset,
@@ -204,12 +218,17 @@ def train(
     config: TrainConfig,
     *,
     resume: bool = False,
+    init_from: str | os.PathLike | None = None,
     num_threads: int | None = None,
 ) -> Path:
     """Train a RetinaNet of ``spec`` on ``dataset``; checkpoints go to ``output`` atomically.
 
     With ``resume=True`` and an existing ``output``, training continues from its iteration with
     its optimizer state (the spec and config of the checkpoint must match).
+
+    ``init_from`` starts from another checkpoint's weights (same ModelSpec) with a fresh
+    optimizer and a fresh learning-rate schedule (warm-up included): a second training stage,
+    or fine-tuning. A resumable ``output`` takes precedence, so an interrupted stage resumes.
     """
     output = Path(output)
     if num_threads:
@@ -230,6 +249,10 @@ def train(
         optimizer_state = train_state["optimizer"]
         start_iteration = int(train_state["iteration"])
         logger.info("resuming %s at iteration %d of %d", output, start_iteration, config.iterations)
+    elif init_from is not None:
+        model = load_checkpoint(read_checkpoint_file(Path(init_from)))
+        _check_same_spec(model.spec, spec, init_from)
+        logger.info("starting from the weights of %s (fresh optimizer and schedule)", init_from)
     else:
         model = RetinaNet(spec)
         if not config.prior_init:

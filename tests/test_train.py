@@ -123,3 +123,32 @@ def test_an_unreadable_training_image_is_skipped(small_dataset, tmp_path):
         assert len(batch_images) == len(targets) == 4
     assert sampler.skipped == {0}
     train(_spec(dataset), dataset, tmp_path / "m.pt", TrainConfig(iterations=2, batch_size=4, warmup_iters=1))
+
+
+def test_init_from_starts_a_second_stage_from_the_weights(small_dataset, tmp_path, capsys):
+    stage1 = tmp_path / "stage1.pt"
+    spec = _spec(small_dataset)
+    train(spec, small_dataset, stage1, TrainConfig(iterations=3, batch_size=2, warmup_iters=1, backbone_bn="train"))
+    deploy = tmp_path / "stage1_fp16.pt"
+    from retina_trt.train import export_weights
+
+    export_weights(stage1, deploy, fp16=True)
+    stage2 = tmp_path / "stage2.pt"
+    # zero iterations of warm-up and lr tiny: the weights must start from stage 1's, not from scratch
+    config = TrainConfig(iterations=1, batch_size=2, warmup_iters=0, lr=1e-12, backbone_bn="train", save_every=1)
+    train(spec, small_dataset, stage2, config, init_from=deploy)
+    before, after = torch.load(deploy, weights_only=True)["state_dict"], torch.load(stage2, weights_only=True)
+    assert after["train"]["iteration"] == 1, "a fresh schedule, not stage 1's iteration count"
+    for key in ("head.cls.predictor.weight", "backbone.body.conv1.weight", "backbone.fpn.lateral.0.weight"):
+        torch.testing.assert_close(after["state_dict"][key], before[key].float(), atol=1e-3, rtol=1e-3)
+    # an interrupted second stage resumes from its own output, not from the first stage again
+    train(spec, small_dataset, stage2, TrainConfig(iterations=2, batch_size=2, warmup_iters=0, backbone_bn="train"),
+          resume=True, init_from=deploy)
+    assert torch.load(stage2, weights_only=True)["train"]["iteration"] == 2
+    # other model options than the checkpoint's: a clear error naming the difference, exit 2 at the CLI
+    with pytest.raises(CheckpointError, match="fpn_channels: 32 there, 64 asked"):
+        train(spec.replace(fpn_channels=64), small_dataset, tmp_path / "other.pt", config, init_from=deploy)
+    code = main(["train", "--annotations", str(small_dataset.annotation_path), "--images", str(small_dataset.image_dir),
+                 "--output", str(tmp_path / "cli.pt"), "--init-from", str(deploy), "--iterations", "1"])
+    assert code == 2 and "different ModelSpec" in capsys.readouterr().err
+    assert not (tmp_path / "cli.pt").exists()
