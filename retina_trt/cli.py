@@ -242,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_parse_size, default=None,
                    help="HEIGHTxWIDTH: the fixed input of the export (--weights), or the profile's opt size (dynamic --onnx)")
     p.add_argument("--dynamic-shapes", action="store_true", help="export with dynamic height and width (--weights)")
+    p.add_argument("--min-input-size", type=_parse_size, default=None,
+                   help="HEIGHTxWIDTH: smallest input of a dynamic-shape profile (default one size_divisible square)")
+    p.add_argument("--max-input-size", type=_parse_size, default=None,
+                   help="HEIGHTxWIDTH: largest input of a dynamic-shape profile (default max_size x max_size)")
     p.add_argument("--workspace", type=_positive_int, default=4096, help="builder workspace in MiB (default 4096)")
     p.add_argument("--opt-level", type=int, choices=range(6), default=3, help="builder optimization level (default 3)")
     p.add_argument("--timing-cache", default=None, help="timing cache file, loaded if present and saved")
@@ -412,6 +416,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     from retina_trt.calibration import CalibrationConfig, prepare_precision
     from retina_trt.export.metadata import read_metadata
     from retina_trt.trt import BuildOptions, build_engine, build_plan
+    from retina_trt.trt.builder import profile_shapes
 
     output = Path(args.output)
     if output.suffix.lower() != ".engine":
@@ -419,6 +424,8 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     options = BuildOptions(
         batch=args.batch,
         opt_hw=args.input_size if args.onnx else None,
+        min_hw=args.min_input_size,
+        max_hw=args.max_input_size,
         workspace_mib=args.workspace,
         optimization_level=args.opt_level,
         timing_cache=args.timing_cache,
@@ -447,11 +454,17 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
             if args.dynamic_shapes:
                 raise ValueError("--dynamic-shapes applies to --weights (the export); an ONNX keeps its own shapes")
         meta = read_metadata(source)
+        if meta.input_size is not None and (args.min_input_size or args.max_input_size):
+            raise ValueError(
+                f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --min-input-size and "
+                "--max-input-size set the profile of dynamic-shape models (--dynamic-shapes, or a dynamic --onnx)"
+            )
         if args.onnx and args.input_size and meta.input_size is not None:
             raise ValueError(
                 f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --input-size sets the "
                 "profile of dynamic-shape exports only (re-export with --weights ... --input-size to change it)"
             )
+        profile_shapes(meta, options)  # a bad profile fails here, before the slow precision step
         precision = args.precision or (meta.precision if meta.precision != "fp32" else "fp16")
         if meta.precision != "fp32":
             if precision != meta.precision:

@@ -147,6 +147,23 @@ def test_build_engine_dry_run_writes_the_prepared_onnx_and_reuses_the_cache(tiny
     assert "using the prepared int8 ONNX" in capsys.readouterr().out
 
 
+def test_build_engine_profile_sizes_of_a_dynamic_onnx(onnx_models, tmp_path, capsys):
+    dynamic = onnx_models[("onnx", True)]
+    d = read_metadata(dynamic).spec.size_divisible
+    sizes = ["--min-input-size", f"{d}x{d}", "--input-size", f"{2 * d}x{3 * d}", "--max-input-size", f"{4 * d}x{4 * d}"]
+    args = ["build-engine", "--onnx", str(dynamic), "--precision", "fp32", "--dry-run", "--output", str(tmp_path / "d.engine")]
+    assert main([*args, *sizes, "--batch", "1:2:4"]) == 0
+    out = capsys.readouterr().out
+    assert f"min 1x{d}x{d}x3 / opt 2x{2 * d}x{3 * d}x3 / max 4x{4 * d}x{4 * d}x3" in out
+    # max below opt: refused before any precision work, naming the order
+    code = main([*args, "--input-size", f"{2 * d}x{2 * d}", "--max-input-size", f"{d}x{d}"])
+    assert code == 2 and "ordered min <= opt <= max" in capsys.readouterr().err
+    # a fixed-size model has no size range to set
+    fixed = ["build-engine", "--onnx", str(onnx_models[("onnx", False)]), "--dry-run", "--output", str(tmp_path / "f.engine")]
+    assert main([*fixed, "--max-input-size", "512x512"]) == 2
+    assert "dynamic-shape models" in capsys.readouterr().err
+
+
 def test_info_on_an_engine_file(tmp_path, capsys):
     path = _engine(tmp_path)
     assert main(["info", str(path)]) == 0
