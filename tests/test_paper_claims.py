@@ -14,6 +14,7 @@ def test_paper_claims_runs_end_to_end(tmp_path):
                        "--image-size", "64", "--train-images", "4", "--val-images", "2"])
     report = json.loads((tmp_path / "out" / "paper_claims.json").read_text())
     assert set(report["results"]) == set(paper_claims.VARIANTS)
+    assert report["backbone_bn"] == "train" and report["clip_grad_norm"] is None
     table = (tmp_path / "out" / "paper_claims.md").read_text()
     assert "| b_focal_g2_a0.25 |" in table and "34.0 AP" in table
 

@@ -87,7 +87,8 @@ def run(
         logger.info("%s: %s", name, entry)
     report = {
         "iterations": iterations, "batch_size": batch_size, "lr": lr, "image_size": image_size,
-        "train_images": train_images, "val_images": val_images, "spec": spec.to_dict(), "results": results,
+        "train_images": train_images, "val_images": val_images, "backbone_bn": "train", "clip_grad_norm": None,
+        "spec": spec.to_dict(), "results": results,
     }
     with atomic_path(out / "paper_claims.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1))
