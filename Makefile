@@ -11,10 +11,11 @@ PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
 venv: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml constraints.txt
+$(STAMP): setup.py pyproject.toml constraints.txt tests/trt_bindings.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade "pip>=24" "setuptools>=68" wheel
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx]"
+	$(BIN)/python tests/trt_bindings.py
 	@touch $(STAMP)
 
 lint: $(STAMP)

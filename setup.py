@@ -58,9 +58,27 @@ setup(
         "faster-coco-eval>=1.6",
     ],
     extras_require={
+        # Pick the extra whose CUDA major matches the driver stack: TensorRT 10.x on CUDA 12 ...
+        "trt-cu12": [
+            "tensorrt-cu12>=10.8,<11",
+            "cuda-python>=12.4,<13",
+        ],
+        # ... TensorRT 11.x on CUDA 13 ...
+        "trt-cu13": [
+            "tensorrt-cu13>=11,<12",
+            "cuda-python>=13,<14",
+        ],
+        # ("trt" is the CUDA 12 set, kept for existing installs)
         "trt": [
-            "tensorrt>=10.8",
-            "cuda-python>=12.4",
+            "tensorrt-cu12>=10.8,<11",
+            "cuda-python>=12.4,<13",
+        ],
+        "trt-rtx": [
+            # TensorRT for RTX: a real ONNX parser and engine builder that runs without a GPU
+            # (engines for RTX / Ampere+ GPUs; running them needs one). `make` installs it.
+            "tensorrt-rtx-cu13>=1.7",
+            # running its engines (on a GPU) also needs cuda.bindings: torch's CUDA build brings
+            # it; else pip install "cuda-python>=13,<14"
         ],
         "int8": [
             "nvidia-modelopt[onnx]>=0.40",

@@ -15,12 +15,13 @@ from typing import Any
 import onnx
 
 from retina_trt.export.metadata import read_metadata, write_precision_metadata
-from retina_trt.export.trt_ops import check_trt_compatible
+from retina_trt.export.trt_ops import PLUGIN_NODES, check_trt_compatible
 from retina_trt.utils import atomic_path
 
 from .cache import PrecisionCache, default_cache_dir, file_sha256, tool_versions
 from .data import DEFAULT_CALIB_IMAGES, CalibrationData, load_calibration_data, noise_data
 from .precision import CALIB_METHODS, DEFAULT_PERCENTILE, PRECISIONS, convert_fp16, quantize_int8
+from .split import has_nms_inputs, reattach_nms, split_at_nms
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,31 @@ def calibration_input_size(onnx_path: str | os.PathLike) -> tuple[int, int]:
         return meta.input_size
     d = meta.spec.size_divisible
     return math.ceil(meta.spec.min_size / d) * d, math.ceil(meta.spec.max_size / d) * d
+
+
+def _convert(
+    onnx_path: Path, precision: str, data: CalibrationData, calibration: CalibrationConfig
+) -> onnx.ModelProto:
+    """The FP16 / INT8 model; for exports with NMS only the part before it is converted."""
+
+    def convert(path: Path) -> onnx.ModelProto:
+        if precision == "fp16":
+            return convert_fp16(path, data)
+        return quantize_int8(
+            path, data, method=calibration.method,
+            batch_size=calibration.batch_size, percentile=calibration.percentile,
+        )  # fmt: skip
+
+    full = onnx.load(str(onnx_path))
+    if not has_nms_inputs(full):  # nms="none" (candidates are the outputs), or an older export
+        return convert(onnx_path)
+    head, tail = split_at_nms(full)
+    with tempfile.TemporaryDirectory(prefix="retina_trt_split_") as tmp:
+        head_path = Path(tmp) / "network.onnx"
+        onnx.save(head, str(head_path))
+        prepared = convert(head_path)
+    logger.info("reattached the FP32 NMS part (%d nodes) after the %s network", len(tail.nodes), precision.upper())
+    return reattach_nms(prepared, tail)
 
 
 def prepare_precision(
@@ -154,16 +180,10 @@ def prepare_precision(
 
     start = time.perf_counter()
     logger.info("preparing %s from %s (%s)", precision.upper(), onnx_path, data.source)
-    if precision == "fp16":
-        model = convert_fp16(onnx_path, data)
-    else:
-        model = quantize_int8(
-            onnx_path, data, method=calibration.method,
-            batch_size=calibration.batch_size, percentile=calibration.percentile,
-        )  # fmt: skip
+    model = _convert(onnx_path, precision, data, calibration)
     source_props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
     write_precision_metadata(model, source_props, info)
-    check_trt_compatible(model)
+    check_trt_compatible(model, allowed_custom=PLUGIN_NODES)
     with tempfile.TemporaryDirectory(prefix="retina_trt_prep_") as tmp:
         staged = Path(tmp) / "prepared.onnx"
         onnx.save(model, str(staged))

@@ -8,12 +8,14 @@ User errors (bad paths, bad options, unreadable inputs) print one line and exit 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from retina_trt._version import __version__
+from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR, NMS_BY_FLAVOUR, NMS_CHOICES
 from retina_trt.errors import RetinaTrtError
 
 logger = logging.getLogger("retina_trt.cli")
@@ -41,6 +43,15 @@ def _parse_size(text: str) -> tuple[int, int]:
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 800x1344, got {text!r}") from err
     return height, width
+
+
+def _parse_ccs(text: str) -> tuple[tuple[int, int], ...]:
+    """``8.6,8.9`` -> ((8, 6), (8, 9))."""
+    try:
+        ccs = tuple((int(a), int(b)) for a, b in (part.strip().split(".") for part in text.split(",")))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected compute capabilities such as 8.6,8.9, got {text!r}") from err
+    return ccs
 
 
 def _positive_int(text: str) -> int:
@@ -104,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (output contract, metadata)")
     p.add_argument("--weights", required=True, help="checkpoint: retina_trt .pt or torchvision state dict")
     p.add_argument("--output", required=True, help="the .onnx file to write")
-    p.add_argument("--nms", choices=["onnx", "none", "plugin", "efficient"], default="onnx",
-                   help="NMS in the graph (onnx), on the host (none), the retina_trt NMS plugin (plugin), "
-                   "or TensorRT's EfficientNMS_TRT (efficient)")
+    p.add_argument("--nms", choices=NMS_CHOICES, default="onnx",
+                   help="NMS in the graph (onnx: ONNX Runtime, TensorRT 10/11), exact NMS from plain operators "
+                   "(graph: every TensorRT, TensorRT-RTX included), on the host (none), the retina_trt NMS plugin "
+                   "(plugin) or TensorRT's EfficientNMS_TRT (efficient)")
     p.add_argument("--batch", type=_parse_batch, default=(1, 1, 8), help="MIN:OPT:MAX batch (default 1:1:8)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--input-size", type=_parse_size, help="fixed HEIGHTxWIDTH, e.g. 800x1344")
@@ -249,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", type=_positive_int, default=4096, help="builder workspace in MiB (default 4096)")
     p.add_argument("--opt-level", type=int, choices=range(6), default=3, help="builder optimization level (default 3)")
     p.add_argument("--timing-cache", default=None, help="timing cache file, loaded if present and saved")
+    p.add_argument("--nms", choices=NMS_CHOICES, default=None,
+                   help="NMS of the export (--weights); default: what the TensorRT used can build "
+                   "(graph for TensorRT-RTX, onnx for TensorRT 10/11)")
+    p.add_argument("--tensorrt", choices=["auto", "tensorrt", "tensorrt_rtx"], default=None,
+                   help="which TensorRT builds: tensorrt (10/11, needs the GPU it builds for), tensorrt_rtx "
+                   "(TensorRT for RTX, builds without a GPU), auto (default: $RETINA_TRT_TENSORRT, else "
+                   "whichever is installed, tensorrt first)")
+    p.add_argument("--compute-capability", type=_parse_ccs, default=(),
+                   help="TensorRT-RTX targets, e.g. 8.6,8.9 (default 8.0,8.6,8.9,12.0,12.1; 7.5 on request)")
     p.add_argument("--hardware-compat", choices=["none", "ampere_plus", "same_cc"], default="none")
     p.add_argument("--version-compat", action="store_true", help="runnable by later TensorRT versions of the same major")
     p.add_argument("--output", required=True, help="the .engine file to write")
@@ -294,12 +315,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"  precision: {json.dumps(meta.precision_info, sort_keys=True)}")
         print(f"  spec: {meta.spec.to_json(indent=2)}")
     elif path.suffix.lower() == ".engine":
+        from retina_trt.trt.build_report import format_summary
+        from retina_trt.trt.compat import FLAVOUR_NAMES
         from retina_trt.trt.engine_file import read_engine_header
 
         header = read_engine_header(path)
-        cc = header.compute_capability
-        print(f"{path}: retina_trt TensorRT engine ({header.precision}, {header.plan_size / 1e6:.1f} MB plan)")
-        print(f"  built with TensorRT {header.tensorrt_version} on {header.device_name} (compute capability {cc[0]}.{cc[1]})")
+        targets = ", ".join(f"{a}.{b}" for a, b in header.targets)
+        where = f"on {header.device_name}" if header.device_name else "without a GPU"
+        print(f"{path}: retina_trt TensorRT engine ({header.precision}, nms={header.nms}, {header.plan_size / 1e6:.1f} MB plan)")
+        print(f"  built with {FLAVOUR_NAMES[header.tensorrt_flavour]} {header.tensorrt_version} {where}; "
+              f"runs on compute capability {targets}")  # fmt: skip
+        summary = header.layer_precisions
+        print(f"  layer precisions: {format_summary(summary) if summary else 'not recorded by this TensorRT'}")
         print(f"  onnx sha256: {header.onnx_sha256}")
         print(f"  build: {json.dumps(header.build, sort_keys=True)}")
         print(f"  export: {json.dumps(header.export, sort_keys=True)}")
@@ -433,12 +460,29 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         version_compatible=args.version_compat,
         verbose=args.verbose,
     )
+    flavour = None if args.tensorrt in (None, "auto") else args.tensorrt
+    options = dataclasses.replace(options, flavour=flavour, compute_capabilities=tuple(args.compute_capability))
+    builder_flavour = None
     if not args.dry_run:
         # Fail before the slow steps when the build cannot happen here.
-        from retina_trt.trt.compat import cuda_device, import_tensorrt
+        from retina_trt.trt.compat import cuda_device, flavour_of, import_tensorrt
 
-        import_tensorrt()
-        cuda_device()
+        builder_flavour = flavour_of(import_tensorrt(flavour))
+        if builder_flavour == "tensorrt":
+            cuda_device()
+    elif flavour is not None:
+        builder_flavour = flavour
+    nms = args.nms
+    if nms is None:
+        nms = DEFAULT_NMS_BY_FLAVOUR[builder_flavour or _installed_flavour()]
+    if builder_flavour is not None and nms not in NMS_BY_FLAVOUR[builder_flavour]:
+        name = {"tensorrt": "TensorRT 10/11", "tensorrt_rtx": "TensorRT-RTX"}[builder_flavour]
+        raise ValueError(
+            f"--nms {nms} cannot be built by {name} (it builds {', '.join(NMS_BY_FLAVOUR[builder_flavour])}); "
+            f"use --nms {DEFAULT_NMS_BY_FLAVOUR[builder_flavour]}"
+        )
+    if args.onnx and args.nms is not None:
+        raise ValueError("--nms applies to --weights (the export); an ONNX keeps its own NMS")
     with tempfile.TemporaryDirectory(prefix="retina_trt_build_") as tmp:
         if args.weights:
             from retina_trt.export.onnx_export import export_onnx
@@ -446,7 +490,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
             if args.dynamic_shapes and args.input_size:
                 raise ValueError("give either --input-size or --dynamic-shapes, not both")
             source = export_onnx(
-                args.weights, Path(tmp) / "model.onnx", nms="onnx", batch=args.batch or (1, 1, 8),
+                args.weights, Path(tmp) / "model.onnx", nms=nms, batch=args.batch or (1, 1, 8),
                 input_size=args.input_size, dynamic_shapes=args.dynamic_shapes,
             )  # fmt: skip
         else:
@@ -454,6 +498,10 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
             if args.dynamic_shapes:
                 raise ValueError("--dynamic-shapes applies to --weights (the export); an ONNX keeps its own shapes")
         meta = read_metadata(source)
+        if builder_flavour is not None:
+            from retina_trt.trt.builder import check_nms_buildable
+
+            check_nms_buildable(meta.nms, builder_flavour, source)  # before the slow precision step
         if meta.input_size is not None and (args.min_input_size or args.max_input_size):
             raise ValueError(
                 f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --min-input-size and "
@@ -497,11 +545,43 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
             else:
                 print(f"  {key}: {value}")
         if args.dry_run:
-            print(f"dry run: no engine built; build it on a GPU with: retina-trt build-engine --onnx {prepared} --output {output}")
+            print(f"dry run: no engine built; build it with: retina-trt build-engine --onnx {prepared} --output {output}")
             return 0
         path = build_engine(prepared, output, options)
-    print(f"wrote {path}")
+    _describe_engine(path)
     return 0
+
+
+def _installed_flavour() -> str:
+    """The TensorRT flavour a build would use, without importing it (for --dry-run defaults)."""
+    import importlib.util
+    import os
+
+    wanted = os.environ.get("RETINA_TRT_TENSORRT", "auto")
+    if wanted in ("tensorrt", "tensorrt_rtx"):
+        return wanted
+    if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec("tensorrt_rtx") is not None:
+        return "tensorrt_rtx"
+    return "tensorrt"
+
+
+def _describe_engine(path) -> None:
+    """What was built: size, build time, targets, layer precisions, and whether it runs here."""
+    from retina_trt.trt.build_report import format_summary
+    from retina_trt.trt.compat import FLAVOUR_NAMES
+    from retina_trt.trt.engine_file import read_engine_header
+
+    header = read_engine_header(path)
+    summary = header.layer_precisions
+    targets = ", ".join(f"{a}.{b}" for a, b in header.targets)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, built in {header.build.get('build_seconds', 0):.1f} s by "
+          f"{FLAVOUR_NAMES[header.tensorrt_flavour]} {header.tensorrt_version} for compute capability {targets})")  # fmt: skip
+    print(f"  layer precisions: {format_summary(summary) if summary else 'not recorded by this TensorRT'}")
+    for problem in header.build.get("precision_problems") or []:
+        print(f"  precision warning: {problem}")
+    if header.device_name is None:
+        print("  no GPU here: this machine built the engine but cannot run it (TensorRT needs a GPU to "
+              "deserialize and run engines); copy it to a machine with one of the target GPUs")  # fmt: skip
 
 
 COMMANDS = {

@@ -64,6 +64,44 @@ def assert_same_detections(got, expected, *, box_tol=1e-3, score_tol=1e-5, min_c
         unmatched.remove(min(candidates, key=lambda j: np.abs(gb[j] - eb[i]).max()))
 
 
+def tie_groups(scores: np.ndarray) -> list[range]:
+    """Runs of exactly equal consecutive scores in a score-sorted list (each a range of rows)."""
+    groups, start = [], 0
+    for i in range(1, len(scores) + 1):
+        if i == len(scores) or scores[i] != scores[start]:
+            groups.append(range(start, i))
+            start = i
+    return groups
+
+
+def assert_identical_up_to_ties(got, expected, *, box_tol=1e-3, score_tol=1e-5, min_count=1) -> None:
+    """The same detections in the same order, except that rows whose expected scores are
+    exactly equal may come in any order among themselves (a sort's order of equal keys is
+    unspecified in torchvision and depends on the CPU's sort kernels). Within each such tie
+    group the (label, box, score) rows must be the same multiset; everywhere else row i must
+    equal row i."""
+    gb, gs, gl = as_numpy(got)
+    eb, es, el = as_numpy(expected)
+    assert len(es) >= min_count, f"expected at least {min_count} detections, got {len(es)}"
+    assert len(gs) == len(es), f"{len(gs)} detections vs {len(es)} expected"
+    for group in tie_groups(es):
+        rows = list(group)
+        unmatched = set(rows)
+        for i in rows:
+            partners = [
+                j
+                for j in unmatched
+                if gl[j] == el[i] and abs(gs[j] - es[i]) <= score_tol and np.abs(gb[j] - eb[i]).max() <= box_tol
+            ]
+            assert partners, (
+                f"row {i} (label {el[i]}, score {es[i]!r}, box {eb[i]}) has no equal row among rows "
+                f"{rows[0]}..{rows[-1]} of the result"
+                + (" (its tie group)" if len(rows) > 1 else "")
+                + f": got labels {gl[rows[0]:rows[-1] + 1]}, scores {gs[rows[0]:rows[-1] + 1]}"
+            )
+            unmatched.remove(min(partners, key=lambda j: np.abs(gb[j] - eb[i]).max()))
+
+
 def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box with each of ``boxes`` [N, 4]."""
     x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])

@@ -190,16 +190,18 @@ def test_build_engine_user_errors_exit_2(extra, message, onnx_models, tmp_path, 
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_no_tensorrt_message_names_the_install_and_the_alternative(onnx_models, tmp_path, capsys):
+def test_no_tensorrt_message_names_the_install_and_the_alternative(onnx_models, tmp_path, capsys, monkeypatch):
     try:
         import tensorrt  # noqa: F401
 
-        pytest.skip("TensorRT is installed")
+        pytest.skip("TensorRT 10/11 is installed")
     except ImportError:
         pass
+    monkeypatch.setenv("RETINA_TRT_TENSORRT", "tensorrt")  # TensorRT 10/11 asked for, not installed here
     assert main(["build-engine", "--onnx", str(onnx_models[("onnx", False)]), "--output", str(tmp_path / "m.engine")]) == 2
     err = capsys.readouterr().err
-    assert "pip install 'retina-trt[trt]'" in err and "ONNX Runtime" in err
+    assert "retina-trt[trt-cu12]" in err and "retina-trt[trt-rtx]" in err and "ONNX Runtime" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.engine").exists()
 
 
 def test_prepared_onnx_with_another_precision_is_refused(tmp_path, capsys, onnx_models):

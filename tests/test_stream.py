@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import queue
 import signal
 import socketserver
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -21,6 +23,7 @@ import pytest
 from retina_trt import Detector
 from retina_trt.data.synthetic import write_video
 from retina_trt.errors import VideoError
+from retina_trt.runtime.stream import DetectionStream, StreamStats
 
 
 @pytest.fixture(scope="module")
@@ -127,15 +130,72 @@ def test_unreachable_stream_is_a_clear_error(det):
         det.stream("http://127.0.0.1:9/nothing.avi")
 
 
+class _GatedDetector:
+    """Wraps a Detector; ``predict_batch`` waits until ``release`` is set (a backend that blocks
+    on purpose, so the test does not depend on how fast this machine infers)."""
+
+    def __init__(self, detector) -> None:
+        self.detector = detector
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[int] = []
+
+    def predict_batch(self, frames):
+        self.entered.set()
+        assert self.release.wait(120), "the test never released inference"
+        self.batches.append(len(frames))
+        return self.detector.predict_batch(frames)
+
+
+def _wait_for(condition, what: str, limit_s: float = 120.0) -> None:
+    """Wait (without a verdict on speed) until ``condition()``; fail only after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {limit_s} s"
+        time.sleep(0.01)
+
+
 def test_live_sources_drop_stale_frames_files_never_do(det, tmp_path):
     long_video = write_video(tmp_path / "long.avi", num_frames=60, seed=3, frame_size=(256, 256))
-    with det.stream(long_video, drop_stale=True, queue_size=1) as frames:
-        processed = sum(1 for _ in frames)
+    gate = _GatedDetector(det)
+    # Inference is held on frame 0 while the reader decodes everything: a stale-dropping source
+    # keeps only the newest frame in its queue of one, whatever the speed of the machine.
+    frames = DetectionStream(gate, long_video, drop_stale=True, queue_size=1)
+    with frames:
+        assert gate.entered.wait(120)
+        _wait_for(lambda: frames.stats.frames_read == 60, "decoding all 60 frames while inference is blocked")
+        gate.release.set()
+        results = list(frames)
     stats = frames.stats
-    assert stats.frames_dropped > 0  # decoding outruns inference
-    assert processed + stats.frames_dropped == stats.frames_read
-    with det.stream(long_video, queue_size=1) as frames:  # a file: never drops
-        assert sum(1 for _ in frames) == 60 and frames.stats.frames_dropped == 0
+    assert [r.index for r in results] == [0, 59]  # the frame in flight, then the newest one
+    assert stats.frames_dropped == 58
+    assert len(results) + stats.frames_dropped == stats.frames_read
+    # A file without drop_stale: the reader waits for inference, never drops.
+    gate = _GatedDetector(det)
+    frames = DetectionStream(gate, long_video, queue_size=1)
+    with frames:
+        assert gate.entered.wait(120)
+        gate.release.set()
+        assert [r.index for r in frames] == list(range(60))
+    assert frames.stats.frames_dropped == 0
+
+
+class _NoWaitQueue(queue.Queue):
+    def put(self, item, block=True, timeout=None):
+        assert not block, "a live source's reader waited on a full queue"
+        super().put(item, block=False)
+
+
+def test_dropping_put_never_waits_for_room():
+    """A live source's reader must not wait on a full queue even briefly (frames would pile up in
+    the capture buffer): the oldest queued frame is dropped at once."""
+    q = _NoWaitQueue(maxsize=2)
+    owner = SimpleNamespace(_stop=threading.Event(), stats=StreamStats())
+    for item in range(5):
+        assert DetectionStream._put(owner, q, item, drop_oldest=True)
+    assert list(q.queue) == [3, 4] and owner.stats.frames_dropped == 3
+    owner._stop.set()
+    assert not DetectionStream._put(owner, q, 5, drop_oldest=True)  # a stopped stream puts nothing
 
 
 def test_closing_early_stops_threads_and_finalizes_output(det, video_file, tmp_path):

@@ -6,85 +6,31 @@ without native libraries; they import over stub ``libnvinfer``/``libnvonnxparser
 enum and flag can be inspected, nothing can execute: these tests check names and signatures, not
 behaviour (the ``gpu`` tests do that on a GPU).
 
-The wheels are downloaded once into ``.venv/trt-bindings`` (or ``$RETINA_TRT_BINDINGS_DIR``).
+``make`` installs the wheels and stubs into ``.venv/trt-bindings`` (tests/trt_bindings.py), so
+the test run itself downloads nothing.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
+from trt_api_probe import _resolve
+from trt_bindings import BINDINGS, BindingsMissing, bindings_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("trt_api_probe.py")
-BINDINGS = {
-    "10": ("tensorrt-cu12-bindings", "10.13.3.9"),
-    "11": ("tensorrt-cu13-bindings", "11.4.0.106"),
-}
-STUB_SYMBOLS = (
-    "createInferBuilder_INTERNAL", "createInferRefitter_INTERNAL", "createInferRuntime_INTERNAL",
-    "createNvOnnxParser_INTERNAL", "createNvOnnxParserRefitter_INTERNAL", "getNvOnnxParserVersion",
-    "getBuilderPluginRegistry", "getPluginRegistry", "initLibNvInferPlugins",
-)  # fmt: skip
-
-
-def _cache_dir() -> Path:
-    env = os.environ.get("RETINA_TRT_BINDINGS_DIR")
-    return Path(env) if env else ROOT / ".venv" / "trt-bindings"
-
-
-def _install(major: str, tmp_root: Path) -> dict[str, str]:
-    """Download + unpack the bindings wheel and build the stub libraries; returns the env."""
-    dist, version = BINDINGS[major]
-    home = _cache_dir() / f"{dist}-{version}"
-    site = home / "site"
-    if not (site / "tensorrt_bindings" / "__init__.py").is_file():
-        download = tmp_root / f"wheel-{major}"
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-             "--only-binary=:all:", f"{dist}=={version}", "-d", str(download)],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if result.returncode != 0:
-            pytest.fail(f"cannot download {dist}=={version} from PyPI:\n{result.stderr[-2000:]}")
-        (wheel,) = download.glob("*.whl")
-        staging = home / "site.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extractall(staging)
-        # The wheel's package is `tensorrt_bindings`; the `tensorrt` meta-package re-exports it.
-        (staging / "tensorrt").symlink_to("tensorrt_bindings")
-        shutil.rmtree(site, ignore_errors=True)
-        staging.rename(site)
-    stubs = home / "stubs"
-    if not (stubs / f"libnvinfer.so.{major}").is_file():
-        stubs.mkdir(parents=True, exist_ok=True)
-        source = tmp_root / f"stub{major}.c"
-        source.write_text("".join(f"void *{name}(void) {{ return 0; }}\n" for name in STUB_SYMBOLS))
-        for lib in ("nvinfer", "nvonnxparser", "nvinfer_plugin"):
-            soname = f"lib{lib}.so.{major}"
-            subprocess.run(
-                ["gcc", "-shared", "-fPIC", "-o", str(stubs / soname), str(source), f"-Wl,-soname,{soname}"],
-                check=True,
-            )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT / "tests")])
-    env["TRITON_INTERPRET"] = "0"  # the plugin's aot_impl compiles real PTX
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(stubs), env.get("LD_LIBRARY_PATH")]))
-    return env
 
 
 @pytest.fixture(scope="module", params=sorted(BINDINGS))
-def bindings(request, tmp_path_factory):
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is needed to build the TensorRT stub libraries")
-    return request.param, _install(request.param, tmp_path_factory.mktemp("trt"))
+def bindings(request):
+    try:
+        return request.param, bindings_env(request.param)
+    except BindingsMissing as err:
+        pytest.fail(str(err))
 
 
 def _probe(env: dict[str, str], *args: str, stdin: str | None = None):
@@ -122,14 +68,17 @@ def test_every_ungated_name_exists(report):
     assert not missing, f"TensorRT {data['version']} lacks: {missing}"
 
 
-def test_gated_names_exist_in_some_version(bindings, tmp_path_factory):
-    reports = [_probe(_install(m, tmp_path_factory.mktemp("trt"))) for m in sorted(BINDINGS)]
+def test_gated_names_exist_in_some_version(bindings):
+    reports = [_probe(bindings_env(m)) for m in sorted(BINDINGS)]
     gated = {}
     for data in reports:
         for use in data["uses"]:
             if use["gated"]:
                 gated.setdefault(use["name"], []).append(use["exists"])
     assert gated, "the code reads no version-gated name; update this test if that is intended"
+    rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is installed by `make`")
+    for name in gated:  # TensorRT-RTX-only names are gated too: the real module is here
+        gated[name].append(_resolve(rtx, name.split(".")))
     unknown = sorted(name for name, found in gated.items() if not any(found))
     assert not unknown, f"gated names in no supported TensorRT version (typos?): {unknown}"
 

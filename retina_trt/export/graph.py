@@ -52,6 +52,11 @@ class GraphBuilder:
         shape = self.op("Shape", [x])
         return self.op("Gather", [shape, self.const([index], np.int64, "index")], axis=0)
 
+    def zeros(self, shape: str, dtype: int = TensorProto.FLOAT) -> str:
+        """``ConstantOfShape`` of ``shape`` (an int64 tensor) filled with 0 of ``dtype`` (explicit
+        value: some tools, Model Optimizer among them, do not apply the default)."""
+        return self.op("ConstantOfShape", [shape], value=helper.make_tensor("value", dtype, [1], [0]))
+
     def reshape(self, x: str, shape: list[int] | str) -> str:
         target = shape if isinstance(shape, str) else self.const(shape, np.int64, "shape")
         return self.op("Reshape", [x, target])

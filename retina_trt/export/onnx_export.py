@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from retina_trt._version import __version__
+from retina_trt.contract import INPUT_NAMES, NMS_CHOICES, NMS_INPUTS
 from retina_trt.errors import ExportError
 from retina_trt.export.graph import GraphBuilder
 from retina_trt.export.metadata import write_metadata
@@ -38,9 +39,10 @@ from retina_trt.export.postprocess_graph import (
     CANDIDATE_OUTPUTS,
     CONTRACT_OUTPUTS,
     append_candidates,
+    append_graph_nms,
     append_onnx_nms,
 )
-from retina_trt.export.trt_ops import check_trt_compatible
+from retina_trt.export.trt_ops import PLUGIN_DOMAIN, PLUGIN_NODES, check_trt_compatible
 from retina_trt.model.checkpoint import load_checkpoint
 from retina_trt.model.normalize import PixelNormalizer
 from retina_trt.model.retinanet import RetinaNet
@@ -48,9 +50,7 @@ from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
-NMS_CHOICES = ("onnx", "none", "plugin", "efficient")
 DEFAULT_OPSET = 17
-INPUT_NAMES = ("images", "image_sizes")
 
 
 class _TracedCore(nn.Module):
@@ -73,8 +73,6 @@ class _TracedCore(nn.Module):
         return tuple(flat)
 
 
-PLUGIN_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' domain; TensorRT maps plugin nodes by op_type
-PLUGIN_NODES = frozenset({(PLUGIN_DOMAIN, "RetinaNMSSort"), (PLUGIN_DOMAIN, "RetinaNMS"), ("TRT", "EfficientNMS_TRT")})
 
 
 def append_efficient_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
@@ -184,11 +182,13 @@ def export_onnx(
     Args:
         model: a RetinaNet, or a checkpoint path for :func:`~retina_trt.load_checkpoint`.
         path: output ``.onnx`` file.
-        nms: ``"onnx"`` (NonMaxSuppression in the graph, output contract), ``"none"`` (merged
-            pre-NMS candidates; the runtime finishes on the host) or ``"plugin"`` (the retina_trt
-            NMS plugin's two nodes; ONNX Runtime runs them through onnxruntime-extensions, the
-            TensorRT registration is not done yet, issue #6) or ``"efficient"`` (TensorRT's
-            EfficientNMS_TRT; runs only in TensorRT; README lists where it differs).
+        nms: ``"onnx"`` (NonMaxSuppression in the graph, output contract; ONNX Runtime and
+            TensorRT 10/11), ``"graph"`` (exact greedy NMS from plain operators, output
+            contract; every TensorRT flavour, TensorRT-RTX included), ``"none"`` (merged pre-NMS
+            candidates; the runtime finishes on the host), ``"plugin"`` (the retina_trt NMS
+            plugin's two nodes; TensorRT 10/11, and ONNX Runtime through
+            onnxruntime-extensions) or ``"efficient"`` (TensorRT's EfficientNMS_TRT; TensorRT
+            10/11 only; README lists where it differs).
         batch: (min, opt, max) batch sizes; the batch axis is dynamic, the range is recorded in
             the metadata for the TensorRT optimization profile.
         input_size: fixed (H, W) network input, multiples of ``spec.size_divisible``; default
@@ -273,8 +273,12 @@ def export_onnx(
         spec=spec,
         input_size=input_size,
     )
-    if nms in ("onnx", "plugin", "efficient"):
-        append = {"onnx": append_onnx_nms, "plugin": append_plugin_nms, "efficient": append_efficient_nms}[nms]
+    if nms != "none":
+        # Named hand-over points between the network and NMS: precision preparation converts the
+        # part before them and reattaches the FP32 NMS after them (calibration/split.py).
+        boxes, scores, labels = (g.rename_output(t, name) for t, name in zip((boxes, scores, labels), NMS_INPUTS))
+        append = {"onnx": append_onnx_nms, "graph": append_graph_nms, "plugin": append_plugin_nms,
+                  "efficient": append_efficient_nms}[nms]  # fmt: skip
         tensors = append(g, boxes, scores, labels, spec)
         d = spec.detections_per_img
         outputs = [

@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import onnx
 
-from retina_trt.export.graph import FLOAT, INT32, INT64, GraphBuilder
+from retina_trt.contract import CANDIDATE_OUTPUTS, CONTRACT_OUTPUTS
+from retina_trt.export.graph import BOOL, FLOAT, INT32, INT64, GraphBuilder
 from retina_trt.model.anchors import anchors_per_level, base_anchors_per_level, feature_sizes_for
 from retina_trt.spec import ModelSpec
-
-CONTRACT_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
-CANDIDATE_OUTPUTS = ("candidate_boxes", "candidate_scores", "candidate_classes")
 
 
 def _level_anchors_dynamic(g: GraphBuilder, base: np.ndarray, cls_level: str, images: str) -> str:
@@ -156,16 +155,16 @@ def append_onnx_nms(
     )  # [M, 3]: (batch, class, candidate)
     batch_and_index = g.op("Gather", [selected, g.const([0, 2], np.int64)], axis=1)  # [M, 2]
     kept_scores = g.op("GatherND", [scores, batch_and_index])  # [M]
-    zeros = g.op("ConstantOfShape", [g.op("Shape", [scores])])
+    zeros = g.zeros(g.op("Shape", [scores]))
     kept = g.op("ScatterND", [zeros, batch_and_index, kept_scores])  # [B, N], 0 = suppressed
     # Pad with D zeros so TopK(D) works for any N; padding sorts after every kept score.
     batch = g.shape_dim(scores, 0)
     pad_shape = g.op("Concat", [batch, g.const([max_det], np.int64)], axis=0)
-    pad = g.op("ConstantOfShape", [pad_shape])
+    pad = g.zeros(pad_shape)
     kept = g.op("Concat", [kept, pad], axis=1)
     boxes = g.op(
         "Concat",
-        [boxes, g.op("ConstantOfShape", [g.op("Concat", [pad_shape, g.const([4], np.int64)], axis=0)])],
+        [boxes, g.zeros(g.op("Concat", [pad_shape, g.const([4], np.int64)], axis=0))],
         axis=1,
     )
     labels = g.op("Concat", [labels, g.cast(pad, INT64)], axis=1)
@@ -182,4 +181,139 @@ def append_onnx_nms(
     return num, det_boxes, det_scores, det_classes
 
 
-__all__ = ["CANDIDATE_OUTPUTS", "CONTRACT_OUTPUTS", "append_candidates", "append_onnx_nms"]
+def iou_threshold_f32(nms_thresh: float) -> np.float32:
+    """The float32 ``t`` with ``iou > t`` (float32) exactly when ``iou > nms_thresh`` (double).
+
+    torchvision compares its float32 IoU with the threshold as a double. float32(nms_thresh)
+    rounds up for some thresholds (0.7 -> 0.70000005); then an IoU equal to that float would
+    pass the float32 test and fail the double one, so the next float32 below is used instead."""
+    t = np.float32(nms_thresh)
+    if float(t) > float(nms_thresh):
+        t = np.nextafter(t, np.float32(-np.inf))
+    return t
+
+
+def append_graph_nms(
+    g: GraphBuilder, boxes: str, scores: str, labels: str, spec: ModelSpec
+) -> tuple[str, str, str, str]:
+    """Exact class-aware greedy NMS from plain operators (``nms="graph"``): the output contract.
+
+    Greedy NMS is the fixed point of ``keep_j = valid_j and not any_i(keep_i and S_ij)``, where
+    ``S_ij`` says candidate ``i`` goes first (higher score, or equal score and lower index: the
+    reference's tie order), has the same class and IoU > ``nms_thresh``. The order is a DAG, so
+    the fixed point is unique and iterating from ``keep = valid`` reaches it ("Cluster-NMS",
+    Zheng et al. 2020): an ONNX ``Loop`` runs until ``keep`` stops changing (at most N + 1
+    passes; a chain of L boxes needs L, so no fixed unroll would do). IoU is computed in float32
+    with torchvision's operation order. Candidates are ranked with the same pairwise order
+    (no TopK over N, which TensorRT caps at 3840) and the best ``detections_per_img`` kept
+    boxes are taken by a TopK of D over ``-rank``.
+
+    No plugin, static output shapes: TensorRT 10/11 and TensorRT-RTX build it, ONNX Runtime runs
+    it (slowly: it materializes the N x N matrices, so ONNX Runtime users keep ``nms="onnx"``).
+
+    Args:
+        boxes (str): Tensor[B, N, 4] float32 xyxy. scores: Tensor[B, N] float32 (entries
+            <= score_thresh are padding). labels: Tensor[B, N] int64.
+    """
+    max_det = spec.detections_per_img
+    valid = g.op("Greater", [scores, g.const(spec.score_thresh, hint="score_thresh")])  # [B, N]
+    # pairwise order: first[b, i, j] = candidate i goes before candidate j
+    s_i, s_j = g.unsqueeze(scores, [2]), g.unsqueeze(scores, [1])  # [B, N, 1], [B, 1, N]
+    n = g.op("Squeeze", [g.shape_dim(scores, 1), g.const([0], np.int64)])  # scalar N
+    index = g.op("Range", [g.const(0, np.int64), n, g.const(1, np.int64)])  # [N]
+    lower_index = g.op("Less", [g.unsqueeze(index, [1]), g.unsqueeze(index, [0])])  # [N, N]
+    ties = g.op("And", [g.op("Equal", [s_i, s_j]), lower_index])
+    first = g.op("Or", [g.op("Greater", [s_i, s_j]), ties], hint="goes_first")  # [B, N, N]
+    same_class = g.op("Equal", [g.unsqueeze(labels, [2]), g.unsqueeze(labels, [1])])  # [B, N, N]
+
+    def coord(i: int) -> tuple[str, str]:  # [B, N, 4] -> column i as [B, N, 1] and [B, 1, N]
+        column = g.op("Gather", [boxes, g.const([i], np.int64)], axis=2)
+        return column, g.op("Transpose", [column], perm=[0, 2, 1])
+
+    (x1i, x1j), (y1i, y1j), (x2i, x2j), (y2i, y2j) = (coord(i) for i in range(4))
+    area_i = g.op("Mul", [g.op("Sub", [x2i, x1i]), g.op("Sub", [y2i, y1i])])  # [B, N, 1]
+    area_j = g.op("Transpose", [area_i], perm=[0, 2, 1])  # [B, 1, N]
+    zero = g.const(0.0)
+    w = g.op("Max", [g.op("Sub", [g.op("Min", [x2i, x2j]), g.op("Max", [x1i, x1j])]), zero])
+    h = g.op("Max", [g.op("Sub", [g.op("Min", [y2i, y2j]), g.op("Max", [y1i, y1j])]), zero])
+    inter = g.op("Mul", [w, h])  # [B, N, N]
+    iou = g.op("Div", [inter, g.op("Sub", [g.op("Add", [area_i, area_j]), inter])])  # NaN if union 0
+    overlaps = g.op("Greater", [iou, g.const(iou_threshold_f32(spec.nms_thresh), hint="iou_thresh")])
+    suppresses = g.op("And", [g.op("And", [first, same_class]), overlaps])
+    suppress_f = g.cast(suppresses, FLOAT)  # [B, N, N] 0/1
+
+    # Loop body: (iteration, cond, keep) -> (changed, keep'), reading suppress_f/valid from outside.
+    body = GraphBuilder(onnx.helper.make_graph([], "graph_nms_body", [], []), "graph_nms_body")
+    keep_in = "graph_nms_body/keep_in"
+    # The body's constants live in the outer graph (captured, like suppress_f): Model Optimizer's
+    # type inference does not handle initializers inside subgraphs.
+    axis1 = g.const([1], np.int64, "axes")
+    keep_f = body.op("Unsqueeze", [body.cast(keep_in, FLOAT), axis1])  # [B, 1, N]
+    hits = body.op("Squeeze", [body.op("MatMul", [keep_f, suppress_f]), axis1])  # [B, N] kept suppressors
+    keep_out = body.op("And", [valid, body.op("Not", [body.op("Greater", [hits, zero])])])
+    changed = body.op("Xor", [keep_out, keep_in])
+    any_changed = body.op("ReduceMax", [body.cast(changed, INT32)], keepdims=0)
+    cond_out = body.cast(any_changed, BOOL)
+    body.rename_output(cond_out, "graph_nms_body/cond_out")
+    body.rename_output(keep_out, "graph_nms_body/keep_out")
+    body.graph.input.extend([
+        onnx.helper.make_tensor_value_info("graph_nms_body/iteration", INT64, []),
+        onnx.helper.make_tensor_value_info("graph_nms_body/cond_in", BOOL, []),
+        onnx.helper.make_tensor_value_info(keep_in, BOOL, ["batch", "candidates"]),
+    ])  # fmt: skip
+    body.graph.output.extend([
+        onnx.helper.make_tensor_value_info("graph_nms_body/cond_out", BOOL, []),
+        onnx.helper.make_tensor_value_info("graph_nms_body/keep_out", BOOL, ["batch", "candidates"]),
+    ])  # fmt: skip
+    trips = g.op("Add", [n, g.const(1, np.int64)])  # a fixed point is reached within N + 1 passes
+    keep = g.op("Loop", [trips, g.const(True, np.bool_), valid], body=body.graph, hint="graph_nms_loop")
+
+    # rank_j = number of candidates that go before j; kept ones sorted by rank, best D taken
+    rank = g.op("ReduceSum", [g.cast(first, FLOAT), g.const([1], np.int64)], keepdims=0)  # [B, N]
+    no_key = g.const(-1.0e9)
+    key = g.op("Where", [keep, g.op("Neg", [rank]), no_key])  # [B, N], kept: 0, -1, -2, ...
+    # pad with D entries that are never kept, so TopK(D) works for any N
+    batch = g.shape_dim(scores, 0)
+    pad_shape = g.op("Concat", [batch, g.const([max_det], np.int64)], axis=0)
+    pad = g.zeros(pad_shape)  # [B, D] float 0
+    key = g.op("Concat", [key, g.op("Add", [pad, no_key])], axis=1)
+    padded_boxes = g.op(
+        "Concat", [boxes, g.zeros(g.op("Concat", [pad_shape, g.const([4], np.int64)], axis=0))], axis=1
+    )
+    padded_scores = g.op("Concat", [scores, pad], axis=1)
+    padded_labels = g.op("Concat", [labels, g.cast(pad, INT64)], axis=1)
+    top_key, order = g.op("TopK", [key, g.const([max_det], np.int64, "max_det")], num_outputs=2, axis=1, largest=1, sorted=1)
+    kept = g.op("Greater", [top_key, g.const(-0.5e9)])  # [B, D]
+    order3 = g.unsqueeze(order, [2])
+    det_boxes = g.op("GatherND", [padded_boxes, order3], batch_dims=1)  # [B, D, 4]
+    det_scores = g.op("GatherND", [padded_scores, order3], batch_dims=1)  # [B, D]
+    det_labels = g.op("GatherND", [padded_labels, order3], batch_dims=1)  # [B, D]
+    det_boxes = g.op("Where", [g.unsqueeze(kept, [2]), det_boxes, zero])
+    det_scores = g.op("Where", [kept, det_scores, zero])
+    det_classes = g.cast(g.op("Where", [kept, det_labels, g.const(0, np.int64)]), INT32)
+    num = g.op("ReduceSum", [g.cast(kept, INT32), g.const([1], np.int64)], keepdims=1)  # [B, 1]
+    return num, det_boxes, det_scores, det_classes
+
+
+def graph_nms_model(spec: ModelSpec, opset: int = 17) -> onnx.ModelProto:
+    """:func:`append_graph_nms` alone as a model (tests, cost measurements): inputs ``boxes``
+    float32 [B, N, 4], ``scores`` float32 [B, N], ``labels`` int64 [B, N]; the contract outputs."""
+    inputs = [
+        onnx.helper.make_tensor_value_info("boxes", FLOAT, ["batch", "candidates", 4]),
+        onnx.helper.make_tensor_value_info("scores", FLOAT, ["batch", "candidates"]),
+        onnx.helper.make_tensor_value_info("labels", INT64, ["batch", "candidates"]),
+    ]
+    graph = onnx.helper.make_graph([], "graph_nms", inputs, [])
+    g = GraphBuilder(graph, "postprocess")
+    d = spec.detections_per_img
+    shapes = (["batch", 1], ["batch", d, 4], ["batch", d], ["batch", d])
+    dtypes = (INT32, FLOAT, FLOAT, INT32)
+    for tensor, name, dtype, shape in zip(append_graph_nms(g, "boxes", "scores", "labels", spec), CONTRACT_OUTPUTS, dtypes, shapes):
+        g.rename_output(tensor, name)
+        graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, shape))
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+__all__ = ["CANDIDATE_OUTPUTS", "CONTRACT_OUTPUTS", "append_candidates", "append_graph_nms", "append_onnx_nms", "graph_nms_model", "iou_threshold_f32"]

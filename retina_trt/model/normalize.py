@@ -29,6 +29,8 @@ class PixelNormalizer(nn.Module):
 
     def forward(self, pixels: Tensor) -> Tensor:
         """pixels (Tensor[B, H, W, 3] uint8, BGR) -> Tensor[B, 3, H, W] float32, RGB normalized."""
-        x = pixels.permute(0, 3, 1, 2).to(torch.float32)  # (B, H, W, 3) -> (B, 3, H, W), BGR
+        # The cast comes first: TensorRT takes uint8 only at network inputs and needs it cast to
+        # float before any other layer (its DataType.UINT8 rule); the cast is exact.
+        x = pixels.to(torch.float32).permute(0, 3, 1, 2)  # (B, H, W, 3) -> (B, 3, H, W), BGR
         x = x[:, [2, 1, 0]]  # BGR -> RGB
         return x * self.scale + self.bias

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from retina_trt.model.box_coder import clip_boxes, decode_boxes
 from retina_trt.spec import ModelSpec
@@ -74,6 +74,25 @@ def select_candidates(
     return torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
 
 
+def batched_nms_exact(boxes: Tensor, scores: Tensor, labels: Tensor, nms_thresh: float) -> Tensor:
+    """Class-aware greedy NMS with exact per-class IoU: indices of the kept boxes (any order).
+
+    torchvision's ``batched_nms`` gives the same result when it runs per class (above 1000
+    boxes on the CPU); at or below that it offsets each class's boxes by class x (max coordinate
+    + 1) and runs one NMS, and the offset rounds float32 coordinates, which can flip a pair whose
+    IoU is within rounding of ``nms_thresh``. This reference never offsets, so every NMS path
+    (the in-graph NMS, the plugin kernels) can match it bit for bit.
+
+    Args:
+        boxes (Tensor[N, 4]): xyxy. scores (Tensor[N]). labels (Tensor[N] int64).
+    """
+    keep = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+    for label in torch.unique(labels):
+        index = torch.where(labels == label)[0]
+        keep[index[nms(boxes[index], scores[index], nms_thresh)]] = True
+    return torch.where(keep)[0]
+
+
 def nms_per_image(
     boxes: Tensor, scores: Tensor, labels: Tensor, *, nms_thresh: float, detections_per_img: int
 ) -> dict[str, Tensor]:
@@ -81,9 +100,9 @@ def nms_per_image(
 
     Tie order (the contract every NMS path follows): candidates are taken by score, descending,
     and among equal scores the lower candidate index first, both for suppression and for the
-    order of the output (so the cut at ``detections_per_img`` is defined). torchvision's
-    ``batched_nms`` suppresses in that order (its sort is stable) but, above 1000 candidates,
-    returns equal scores in an unspecified order; the kept set is re-ordered here.
+    order of the output (so the cut at ``detections_per_img`` is defined). torchvision's ``nms``
+    suppresses in that order (its sort is stable); the kept set is re-ordered here. IoU is
+    float32, computed per class as torchvision's ``nms`` does (:func:`batched_nms_exact`).
 
     Args:
         boxes (Tensor[N, 4]): xyxy. scores (Tensor[N]). labels (Tensor[N] int64).
@@ -91,7 +110,7 @@ def nms_per_image(
     Returns:
         dict with ``boxes`` (Tensor[D, 4]), ``scores`` (Tensor[D]), ``labels`` (Tensor[D] int64).
     """
-    keep = batched_nms(boxes, scores, labels, nms_thresh).sort().values
+    keep = batched_nms_exact(boxes, scores, labels, nms_thresh)
     keep = keep[torch.sort(scores[keep], descending=True, stable=True).indices][:detections_per_img]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 

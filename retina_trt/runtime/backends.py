@@ -40,6 +40,12 @@ def _from_torch(result: dict[str, torch.Tensor]) -> RawDetections:
     )
 
 
+def finish_candidates(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, spec: ModelSpec) -> list[RawDetections]:
+    """The reference NMS on the host for ``nms="none"`` outputs (candidates [B, N, ...])."""
+    tensors = (torch.from_numpy(np.ascontiguousarray(a)) for a in (boxes, scores, classes))
+    return [_from_torch(r) for r in postprocess_candidates(*tensors, spec)]
+
+
 class TorchBackend:
     """The PyTorch reference on the CPU (``.pt`` checkpoints)."""
 
@@ -115,8 +121,7 @@ class OnnxRuntimeBackend:
         feeds = {"images": pixels, "image_sizes": batch.image_sizes}
         outputs = self.session.run(self.output_names, {name: feeds[name] for name in self.input_names})
         if self.nms == "none":
-            boxes, scores, classes = (torch.from_numpy(o) for o in outputs)
-            return [_from_torch(r) for r in postprocess_candidates(boxes, scores, classes, self.spec)]
+            return finish_candidates(*outputs, self.spec)
         num, boxes, scores, classes = outputs
         results = []
         for i in range(len(num)):
@@ -184,7 +189,7 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
     if backend == "tensorrt":
         from retina_trt.trt.runtime import TensorRTBackend
 
-        return TensorRTBackend(path, cuda_graph=bool(options.get("cuda_graph")))
+        return TensorRTBackend(path, cuda_graph=bool(options.get("cuda_graph")), device=int(options.get("device") or 0))
     if backend == "torch":
         return TorchBackend(path, num_threads=options.get("num_threads"))
     return OnnxRuntimeBackend(

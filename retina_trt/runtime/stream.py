@@ -280,15 +280,25 @@ class DetectionStream:
             self._stop.set()
 
     def _put(self, q: queue.Queue, item, *, drop_oldest: bool = False) -> bool:
-        while not self._stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                if drop_oldest:
+        """Put ``item`` on ``q``; False if the stream stopped first.
+
+        ``drop_oldest`` (live sources): never wait. A full queue loses its oldest item at once,
+        so the reader keeps draining the capture and results stay current. Otherwise wait for
+        room (files and folders never lose a frame)."""
+        if drop_oldest:
+            while not self._stop.is_set():
+                try:
+                    q.put_nowait(item)
+                    return True
+                except queue.Full:
                     with contextlib.suppress(queue.Empty):
                         q.get_nowait()
                         self.stats.frames_dropped += 1
+            return False
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                q.put(item, timeout=0.05)
+                return True
         return False
 
     def _reopen(self) -> bool:

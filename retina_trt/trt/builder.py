@@ -1,7 +1,11 @@
 """Build a strongly typed TensorRT engine from a (precision-prepared) retina_trt ONNX.
 
 The precision is already in the graph (FP16 tensors, Q/DQ pairs; ``retina_trt.calibration``), so
-the builder sets no precision flags: the network is strongly typed on TensorRT 10.x and 11.x alike.
+the builder sets no precision flags: the network is strongly typed on TensorRT 10.x, 11.x and
+TensorRT-RTX alike. Either flavour builds (``compat.import_tensorrt``): TensorRT 10/11 on the GPU
+it targets, TensorRT-RTX on any machine, GPU or not ("CPU-only AOT"), for a list of compute
+capabilities. The builder's own report of the layers (``ProfilingVerbosity.DETAILED``) gives the
+precision every layer runs in; it goes into the engine header and is checked (build_report.py).
 """
 
 from __future__ import annotations
@@ -16,17 +20,25 @@ from typing import Any
 
 import onnx
 
+from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR, NMS_BY_FLAVOUR
 from retina_trt.errors import ExportError
 from retina_trt.export.metadata import OnnxMetadata, read_metadata
 from retina_trt.utils import atomic_path
 
+from .build_report import format_summary, parse_layers, precision_problems, summarize
 from .compat import (
+    FLAVOUR_NAMES,
+    FLAVOURS,
     HARDWARE_COMPAT,
+    RTX_DEFAULT_TARGETS,
+    RTX_TARGETS,
     cuda_device,
+    flavour_of,
     hardware_compat_level,
     import_tensorrt,
     make_logger,
     network_flags,
+    rtx_compute_capability,
 )
 from .engine_file import make_header, write_engine
 
@@ -53,6 +65,10 @@ class BuildOptions:
         hardware_compat: "none", "ampere_plus" or "same_cc".
         version_compatible: build an engine later TensorRT versions of the same major can run.
         verbose: TensorRT's verbose log.
+        flavour: ``"tensorrt"`` (10.x/11.x), ``"tensorrt_rtx"`` or None (``$RETINA_TRT_TENSORRT``,
+            else whichever is installed, TensorRT first).
+        compute_capabilities: TensorRT-RTX targets as (major, minor); empty: its defaults
+            (8.0, 8.6, 8.9, 12.0, 12.1). TensorRT 10/11 builds for the GPU at hand.
     """
 
     batch: tuple[int, int, int] | None = None
@@ -65,8 +81,16 @@ class BuildOptions:
     hardware_compat: str = "none"
     version_compatible: bool = False
     verbose: bool = False
+    flavour: str | None = None
+    compute_capabilities: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.flavour is not None and self.flavour not in FLAVOURS:
+            raise ValueError(f"flavour must be one of {FLAVOURS} or None, got {self.flavour!r}")
+        for cc in self.compute_capabilities:
+            if tuple(cc) not in RTX_TARGETS:
+                targets = ", ".join(f"{a}.{b}" for a, b in RTX_TARGETS)
+                raise ValueError(f"compute capability {cc} is not a TensorRT-RTX target ({targets})")
         if self.batch is not None:
             lo, opt, hi = self.batch
             if not 1 <= lo <= opt <= hi:
@@ -129,6 +153,15 @@ def build_plan(onnx_path: str | os.PathLike, options: BuildOptions) -> dict[str,
     }
 
 
+def check_nms_buildable(nms: str, flavour: str, source: str | os.PathLike) -> None:
+    """Refuse an export whose NMS this TensorRT flavour cannot build, naming the alternative."""
+    if nms not in NMS_BY_FLAVOUR[flavour]:
+        raise EngineBuildError(
+            f"{source} has nms={nms!r}, which {FLAVOUR_NAMES[flavour]} cannot build "
+            f"(it builds {', '.join(NMS_BY_FLAVOUR[flavour])}); export with --nms {DEFAULT_NMS_BY_FLAVOUR[flavour]}"
+        )
+
+
 def _parser_errors(parser) -> str:
     lines = []
     for i in range(parser.num_errors):
@@ -136,6 +169,19 @@ def _parser_errors(parser) -> str:
         node = error.node_name() or f"node #{error.node()}"
         lines.append(f"  {node} ({error.node_operator() or '?'}): {error.desc()} [{error.code()}]")
     return "\n".join(lines)
+
+
+def network_io(network) -> dict[str, list[dict[str, Any]]]:
+    """The parsed network's inputs and outputs as TensorRT sees them: name, dtype, shape (-1:
+    dynamic)."""
+
+    def describe(tensor) -> dict[str, Any]:
+        return {"name": tensor.name, "dtype": str(tensor.dtype).rsplit(".", 1)[-1], "shape": [int(d) for d in tensor.shape]}
+
+    return {
+        "inputs": [describe(network.get_input(i)) for i in range(network.num_inputs)],
+        "outputs": [describe(network.get_output(i)) for i in range(network.num_outputs)],
+    }
 
 
 def _progress_monitor(trt):
@@ -166,6 +212,46 @@ def _progress_monitor(trt):
     return _Progress()
 
 
+def parse_errors(onnx_path: str | os.PathLike, flavour: str | None = None) -> list[str]:
+    """Parse ``onnx_path`` with TensorRT's real ONNX parser (no build, no GPU); its errors, one
+    line each with the node (empty: it parses). TensorRT 10/11 registers its plugins first."""
+    trt = import_tensorrt(flavour)
+    trt_logger = make_logger(trt)
+    if flavour_of(trt) == "tensorrt":
+        model = onnx.load(str(onnx_path), load_external_data=False)
+        _register_plugins(trt, trt_logger, plugin_nodes(model), Path(onnx_path))
+    builder = trt.Builder(trt_logger)
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, trt_logger)
+    if parser.parse_from_file(str(onnx_path)):
+        return []
+    return _parser_errors(parser).splitlines() or ["the parser failed without an error message"]
+
+
+def _register_plugins(trt, trt_logger, plugins: list[onnx.NodeProto], onnx_path: Path) -> None:
+    """TensorRT 10/11: put the plugin creators the ONNX parser looks up into the registry."""
+    trt.init_libnvinfer_plugins(trt_logger, "")  # TensorRT's own plugins (EfficientNMS_TRT)
+    if any(node.op_type.startswith("RetinaNMS") for node in plugins):
+        try:
+            from retina_trt.plugins.registration import register_plugin
+        except ImportError as err:
+            raise EngineBuildError(
+                f"{onnx_path} holds retina_trt plugin nodes ({plugins[0].op_type}), and the NMS plugin cannot be "
+                f"loaded ({err}): install triton (it comes with torch) or export with nms='graph'"
+            ) from err
+        register_plugin(lazy=False)  # lazily registered plugins are not in the registry the parser reads
+
+
+def _set_rtx_targets(config, targets: tuple[tuple[int, int], ...], trt) -> None:
+    """TensorRT-RTX: build for exactly ``targets``. These IBuilderConfig members exist only in
+    TensorRT-RTX (not in the 10/11 bindings the conformance scan reads); the real TensorRT-RTX
+    builds in the tests run them."""
+    setattr(config, "num_compute_capabilities", len(targets))  # noqa: B010
+    setter = getattr(config, "set_compute_capability")  # noqa: B009
+    for index, cc in enumerate(targets):
+        setter(rtx_compute_capability(trt, cc), index)
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     output: str | os.PathLike,
@@ -173,49 +259,62 @@ def build_engine(
 ) -> Path:
     """Build ``output`` (a retina_trt engine file: header + plan) from ``onnx_path``.
 
+    TensorRT 10/11 needs the GPU the engine is for; TensorRT-RTX builds without one.
+
     Raises:
-        BackendUnavailableError: no TensorRT or no GPU. EngineBuildError: parse/build failed,
-        with every parser error and its node name.
+        BackendUnavailableError: no TensorRT, or TensorRT 10/11 without a GPU.
+        EngineBuildError: the NMS kind is one this flavour cannot build, or parse/build failed
+            (with every parser error and its node name).
     """
     options = options or BuildOptions()
     onnx_path, output = Path(onnx_path), Path(output)
     meta = read_metadata(onnx_path)
     model = onnx.load(str(onnx_path), load_external_data=False)
-    plugins = plugin_nodes(model)
+    plugins = plugin_nodes(model) + [n for n in model.graph.node if n.op_type == "EfficientNMS_TRT"]
     shapes = profile_shapes(meta, options)
-    trt = import_tensorrt()
-    device_name, capability = cuda_device()
-    if plugins:
-        try:
-            from retina_trt.plugins import register_plugin
-        except ImportError as err:
-            raise EngineBuildError(
-                f"{onnx_path} holds retina_trt plugin nodes ({plugins[0].op_type}), and the NMS plugin cannot be "
-                f"loaded ({err}): install triton (it comes with torch) or export with nms='onnx'"
-            ) from err
-        register_plugin()
+    trt = import_tensorrt(options.flavour)
+    flavour = flavour_of(trt)
+    check_nms_buildable(meta.nms, flavour, onnx_path)
+    if flavour == "tensorrt_rtx":
+        device_name, capability = None, None
+        targets = tuple(options.compute_capabilities) or RTX_DEFAULT_TARGETS
+    else:
+        if options.compute_capabilities:
+            raise ValueError("compute_capabilities are TensorRT-RTX targets; TensorRT 10/11 builds for the GPU at hand")
+        device_name, capability = cuda_device()
+        targets = (capability,)
 
     start = time.perf_counter()
-    trt_logger = make_logger(trt, options.verbose)
+    report: list[str] = []
+    trt_logger = make_logger(trt, options.verbose, capture=report)
+    if flavour == "tensorrt":
+        _register_plugins(trt, trt_logger, plugins, onnx_path)
     builder = trt.Builder(trt_logger)
-    network = builder.create_network(network_flags(trt, aot_plugins=bool(plugins)))
+    network = builder.create_network(network_flags(trt, aot_plugins=any(n.op_type.startswith("RetinaNMS") for n in plugins)))
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise EngineBuildError(f"TensorRT cannot parse {onnx_path}:\n{_parser_errors(parser)}")
 
+    io = network_io(network)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
     config.builder_optimization_level = options.optimization_level
-    config.hardware_compatibility_level = hardware_compat_level(trt, options.hardware_compat)
-    if options.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the per-layer report
+    if flavour == "tensorrt_rtx":
+        _set_rtx_targets(config, targets, trt)
+        if options.hardware_compat != "none" or options.version_compatible or options.timing_cache:
+            logger.warning("TensorRT-RTX ignores hardware/version compatibility and timing caches; not set")
+    else:
+        config.hardware_compatibility_level = hardware_compat_level(trt, options.hardware_compat)
+        if options.version_compatible:
+            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     monitor = _progress_monitor(trt)  # kept referenced until the build ends
     config.progress_monitor = monitor
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
-    cache_path = Path(options.timing_cache) if options.timing_cache else None
+    cache_path = Path(options.timing_cache) if options.timing_cache and flavour == "tensorrt" else None
     if cache_path is not None:
         data = cache_path.read_bytes() if cache_path.is_file() else b""
         timing_cache = config.create_timing_cache(data)
@@ -223,7 +322,8 @@ def build_engine(
             logger.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", cache_path)
             config.set_timing_cache(config.create_timing_cache(b""), True)
 
-    logger.info("building %s engine from %s (TensorRT %s, %s)", meta.precision, onnx_path, trt.__version__, device_name)
+    where = device_name or "no GPU: compute capability " + ", ".join(f"{a}.{b}" for a, b in targets)
+    logger.info("building %s engine from %s (%s %s, %s)", meta.precision, onnx_path, FLAVOUR_NAMES[flavour], trt.__version__, where)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; rerun with --verbose for its log")
@@ -232,21 +332,39 @@ def build_engine(
         timing_cache = config.get_timing_cache()
         with atomic_path(cache_path) as tmp:
             tmp.write_bytes(bytes(timing_cache.serialize()))
+    build_s = time.perf_counter() - start
+
+    layers = parse_layers("\n".join(report))
+    layer_summary = summarize(layers) if layers else None
+    problems = precision_problems(layers, meta.precision) if layers else []
+    if layer_summary is not None:
+        logger.info("layer precisions: %s", format_summary(layer_summary))
+    else:
+        logger.info("this TensorRT logged no per-layer report; the layer precisions are not recorded")
+    for problem in problems:
+        logger.warning("precision: %s", problem)
 
     from retina_trt.calibration.cache import file_sha256
 
     build = {
-        **{k: v for k, v in asdict(options).items() if k not in ("min_hw", "opt_hw", "max_hw", "verbose")},
+        **{k: v for k, v in asdict(options).items() if k not in ("min_hw", "opt_hw", "max_hw", "verbose", "flavour")},
+        "compute_capabilities": [list(cc) for cc in targets],
         "batch": [shape[0] for shape in shapes["image_sizes"]],
         "profile": {name: [list(s) for s in value] for name, value in shapes.items()},
         "strongly_typed": True,
         "plugins": [n.op_type for n in plugins],
+        "io": io,
+        "build_seconds": round(build_s, 2),
+        "layer_precisions": layer_summary,
+        "precision_problems": problems,
     }
     header = make_header(
         spec=meta.spec,
+        tensorrt_flavour=flavour,
         tensorrt_version=str(trt.__version__),
         device_name=device_name,
         compute_capability=capability,
+        targets=targets,
         precision=meta.precision,
         onnx_sha256=file_sha256(onnx_path),
         export=meta.export,
@@ -256,4 +374,3 @@ def build_engine(
     write_engine(output, header, plan_bytes)
     logger.info("wrote %s (%.1f MB) in %.1f s", output, output.stat().st_size / 1e6, time.perf_counter() - start)
     return output
-

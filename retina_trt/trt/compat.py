@@ -10,6 +10,7 @@ changed in 11).
 from __future__ import annotations
 
 import logging
+import os
 from types import ModuleType
 
 from retina_trt.errors import BackendUnavailableError
@@ -17,21 +18,54 @@ from retina_trt.errors import BackendUnavailableError
 logger = logging.getLogger(__name__)
 
 HARDWARE_COMPAT = {"none": "NONE", "ampere_plus": "AMPERE_PLUS", "same_cc": "SAME_COMPUTE_CAPABILITY"}
+FLAVOURS = ("tensorrt", "tensorrt_rtx")
+FLAVOUR_ENV = "RETINA_TRT_TENSORRT"
+# Compute capabilities TensorRT-RTX builds for when none are named (its documentation: 8.0, 8.6,
+# 8.9, 12.0 and later), and the ones it can be asked for (its ComputeCapability enum).
+RTX_DEFAULT_TARGETS = ((8, 0), (8, 6), (8, 9), (12, 0), (12, 1))
+RTX_TARGETS = ((7, 5), (8, 0), (8, 6), (8, 9), (12, 0), (12, 1))
 INSTALL_HINT = (
-    "pip install 'retina-trt[trt]' on a machine with an NVIDIA GPU and driver; without TensorRT, "
-    "run the ONNX model with ONNX Runtime instead (retina-trt detect model.onnx ...)"
+    "pip install 'retina-trt[trt-cu12]' or 'retina-trt[trt-cu13]' (TensorRT 10/11: data-centre GPUs, "
+    "Jetson) or 'retina-trt[trt-rtx]' (TensorRT for RTX: builds without a GPU, runs on RTX / Ampere+ "
+    "GPUs); without TensorRT, run the ONNX model with ONNX Runtime (retina-trt detect model.onnx ...)"
 )
+FLAVOUR_NAMES = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
 
 
-def import_tensorrt() -> ModuleType:
-    """``import tensorrt``, or :class:`BackendUnavailableError` saying how to get it."""
-    try:
-        import tensorrt
-    except ImportError as err:
-        raise BackendUnavailableError(f"TensorRT is not installed ({err}): {INSTALL_HINT}") from err
-    except OSError as err:  # the bindings import but libnvinfer cannot be loaded
-        raise BackendUnavailableError(f"TensorRT's libraries cannot be loaded ({err}): {INSTALL_HINT}") from err
-    return tensorrt
+def _import_flavour(flavour: str) -> ModuleType:
+    if flavour == "tensorrt_rtx":
+        import tensorrt_rtx as module
+    else:
+        import tensorrt as module
+    return module
+
+
+def import_tensorrt(flavour: str | None = None) -> ModuleType:
+    """The TensorRT Python module of ``flavour``, or :class:`BackendUnavailableError` saying how to
+    get it.
+
+    Args:
+        flavour: ``"tensorrt"`` (TensorRT 10.x/11.x), ``"tensorrt_rtx"`` (TensorRT for RTX) or
+            None: ``$RETINA_TRT_TENSORRT`` if set, else whichever is installed, TensorRT first.
+    """
+    wanted = flavour or os.environ.get(FLAVOUR_ENV) or "auto"
+    if wanted not in (*FLAVOURS, "auto"):
+        source = "flavour" if flavour else f"${FLAVOUR_ENV}"
+        raise ValueError(f"{source} must be one of {FLAVOURS} or 'auto', got {wanted!r}")
+    errors = []
+    for candidate in FLAVOURS if wanted == "auto" else (wanted,):
+        try:
+            return _import_flavour(candidate)
+        except ImportError as err:
+            errors.append(f"{candidate}: not installed ({err})")
+        except OSError as err:  # the bindings import but the native library cannot be loaded
+            errors.append(f"{candidate}: its libraries cannot be loaded ({err})")
+    raise BackendUnavailableError(f"no usable TensorRT ({'; '.join(errors)}): {INSTALL_HINT}")
+
+
+def flavour_of(trt: ModuleType) -> str:
+    """``"tensorrt_rtx"`` for TensorRT for RTX, ``"tensorrt"`` for TensorRT 10.x/11.x."""
+    return "tensorrt_rtx" if str(getattr(trt, "__name__", "")).startswith("tensorrt_rtx") else "tensorrt"
 
 
 def trt_major(trt: ModuleType) -> int:
@@ -39,19 +73,34 @@ def trt_major(trt: ModuleType) -> int:
 
 
 def network_flags(trt: ModuleType, *, aot_plugins: bool = False) -> int:
-    """Network creation flags: strongly typed (an explicit flag on 10.x, the only mode on 11.x),
-    and AOT Python plugins preferred when the graph holds the retina_trt NMS plugin."""
+    """Network creation flags: strongly typed (an explicit flag on 10.x and TensorRT-RTX, the only
+    mode on 11.x), and AOT Python plugins preferred when the graph holds the retina_trt NMS plugin."""
     flags = 0
-    if trt_major(trt) < 11:
+    rtx = flavour_of(trt) == "tensorrt_rtx"
+    if rtx or trt_major(trt) < 11:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     if aot_plugins:
         flag = getattr(trt.NetworkDefinitionCreationFlag, "PREFER_AOT_PYTHON_PLUGINS", None)
         if flag is None:
             raise BackendUnavailableError(
-                f"TensorRT {trt.__version__} has no AOT Python plugins (10.9 or later needed for the NMS plugin)"
+                f"{FLAVOUR_NAMES[flavour_of(trt)]} {trt.__version__} has no AOT Python plugins, which the "
+                "retina_trt NMS plugin needs (TensorRT 10.9 or later); export with --nms graph instead"
             )
         flags |= 1 << int(flag)
     return flags
+
+
+def rtx_compute_capability(trt: ModuleType, capability: tuple[int, int]):
+    """The ``ComputeCapability`` member (TensorRT-RTX) for (major, minor), e.g. SM86 for (8, 6)."""
+    if tuple(capability) not in RTX_TARGETS:
+        raise ValueError(
+            f"TensorRT-RTX builds for compute capabilities {', '.join(f'{a}.{b}' for a, b in RTX_TARGETS)}; "
+            f"got {capability[0]}.{capability[1]}"
+        )
+    members = getattr(trt, "ComputeCapability", None)  # TensorRT-RTX only
+    if members is None:
+        raise BackendUnavailableError(f"TensorRT {trt.__version__} has no compute capability targets (TensorRT-RTX has)")
+    return getattr(members, f"SM{capability[0]}{capability[1]}")
 
 
 def hardware_compat_level(trt: ModuleType, name: str):
@@ -76,8 +125,11 @@ def severity_level(trt: ModuleType, severity) -> int:
     }.get(severity, logging.INFO)
 
 
-def make_logger(trt: ModuleType, verbose: bool = False):
-    """A TensorRT logger that forwards to Python logging (``retina_trt.trt.tensorrt``)."""
+def make_logger(trt: ModuleType, verbose: bool = False, capture: list[str] | None = None):
+    """A TensorRT logger that forwards to Python logging (``retina_trt.trt.tensorrt``).
+
+    ``capture``: a list that receives the builder's per-layer report (the message starting with
+    ``Layers:``, logged at VERBOSE with ``ProfilingVerbosity.DETAILED``) whatever the level."""
     target = logging.getLogger("retina_trt.trt.tensorrt")
     threshold = logging.DEBUG if verbose else logging.WARNING
 
@@ -86,6 +138,8 @@ def make_logger(trt: ModuleType, verbose: bool = False):
             trt.ILogger.__init__(self)
 
         def log(self, severity, msg):
+            if capture is not None and msg.startswith("Layers:"):
+                capture.append(msg)
             level = severity_level(trt, severity)
             if level >= threshold:
                 target.log(level, "%s", msg)
@@ -93,12 +147,16 @@ def make_logger(trt: ModuleType, verbose: bool = False):
     return _Logger()
 
 
-def cuda_device() -> tuple[str, tuple[int, int]]:
-    """(name, compute capability) of the current CUDA device."""
+def cuda_device(index: int | None = None) -> tuple[str, tuple[int, int]]:
+    """(name, compute capability) of CUDA device ``index`` (default: the current one)."""
     import torch
 
     if not torch.cuda.is_available():
-        raise BackendUnavailableError(f"no CUDA GPU is visible; TensorRT engines need one. {INSTALL_HINT}")
-    index = torch.cuda.current_device()
+        raise BackendUnavailableError(
+            "no CUDA GPU is visible: TensorRT needs one to run (and TensorRT 10/11 to build) engines; "
+            "run the ONNX model with ONNX Runtime here, or build with TensorRT-RTX (--tensorrt tensorrt_rtx), "
+            "which needs no GPU"
+        )
+    index = torch.cuda.current_device() if index is None else int(index)
     major, minor = torch.cuda.get_device_capability(index)
     return torch.cuda.get_device_name(index), (int(major), int(minor))

@@ -1,14 +1,19 @@
 """The TensorRT backend of ``Detector``: a retina_trt engine file run with TensorRT and CUDA.
 
-* The engine file's header is checked first (TensorRT version, GPU compute capability, plugins):
-  a mismatch is an error that says how to rebuild, before TensorRT sees the plan.
+* The engine file's header is checked first (TensorRT flavour and version, GPU compute
+  capability): a mismatch is an error that says how to rebuild, before TensorRT sees the plan.
+  Engines of both flavours (TensorRT 10/11, TensorRT-RTX) and every NMS kind load; the flavour
+  recorded in the header is the one imported. The engine's own tensors (names, modes, dtypes) are
+  checked against the contract the header records; a setter that returns False raises.
 * One engine, shared; execution contexts are never shared: a small pool hands one context (with
   its own CUDA stream, device buffers and pinned host buffers, allocated once for the profile's
   maximum batch) to each concurrent caller.
 * Tensors are bound by name (``set_tensor_address``) and run with ``execute_async_v3`` on a
   non-default stream; copies are asynchronous from/to pinned memory; one synchronization per
-  batch. With ``cuda_graph=True`` (fixed-shape engines) each batch size is captured once into a
-  CUDA graph and replayed.
+  batch. With ``cuda_graph=True`` each input shape is captured once into a CUDA graph per context
+  and replayed; engines whose output shapes depend on the data (``nms="onnx"``: TensorRT's
+  INMSLayer copies shapes to the host, which a capture cannot hold) fall back to plain enqueues
+  with one log line.
 * ``run_torch`` takes CUDA torch tensors and binds their memory directly (zero copy).
 
 CUDA goes through NVIDIA's CUDA Python binding (``cuda-python``: ``cuda.bindings.runtime``).
@@ -27,17 +32,20 @@ from typing import Any
 
 import numpy as np
 
+from retina_trt.contract import CANDIDATE_OUTPUTS
 from retina_trt.errors import BackendUnavailableError, ModelFormatError
-from retina_trt.export.postprocess_graph import CONTRACT_OUTPUTS
 
-from .compat import cuda_device, import_tensorrt, make_logger
+from .compat import FLAVOUR_NAMES, cuda_device, flavour_of, import_tensorrt, make_logger
 from .engine_file import check_engine_compatible, read_engine_header, read_plan
 
 logger = logging.getLogger(__name__)
 
-INPUTS = ("images", "image_sizes")
+# The dtype of every tensor the contract names (a float32-input export has float32 ``images``).
 _NP_DTYPES = {"images": np.uint8, "image_sizes": np.int32, "num_detections": np.int32,
-              "detection_boxes": np.float32, "detection_scores": np.float32, "detection_classes": np.int32}  # fmt: skip
+              "detection_boxes": np.float32, "detection_scores": np.float32, "detection_classes": np.int32,
+              "candidate_boxes": np.float32, "candidate_scores": np.float32, "candidate_classes": np.int32}  # fmt: skip
+# NMS kinds whose output shapes depend on the data (no CUDA graph capture).
+_DATA_DEPENDENT_NMS = frozenset({"onnx"})
 
 
 def import_cudart():
@@ -49,7 +57,7 @@ def import_cudart():
             from cuda import cudart
         except ImportError as err:
             raise BackendUnavailableError(
-                "the TensorRT backend needs NVIDIA's CUDA Python binding: pip install 'retina-trt[trt]' (cuda-python)"
+                "the TensorRT backend needs NVIDIA's CUDA Python binding: pip install 'retina-trt[trt-cu12]' (or [trt-cu13], [trt-rtx]: they bring cuda-python)"
             ) from err
     return cudart
 
@@ -66,19 +74,19 @@ def _check(cudart, result):
 class _Buffers:
     """Device + pinned host memory of one context, sized for the profile's max shapes."""
 
-    def __init__(self, cudart, shapes: dict[str, tuple[int, ...]]) -> None:
+    def __init__(self, cudart, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype]) -> None:
         self.cudart = cudart
         self.device: dict[str, int] = {}
         self.host: dict[str, np.ndarray] = {}
         self._host_ptrs: list[int] = []
         for name, shape in shapes.items():
-            dtype = np.dtype(_NP_DTYPES[name])
-            nbytes = int(np.prod(shape)) * dtype.itemsize
+            dtype = np.dtype(dtypes[name])
+            nbytes = max(1, int(np.prod(shape))) * dtype.itemsize
             self.device[name] = int(_check(cudart, cudart.cudaMalloc(nbytes)))
             ptr = int(_check(cudart, cudart.cudaMallocHost(nbytes)))
             self._host_ptrs.append(ptr)
             raw = (ctypes.c_byte * nbytes).from_address(ptr)
-            self.host[name] = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            self.host[name] = np.frombuffer(raw, dtype=dtype)[: int(np.prod(shape))].reshape(shape)
 
     def free(self) -> None:
         for ptr in self.device.values():
@@ -93,70 +101,105 @@ class _Buffers:
 class _Context:
     """One execution context with its stream, buffers, events and captured CUDA graphs."""
 
-    def __init__(self, engine, cudart, max_shapes: dict[str, tuple[int, ...]], cuda_graph: bool) -> None:
-        self.cudart = cudart
-        self.context = engine.create_execution_context()
+    def __init__(self, backend: TensorRTBackend) -> None:
+        cudart = self.cudart = backend._cudart
+        self.inputs, self.outputs = backend.input_names, backend.output_names
+        self.context = backend._engine.create_execution_context()
         if self.context is None:
             raise RuntimeError("TensorRT could not create an execution context (out of GPU memory?)")
         self.stream = _check(cudart, cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking))
-        self.buffers = _Buffers(cudart, max_shapes)
+        # Output sizes at the profile's largest input shapes (TensorRT computes them).
+        b, h, w = backend.max_batch, *backend._profile[2][1:3]
+        self._set_shapes(b, h, w)
+        shapes = {"images": tuple(backend._profile[2]), "image_sizes": (b, 2)}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):  # data-dependent: bounded by the contract
+                shape = backend._contract_max_shape(name)
+            shapes[name] = shape
+        self.buffers = _Buffers(cudart, {n: s for n, s in shapes.items() if n in self.inputs or n in self.outputs},
+                                backend._np_dtypes)  # fmt: skip
         self.events = [_check(cudart, cudart.cudaEventCreate()) for _ in range(4)]
-        self.use_graph = cuda_graph
-        self.graphs: dict[int, Any] = {}
+        self.use_graph = backend._cuda_graph
+        self.graphs: dict[tuple[int, int, int], Any] = {}
         self.last_ms: dict[str, float] = {}
 
-    def _bind(self, batch: int, height: int, width: int, addresses: dict[str, int]) -> None:
-        self.context.set_input_shape("images", (batch, height, width, 3))
-        self.context.set_input_shape("image_sizes", (batch, 2))
-        for name, address in addresses.items():
-            self.context.set_tensor_address(name, address)
+    def _set_shapes(self, batch: int, height: int, width: int) -> None:
+        pixels = (batch, height, width, 3)
+        if not self.context.set_input_shape("images", pixels):
+            raise ValueError(f"TensorRT refused the input shape {pixels} (outside the engine's profile)")
+        if "image_sizes" in self.inputs and not self.context.set_input_shape("image_sizes", (batch, 2)):
+            raise ValueError(f"TensorRT refused the image_sizes shape {(batch, 2)}")
 
-    def _enqueue(self, batch: int) -> None:
+    def _bind(self, batch: int, height: int, width: int, addresses: dict[str, int]) -> None:
+        self._set_shapes(batch, height, width)
+        for name, address in addresses.items():
+            if not self.context.set_tensor_address(name, address):
+                raise RuntimeError(f"TensorRT refused the address of tensor {name!r}")
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+
+    def _enqueue(self, key: tuple[int, int, int]) -> None:
+        """Run once; with CUDA graphs, one graph per input shape of this context (the first run
+        of a shape is a plain enqueue, as TensorRT may allocate then; the next is captured)."""
         cudart = self.cudart
         if not self.use_graph:
-            if not self.context.execute_async_v3(int(self.stream)):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
+            self._execute()
             return
-        graph_exec = self.graphs.get(batch)
-        if graph_exec is None:
-            # The first run after a shape change must not be captured (TensorRT may allocate).
-            if not self.context.execute_async_v3(int(self.stream)):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
-            mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-            _check(cudart, cudart.cudaStreamBeginCapture(self.stream, mode))
-            ok = self.context.execute_async_v3(int(self.stream))
-            graph = _check(cudart, cudart.cudaStreamEndCapture(self.stream))
-            if not ok:
-                raise RuntimeError("TensorRT execute_async_v3 failed during CUDA graph capture")
-            graph_exec = _check(cudart, cudart.cudaGraphInstantiate(graph, 0))
-            cudart.cudaGraphDestroy(graph)
-            self.graphs[batch] = graph_exec
+        graph_exec = self.graphs.get(key)
+        if graph_exec is not None:
+            _check(cudart, cudart.cudaGraphLaunch(graph_exec, self.stream))
             return
-        _check(cudart, cudart.cudaGraphLaunch(graph_exec, self.stream))
+        self._execute()
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        _check(cudart, cudart.cudaStreamBeginCapture(self.stream, mode))
+        ok = self.context.execute_async_v3(int(self.stream))
+        err, graph = cudart.cudaStreamEndCapture(self.stream)
+        if not ok or int(err) != 0:
+            self.use_graph = False  # this engine cannot be captured: plain enqueues from now on
+            logger.warning("CUDA graph capture failed (%s); running without CUDA graphs",
+                           "enqueue refused" if not ok else f"CUDA error {int(err)}")  # fmt: skip
+            self._execute()
+            return
+        graph_exec = _check(cudart, cudart.cudaGraphInstantiate(graph, 0))
+        cudart.cudaGraphDestroy(graph)
+        self.graphs[key] = graph_exec
+
+    def _outputs(self, batch: int, addresses: dict[str, int]) -> dict[str, np.ndarray]:
+        """Copy each output's current shape to pinned memory; returns host copies."""
+        cudart = self.cudart
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        views = {}
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            flat = self.buffers.host[name].reshape(-1)[: int(np.prod(shape))]
+            _check(cudart, cudart.cudaMemcpyAsync(flat.ctypes.data, addresses[name], flat.nbytes, d2h, self.stream))
+            views[name] = flat.reshape(shape)
+        return views
 
     def infer(self, pixels: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
-        """Host arrays in, host arrays out (views into pinned memory, copied by the caller)."""
+        """Host arrays in, host arrays out (copies)."""
         cudart = self.cudart
         b, h, w, _ = pixels.shape
         host, device = self.buffers.host, self.buffers.device
         flat_images = host["images"].reshape(-1)[: pixels.size]
         flat_images[:] = pixels.reshape(-1)
-        host["image_sizes"][:b] = sizes
+        feeds = [("images", flat_images)]
+        if "image_sizes" in self.inputs:
+            host["image_sizes"][:b] = sizes
+            feeds.append(("image_sizes", host["image_sizes"][:b]))
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         e0, e1, e2, e3 = self.events
         _check(cudart, cudart.cudaEventRecord(e0, self.stream))
-        for name, array in (("images", flat_images), ("image_sizes", host["image_sizes"][:b])):
+        for name, array in feeds:
             _check(cudart, cudart.cudaMemcpyAsync(device[name], array.ctypes.data, array.nbytes, h2d, self.stream))
         _check(cudart, cudart.cudaEventRecord(e1, self.stream))
         self._bind(b, h, w, device)
-        self._enqueue(b)
+        self._enqueue((b, h, w))
         _check(cudart, cudart.cudaEventRecord(e2, self.stream))
-        outputs = {}
-        for name in CONTRACT_OUTPUTS:
-            view = host[name][:b]
-            _check(cudart, cudart.cudaMemcpyAsync(view.ctypes.data, device[name], view.nbytes, d2h, self.stream))
-            outputs[name] = view
+        outputs = self._outputs(b, device)
         _check(cudart, cudart.cudaEventRecord(e3, self.stream))
         _check(cudart, cudart.cudaStreamSynchronize(self.stream))
         self.last_ms = {
@@ -168,21 +211,16 @@ class _Context:
 
     def infer_device(self, images_ptr: int, sizes_ptr: int, shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
         """Inputs already on the GPU (zero copy); outputs copied to the host."""
-        cudart = self.cudart
         b, h, w = shape
-        addresses = {**self.buffers.device, "images": images_ptr, "image_sizes": sizes_ptr}
+        addresses = {**self.buffers.device, "images": images_ptr}
+        if "image_sizes" in self.inputs:
+            addresses["image_sizes"] = sizes_ptr
         self._bind(b, h, w, addresses)
-        if not self.context.execute_async_v3(int(self.stream)):  # no graph: input addresses vary
-            raise RuntimeError("TensorRT execute_async_v3 failed")
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        outputs = {}
-        for name in CONTRACT_OUTPUTS:
-            view = self.buffers.host[name][:b]
-            _check(cudart, cudart.cudaMemcpyAsync(view.ctypes.data, addresses[name], view.nbytes, d2h, self.stream))
-            outputs[name] = view
-        _check(cudart, cudart.cudaStreamSynchronize(self.stream))
-        self.context.set_tensor_address("images", self.buffers.device["images"])
-        self.context.set_tensor_address("image_sizes", self.buffers.device["image_sizes"])
+        self._execute()  # no graph: input addresses vary
+        outputs = self._outputs(b, addresses)
+        _check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream))
+        for name in self.inputs:
+            self.context.set_tensor_address(name, self.buffers.device[name])
         return {name: array.copy() for name, array in outputs.items()}
 
     def close(self) -> None:
@@ -203,63 +241,93 @@ class TensorRTBackend:
 
     Args:
         path: engine file from ``retina-trt build-engine``.
-        cuda_graph: capture and replay CUDA graphs (fixed-shape engines only).
+        cuda_graph: capture and replay CUDA graphs (falls back to plain enqueues for engines
+            with data-dependent shapes, ``nms="onnx"``).
         max_contexts: execution contexts in the pool (concurrent callers beyond it wait).
+        device: CUDA device index the engine and every worker thread use.
     """
 
     name = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike, *, cuda_graph: bool = False, max_contexts: int = 2) -> None:
+    def __init__(self, path: str | os.PathLike, *, cuda_graph: bool = False, max_contexts: int = 2, device: int = 0) -> None:
         path = Path(path)
         header = read_engine_header(path)
-        trt = import_tensorrt()
+        trt = import_tensorrt(header.tensorrt_flavour)  # the flavour that built it, or a clear error
+        _, capability = cuda_device(device)  # no GPU: one clear error before any CUDA call
         cudart = import_cudart()
-        _, capability = cuda_device()
-        check_engine_compatible(path, header, tensorrt_version=str(trt.__version__), compute_capability=capability)
-        if header.build.get("plugins"):
-            try:
-                from retina_trt.plugins import register_plugin
-            except ImportError as err:
-                raise BackendUnavailableError(f"{path} uses the retina_trt NMS plugin, which this version lacks") from err
-            register_plugin()
-        if header.export.get("nms") != "onnx":
-            raise ModelFormatError(f"{path}: engines are built from nms='onnx' exports; got nms={header.export.get('nms')!r}")
-        if cuda_graph and header.input_size is None:
-            raise ValueError("cuda_graph=True needs a fixed-shape engine (this one has dynamic H and W)")
+        _check(cudart, cudart.cudaSetDevice(int(device)))
+        check_engine_compatible(path, header, tensorrt_flavour=flavour_of(trt), tensorrt_version=str(trt.__version__),
+                                compute_capability=capability)  # fmt: skip
         self.header = header
         self.spec = header.spec
         self.input_size = header.input_size
         self.max_batch = header.max_batch
-        self.nms = "onnx"
+        self.nms = header.nms
+        self.device = int(device)
         self._cudart = cudart
         self._trt_logger = make_logger(trt)
+        if flavour_of(trt) == "tensorrt":
+            trt.init_libnvinfer_plugins(self._trt_logger, "")  # EfficientNMS_TRT engines
         self._runtime = trt.Runtime(self._trt_logger)
+        if header.build.get("version_compatible"):
+            self._runtime.engine_host_code_allowed = True  # version-compatible plans carry host code
         self._engine = self._runtime.deserialize_cuda_engine(read_plan(path, header))
         if self._engine is None:
-            raise ModelFormatError(f"TensorRT could not deserialize {path}; rebuild it with retina-trt build-engine")
-        profile = [tuple(s) for s in header.build["profile"]["images"]]
-        self._max_shapes = {"images": profile[2], "image_sizes": (self.max_batch, 2)}
-        d = self.spec.detections_per_img
-        self._max_shapes.update({
-            "num_detections": (self.max_batch, 1), "detection_boxes": (self.max_batch, d, 4),
-            "detection_scores": (self.max_batch, d), "detection_classes": (self.max_batch, d),
-        })  # fmt: skip
-        self._profile = profile
-        self._cuda_graph = cuda_graph
+            raise ModelFormatError(
+                f"{FLAVOUR_NAMES[flavour_of(trt)]} could not deserialize {path}; rebuild it with retina-trt build-engine"
+            )
+        self.input_names, self.output_names, self._np_dtypes = self._check_tensors(trt, path)
+        self._profile = [tuple(s) for s in header.build["profile"]["images"]]
+        self._cuda_graph = bool(cuda_graph)
+        if self._cuda_graph and self.nms in _DATA_DEPENDENT_NMS:
+            logger.warning("nms=%r engines have data-dependent output shapes, which CUDA graphs cannot capture; "
+                           "running without them", self.nms)  # fmt: skip
+            self._cuda_graph = False
         self._max_contexts = max(1, int(max_contexts))
         self._pool: queue.LifoQueue[_Context] = queue.LifoQueue()
         self._created: list[_Context] = []
         self._lock = threading.Lock()
         self.last_ms: dict[str, float] = {}
 
+    def _check_tensors(self, trt, path: Path) -> tuple[list[str], list[str], dict[str, Any]]:
+        """The engine's I/O tensors against the contract the header records (names, modes, dtypes)."""
+        engine = self._engine
+        inputs = [str(n) for n in self.header.export.get("inputs", ["images", "image_sizes"])]
+        outputs = [str(n) for n in self.header.export["outputs"]]
+        found = {}
+        for index in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(index)
+            found[name] = (engine.get_tensor_mode(name), engine.get_tensor_dtype(name))
+        want_modes = {**{n: trt.TensorIOMode.INPUT for n in inputs}, **{n: trt.TensorIOMode.OUTPUT for n in outputs}}
+        if set(found) != set(want_modes):
+            raise ModelFormatError(f"{path}: the engine's tensors {sorted(found)} are not the contract's {sorted(want_modes)}; rebuild it")
+        dtypes = {}
+        float_input = str(self.header.export.get("input_format", "uint8")).startswith("float32")
+        for name, (mode, dtype) in found.items():
+            want = np.float32 if name == "images" and float_input else _NP_DTYPES.get(name)
+            have = np.dtype(trt.nptype(dtype))
+            if mode != want_modes[name] or want is None or have != np.dtype(want):
+                raise ModelFormatError(f"{path}: tensor {name!r} is {mode} {have}, the contract says {np.dtype(want) if want else '?'}; rebuild it")
+            dtypes[name] = have
+        return inputs, outputs, dtypes
+
+    def _contract_max_shape(self, name: str) -> tuple[int, ...]:
+        d = self.spec.detections_per_img
+        b = self.max_batch
+        shapes = {"num_detections": (b, 1), "detection_boxes": (b, d, 4), "detection_scores": (b, d), "detection_classes": (b, d)}
+        if name not in shapes:
+            raise ModelFormatError(f"output {name!r} has a data-dependent shape the contract does not bound")
+        return shapes[name]
+
     def _acquire(self) -> _Context:
+        _check(self._cudart, self._cudart.cudaSetDevice(self.device))  # this (worker) thread's device
         try:
             return self._pool.get_nowait()
         except queue.Empty:
             pass
         with self._lock:
             if len(self._created) < self._max_contexts:
-                ctx = _Context(self._engine, self._cudart, self._max_shapes, self._cuda_graph)
+                ctx = _Context(self)
                 self._created.append(ctx)
                 return ctx
         return self._pool.get()
@@ -277,6 +345,10 @@ class TensorRTBackend:
     def _raw(self, outputs: dict[str, np.ndarray]):
         from retina_trt.runtime.backends import RawDetections
 
+        if self.nms == "none":  # candidates out: the reference NMS on the host
+            from retina_trt.runtime.backends import finish_candidates
+
+            return finish_candidates(*(outputs[name] for name in CANDIDATE_OUTPUTS), self.spec)
         results = []
         for i in range(len(outputs["num_detections"])):
             n = int(outputs["num_detections"][i, 0])
@@ -287,13 +359,15 @@ class TensorRTBackend:
     def run(self, batch) -> list:
         """A ``PreprocessedBatch`` (split beyond the engine's max batch) -> RawDetections per image."""
         results = []
+        float_input = self._np_dtypes["images"] == np.float32
         for start in range(0, len(batch.pixels), self.max_batch):
             pixels = batch.pixels[start : start + self.max_batch]
             sizes = batch.image_sizes[start : start + self.max_batch]
             self._check_shape(*pixels.shape[:3])
             ctx = self._acquire()
             try:
-                outputs = ctx.infer(np.ascontiguousarray(pixels), np.ascontiguousarray(sizes, dtype=np.int32))
+                pixels = np.ascontiguousarray(pixels, dtype=np.float32 if float_input else np.uint8)
+                outputs = ctx.infer(pixels, np.ascontiguousarray(sizes, dtype=np.int32))
                 self.last_ms = dict(ctx.last_ms)
             finally:
                 self._pool.put(ctx)
