@@ -148,13 +148,13 @@ def test_build_engine_cli_writes_a_real_engine_and_says_it_cannot_run_it(tmp_pat
     assert not (tmp_path / "x.engine").exists()
 
 
-def test_loading_an_engine_without_a_gpu_is_one_clear_line(demo_prepared, tmp_path, capsys):
+def test_loading_an_engine_without_a_gpu_is_one_clear_line(demo_prepared, image_dir, tmp_path, capsys):
     from retina_trt import Detector
 
     path = build_engine(demo_prepared["fp32"], tmp_path / "demo.engine", BuildOptions(flavour=RTX))
     with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
         Detector(path)
-    assert main(["detect", str(path), str(DEMO_MODEL.parent), "--output", str(tmp_path / "out")]) == 2
+    assert main(["detect", str(path), str(image_dir), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no CUDA GPU" in err[0]
 
