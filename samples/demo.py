@@ -2,10 +2,16 @@
 
 The shipped demo model (samples/models/shapes_r18.pt, a ResNet-18 RetinaNet trained by this
 project on its synthetic shapes dataset) is exported to ONNX and prepared in FP16 for TensorRT.
-With TensorRT and a GPU, an FP16 engine is built and runs everything; without them (as on our CI
-machines) the build stops after the prepared ONNX (`--dry-run`) and the Detector runs the ONNX
-with ONNX Runtime on the CPU. It runs over freshly generated held-out images and a generated
-video. Annotated outputs, JSON and a summary go under one folder.
+
+* TensorRT 10/11 and a GPU: an FP16 engine is built and runs everything.
+* TensorRT-RTX (installed by `make`), no GPU (as on our CI machines): a real FP16 engine is built
+  (TensorRT-RTX builds without a GPU; the graph NMS, as TensorRT-RTX has no NMS layer or plugins)
+  and described (size, build time, per-layer precisions); it cannot run without a GPU, so the
+  Detector runs the FP32 ONNX with ONNX Runtime on the CPU.
+* Neither: the build stops after the prepared ONNX (`--dry-run`); ONNX Runtime runs the ONNX.
+
+It runs over freshly generated held-out images and a generated video. Annotated outputs, JSON and a
+summary go under one folder.
 """
 
 from __future__ import annotations
@@ -29,12 +35,15 @@ EVAL_SEED = 1
 IMAGE_SIZE = 256
 
 
-def _gpu_tensorrt() -> bool:
-    if importlib.util.find_spec("tensorrt") is None:
-        return False
+def _tensorrt_route() -> str:
+    """``gpu``: TensorRT 10/11 and a GPU; ``rtx``: TensorRT-RTX (builds without a GPU); ``none``."""
     import torch
 
-    return torch.cuda.is_available()
+    if importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available():
+        return "gpu"
+    if importlib.util.find_spec("tensorrt_rtx") is not None:
+        return "rtx"
+    return "none"
 
 
 def main() -> int:
@@ -53,20 +62,41 @@ def main() -> int:
     stages["export to ONNX"] = time.perf_counter() - start
     start = time.perf_counter()
     engine = out / "shapes_r18.engine"
-    gpu = _gpu_tensorrt()
-    build = ["build-engine", "--onnx", str(onnx_path), "--precision", "fp16", "--batch", "1:1:8", "--output", str(engine),
+    route = _tensorrt_route()
+    engine_source = onnx_path
+    if route == "rtx":  # TensorRT-RTX carries NMS as plain layers (nms="graph")
+        engine_source = export_onnx(MODEL, out / "shapes_r18.graph.onnx", nms="graph", input_size=(IMAGE_SIZE, IMAGE_SIZE),
+                                    batch=(1, 1, 8))  # fmt: skip
+    build = ["build-engine", "--onnx", str(engine_source), "--precision", "fp16", "--batch", "1:1:8", "--output", str(engine),
              "--cache-dir", str(out / "precision-cache")]  # fmt: skip
-    code = cli_main(build if gpu else [*build, "--dry-run"])
+    if route == "rtx":
+        build += ["--tensorrt", "tensorrt_rtx"]
+    code = cli_main(build if route != "none" else [*build, "--dry-run"])
     if code != 0:
         print("demo: build-engine failed", file=sys.stderr)
         return code
-    stages["FP16 preparation" + (" + TensorRT engine build" if gpu else " (dry run)")] = time.perf_counter() - start
-    if gpu:
+    label = {"gpu": "TensorRT engine build", "rtx": "TensorRT-RTX engine build (no GPU)", "none": "dry run"}[route]
+    stages[f"FP16 preparation + {label}"] = time.perf_counter() - start
+    engine_info = None
+    if route != "none":
+        from retina_trt.trt import read_engine_header
+
+        header = read_engine_header(engine)
+        engine_info = {"file": str(engine), "megabytes": round(engine.stat().st_size / 1e6, 1),
+                       "tensorrt": f"{header.tensorrt_flavour} {header.tensorrt_version}",
+                       "build_seconds": header.build.get("build_seconds"),
+                       "targets": [f"{a}.{b}" for a, b in header.targets],
+                       "layer_precisions": header.layer_precisions}  # fmt: skip
+    if route == "gpu":
         model_path, runtime = engine, "tensorrt"
         print(f"  runtime: TensorRT engine {engine}")
+    elif route == "rtx":
+        model_path, runtime = onnx_path, "onnxruntime-cpu"
+        print(f"  runtime: TensorRT-RTX built {engine}, but running an engine needs a GPU and there is none here, "
+              "so ONNX Runtime on the CPU runs the FP32 ONNX")  # fmt: skip
     else:
         model_path, runtime = onnx_path, "onnxruntime-cpu"
-        print("  runtime: no TensorRT/GPU here, so ONNX Runtime on the CPU runs the FP32 ONNX (no engine built)")
+        print("  runtime: no TensorRT here, so ONNX Runtime on the CPU runs the FP32 ONNX (no engine built)")
 
     start = time.perf_counter()
     config = SyntheticConfig(min_height=IMAGE_SIZE, max_height=IMAGE_SIZE, min_width=IMAGE_SIZE, max_width=IMAGE_SIZE)
@@ -94,6 +124,7 @@ def main() -> int:
     summary = {
         "model": str(MODEL),
         "runtime": runtime,
+        "engine": engine_info,
         "detections_at_0.4": counts,
         "heldout_coco": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
         "latency_ms_per_image": {k: round(v, 2) for k, v in latency.items()},
@@ -104,6 +135,12 @@ def main() -> int:
     print("summary")
     for name, count in counts.items():
         print(f"  {name}: {count} detections (score >= 0.4)")
+    if engine_info is not None:
+        precisions = engine_info["layer_precisions"] or {}
+        convs = ", ".join(f"{n} {t}" for t, n in precisions.get("convolutions", {}).items())
+        print(f"  engine: {engine_info['file']} ({engine_info['megabytes']} MB, {engine_info['tensorrt']}, built in "
+              f"{engine_info['build_seconds']} s for compute capability {', '.join(engine_info['targets'])}; "
+              f"convolutions {convs or '?'})")  # fmt: skip
     print(f"  held-out COCO metrics ({metrics['images']} images, {runtime}):")
     print("    " + format_table(metrics).replace("\n", "\n    "))
     print("  latency per image (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in latency.items()))
