@@ -66,6 +66,7 @@ bench: $(STAMP)
 	$(BIN)/retina-trt bench bench-output/r50_bench.pth --scale 600,400,800 --threads 2 --iterations 10 \
 	  --compare-paper --compare torchvision --out $(BENCH) --json $(BENCH)/summary.json
 	$(BIN)/python -m retina_trt.bench.stream --out bench-output/stream
+	$(BIN)/python -m retina_trt.bench.graph_nms --out bench-output/graph_nms
 
 # The paper's Table 1e sweep on a GPU (TensorRT FP16 engines per scale; needs TensorRT + CUDA).
 bench-gpu: $(STAMP)

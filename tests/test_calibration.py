@@ -212,3 +212,33 @@ def test_calibration_sees_the_runtime_preprocessing(image_dir):
     batch = preprocess_batch([read_image(path)], min_size=256, max_size=384, size_divisible=128, input_size=SIZE)
     np.testing.assert_array_equal(data.images[0], batch.pixels[0])
     np.testing.assert_array_equal(data.image_sizes[0], batch.image_sizes[0])
+
+
+@pytest.mark.parametrize(("nms", "precision"), [("plugin", "fp16"), ("efficient", "int8"), ("graph", "fp16")])
+def test_precision_converts_the_network_and_reattaches_nms_unchanged(tiny_model, tmp_path, nms, precision):
+    """Exports with NMS are split at the NMS inputs: Model Optimizer converts only the network
+    (it cannot run the plugin / EfficientNMS nodes, nor type the graph NMS's Loop), and the NMS
+    part comes back node for node, in FP32."""
+    from retina_trt.calibration.split import split_at_nms
+
+    from retina_trt import export_onnx
+    from retina_trt.export.trt_ops import PLUGIN_NODES, check_trt_compatible
+
+    source = export_onnx(tiny_model, tmp_path / f"{nms}.onnx", nms=nms, input_size=(256, 384))
+    _, tail = split_at_nms(onnx.load(str(source)))
+    calibration = CalibrationConfig(source="synthetic", num_images=4, batch_size=4)
+    path = prepare_precision(source, precision, tmp_path / f"{nms}.{precision}.onnx", calibration=calibration,
+                             cache_dir=tmp_path / "cache").path  # fmt: skip
+    model = onnx.load(str(path))
+    nodes = {n.name: n for n in model.graph.node}
+    for node in tail.nodes:  # the NMS part, unchanged
+        assert node.name in nodes and nodes[node.name].op_type == node.op_type
+        assert list(nodes[node.name].attribute) == list(node.attribute)
+    assert [o.name for o in model.graph.output] == [o.name for o in onnx.load(str(source)).graph.output]
+    assert all(t.data_type != onnx.TensorProto.FLOAT16 for t in tail.initializers)
+    if precision == "fp16":
+        assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    else:
+        assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    check_trt_compatible(model, allowed_custom=PLUGIN_NODES)
+    assert read_metadata(path).precision == precision

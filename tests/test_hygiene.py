@@ -4,7 +4,7 @@ import shutil
 import subprocess
 import sys
 
-HEAVY = ("tensorrt", "triton", "modelopt", "cuda", "pycuda")
+HEAVY = ("tensorrt", "tensorrt_rtx", "triton", "modelopt", "cuda", "pycuda")
 
 CHECK = """
 import sys

@@ -193,3 +193,9 @@ def test_efficient_nms_export_wiring(tiny_model, onnx_models, images, tmp_path):
         want = det._backend.run(batch)[0]
     np.testing.assert_allclose(got["scores"].numpy(), want.scores, atol=1e-6)
     np.testing.assert_allclose(got["boxes"].numpy(), want.boxes, atol=1e-4)
+
+
+def test_package_exports_what_it_lists():
+    import retina_trt.plugins as plugins
+
+    assert all(hasattr(plugins, name) for name in plugins.__all__), plugins.__all__

@@ -133,3 +133,13 @@ def test_float_single_input_export_is_valid_onnx(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="input_dtype"):
         export_onnx(tiny_model, tmp_path / "g.onnx", input_dtype="float16")
     assert meta.export["outputs"][0] == "num_detections"
+    # Triton config and the TensorRT profile follow the export's own inputs: float images, no image_sizes
+    assert main(["export-triton", str(path), "--repo", str(tmp_path / "repo"), "--name", "f"]) == 0
+    config = _parse_config(tmp_path / "repo" / "f" / "config.pbtxt")
+    from tritonclient.grpc import model_config_pb2
+
+    assert [(i.name, i.data_type) for i in config.input] == [("images", model_config_pb2.TYPE_FP32)]
+    from retina_trt.trt import BuildOptions
+    from retina_trt.trt.builder import profile_shapes
+
+    assert set(profile_shapes(meta, BuildOptions())) == {"images"}

@@ -39,8 +39,11 @@ def _model_facts(model: Path) -> dict[str, Any]:
         from retina_trt.export.metadata import read_metadata
 
         meta = read_metadata(model)
-        if meta.nms != "onnx":
-            raise ModelFormatError(f"{model} was exported with nms={meta.nms!r}; Triton needs the output contract (nms='onnx')")
+        if meta.nms not in ("onnx", "graph"):
+            raise ModelFormatError(
+                f"{model} was exported with nms={meta.nms!r}; Triton's ONNX Runtime backend needs the output contract "
+                "from standard operators (nms='onnx' or 'graph')"
+            )
         return {"platform": "onnxruntime_onnx", "file": "model.onnx", "spec": meta.spec, "export": meta.export,
                 "max_batch": meta.max_batch, "precision": meta.precision, "extra": {}}  # fmt: skip
     raise ModelFormatError(f"export-triton takes a .engine or an .onnx from retina_trt, got {model}")
@@ -63,7 +66,10 @@ def config_pbtxt(
     size = facts["export"].get("input_size")
     height, width = (size[0], size[1]) if size else (-1, -1)
     d = spec.detections_per_img
-    inputs = [("images", "TYPE_UINT8", [height, width, 3]), ("image_sizes", "TYPE_INT32", [2])]
+    # the export's own inputs: a float-input export has float images, a single-input one no image_sizes
+    pixel_type = "TYPE_FP32" if str(facts["export"].get("input_format", "uint8")).startswith("float32") else "TYPE_UINT8"
+    inputs = [("images", pixel_type, [height, width, 3]), ("image_sizes", "TYPE_INT32", [2])]
+    inputs = [item for item in inputs if item[0] in facts["export"].get("inputs", ["images", "image_sizes"])]
     outputs = [
         (CONTRACT_OUTPUTS[0], "TYPE_INT32", [1]),
         (CONTRACT_OUTPUTS[1], "TYPE_FP32", [d, 4]),

@@ -130,10 +130,10 @@ def profile_shapes(meta: OnnxMetadata, options: BuildOptions) -> dict[str, tuple
                 raise ValueError(f"profile size {size} must be positive multiples of {d}")
         if not all(hw[0][i] <= hw[1][i] <= hw[2][i] for i in (0, 1)):
             raise ValueError(f"profile sizes must be ordered min <= opt <= max, got {hw}")
-    return {
-        "images": tuple((b, h, w, 3) for b, (h, w) in zip((lo, opt, hi), hw)),
-        "image_sizes": tuple((b, 2) for b in (lo, opt, hi)),
-    }
+    shapes = {"images": tuple((b, h, w, 3) for b, (h, w) in zip((lo, opt, hi), hw))}
+    if "image_sizes" in meta.export.get("inputs", ["images", "image_sizes"]):  # single-input exports have none
+        shapes["image_sizes"] = tuple((b, 2) for b in (lo, opt, hi))
+    return shapes
 
 
 def build_plan(onnx_path: str | os.PathLike, options: BuildOptions) -> dict[str, Any]:
@@ -349,7 +349,7 @@ def build_engine(
     build = {
         **{k: v for k, v in asdict(options).items() if k not in ("min_hw", "opt_hw", "max_hw", "verbose", "flavour")},
         "compute_capabilities": [list(cc) for cc in targets],
-        "batch": [shape[0] for shape in shapes["image_sizes"]],
+        "batch": [shape[0] for shape in shapes["images"]],
         "profile": {name: [list(s) for s in value] for name, value in shapes.items()},
         "strongly_typed": True,
         "plugins": [n.op_type for n in plugins],
