@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint demo demo-model paper-claims precision bench bench-gpu clean
+.PHONY: venv test test-all lint demo demo-model paper-claims precision bench bench-gpu gpu-check clean
 
 venv: $(STAMP)
 
@@ -74,6 +74,15 @@ bench-gpu: $(STAMP)
 	$(BIN)/retina-trt bench bench-output/r50_bench.pth --backend tensorrt --precision fp16 \
 	  --scale 400,500,600,700,800 --batch 1,8 --iterations 200 --compare-paper --compare torchvision \
 	  --out bench-output/bench-gpu --json bench-output/bench-gpu/summary.json
+
+# The one command for a GPU machine: installs TensorRT 10.x (CUDA 12 set; if the registry is
+# unreachable it goes on without it) and runs every check that can run there, reporting pass /
+# fail / skipped for each (retina_trt/bench/gpu_check.py). On a machine without .venv:
+#   PYTHONPATH=. python3 -m retina_trt.bench.gpu_check --out DIR --quick
+GPU_CHECK_OUT ?= gpu-check-output
+gpu-check: $(STAMP)
+	-$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx,trt-cu12]"
+	$(BIN)/python -m retina_trt.bench.gpu_check --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) demo-output build *.egg-info

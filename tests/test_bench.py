@@ -105,3 +105,22 @@ def test_bench_cli_on_an_onnx(onnx_models, tmp_path, capsys):
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["rows"][0]["scale"] == 256 and data["rows"][0]["iterations"] == 2
     assert "| scale |" in capsys.readouterr().out
+
+
+def test_gpu_check_runs_what_it_can_and_says_what_it_skipped(tmp_path):
+    """`make gpu-check` on a machine without a GPU: the CPU checks pass, the GPU ones are skipped
+    with the reason, and the report is written."""
+    import json
+
+    from retina_trt.bench.gpu_check import main as gpu_check
+
+    assert gpu_check(["--out", str(tmp_path), "--quick", "--only", "environment,graph_nms_equals_reference,torch_cuda_latency"]) == 0
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    checks = report["checks"]
+    assert checks["graph_nms_equals_reference"]["status"] == "pass"
+    assert checks["graph_nms_equals_reference"]["result"]["cases_equal_to_reference"] == 2
+    import torch
+
+    if not torch.cuda.is_available():
+        assert checks["torch_cuda_latency"] == {"status": "skipped", "reason": "no GPU: skipped", "seconds": 0.0}
+    assert "| graph_nms_equals_reference | pass |" in (tmp_path / "gpu_check.md").read_text()
