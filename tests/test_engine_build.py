@@ -210,3 +210,28 @@ def test_prepared_onnx_with_another_precision_is_refused(tmp_path, capsys, onnx_
     fp16 = prepare_precision(onnx_models[("onnx", False)], "fp16", tmp_path / "m.fp16.onnx", cache_dir=tmp_path / "c")
     code = main(["build-engine", "--onnx", str(fp16.path), "--precision", "int8", "--dry-run", "--output", str(tmp_path / "m.engine")])
     assert code == 2 and "already prepared as fp16" in capsys.readouterr().err
+
+
+def test_loading_checks_the_tensorrt_flavour_and_rtx_targets(tmp_path):
+    """A TensorRT-RTX engine runs only under TensorRT-RTX, on the compute capabilities it was
+    built for; a TensorRT 10/11 engine not under TensorRT-RTX. Each refusal says what to do."""
+    rtx = _engine(tmp_path, tensorrt_flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", device_name=None,
+                  compute_capability=None, targets=((8, 6), (8, 9)))  # fmt: skip
+    header = read_engine_header(rtx)
+    assert header.tensorrt_flavour == "tensorrt_rtx" and header.targets == ((8, 6), (8, 9)) and header.device_name is None
+    check_engine_compatible(rtx, header, tensorrt_flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", compute_capability=(8, 9))
+    with pytest.raises(EngineMismatchError, match=r"built with TensorRT-RTX 1\.7\.1\.116.*TensorRT 10/11 10\.13.*tensorrt-rtx-cu13"):
+        check_engine_compatible(rtx, header, tensorrt_flavour="tensorrt", tensorrt_version="10.13.3.9", compute_capability=(8, 9))
+    with pytest.raises(EngineMismatchError, match=r"compute capabilities it was built for: 8\.6, 8\.9.*rebuild"):
+        check_engine_compatible(rtx, header, tensorrt_flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", compute_capability=(9, 0))
+    trt10 = _engine(tmp_path)
+    with pytest.raises(EngineMismatchError, match=r"TensorRT 10/11 10\.13\.3\.9, and this is TensorRT-RTX"):
+        check_engine_compatible(trt10, read_engine_header(trt10), tensorrt_flavour="tensorrt_rtx",
+                                tensorrt_version="1.7.1.116", compute_capability=(8, 9))  # fmt: skip
+    # headers from before the flavour and targets were recorded read as TensorRT 10/11 on their build GPU
+    old = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="NVIDIA L4", compute_capability=(8, 9),
+                      precision="fp16", onnx_sha256="ab" * 32, export={"nms": "onnx"}, build={"batch": [1, 1, 8]}, plan=PLAN)  # fmt: skip
+    del old["tensorrt_flavour"], old["targets"]
+    write_engine(tmp_path / "old.engine", old, PLAN)
+    header = read_engine_header(tmp_path / "old.engine")
+    assert header.tensorrt_flavour == "tensorrt" and header.targets == ((8, 9),)
