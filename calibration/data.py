@@ -45,12 +45,17 @@ class CalibrationData:
         image_sizes (ndarray[N, 2] int32): (h, w) of each image's valid region.
         source: where the images came from (for logs and the cache record).
         skipped: images that could not be decoded (logged and left out).
+        input_names: the model's inputs the feeds hold (a single-input DeepStream-style export
+            has no ``image_sizes``).
+        float_images: feed the pixels as float32 (exports with ``input_dtype="float32"``).
     """
 
     images: np.ndarray
     image_sizes: np.ndarray
     source: str
     skipped: int = 0
+    input_names: tuple[str, ...] = ("images", "image_sizes")
+    float_images: bool = False
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,14 +71,16 @@ class CalibrationData:
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Feeds of ``batch_size`` images (the last may be smaller) for ONNX Runtime."""
         for start in range(0, len(self), batch_size):
-            yield {
-                "images": self.images[start : start + batch_size],
-                "image_sizes": self.image_sizes[start : start + batch_size],
-            }
+            yield self._feed(slice(start, start + batch_size))
 
     def feeds(self) -> dict[str, np.ndarray]:
         """All images as one feed per input name (Model Optimizer batches them itself)."""
-        return {"images": self.images, "image_sizes": self.image_sizes}
+        return self._feed(slice(None))
+
+    def _feed(self, rows: slice) -> dict[str, np.ndarray]:
+        images = self.images[rows]
+        feed = {"images": images.astype(np.float32) if self.float_images else images, "image_sizes": self.image_sizes[rows]}
+        return {name: feed[name] for name in self.input_names}
 
 
 def _image_files(folder: Path) -> list[Path]:

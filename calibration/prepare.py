@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -153,6 +154,11 @@ def prepare_precision(
             )
         else:
             data = noise_data(input_size, seed=calibration.seed)
+    data = dataclasses.replace(  # feed exactly the model's inputs (single float input for DeepStream)
+        data,
+        input_names=tuple(meta.export.get("inputs", ("images", "image_sizes"))),
+        float_images=str(meta.export.get("input_format", "uint8")).startswith("float32"),
+    )
     key = {
         "onnx_sha256": source_sha,
         "precision": precision,

@@ -203,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-deepstream", help="write a DeepStream nvinfer configuration (+ its ONNX)")
     p.add_argument("model", help="checkpoint (.pt), or an ONNX exported for DeepStream")
     p.add_argument("--out", required=True, help="folder for the config, labels.txt and model.onnx")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="nvinfer network-mode")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
+                   help="precision prepared into model.onnx (FP32 postprocess); the config uses network-mode=0")
+    p.add_argument("--calib-data", default=None, help="INT8 calibration images: folder, COCO .json or 'synthetic'")
+    p.add_argument("--calib-images", type=_positive_int, default=512, help="INT8 calibration images (default 512)")
+    p.add_argument("--cache-dir", default=None, help="precision cache (default $RETINA_TRT_CACHE or ~/.cache/retina_trt)")
     p.add_argument("--batch", type=_positive_int, default=1, help="nvinfer batch-size")
     p.add_argument("--input-size", type=_parse_size, default=None, help="fixed HEIGHTxWIDTH of the export")
     p.add_argument("--engine", default=None, help="a retina_trt engine built from the DeepStream ONNX (model.plan)")
@@ -414,7 +418,8 @@ def _cmd_export_deepstream(args: argparse.Namespace) -> int:
     from retina_trt.export.deepstream import export_deepstream
 
     path = export_deepstream(args.model, args.out, precision=args.precision, batch=args.batch,
-                             input_size=args.input_size, engine=args.engine)  # fmt: skip
+                             input_size=args.input_size, engine=args.engine, calib_data=args.calib_data,
+                             calib_images=args.calib_images, cache_dir=args.cache_dir)  # fmt: skip
     print(f"wrote {path} (+ labels.txt, model.onnx); see its header about the bbox parser")
     return 0
 

@@ -103,12 +103,12 @@ def test_triton_client_sample_builds_requests_and_reads_the_contract(onnx_models
 def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
     out = tmp_path / "ds"
     assert main(["export-deepstream", str(tiny_checkpoint), "--out", str(out), "--batch", "4",
-                 "--input-size", "256x384"]) == 0  # fmt: skip
+                 "--input-size", "256x384", "--precision", "fp32"]) == 0  # fmt: skip
     parser = configparser.ConfigParser()
     parser.read(out / "config_infer_primary_retina_trt.txt")
     prop = parser["property"]
     assert prop["output-blob-names"] == "num_detections;detection_boxes;detection_scores;detection_classes"
-    assert prop["cluster-mode"] == "4" and prop["network-mode"] == "2" and prop["batch-size"] == "4"
+    assert prop["cluster-mode"] == "4" and prop["network-mode"] == "0" and prop["batch-size"] == "4"
     assert prop["infer-dims"] == "3;256;384" and prop["network-input-order"] == "1"
     assert prop["num-detected-classes"] == "5"
     assert (out / "labels.txt").read_text().split() == list(TINY_SPEC.class_names)
@@ -124,6 +124,18 @@ def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
     np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy, atol=1e-3)
     # a regular two-input ONNX is refused with the reason
     assert main(["export-deepstream", str(onnx_models[("onnx", False)]), "--out", str(tmp_path / "x")]) == 2
+    # FP16: the prepared ONNX (FP16 network, FP32 postprocess) with network-mode=0, never nvinfer's
+    # FP16 mode, which would lower the postprocess too
+    fp16 = tmp_path / "ds16"
+    assert main(["export-deepstream", str(out / "model.onnx"), "--out", str(fp16), "--batch", "4", "--precision", "fp16",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
+    parser = configparser.ConfigParser()
+    parser.read(fp16 / "config_infer_primary_retina_trt.txt")
+    assert parser["property"]["network-mode"] == "0"
+    assert read_metadata(fp16 / "model.onnx").precision == "fp16"
+    prepared = onnx.load(str(fp16 / "model.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in prepared.graph.initializer)
+    assert prepared.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O types kept
 
 
 def test_float_single_input_export_is_valid_onnx(tiny_model, tmp_path):

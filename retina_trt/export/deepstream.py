@@ -10,6 +10,13 @@ and ``symmetric-padding=0`` nvinfer pads bottom/right like retina_trt, so boxes 
 that padding, where nothing is drawn from). Everything else is the regular export: the output
 contract with NMS inside the engine, hence ``cluster-mode=4`` (no clustering in nvinfer).
 
+**Precision lives in the ONNX.** nvinfer's ``network-mode=1/2`` builds weakly typed with TensorRT's
+INT8/FP16 flags, which would also run the postprocess (``exp`` of the box decoding, the 0.05
+score threshold, NMS) in reduced precision, and TensorRT 11 has no such flags at all. So
+``--precision fp16/int8`` ships the prepared ONNX (``retina_trt.calibration``: FP16 network with
+FP32 postprocess, or INT8 Q/DQ) and the config says ``network-mode=0``: TensorRT takes the
+precisions the graph states.
+
 **The bbox parser.** The outputs follow EfficientNMS_TRT's layout (``num_detections`` [1],
 ``detection_boxes`` [D, 4] xyxy in network-input pixels, ``detection_scores`` [D],
 ``detection_classes`` [D] int32 per batch item). DeepStream's stock ``NvDsInferParseCustomBatchedNMSTRT``
@@ -31,7 +38,8 @@ from retina_trt.export.postprocess_graph import CONTRACT_OUTPUTS
 from retina_trt.utils import atomic_path
 
 CONFIG_NAME = "config_infer_primary_retina_trt.txt"
-NETWORK_MODE = {"fp32": 0, "int8": 1, "fp16": 2}
+PRECISIONS = ("fp32", "fp16", "int8")
+NETWORK_MODE = 0  # FP32 flags only: the prepared graph states its own precisions
 
 
 def _check_deepstream_onnx(path: Path):
@@ -57,21 +65,27 @@ def export_deepstream(
     input_size: tuple[int, int] | None = None,
     engine: str | os.PathLike | None = None,
     gie_id: int = 1,
+    calib_data: str | os.PathLike | None = None,
+    calib_images: int = 512,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Write the nvinfer config, labels and the DeepStream ONNX (see the module docstring).
 
     Args:
         model: a checkpoint (exported here) or an ONNX exported with ``input_dtype="float32"`` and
             ``image_sizes_input=False``.
-        precision: nvinfer's ``network-mode`` when it builds the engine from the ONNX.
+        precision: the precision prepared into ``model.onnx`` (``fp16``: Model Optimizer autocast
+            with an FP32 postprocess, ``int8``: Q/DQ calibrated on ``calib_data``).
         batch: nvinfer's batch size (the ONNX's batch range is 1..batch).
         engine: a retina_trt engine built from that ONNX; its raw plan becomes ``model.plan``.
+        calib_data, calib_images: INT8 calibration images (folder, COCO .json or "synthetic").
+        cache_dir: the precision cache (default ``$RETINA_TRT_CACHE`` or ~/.cache/retina_trt).
 
     Returns:
         The config file's path.
     """
-    if precision not in NETWORK_MODE:
-        raise ValueError(f"precision must be one of {tuple(NETWORK_MODE)}, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     model, out = Path(model), Path(out_dir)
@@ -92,11 +106,24 @@ def export_deepstream(
     else:
         raise ModelFormatError(f"export-deepstream takes a checkpoint (.pt) or a DeepStream ONNX, got {model}")
     meta = _check_deepstream_onnx(onnx_path)
+    if meta.precision == "fp32" and precision != "fp32" and engine is None:
+        from retina_trt.calibration import CalibrationConfig, prepare_precision
+
+        calibration = CalibrationConfig(source=calib_data, num_images=calib_images)
+        staged = out / f".model.{precision}.tmp-{os.getpid()}.onnx"
+        try:
+            prepare_precision(onnx_path, precision, staged, calibration=calibration, cache_dir=cache_dir)
+            os.replace(staged, onnx_path)
+        finally:
+            staged.unlink(missing_ok=True)
+        meta = _check_deepstream_onnx(onnx_path)
     spec = meta.spec
     height, width = meta.input_size
     lines = [
         "# nvinfer configuration written by retina-trt export-deepstream.",
         "# The graph takes raw 0-255 BGR pixels (NHWC, float) and normalizes them itself.",
+        f"# model.onnx is {meta.precision.upper()}: its precisions are in the graph (FP32 postprocess), hence",
+        "# network-mode=0; nvinfer's FP16/INT8 modes would also lower the postprocess.",
         "# NMS runs inside the engine (cluster-mode=4). The outputs follow EfficientNMS_TRT's layout",
         "# with boxes in network-input pixels: parse-bbox-func-name must name a parser for that layout",
         "# (see retina_trt/export/deepstream.py; retina_trt does not ship one).",
@@ -114,11 +141,10 @@ def export_deepstream(
         with atomic_path(out / "model.plan") as tmp:
             tmp.write_bytes(read_plan(engine, header))
         lines.append("model-engine-file=model.plan")
-        precision = header.precision
     lines += [
         "labelfile-path=labels.txt",
         f"batch-size={batch}",
-        f"network-mode={NETWORK_MODE[precision]}",
+        f"network-mode={NETWORK_MODE}",
         "network-type=0",
         f"num-detected-classes={spec.num_classes}",
         f"infer-dims=3;{height};{width}",
