@@ -453,6 +453,9 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".engine":
         raise ValueError(f"--output must end in .engine, got {output}")
+    from retina_trt.utils import check_output_file
+
+    check_output_file(output, "--output")  # before the export, calibration and build
     options = BuildOptions(
         batch=args.batch,
         opt_hw=args.input_size if args.onnx else None,
@@ -617,7 +620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return COMMANDS[args.command](args)
-    except (RetinaTrtError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (RetinaTrtError, ValueError, OSError) as err:  # user errors; a TypeError is a bug: traceback
         if args.verbose:
             logger.exception("failed")
         print(f"retina-trt {args.command}: error: {err}", file=sys.stderr)

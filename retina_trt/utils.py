@@ -24,8 +24,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, final)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # never mask the block's own error (read-only FS: EROFS)
             tmp.unlink()
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail early, before any slow work, when ``path`` cannot be written: it is a folder, a parent
+    is a file, or the folder it goes into is not writable. Creates the parent folders.
+
+    Raises:
+        OSError: with a message that names ``path`` and what is wrong.
+    """
+    final = Path(path)
+    if final.is_dir():
+        raise IsADirectoryError(f"{what} {final} is a folder; give a file name")
+    for parent in final.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{what} {final}: {parent} is a file, not a folder")
+            break
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot create the folder for {what} {final}: {err.strerror}") from err
+    if not os.access(final.parent, os.W_OK):
+        raise PermissionError(f"{what} {final}: the folder {final.parent} is not writable")
+    return final
 
 
 class Timer:

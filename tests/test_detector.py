@@ -132,3 +132,67 @@ def test_bad_model_files(tmp_path, images):
             Detector(tmp_path / "ok.engine")
     with pytest.raises(ValueError, match="min_score"):
         Detector(tmp_path / "m.xyz", min_score=3)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torch"])
+def test_closed_detector_is_one_clear_error_for_every_backend(kind, onnx_models, tiny_checkpoint, images):
+    from retina_trt.errors import RetinaTrtError
+
+    det = Detector(onnx_models[("onnx", False)] if kind == "onnx" else tiny_checkpoint)
+    det(images[0])
+    det.close()
+    det.close()  # idempotent
+    with pytest.raises(RetinaTrtError, match="is closed; create a new Detector"):
+        det(images[0])
+    with pytest.raises(RetinaTrtError, match="is closed"):
+        det.predict_batch([images[0]])
+
+
+def test_bad_thread_counts_and_drawing_on_a_float_image(onnx_models, images):
+    for bad in (-1, 0, True):
+        with pytest.raises(ValueError, match="num_threads must be a positive integer"):
+            Detector(onnx_models[("onnx", False)], num_threads=bad)
+    with Detector(onnx_models[("onnx", False)], num_threads=1) as det:
+        dets = det(images[0])
+    with pytest.raises(TypeError, match="HxWx3 uint8 BGR"):
+        dets.draw(images[0].astype(np.float32))
+    assert dets.draw(images[0]).shape == images[0].shape
+
+
+def test_atomic_output_cleanup_never_masks_the_real_error(tmp_path, monkeypatch):
+    """On a read-only file system the temporary file cannot be removed either (EROFS): the error
+    the caller sees is the one that stopped the write, not the cleanup's."""
+    import errno
+    from pathlib import Path
+
+    from retina_trt.utils import atomic_path
+
+    def read_only(self, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(PermissionError, match="the real error"), atomic_path(tmp_path / "out.json"):
+        raise PermissionError("the real error")
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_cli_reports_file_system_errors_in_one_line_and_bugs_with_a_traceback(onnx_models, image_dir, tmp_path, capsys, monkeypatch):
+    from retina_trt import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for output, message in ((blocker / "m.onnx", "is a file, not a folder"), (tmp_path, "is a folder")):
+        # refused at once, before the checkpoint is even read
+        code = cli.main(["export", "--weights", "nonexistent.pt", "--output", str(output)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], err
+        code = cli.main(["build-engine", "--onnx", str(onnx_models[("onnx", False)]), "--dry-run",
+                         "--output", str(blocker / "m.engine")])  # fmt: skip
+        assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
+
+    def buggy(args):
+        raise TypeError("a bug, not a user error")
+
+    monkeypatch.setitem(cli.COMMANDS, "info", buggy)
+    with pytest.raises(TypeError, match="a bug"):
+        cli.main(["info", str(onnx_models[("onnx", False)])])

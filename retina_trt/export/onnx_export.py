@@ -46,7 +46,7 @@ from retina_trt.export.trt_ops import PLUGIN_DOMAIN, PLUGIN_NODES, check_trt_com
 from retina_trt.model.checkpoint import load_checkpoint
 from retina_trt.model.normalize import PixelNormalizer
 from retina_trt.model.retinanet import RetinaNet
-from retina_trt.utils import atomic_path
+from retina_trt.utils import atomic_path, check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def export_onnx(
     Raises:
         ValueError: bad arguments. ExportError: the export or its checks failed.
     """
+    path = check_output_file(path, "ONNX output")  # before the slow export
     if not isinstance(model, RetinaNet):
         model = load_checkpoint(model)
     spec = model.spec

@@ -114,6 +114,10 @@ class Detections:
 
     def draw(self, image: np.ndarray, *, thickness: int = 2) -> np.ndarray:
         """A copy of ``image`` (HxWx3 uint8 BGR) with boxes, class names and scores drawn."""
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise TypeError(f"draw() needs an HxWx3 uint8 BGR image (as OpenCV decodes it), got {got}; "
+                            "convert it first, e.g. np.clip(image, 0, 255).astype(np.uint8)")  # fmt: skip
         canvas = np.ascontiguousarray(image).copy()
         for det in self:
             color = _color(det.class_id)

@@ -52,6 +52,9 @@ class Detector:
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        if num_threads is not None and (isinstance(num_threads, bool) or int(num_threads) < 1):
+            raise ValueError(f"num_threads must be a positive integer (or None for the backend's default), got {num_threads!r}")
+        self._closed = False
         self.model_path = Path(model_path)
         if not self.model_path.exists():
             raise RetinaTrtError(f"model not found: {self.model_path}")
@@ -112,6 +115,8 @@ class Detector:
         return results  # type: ignore[return-value]
 
     def _run(self, images: list[np.ndarray]) -> list[Detections]:
+        if self._closed:
+            raise RetinaTrtError(f"{self!r} is closed; create a new Detector to run {self.model_path.name} again")
         spec = self.spec
         with self.timer("preprocess"):
             batch = preprocess_batch(
@@ -146,8 +151,10 @@ class Detector:
         return DetectionStream(self, source, **options)
 
     def close(self) -> None:
-        """Release the backend's resources."""
-        self._backend.close()
+        """Release the backend's resources (idempotent); every later call raises a clear error."""
+        if not self._closed:
+            self._closed = True
+            self._backend.close()
 
     def __enter__(self) -> Detector:
         return self
