@@ -121,3 +121,22 @@ def test_info_prints_the_spec(onnx_models, tiny_checkpoint, capsys):
     for model in (onnx_models[("onnx", False)], tiny_checkpoint):
         assert main(["info", str(model)]) == 0
         assert '"backbone": "resnet18"' in capsys.readouterr().out
+
+
+def test_detect_never_writes_over_an_input_or_another_output(onnx_models, image_dir, video_file, tmp_path):
+    """--output may be the source folder: annotated copies never replace the images, and a video
+    called detections.* never replaces the images' detections.jsonl."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    sources = sorted(image_dir.glob("*.jpg"))[:2]
+    for src in sources:
+        (folder / src.name).write_bytes(src.read_bytes())
+    (folder / "detections.avi").write_bytes(video_file.read_bytes())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert main(["detect", str(onnx_models[("onnx", False)]), str(folder), "--output", str(folder)]) == 0
+    assert all((folder / name).read_bytes() == data for name, data in before.items())  # inputs unchanged
+    names = {p.name for p in folder.iterdir()} - set(before)
+    assert {f"{s.stem}_2.jpg" for s in sources} <= names  # annotated copies under new names
+    assert {"detections.jsonl", "detections_2.mp4", "detections_2.jsonl"} <= names
+    assert len((folder / "detections.jsonl").read_text().splitlines()) == 2  # the images' records
+    assert len((folder / "detections_2.jsonl").read_text().splitlines()) == 12  # the video's frames

@@ -67,13 +67,26 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], list[Path | str]]:
     return images, videos
 
 
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, n = path.stem, 1
-    while stem in used:
-        n += 1
-        stem = f"{path.stem}_{n}"
-    used.add(stem)
-    return stem
+class OutputNames:
+    """Output file stems for one run: never the name of an input (``--output`` may be the source
+    folder), never one another output of the run already has (``detections.jsonl`` included)."""
+
+    def __init__(self, out_dir: Path, inputs: list[Path | str]) -> None:
+        self.out_dir = out_dir
+        self.inputs = {Path(p).resolve() for p in inputs if isinstance(p, Path)}
+        self.used: set[str] = {"detections"}  # detections.jsonl of the images
+
+    def add(self, stem: str, suffixes: tuple[str, ...]) -> str:
+        candidate, n = stem, 1
+        while candidate in self.used or any((self.out_dir / f"{candidate}{s}").resolve() in self.inputs for s in suffixes):
+            n += 1
+            candidate = f"{stem}_{n}"
+        self.used.add(candidate)
+        return candidate
+
+
+def _unique_stem(path: Path, used: OutputNames, suffixes: tuple[str, ...]) -> str:
+    return used.add(path.stem, suffixes)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -87,12 +100,12 @@ def _write_image(path: Path, image) -> None:
             raise ImageError(f"cannot write {path}")
 
 
-def detect_images(det: Detector, images: list[Path], out_dir: Path, args: argparse.Namespace, used: set[str]) -> int:
+def detect_images(det: Detector, images: list[Path], out_dir: Path, args: argparse.Namespace, used: OutputNames) -> int:
     """Detect on image files; returns the number that failed."""
     failures = 0
     records = []
     for path in tqdm(images, desc="images", unit="img", disable=len(images) < 2 or None):
-        stem = _unique_stem(path, used)
+        stem = _unique_stem(path, used, (".json", ".jpg"))
         try:
             image = read_image(path)
             dets = det(image)
@@ -122,12 +135,12 @@ def _stream_stem(source: Path | str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tail)[-60:] or "stream"
 
 
-def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argparse.Namespace, used: set[str]) -> dict:
+def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argparse.Namespace, used: OutputNames) -> dict:
     """Detect on a video file or stream through ``Detector.stream``: annotated ``<name>.mp4`` and
     ``<name>.jsonl`` (one line per processed frame). Both are written under temporary names and
     finalized and renamed also when the run is interrupted (Ctrl-C), so what was processed stays
     playable and readable."""
-    stem = _unique_stem(Path(_stream_stem(source)), used)
+    stem = _unique_stem(Path(_stream_stem(source)), used, (".mp4", ".jsonl"))
     stream = det.stream(
         source,
         batch_size=args.batch_size,
@@ -180,7 +193,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
 def _detect_all(det: Detector, images: list[Path], videos: list, out_dir: Path, args: argparse.Namespace) -> int:
     logger.info("%r on %d images and %d videos", det, len(images), len(videos))
-    used: set[str] = set()
+    used = OutputNames(out_dir, [*images, *videos])
     failures = detect_images(det, images, out_dir, args, used) if images else 0
     for video in videos:
         try:
