@@ -155,3 +155,17 @@ def test_float_single_input_export_is_valid_onnx(tiny_model, tmp_path):
     from retina_trt.trt.builder import profile_shapes
 
     assert set(profile_shapes(meta, BuildOptions())) == {"images"}
+
+
+def test_triton_overwrite_replaces_only_the_version_written_and_names_are_checked(onnx_models, tmp_path, capsys):
+    model, repo = onnx_models[("onnx", False)], tmp_path / "repo"
+    assert main(["export-triton", str(model), "--repo", str(repo), "--name", "retina"]) == 0
+    assert main(["export-triton", str(model), "--repo", str(repo), "--name", "retina", "--version", "2", "--overwrite"]) == 0
+    assert (repo / "retina" / "1" / "model.onnx").is_file() and (repo / "retina" / "2" / "model.onnx").is_file()
+    assert main(["export-triton", str(model), "--repo", str(repo), "--name", "retina", "--version", "2", "--overwrite"]) == 0
+    assert sorted(p.name for p in (repo / "retina").iterdir()) == ["1", "2", "config.pbtxt", "labels.txt"]
+    for bad in ("..", ".", "a/b", "-x", "has space"):
+        assert main(["export-triton", str(model), "--repo", str(repo), f"--name={bad}"]) == 2
+        assert "invalid Triton model name" in capsys.readouterr().err
+    assert sorted(p.name for p in repo.iterdir()) == ["retina"]  # nothing else created
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ def _model_facts(model: Path) -> dict[str, Any]:
         return {"platform": "onnxruntime_onnx", "file": "model.onnx", "spec": meta.spec, "export": meta.export,
                 "max_batch": meta.max_batch, "precision": meta.precision, "extra": {}}  # fmt: skip
     raise ModelFormatError(f"export-triton takes a .engine or an .onnx from retina_trt, got {model}")
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def _quote(text: str) -> str:
@@ -139,13 +143,16 @@ def export_triton(
         raise ValueError(f"max_queue_delay_us must be >= 0, got {max_queue_delay_us}")
     facts = _model_facts(model)
     name = name or model.stem.replace(".", "_")
-    if not name or any(ch in name for ch in "/\\ "):
-        raise ValueError(f"invalid model name {name!r}")
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(
+            f"invalid Triton model name {name!r}: use letters, digits, '_', '-' and '.', starting with a letter or "
+            "digit (it becomes a folder of the repository)"
+        )
     if kind == "auto":
         kind = "gpu" if facts["platform"] == "tensorrt_plan" else "cpu"
     target = repo / name
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+        raise FileExistsError(f"{target} exists; pass --overwrite to replace its version {version} and config")
     max_batch = int(facts["max_batch"])
     preferred = sorted({b for b in (max_batch // 2, max_batch) if b >= 1})
     text = config_pbtxt(name, facts, instances=instances, kind=kind, preferred_batch=preferred,
@@ -164,10 +171,13 @@ def export_triton(
             shutil.copyfile(model, destination)
         (staging / "config.pbtxt").write_text(text)
         (staging / "labels.txt").write_text("\n".join(facts["spec"].class_names) + "\n")
-        if target.exists():
-            old = repo / f".{name}.old-{os.getpid()}"
-            os.replace(target, old)
-            os.replace(staging, target)
+        if target.exists():  # --overwrite: replace this version, the config and labels; keep other versions
+            old = target / f".{version}.old-{os.getpid()}"
+            if (target / str(version)).exists():
+                os.replace(target / str(version), old)
+            os.replace(staging / str(version), target / str(version))
+            for item in ("config.pbtxt", "labels.txt"):
+                os.replace(staging / item, target / item)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)
