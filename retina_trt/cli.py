@@ -54,6 +54,16 @@ def _parse_ccs(text: str) -> tuple[tuple[int, int], ...]:
     return ccs
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from err
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -138,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_positive_int, default=None, help="stop each video/stream after N processed frames")
     p.add_argument("--every", type=_positive_int, default=1, help="process every Nth frame of videos/streams")
     p.add_argument("--batch-size", type=_positive_int, default=1, help="frames per inference batch for videos/streams")
+    p.add_argument("--max-reconnect-attempts", type=_positive_int, default=10,
+                   help="live streams: give up after N failed reconnect attempts in a row (default 10)")
+    p.add_argument("--max-outage", type=_positive_float, default=120.0,
+                   help="live streams: give up after this many seconds without the source (default 120)")
 
     p = sub.add_parser("data", help="datasets")
     data_sub = p.add_subparsers(dest="data_command", metavar="KIND", required=True)

@@ -92,9 +92,22 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _serve(folder: Path, port: int = 0) -> socketserver.TCPServer:
+class _OneShotHandler(_QuietHandler):
+    """Serves the first GET of its server, answers 404 to every later one (a source that is gone)."""
+
+    def do_GET(self):
+        if self.server.served:
+            self.send_error(404)
+            return
+        self.server.served = True
+        super().do_GET()
+
+
+def _serve(folder: Path, port: int = 0, *, one_shot: bool = False) -> socketserver.TCPServer:
     socketserver.ThreadingTCPServer.allow_reuse_address = True
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), functools.partial(_QuietHandler, directory=str(folder)))
+    handler = _OneShotHandler if one_shot else _QuietHandler
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", port), functools.partial(handler, directory=str(folder)))
+    server.served = False
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -123,6 +136,40 @@ def test_http_stream_that_breaks_and_comes_back(det, video_file):
     assert frames.stats.reconnects >= 1
     assert len(indices) > 12  # frames from before and after the outage
     assert indices == sorted(indices)
+
+
+def test_a_stream_that_never_comes_back_ends_with_bounded_attempts(det, video_file, onnx_models, tmp_path, capsys):
+    """The server goes away for good: the stream ends after max_reconnect_attempts failed
+    attempts (failures count, not only successes), says why, and keeps what it processed."""
+    from retina_trt.cli import main
+
+    server = _serve(video_file.parent)
+    url = f"http://127.0.0.1:{server.server_address[1]}/{video_file.name}"
+    with det.stream(url, max_reconnect_attempts=3, backoff_s=(0.05, 0.1), drop_stale=False) as frames:
+        server.shutdown()  # after the stream opened: it reads what it has, then loses the source
+        server.server_close()
+        indices = [r.index for r in frames]
+    assert frames.stats.reconnects == 0 and frames.stats.reconnect_attempts == 3
+    assert frames.stats.gave_up == "3 reconnect attempts failed in a row"
+    assert indices == sorted(indices)
+    # the outage-time bound, and the CLI: exit 2 with the reason, outputs kept
+    server = _serve(video_file.parent)
+    url = f"http://127.0.0.1:{server.server_address[1]}/{video_file.name}"
+    with det.stream(url, max_reconnect_attempts=100, max_outage_s=0.3, backoff_s=(0.1, 0.1), drop_stale=False) as frames:
+        server.shutdown()
+        server.server_close()
+        list(frames)
+    assert frames.stats.gave_up.startswith("the source stayed away") and frames.stats.reconnect_attempts <= 3
+    server = _serve(video_file.parent, one_shot=True)  # serves the first request, 404 after that
+    url = f"http://127.0.0.1:{server.server_address[1]}/{video_file.name}"
+    code = main(["detect", str(onnx_models[("onnx", False)]), url, "--output", str(tmp_path / "out"),
+                 "--max-reconnect-attempts", "2"])  # fmt: skip
+    server.shutdown()
+    server.server_close()
+    err = capsys.readouterr().err
+    assert code == 2 and "gave up reconnecting: 2 reconnect attempts failed in a row" in err, err
+    (jsonl,) = (tmp_path / "out").glob("*.jsonl")
+    assert 1 <= len(jsonl.read_text().splitlines()) <= 12  # what it processed is kept (a live source may drop)
 
 
 def test_unreachable_stream_is_a_clear_error(det):

@@ -147,6 +147,8 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
         every=args.every,
         max_frames=args.max_frames,
         output=None if args.no_draw else out_dir / f"{stem}.mp4",
+        max_reconnect_attempts=getattr(args, "max_reconnect_attempts", 10),
+        max_outage_s=getattr(args, "max_outage", 120.0),
     )
     final = out_dir / f"{stem}.jsonl"
     tmp = final.with_name(f".{stem}.tmp-{os.getpid()}.jsonl")
@@ -174,6 +176,11 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
     if frames == 0:
         raise VideoError(f"no frame of {source} could be decoded")
     stats = stream.stats.to_dict()
+    if stats["gave_up"]:  # what was processed is kept (above); the input still counts as failed
+        raise VideoError(
+            f"lost {source} after {frames} frames and gave up reconnecting: {stats['gave_up']} "
+            f"(outputs so far kept in {out_dir}; raise --max-reconnect-attempts / --max-outage to wait longer)"
+        )
     return {"frames": frames, "detections": detections, "bad_frames": stats["decode_errors"],
             "dropped": stats["frames_dropped"], "reconnects": stats["reconnects"], "fps": stats["fps"]}  # fmt: skip
 

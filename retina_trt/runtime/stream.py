@@ -61,6 +61,8 @@ class StreamStats:
     frames_skipped: int = 0  # by ``every``
     decode_errors: int = 0
     reconnects: int = 0
+    reconnect_attempts: int = 0  # failed and successful
+    gave_up: str | None = None  # why a lost live source was not reopened
     stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "inference": 0.0, "write": 0.0})
     started: float = field(default_factory=time.perf_counter)
 
@@ -77,6 +79,8 @@ class StreamStats:
             "frames_skipped": self.frames_skipped,
             "decode_errors": self.decode_errors,
             "reconnects": self.reconnects,
+            "reconnect_attempts": self.reconnect_attempts,
+            "gave_up": self.gave_up,
             "fps": round(self.fps, 2),
             "stage_ms_per_frame": {
                 k: round(1000 * v / max(1, self.frames_processed), 2) for k, v in self.stage_s.items()
@@ -231,6 +235,8 @@ class DetectionStream:
         queue_size: int = 8,
         reconnect: bool = True,
         max_reconnects: int | None = None,
+        max_reconnect_attempts: int = 10,
+        max_outage_s: float = 120.0,
         backoff_s: tuple[float, float] = (0.5, 8.0),
         max_bad_frames: int = 25,
         output: str | os.PathLike | None = None,
@@ -242,6 +248,8 @@ class DetectionStream:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if max_frames is not None and int(max_frames) < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        if int(max_reconnect_attempts) < 1 or not float(max_outage_s) > 0:
+            raise ValueError(f"max_reconnect_attempts must be >= 1 and max_outage_s > 0, got {max_reconnect_attempts}, {max_outage_s}")
         self.detector = detector
         self.source = FrameSource(source, max_bad_frames=max_bad_frames)
         self.live = self.source.live
@@ -251,6 +259,8 @@ class DetectionStream:
         self.drop_stale = self.live if drop_stale is None else bool(drop_stale)
         self.reconnect = reconnect
         self.max_reconnects = max_reconnects
+        self.max_reconnect_attempts = int(max_reconnect_attempts)
+        self.max_outage_s = float(max_outage_s)
         self.backoff_s = backoff_s
         self.min_score = min_score
         self.stats = StreamStats()
@@ -302,18 +312,32 @@ class DetectionStream:
         return False
 
     def _reopen(self) -> bool:
-        """Reopen a lost live stream with exponential backoff; False when giving up."""
+        """Reopen a lost live stream with exponential backoff; False when giving up.
+
+        Gives up after ``max_reconnect_attempts`` failed attempts in a row or ``max_outage_s``
+        seconds without the source (and after ``max_reconnects`` successful reconnects over the
+        stream's life, if set); ``stats.gave_up`` says which."""
         delay, cap = self.backoff_s
-        attempts = 0
+        started = time.monotonic()
+        failed = 0
         while not self._stop.is_set():
             if self.max_reconnects is not None and self.stats.reconnects >= self.max_reconnects:
+                self.stats.gave_up = f"{self.stats.reconnects} reconnects made (max_reconnects)"
                 return False
-            attempts += 1
+            if failed >= self.max_reconnect_attempts:
+                self.stats.gave_up = f"{failed} reconnect attempts failed in a row"
+                return False
+            outage = time.monotonic() - started
+            if outage + delay > self.max_outage_s:
+                self.stats.gave_up = f"the source stayed away {outage:.1f} s (max_outage_s {self.max_outage_s:g})"
+                return False
             self._stop.wait(delay)
+            self.stats.reconnect_attempts += 1
             try:
                 self.source.open()
             except VideoError as err:
-                logger.warning("reconnect %d to %s failed: %s", attempts, self.source.source, err)
+                failed += 1
+                logger.warning("reconnect attempt %d to %s failed: %s", failed, self.source.source, err)
                 delay = min(cap, delay * 2)
                 continue
             self.stats.reconnects += 1
