@@ -33,3 +33,44 @@ NMS_BY_FLAVOUR = {
     "tensorrt_rtx": ("graph", "none"),
 }
 DEFAULT_NMS_BY_FLAVOUR = {"tensorrt": "onnx", "tensorrt_rtx": "graph"}
+
+MAX_BATCH = 4096
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _ints(value, count: int, name: str, lo: int, hi: int) -> list[int]:
+    if not isinstance(value, (list, tuple)) or len(value) != count:
+        raise ValueError(f"{name} must be a list of {count} integers, got {value!r}"[:300])
+    if not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in value):
+        raise ValueError(f"{name} must hold integers in {lo}..{hi}, got {value!r}"[:300])
+    return list(value)
+
+
+def validate_export(export, *, require_batch: bool = True) -> dict:
+    """Check the export record an ONNX model or engine carries (it may come from an untrusted
+    file): every field the runtime, the builder and the configs read, by type and range.
+
+    Raises:
+        ValueError: naming the first bad field.
+    """
+    from retina_trt.spec import MAX_IMAGE_SIDE
+
+    if not isinstance(export, dict):
+        raise ValueError(f"the export record must be a JSON object, got {type(export).__name__}")
+    if export.get("nms") not in NMS_CHOICES:
+        raise ValueError(f"export.nms must be one of {NMS_CHOICES}, got {export.get('nms')!r}"[:300])
+    if require_batch or "batch" in export:
+        lo, opt, hi = _ints(export.get("batch"), 3, "export.batch", 1, MAX_BATCH)
+        if not lo <= opt <= hi:
+            raise ValueError(f"export.batch must be ordered min <= opt <= max, got {[lo, opt, hi]}")
+    if export.get("input_size") is not None:
+        _ints(export["input_size"], 2, "export.input_size", 1, MAX_IMAGE_SIDE)
+    inputs = export.get("inputs", list(INPUT_NAMES))
+    if inputs not in (list(INPUT_NAMES), ["images"]):
+        raise ValueError(f"export.inputs must be {list(INPUT_NAMES)} or ['images'], got {inputs!r}"[:300])
+    outputs = export.setdefault("outputs", list(CANDIDATE_OUTPUTS if export["nms"] == "none" else CONTRACT_OUTPUTS))
+    if outputs not in (list(CONTRACT_OUTPUTS), list(CANDIDATE_OUTPUTS)):
+        raise ValueError(f"export.outputs must be {list(CONTRACT_OUTPUTS)} or {list(CANDIDATE_OUTPUTS)}, got {outputs!r}"[:300])
+    if not isinstance(export.get("input_format", "uint8 BGR"), str):
+        raise ValueError("export.input_format must be a string")
+    return export

@@ -46,6 +46,19 @@ def _tuple_of(value: Any, kind: type, name: str) -> tuple:
         raise SpecError(f"ModelSpec.{name} must hold {kind.__name__} values, got {value!r}") from err
 
 
+MAX_IMAGE_SIDE = 8192
+# Upper bounds of the integer fields (documented in README "Failure behaviour").
+SPEC_LIMITS = {
+    "num_classes": 10_000,
+    "fpn_channels": 4096,
+    "num_head_convs": 16,
+    "min_size": MAX_IMAGE_SIDE,
+    "max_size": MAX_IMAGE_SIDE,
+    "size_divisible": 1024,
+    "detections_per_img": 10_000,
+}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """Architecture, anchors, preprocessing and postprocessing settings of a RetinaNet.
@@ -105,6 +118,12 @@ class ModelSpec:
             raise SpecError(
                 f"ModelSpec.backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}"
             )
+        # Sane upper bounds first: a spec may come from an untrusted file (engine header, ONNX
+        # metadata, checkpoint), and these sizes allocate (class names, anchors, tensors).
+        for name, limit in SPEC_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+                raise SpecError(f"ModelSpec.{name} must be <= {limit}, got {value} (a damaged or foreign file?)")
         if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) or self.num_classes < 1:
             raise SpecError(f"ModelSpec.num_classes must be an int >= 1, got {self.num_classes!r}")
         names = _tuple_of(self.class_names, str, "class_names")
@@ -129,8 +148,8 @@ class ModelSpec:
             )
         for name in ("anchor_sizes", "anchor_scales", "aspect_ratios"):
             values = _tuple_of(getattr(self, name), float, name)
-            if not values or any(not (v > 0 and math.isfinite(v)) for v in values):
-                raise SpecError(f"ModelSpec.{name} must be non-empty and positive, got {values}")
+            if not values or len(values) > 16 or any(not (0 < v <= MAX_IMAGE_SIDE) for v in values):
+                raise SpecError(f"ModelSpec.{name} must be 1 to 16 positive values <= {MAX_IMAGE_SIDE}, got {values}")
             set_(self, name, values)
         if len(self.anchor_sizes) != len(PYRAMID_LEVELS):
             raise SpecError(

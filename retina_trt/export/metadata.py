@@ -10,6 +10,7 @@ from typing import Any
 
 import onnx
 
+from retina_trt.contract import PRECISIONS, validate_export
 from retina_trt.errors import ModelFormatError, SpecError
 from retina_trt.spec import ModelSpec
 
@@ -81,10 +82,13 @@ def parse_metadata(props: dict[str, str], source: str) -> OnnxMetadata:
         raise ModelFormatError(f"{source} is not a retina_trt ONNX model: {hint}")
     try:
         spec = ModelSpec.from_json(props[SPEC_KEY])
-        export = json.loads(props[EXPORT_KEY])
+        export = validate_export(json.loads(props[EXPORT_KEY]))
         precision_info = json.loads(props.get(PRECISION_KEY, '{"precision": "fp32"}'))
-    except (KeyError, json.JSONDecodeError, SpecError) as err:
-        raise ModelFormatError(f"{source} has damaged retina_trt metadata ({err}); re-export it") from err
+        if not isinstance(precision_info, dict) or precision_info.get("precision", "fp32") not in PRECISIONS:
+            raise ValueError(f"precision record {precision_info!r} names no known precision"[:300])
+    except (KeyError, ValueError, TypeError, RecursionError, SpecError) as err:
+        what = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise ModelFormatError(f"{source} has damaged retina_trt metadata ({what}); re-export it") from err
     return OnnxMetadata(spec=spec, export=export, precision_info=precision_info)
 
 

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retina_trt.contract import MAX_BATCH, PRECISIONS, validate_export
+from retina_trt.contract import _ints as _check_ints
 from retina_trt.errors import ModelFormatError, SpecError
-from retina_trt.spec import ModelSpec
+from retina_trt.spec import MAX_IMAGE_SIDE, ModelSpec
 from retina_trt.utils import atomic_path
 
 MAGIC = b"RETINATRT\x01"
@@ -156,7 +158,10 @@ def read_engine_header(path: str | os.PathLike) -> EngineHeader:
                 f"{path} is not a retina_trt engine (no retina_trt header; a plain TensorRT plan "
                 "from trtexec has none): build it with `retina-trt build-engine`"
             )
-        (length,) = _LENGTH.unpack(f.read(_LENGTH.size) or b"\0" * 8)
+        raw_length = f.read(_LENGTH.size)
+        if len(raw_length) != _LENGTH.size:
+            raise ModelFormatError(f"{path} has a damaged header (truncated after the magic); rebuild the engine")
+        (length,) = _LENGTH.unpack(raw_length)
         if not 0 < length <= _MAX_HEADER or len(MAGIC) + _LENGTH.size + length > size:
             raise ModelFormatError(f"{path} has a damaged header (length {length}); rebuild the engine")
         blob = f.read(length)
@@ -172,6 +177,18 @@ def read_engine_header(path: str | os.PathLike) -> EngineHeader:
         if not targets:
             raise ValueError("no target compute capability")
         name = raw["device"]["name"]
+        export = validate_export(raw["export"], require_batch=False)  # the engine's batch is build.batch
+        build = raw["build"]
+        if not isinstance(build, dict):
+            raise ValueError("build must be a JSON object")
+        lo, opt, hi = _check_ints(build.get("batch"), 3, "build.batch", 1, MAX_BATCH)
+        if not lo <= opt <= hi:
+            raise ValueError(f"build.batch must be ordered, got {[lo, opt, hi]}")
+        profile = build.get("profile", {"images": [[lo, 1, 1, 3], [opt, 1, 1, 3], [hi, 1, 1, 3]]})
+        for shape in profile["images"] if isinstance(profile, dict) else [None]:
+            _check_ints(shape, 4, "build.profile.images", 1, MAX_IMAGE_SIDE)
+        if raw["precision"] not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {raw['precision']!r}"[:200])
         return EngineHeader(
             spec=ModelSpec.from_json(json.dumps(raw["spec"])),
             tensorrt_flavour=flavour,
@@ -181,14 +198,15 @@ def read_engine_header(path: str | os.PathLike) -> EngineHeader:
             targets=targets,
             precision=str(raw["precision"]),
             onnx_sha256=str(raw["onnx_sha256"]),
-            export=dict(raw["export"]),
-            build=dict(raw["build"]),
+            export=dict(export),
+            build=dict(build),
             plan_offset=offset,
             plan_size=size - offset,
             raw=raw,
         )
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, SpecError) as err:
-        raise ModelFormatError(f"{path} has a damaged header ({type(err).__name__}: {err}); rebuild the engine") from err
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, RecursionError, SpecError) as err:
+        detail = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise ModelFormatError(f"{path} has a damaged header ({detail[:300]}); rebuild the engine") from err
 
 
 def read_plan(path: str | os.PathLike, header: EngineHeader | None = None) -> bytes:
