@@ -11,7 +11,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from retina_trt._version import __version__
@@ -37,11 +39,15 @@ def _parse_batch(text: str) -> tuple[int, int, int]:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
+    from retina_trt.spec import MAX_IMAGE_SIDE
+
     parts = text.lower().split("x")
     try:
         height, width = (int(p) for p in parts)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 800x1344, got {text!r}") from err
+    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
+        raise argparse.ArgumentTypeError(f"each side must be in 1..{MAX_IMAGE_SIDE}, got {text!r}")
     return height, width
 
 
@@ -632,6 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    previous = _stop_on_signals()
     try:
         return COMMANDS[args.command](args)
     except (RetinaTrtError, ValueError, OSError) as err:  # user errors; a TypeError is a bug: traceback
@@ -639,9 +646,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger.exception("failed")
         print(f"retina-trt {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"retina-trt {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        print(f"retina-trt {args.command}: interrupted ({signal.Signals(signum).name}); finished outputs are kept",
+              file=sys.stderr)  # fmt: skip
+        return 128 + int(signum)
+    finally:
+        _restore_signals(previous)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every output is finalized on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> dict | None:
+    """SIGINT and SIGTERM raise :class:`Interrupted` once; later ones are ignored, so a second
+    Ctrl-C during finalization cannot leave a half-written file. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signals(previous: dict | None) -> None:
+    for sig, old in (previous or {}).items():
+        signal.signal(sig, old)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import queue
 import signal
@@ -285,4 +286,54 @@ def test_interrupted_detect_leaves_a_playable_video(onnx_models, tmp_path):
     lines = (out / "long.jsonl").read_text().splitlines()
     assert 0 < frames < 400
     assert abs(len(lines) - frames) <= 8  # frames in flight when interrupted
+    assert not list(out.glob(".*tmp*"))
+
+
+def _detect_process(model, source, out) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "retina_trt.cli", "detect", str(model), str(source), "--output", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+
+
+def test_sigterm_on_an_image_folder_keeps_every_finished_result(onnx_models, image_dir, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    source = sorted(image_dir.glob("*.jpg"))[0].read_bytes()
+    for i in range(200):
+        (folder / f"{i:03d}.jpg").write_bytes(source)
+    out = tmp_path / "out"
+    proc = _detect_process(onnx_models[("onnx", False)], folder, out)
+    _wait_for(lambda: len(list(out.glob("[0-9]*.jpg"))) >= 3 or proc.poll() is not None, "the first annotated images")
+    assert proc.poll() is None, "detect finished before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM and "interrupted (SIGTERM)" in err, err[-2000:]
+    annotated = len(list(out.glob("[0-9]*.jpg")))
+    records = (out / "detections.jsonl").read_text().splitlines()
+    assert 3 <= annotated < 200 and len(records) in (annotated, annotated + 1)  # the last one may lack its image
+    assert all(json.loads(line)["source"].endswith(".jpg") for line in records)
+    assert not list(out.glob(".*tmp*"))
+
+
+def test_two_quick_ctrl_c_still_leave_finished_files(onnx_models, tmp_path):
+    """The second signal, 20 ms after the first, arrives while the outputs are being finalized:
+    it is ignored, and the video and its JSONL are complete."""
+    video = write_video(tmp_path / "long.avi", num_frames=400, seed=5, frame_size=(256, 256))
+    out = tmp_path / "out"
+    proc = _detect_process(onnx_models[("onnx", False)], video, out)
+    _wait_for(lambda: any(p.stat().st_size > 20000 for p in out.glob(".long.tmp-*.mp4")) or proc.poll() is not None,
+              "the first encoded frames")  # fmt: skip
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]
+    capture = cv2.VideoCapture(str(out / "long.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames > 0 and (out / "long.jsonl").read_text().count("\n") > 0
     assert not list(out.glob(".*tmp*"))

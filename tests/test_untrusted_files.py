@@ -140,3 +140,17 @@ def test_tampered_onnx_metadata_is_one_clear_error(change, onnx_models, image_di
         assert main(command) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "damaged retina_trt metadata" in err[0], err
+
+
+def test_oversized_input_size_flags_are_one_line(tiny_checkpoint, tmp_path, capsys):
+    for command in (["export", "--weights", str(tiny_checkpoint), "--output", str(tmp_path / "m.onnx"), "--input-size", "65536x65536"],
+                    ["build-engine", "--weights", str(tiny_checkpoint), "--output", str(tmp_path / "m.engine"),
+                     "--input-size", "65536x65536", "--dry-run"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(command)
+        assert exit_info.value.code == 2 and "each side must be in 1..8192" in capsys.readouterr().err
+    from retina_trt import export_onnx
+
+    with pytest.raises(ValueError, match="larger than 8192"):
+        export_onnx(tiny_checkpoint, tmp_path / "m.onnx", input_size=(65536, 65536))
+    assert not list(tmp_path.glob("*.onnx"))

@@ -46,6 +46,7 @@ from retina_trt.export.trt_ops import PLUGIN_DOMAIN, PLUGIN_NODES, check_trt_com
 from retina_trt.model.checkpoint import load_checkpoint
 from retina_trt.model.normalize import PixelNormalizer
 from retina_trt.model.retinanet import RetinaNet
+from retina_trt.spec import MAX_IMAGE_SIDE
 from retina_trt.utils import atomic_path, check_output_file
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def _check_input_size(input_size: Sequence[int], divisible: int) -> tuple[int, i
         height, width = (int(v) for v in input_size)
     except (TypeError, ValueError) as err:
         raise ValueError(f"input_size must be (height, width), got {input_size!r}") from err
+    if max(height, width) > MAX_IMAGE_SIDE:
+        raise ValueError(f"input_size {height}x{width} is larger than {MAX_IMAGE_SIDE} on a side")
     if height < divisible or width < divisible or height % divisible or width % divisible:
         raise ValueError(
             f"input_size {height}x{width} must be positive multiples of the model's "

@@ -101,27 +101,40 @@ def _write_image(path: Path, image) -> None:
 
 
 def detect_images(det: Detector, images: list[Path], out_dir: Path, args: argparse.Namespace, used: OutputNames) -> int:
-    """Detect on image files; returns the number that failed."""
+    """Detect on image files; returns the number that failed.
+
+    ``detections.jsonl`` is written line by line (flushed) under a temporary name and renamed in
+    the end, also when the run is interrupted, so what was processed is never lost."""
     failures = 0
-    records = []
-    for path in tqdm(images, desc="images", unit="img", disable=len(images) < 2 or None):
-        stem = _unique_stem(path, used, (".json", ".jpg"))
-        try:
-            image = read_image(path)
-            dets = det(image)
-        except RetinaTrtError as err:
-            failures += 1
-            print(f"skipped {path}: {err}", file=sys.stderr)
-            continue
-        record = {"source": str(path), "width": image.shape[1], "height": image.shape[0], **dets.to_dict()}
-        if args.json:
-            _write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1))
+    final = out_dir / "detections.jsonl"
+    tmp = final.with_name(f".detections.tmp-{os.getpid()}.jsonl")
+    records = 0
+    try:
+        with open(tmp, "w") as jsonl:
+            for path in tqdm(images, desc="images", unit="img", disable=len(images) < 2 or None):
+                stem = _unique_stem(path, used, (".json", ".jpg"))
+                try:
+                    image = read_image(path)
+                    dets = det(image)
+                except RetinaTrtError as err:
+                    failures += 1
+                    print(f"skipped {path}: {err}", file=sys.stderr)
+                    continue
+                record = {"source": str(path), "width": image.shape[1], "height": image.shape[0], **dets.to_dict()}
+                if args.json:
+                    _write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1))
+                else:
+                    jsonl.write(json.dumps(record) + "\n")
+                    jsonl.flush()
+                    records += 1
+                if not args.no_draw:
+                    _write_image(out_dir / f"{stem}.jpg", dets.draw(image))
+    finally:
+        if records:
+            os.replace(tmp, final)
         else:
-            records.append(record)
-        if not args.no_draw:
-            _write_image(out_dir / f"{stem}.jpg", dets.draw(image))
-    if records:
-        _write_text(out_dir / "detections.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
     return failures
 
 
