@@ -196,3 +196,19 @@ def test_cli_reports_file_system_errors_in_one_line_and_bugs_with_a_traceback(on
     monkeypatch.setitem(cli.COMMANDS, "info", buggy)
     with pytest.raises(TypeError, match="a bug"):
         cli.main(["info", str(onnx_models[("onnx", False)])])
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torch"])
+def test_eight_threads_on_one_detector_equal_sequential_runs(kind, onnx_models, tiny_checkpoint, images):
+    import concurrent.futures
+
+    with Detector(onnx_models[("onnx", False)] if kind == "onnx" else tiny_checkpoint) as det:
+        inputs = [images[i % len(images)] for i in range(16)]
+        sequential = [det(image) for image in inputs]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            threaded = list(pool.map(det, inputs))
+    for a, b in zip(sequential, threaded):
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.boxes_xyxy, b.boxes_xyxy)
+        np.testing.assert_array_equal(a.class_ids, b.class_ids)
+    assert sum(len(d.scores) for d in sequential) > 0
