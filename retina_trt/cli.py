@@ -8,7 +8,6 @@ User errors (bad paths, bad options, unreadable inputs) print one line and exit 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import signal
@@ -17,7 +16,7 @@ import threading
 from collections.abc import Sequence
 
 from retina_trt._version import __version__
-from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR, NMS_BY_FLAVOUR, NMS_CHOICES
+from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR, NMS_CHOICES
 from retina_trt.errors import RetinaTrtError
 
 logger = logging.getLogger("retina_trt.cli")
@@ -468,7 +467,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     from retina_trt.calibration import CalibrationConfig, prepare_precision
     from retina_trt.export.metadata import read_metadata
     from retina_trt.trt import BuildOptions, build_engine, build_plan
-    from retina_trt.trt.builder import profile_shapes
+    from retina_trt.trt.builder import check_nms_buildable, profile_shapes
 
     output = Path(args.output)
     if output.suffix.lower() != ".engine":
@@ -476,6 +475,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     from retina_trt.utils import check_output_file
 
     check_output_file(output, "--output")  # before the export, calibration and build
+    flavour = None if args.tensorrt in (None, "auto") else args.tensorrt
     options = BuildOptions(
         batch=args.batch,
         opt_hw=args.input_size if args.onnx else None,
@@ -487,10 +487,10 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         hardware_compat=args.hardware_compat,
         version_compatible=args.version_compat,
         verbose=args.verbose,
+        flavour=flavour,
+        compute_capabilities=tuple(args.compute_capability),
     )
-    flavour = None if args.tensorrt in (None, "auto") else args.tensorrt
-    options = dataclasses.replace(options, flavour=flavour, compute_capabilities=tuple(args.compute_capability))
-    builder_flavour = None
+    builder_flavour = flavour
     if not args.dry_run:
         # Fail before the slow steps when the build cannot happen here.
         from retina_trt.trt.compat import cuda_device, flavour_of, import_tensorrt
@@ -498,17 +498,9 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         builder_flavour = flavour_of(import_tensorrt(flavour))
         if builder_flavour == "tensorrt":
             cuda_device()
-    elif flavour is not None:
-        builder_flavour = flavour
-    nms = args.nms
-    if nms is None:
-        nms = DEFAULT_NMS_BY_FLAVOUR[builder_flavour or _installed_flavour()]
-    if builder_flavour is not None and nms not in NMS_BY_FLAVOUR[builder_flavour]:
-        name = {"tensorrt": "TensorRT 10/11", "tensorrt_rtx": "TensorRT-RTX"}[builder_flavour]
-        raise ValueError(
-            f"--nms {nms} cannot be built by {name} (it builds {', '.join(NMS_BY_FLAVOUR[builder_flavour])}); "
-            f"use --nms {DEFAULT_NMS_BY_FLAVOUR[builder_flavour]}"
-        )
+    nms = args.nms or DEFAULT_NMS_BY_FLAVOUR[builder_flavour or _installed_flavour()]
+    if builder_flavour is not None:
+        check_nms_buildable(nms, builder_flavour, f"--nms {nms}")
     if args.onnx and args.nms is not None:
         raise ValueError("--nms applies to --weights (the export); an ONNX keeps its own NMS")
     with tempfile.TemporaryDirectory(prefix="retina_trt_build_") as tmp:
@@ -527,8 +519,6 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
                 raise ValueError("--dynamic-shapes applies to --weights (the export); an ONNX keeps its own shapes")
         meta = read_metadata(source)
         if builder_flavour is not None:
-            from retina_trt.trt.builder import check_nms_buildable
-
             check_nms_buildable(meta.nms, builder_flavour, source)  # before the slow precision step
         if meta.input_size is not None and (args.min_input_size or args.max_input_size):
             raise ValueError(

@@ -153,12 +153,16 @@ def build_plan(onnx_path: str | os.PathLike, options: BuildOptions) -> dict[str,
     }
 
 
-def check_nms_buildable(nms: str, flavour: str, source: str | os.PathLike) -> None:
-    """Refuse an export whose NMS this TensorRT flavour cannot build, naming the alternative."""
+def check_nms_buildable(nms: str, flavour: str, what: str | os.PathLike) -> None:
+    """Refuse an NMS kind this TensorRT flavour cannot build, naming the alternative.
+
+    Args:
+        what: the export file, or the flag, that asks for ``nms`` (for the message).
+    """
     if nms not in NMS_BY_FLAVOUR[flavour]:
         raise EngineBuildError(
-            f"{source} has nms={nms!r}, which {FLAVOUR_NAMES[flavour]} cannot build "
-            f"(it builds {', '.join(NMS_BY_FLAVOUR[flavour])}); export with --nms {DEFAULT_NMS_BY_FLAVOUR[flavour]}"
+            f"{what} (nms={nms!r}): {FLAVOUR_NAMES[flavour]} cannot build it (it builds "
+            f"{', '.join(NMS_BY_FLAVOUR[flavour])}); export with --nms {DEFAULT_NMS_BY_FLAVOUR[flavour]}"
         )
 
 
