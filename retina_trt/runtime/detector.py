@@ -30,6 +30,7 @@ class Detector:
         min_score: drop detections below this score (default: keep all the model returns).
         providers: ONNX Runtime execution providers (default CPU).
         num_threads: intra-op threads of the backend (default: the backend's own choice).
+        device: CUDA device index for TensorRT engines (the backend and its worker threads use it).
         session_config: ONNX Runtime session config entries, e.g.
             ``{"session.intra_op.allow_spinning": "0"}`` (recommended with :meth:`stream`, whose
             decode/encode threads need the cores ONNX Runtime's spinning threads would hold).
@@ -49,6 +50,7 @@ class Detector:
         num_threads: int | None = None,
         cuda_graph: bool = False,
         session_config: dict[str, str] | None = None,
+        device: int = 0,
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
@@ -60,7 +62,7 @@ class Detector:
             raise RetinaTrtError(f"model not found: {self.model_path}")
         self._backend = open_backend(
             self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph,
-            session_config=session_config,
+            session_config=session_config, device=device,
         )  # fmt: skip
         self.min_score = min_score
         self.timer = Timer()
