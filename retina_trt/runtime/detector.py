@@ -26,7 +26,8 @@ class Detector:
         model_path: ``.engine`` (TensorRT), ``.onnx`` (ONNX Runtime), ``.pt``/``.pth`` (PyTorch
             reference); the backend is picked from the suffix with ``backend="auto"``.
         backend: ``"auto"``, ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``.
-        cuda_graph: TensorRT only: replay captured CUDA graphs (fixed-shape engines).
+        cuda_graph: TensorRT only: replay captured CUDA graphs, one per input shape (engines with
+            data-dependent shapes, nms="onnx", run without them and log it).
         min_score: drop detections below this score (default: keep all the model returns).
         providers: ONNX Runtime execution providers (default CPU).
         num_threads: intra-op threads of the backend (default: the backend's own choice).
