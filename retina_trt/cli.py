@@ -378,7 +378,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from retina_trt.data.coco import CocoDataset
     from retina_trt.spec import ModelSpec
     from retina_trt.train import TrainConfig, train
+    from retina_trt.utils import check_output_file
 
+    check_output_file(args.output, "--output")  # before loading data and training
+    if args.deploy:
+        check_output_file(args.deploy, "--deploy")
     dataset = CocoDataset.load(args.annotations, args.images)
     spec = ModelSpec(
         backbone=args.backbone,

@@ -34,6 +34,7 @@ from retina_trt.model.postprocess import flatten_level
 from retina_trt.model.retinanet import RetinaNet
 from retina_trt.runtime.preprocess import preprocess_batch
 from retina_trt.spec import ModelSpec
+from retina_trt.utils import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ def train(
     optimizer and a fresh learning-rate schedule (warm-up included): a second training stage,
     or fine-tuning. A resumable ``output`` takes precedence, so an interrupted stage resumes.
     """
-    output = Path(output)
+    output = check_output_file(output, "training output")  # before any iteration
     if num_threads:
         torch.set_num_threads(num_threads)
     torch.manual_seed(config.seed)

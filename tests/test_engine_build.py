@@ -235,3 +235,43 @@ def test_loading_checks_the_tensorrt_flavour_and_rtx_targets(tmp_path):
     write_engine(tmp_path / "old.engine", old, PLAN)
     header = read_engine_header(tmp_path / "old.engine")
     assert header.tensorrt_flavour == "tensorrt" and header.targets == ((8, 9),)
+
+
+ROUTES = [(nms, precision, source) for nms in ("onnx", "graph", "plugin", "efficient")
+          for precision in ("fp32", "fp16", "int8") for source in ("weights", "onnx")]  # fmt: skip
+DEFAULT_ROUTES = [("plugin", "fp16", "weights"), ("efficient", "int8", "onnx"), ("graph", "int8", "weights"),
+                  ("onnx", "fp16", "onnx")]  # fmt: skip
+
+
+def _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys):
+    """build-engine --dry-run on one route reaches the prepared ONNX, with the NMS part intact."""
+    from retina_trt import export_onnx
+
+    if source == "weights":
+        src = ["--weights", str(tiny_checkpoint), "--nms", nms, "--input-size", "256x384"]
+    else:
+        src = ["--onnx", str(export_onnx(tiny_model, tmp_path / f"{nms}.onnx", nms=nms, input_size=(256, 384)))]
+    calib = ["--calib-data", "synthetic", "--calib-images", "4", "--calib-batch", "4"] if precision == "int8" else []
+    output = tmp_path / "out" / "m.engine"
+    code = main(["build-engine", *src, "--precision", precision, *calib, "--dry-run", "--output", str(output),
+                 "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    prepared = tmp_path / "out" / f"m.{precision}.onnx"
+    meta = read_metadata(prepared)
+    assert meta.nms == nms and meta.precision == precision
+    ops = {n.op_type for n in onnx.load(str(prepared), load_external_data=False).graph.node}
+    tail = {"onnx": "NonMaxSuppression", "graph": "Loop", "plugin": "RetinaNMS", "efficient": "EfficientNMS_TRT"}[nms]
+    assert tail in ops
+    assert "build plan:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("nms", "precision", "source"), DEFAULT_ROUTES)
+def test_build_engine_routes_reach_the_prepared_onnx(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys):
+    _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("nms", "precision", "source"), [r for r in ROUTES if r not in DEFAULT_ROUTES])
+def test_every_build_engine_route_reaches_the_prepared_onnx(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys):
+    """The whole matrix (--nms x --precision x --weights/--onnx); `make test-all` runs it."""
+    _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys)

@@ -154,3 +154,13 @@ def test_oversized_input_size_flags_are_one_line(tiny_checkpoint, tmp_path, caps
     with pytest.raises(ValueError, match="larger than 8192"):
         export_onnx(tiny_checkpoint, tmp_path / "m.onnx", input_size=(65536, 65536))
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_output_locations_are_checked_before_the_work(tiny_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for command in (["export-deepstream", str(tiny_checkpoint), "--out", str(blocker / "ds")],
+                    ["train", "--annotations", str(blocker), "--images", str(tmp_path), "--output", str(blocker / "m.pt")]):  # fmt: skip
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is a file, not a folder" in err[0], err

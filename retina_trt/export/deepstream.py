@@ -35,7 +35,7 @@ from pathlib import Path
 
 from retina_trt.errors import ModelFormatError
 from retina_trt.export.postprocess_graph import CONTRACT_OUTPUTS
-from retina_trt.utils import atomic_path
+from retina_trt.utils import atomic_path, check_output_file
 
 CONFIG_NAME = "config_infer_primary_retina_trt.txt"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -91,7 +91,7 @@ def export_deepstream(
     model, out = Path(model), Path(out_dir)
     if not model.is_file():
         raise ModelFormatError(f"model not found: {model}")
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_file(out / CONFIG_NAME, "--out")  # before the export and the precision step
     onnx_path = out / "model.onnx"
     if model.suffix.lower() in (".pt", ".pth"):
         from retina_trt.export.onnx_export import export_onnx
