@@ -55,7 +55,11 @@ def compile_nms(*, nms_thresh: float, detections_per_img: int, block: int, cc: i
 
 
 def register_plugin(*, lazy: bool = True) -> None:
-    """Register both plugins with TensorRT (idempotent); the builder calls it before parsing."""
+    """Register both plugins with TensorRT (idempotent).
+
+    The builder calls it with ``lazy=False`` before parsing: a lazily registered plugin is not put
+    into the plugin registry, which is where TensorRT's ONNX parser looks plugin creators up. The
+    conformance probe uses ``lazy=True`` (over stub libraries there is no registry to write to)."""
     global _registered
     if _registered:
         return
