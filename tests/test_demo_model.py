@@ -33,4 +33,4 @@ def test_heldout_ap_matches_the_recorded_figure(tmp_path):
     metrics = evaluate(MODEL, ann, tmp_path / "val")
     for name in METRICS:
         assert metrics[name] == pytest.approx(recorded["metrics"][name], abs=2e-3), name
-    assert metrics["AP"] >= 0.3, "the demo model detects (its AP is below the issue's 0.6 aim)"
+    assert metrics["AP"] >= 0.4, "the demo model detects (its AP is below the aim of 0.55)"
