@@ -19,7 +19,9 @@ if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not 
     os.environ["TRITON_INTERPRET"] = "1"
 # OpenCV's own decoder limit (read when cv2 is first imported) for formats whose header
 # retina_trt does not read itself: the same pixel limit (runtime/preprocess.py).
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", str(1 << 27)))
+# (a bad RETINA_TRT_MAX_IMAGE_PIXELS is reported by the image reader, not passed to OpenCV)
+if os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", str(1 << 27)).isdigit():
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", str(1 << 27)))
 from typing import TYPE_CHECKING, Any
 
 from retina_trt._version import __version__

@@ -38,7 +38,8 @@ MAX_BATCH = 4096
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
-def _ints(value, count: int, name: str, lo: int, hi: int) -> list[int]:
+def check_ints(value, count: int, name: str, lo: int, hi: int) -> list[int]:
+    """``value`` as a list of ``count`` integers in ``lo..hi`` (from an untrusted file), or ValueError."""
     if not isinstance(value, (list, tuple)) or len(value) != count:
         raise ValueError(f"{name} must be a list of {count} integers, got {value!r}"[:300])
     if not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in value):
@@ -48,7 +49,8 @@ def _ints(value, count: int, name: str, lo: int, hi: int) -> list[int]:
 
 def validate_export(export, *, require_batch: bool = True) -> dict:
     """Check the export record an ONNX model or engine carries (it may come from an untrusted
-    file): every field the runtime, the builder and the configs read, by type and range.
+    file): every field the runtime, the builder and the configs read, by type and range. Returns
+    a copy with ``outputs`` filled in from the NMS kind where an older record lacks it.
 
     Raises:
         ValueError: naming the first bad field.
@@ -57,14 +59,15 @@ def validate_export(export, *, require_batch: bool = True) -> dict:
 
     if not isinstance(export, dict):
         raise ValueError(f"the export record must be a JSON object, got {type(export).__name__}")
+    export = dict(export)  # the caller's record stays as read
     if export.get("nms") not in NMS_CHOICES:
         raise ValueError(f"export.nms must be one of {NMS_CHOICES}, got {export.get('nms')!r}"[:300])
     if require_batch or "batch" in export:
-        lo, opt, hi = _ints(export.get("batch"), 3, "export.batch", 1, MAX_BATCH)
+        lo, opt, hi = check_ints(export.get("batch"), 3, "export.batch", 1, MAX_BATCH)
         if not lo <= opt <= hi:
             raise ValueError(f"export.batch must be ordered min <= opt <= max, got {[lo, opt, hi]}")
     if export.get("input_size") is not None:
-        _ints(export["input_size"], 2, "export.input_size", 1, MAX_IMAGE_SIDE)
+        check_ints(export["input_size"], 2, "export.input_size", 1, MAX_IMAGE_SIDE)
     inputs = export.get("inputs", list(INPUT_NAMES))
     if inputs not in (list(INPUT_NAMES), ["images"]):
         raise ValueError(f"export.inputs must be {list(INPUT_NAMES)} or ['images'], got {inputs!r}"[:300])

@@ -122,5 +122,9 @@ def test_gpu_check_runs_what_it_can_and_says_what_it_skipped(tmp_path):
     import torch
 
     if not torch.cuda.is_available():
-        assert checks["torch_cuda_latency"] == {"status": "skipped", "reason": "no GPU: skipped", "seconds": 0.0}
+        assert checks["torch_cuda_latency"]["status"] == "skipped"
+        assert checks["torch_cuda_latency"]["reason"] == "no GPU: skipped"
+    with pytest.raises(SystemExit) as exit_info:  # a misspelled check is an error, not an empty report
+        gpu_check(["--out", str(tmp_path / "x"), "--only", "enviroment"])
+    assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
     assert "| graph_nms_equals_reference | pass |" in (tmp_path / "gpu_check.md").read_text()

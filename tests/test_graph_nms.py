@@ -112,17 +112,9 @@ def test_graph_export_equals_candidates_plus_reference_nms(artifacts, images):
 
 
 def test_tensorrt_rtx_builds_the_nms_at_five_thousand_candidates(tmp_path):
-    trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is installed by `make`")
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is installed by `make`")
+    from retina_trt.bench.graph_nms import rtx_build_seconds
+
     path = tmp_path / "nms.onnx"
     path.write_bytes(graph_nms_model(TINY_SPEC).SerializeToString())
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    assert parser.parse_from_file(str(path)), [parser.get_error(i).desc() for i in range(parser.num_errors)]
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    for name, tail in (("boxes", (4,)), ("scores", ()), ("labels", ())):
-        profile.set_shape(name, (1, 5000, *tail), (1, 5000, *tail), (8, 5000, *tail))
-    config.add_optimization_profile(profile)
-    assert builder.build_serialized_network(network, config) is not None
+    assert rtx_build_seconds(path, 5000, max_batch=8) is not None  # parsed and built, batch 1..8

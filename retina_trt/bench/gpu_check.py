@@ -71,11 +71,14 @@ def check_environment(quick: bool) -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
-    for module in ("tensorrt", "tensorrt_rtx"):
+    from retina_trt.errors import BackendUnavailableError
+    from retina_trt.trt.compat import FLAVOURS, import_tensorrt
+
+    for flavour in FLAVOURS:
         try:
-            info[module] = __import__(module).__version__
-        except Exception as err:
-            info[module] = f"unavailable ({type(err).__name__})"
+            info[flavour] = import_tensorrt(flavour).__version__
+        except BackendUnavailableError as err:
+            info[flavour] = f"unavailable ({str(err)[:120]})"
     return info
 
 
@@ -292,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer sizes and iterations (a few minutes on a GPU)")
     parser.add_argument("--only", default=None, help="comma-separated check names")
     args = parser.parse_args(argv)
-    report = run(Path(args.out), quick=args.quick, only=args.only.split(",") if args.only else None)
+    only = args.only.split(",") if args.only else None
+    unknown = sorted(set(only or ()) - set(CHECKS))
+    if unknown:
+        parser.error(f"unknown checks {unknown}; the checks are {', '.join(CHECKS)}")
+    report = run(Path(args.out), quick=args.quick, only=only)
     failed = [name for name, r in report["checks"].items() if r["status"] == "fail"]
     print(f"wrote {Path(args.out) / 'gpu_check.json'} and gpu_check.md; " + (f"FAILED: {', '.join(failed)}" if failed else "no failures"))
     return 1 if failed else 0

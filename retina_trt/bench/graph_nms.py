@@ -49,25 +49,18 @@ def _median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _rtx_build_s(path: Path, n: int) -> float | None:
+def rtx_build_seconds(path: Path, n: int, max_batch: int = 8) -> float | None:
+    """Seconds TensorRT-RTX takes to parse and build the NMS model at ``path`` for N = ``n``,
+    batch 1..``max_batch``; None without TensorRT-RTX."""
+    from retina_trt.errors import BackendUnavailableError
+    from retina_trt.trt.builder import build_network_seconds
+
+    shapes = {name: ((1, n, *tail), (1, n, *tail), (max_batch, n, *tail))
+              for name, tail in (("boxes", (4,)), ("scores", ()), ("labels", ()))}  # fmt: skip
     try:
-        import tensorrt_rtx as trt
-    except ImportError:
+        return build_network_seconds(path, shapes, flavour="tensorrt_rtx")
+    except BackendUnavailableError:
         return None
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(path)):
-        return None
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    for name, tail in (("boxes", (4,)), ("scores", ()), ("labels", ())):
-        profile.set_shape(name, (1, n, *tail), (1, n, *tail), (8, n, *tail))
-    config.add_optimization_profile(profile)
-    start = time.perf_counter()
-    plan = builder.build_serialized_network(network, config)
-    return None if plan is None else time.perf_counter() - start
 
 
 def run(out: Path, sizes=(1000, 5000), repeats: int = 5) -> dict:
@@ -93,7 +86,7 @@ def run(out: Path, sizes=(1000, 5000), repeats: int = 5) -> dict:
             "candidates": n, "onnxruntime_graph_nms_ms": round(graph_ms, 2), "reference_torch_nms_ms": round(ref_ms, 2),
             "ratio_graph_vs_reference": round(graph_ms / ref_ms, 1),
             "peak_rss_growth_mib": round(max(0, rss_after - rss_before) / 1024, 1),
-            "tensorrt_rtx_build_s": None if (b := _rtx_build_s(model_path, n)) is None else round(b, 2),
+            "tensorrt_rtx_build_s": None if (b := rtx_build_seconds(model_path, n)) is None else round(b, 2),
         })  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
     report = {"machine": "CPU, ONNX Runtime CPU provider, 2 threads", "batch": 1, "rows": rows}
@@ -105,8 +98,10 @@ def run(out: Path, sizes=(1000, 5000), repeats: int = 5) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench-output/graph_nms", help="report folder")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per size (>= 1)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     run(Path(args.out), repeats=args.repeats)
     return 0
 

@@ -85,10 +85,6 @@ class OutputNames:
         return candidate
 
 
-def _unique_stem(path: Path, used: OutputNames, suffixes: tuple[str, ...]) -> str:
-    return used.add(path.stem, suffixes)
-
-
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -112,7 +108,7 @@ def detect_images(det: Detector, images: list[Path], out_dir: Path, args: argpar
     try:
         with open(tmp, "w") as jsonl:
             for path in tqdm(images, desc="images", unit="img", disable=len(images) < 2 or None):
-                stem = _unique_stem(path, used, (".json", ".jpg"))
+                stem = used.add(path.stem, (".json", ".jpg"))
                 try:
                     image = read_image(path)
                     dets = det(image)
@@ -153,7 +149,7 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
     ``<name>.jsonl`` (one line per processed frame). Both are written under temporary names and
     finalized and renamed also when the run is interrupted (Ctrl-C), so what was processed stays
     playable and readable."""
-    stem = _unique_stem(Path(_stream_stem(source)), used, (".mp4", ".jsonl"))
+    stem = used.add(_stream_stem(source), (".mp4", ".jsonl"))
     stream = det.stream(
         source,
         batch_size=args.batch_size,

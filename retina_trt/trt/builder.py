@@ -232,6 +232,33 @@ def parse_errors(onnx_path: str | os.PathLike, flavour: str | None = None) -> li
     return _parser_errors(parser).splitlines() or ["the parser failed without an error message"]
 
 
+def build_network_seconds(
+    onnx_path: str | os.PathLike, shapes: dict[str, tuple[tuple[int, ...], ...]], *, flavour: str | None = None
+) -> float:
+    """Parse and build any ONNX (no retina_trt metadata needed: benchmarks of graph parts) with
+    one profile of (min, opt, max) ``shapes`` per input; the build's seconds.
+
+    Raises:
+        BackendUnavailableError: no such TensorRT. EngineBuildError: parse or build failed.
+    """
+    trt = import_tensorrt(flavour)
+    trt_logger = make_logger(trt)
+    builder = trt.Builder(trt_logger)
+    network = builder.create_network(network_flags(trt))
+    parser = trt.OnnxParser(network, trt_logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise EngineBuildError(f"TensorRT cannot parse {onnx_path}:\n{_parser_errors(parser)}")
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in shapes.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    start = time.perf_counter()
+    if builder.build_serialized_network(network, config) is None:
+        raise EngineBuildError(f"TensorRT failed to build {onnx_path}")
+    return time.perf_counter() - start
+
+
 def _register_plugins(trt, trt_logger, plugins: list[onnx.NodeProto], onnx_path: Path) -> None:
     """TensorRT 10/11: put the plugin creators the ONNX parser looks up into the registry."""
     trt.init_libnvinfer_plugins(trt_logger, "")  # TensorRT's own plugins (EfficientNMS_TRT)

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retina_trt.contract import MAX_BATCH, PRECISIONS, validate_export
-from retina_trt.contract import _ints as _check_ints
+from retina_trt.contract import MAX_BATCH, PRECISIONS, check_ints, validate_export
 from retina_trt.errors import ModelFormatError, SpecError
 from retina_trt.spec import MAX_IMAGE_SIDE, ModelSpec
 from retina_trt.utils import atomic_path
@@ -181,12 +180,12 @@ def read_engine_header(path: str | os.PathLike) -> EngineHeader:
         build = raw["build"]
         if not isinstance(build, dict):
             raise ValueError("build must be a JSON object")
-        lo, opt, hi = _check_ints(build.get("batch"), 3, "build.batch", 1, MAX_BATCH)
+        lo, opt, hi = check_ints(build.get("batch"), 3, "build.batch", 1, MAX_BATCH)
         if not lo <= opt <= hi:
             raise ValueError(f"build.batch must be ordered, got {[lo, opt, hi]}")
         profile = build.get("profile", {"images": [[lo, 1, 1, 3], [opt, 1, 1, 3], [hi, 1, 1, 3]]})
         for shape in profile["images"] if isinstance(profile, dict) else [None]:
-            _check_ints(shape, 4, "build.profile.images", 1, MAX_IMAGE_SIDE)
+            check_ints(shape, 4, "build.profile.images", 1, MAX_IMAGE_SIDE)
         if raw["precision"] not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {raw['precision']!r}"[:200])
         return EngineHeader(
