@@ -94,6 +94,33 @@ def test_cuda_graph_on_off_equal(engines):
             np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
 
 
+@pytest.mark.parametrize("nms", ["efficient", "plugin"])
+def test_cuda_graphs_follow_shape_changes(nms, tmp_path):
+    """Static-shape NMS engines are captured, one graph per input shape: alternating batch
+    sizes replay the right graph (a graph captured for batch 4 replayed for batch 1 would read
+    stale shapes)."""
+    engine = tmp_path / f"{nms}.engine"
+    assert main(["build-engine", "--weights", str(DEMO), "--precision", "fp16", "--nms", nms, "--batch", "1:4:8",
+                 "--output", str(engine)]) == 0  # fmt: skip
+    images = [generate_image(1, i, CONFIG)[0] for i in range(8)]
+    with Detector(engine) as plain, Detector(engine, cuda_graph=True) as graph:
+        for size in (1, 4, 1, 4, 2, 8, 1):
+            want, got = plain.predict_batch(images[:size]), graph.predict_batch(images[:size])
+            for a, b in zip(want, got):
+                np.testing.assert_array_equal(a.class_ids, b.class_ids)
+                np.testing.assert_allclose(a.scores, b.scores, atol=1e-6)
+
+
+def test_version_compatible_engine_loads_and_runs(tmp_path):
+    """A --version-compat engine carries host code: the runtime allows it and runs the engine."""
+    engine = tmp_path / "vc.engine"
+    assert main(["build-engine", "--weights", str(DEMO), "--precision", "fp16", "--version-compat",
+                 "--output", str(engine)]) == 0  # fmt: skip
+    image = generate_image(1, 0, CONFIG)[0]
+    with Detector(engine) as det:
+        assert len(det(image).scores) > 0
+
+
 def test_zero_copy_torch_input(engines):
     import torch
 

@@ -14,7 +14,10 @@ Checks, in order:
    scales 400-800, batch 1 and 8, beside the paper's M40 column: **PyTorch, not TensorRT**;
 5. TensorRT engines of the demo model for every NMS route the installed TensorRT builds, FP32 /
    FP16 / INT8: build, detections against ONNX Runtime on the same prepared ONNX (match rate), CUDA
-   graphs on and off, 8 threads on one Detector, a batch beyond the profile, ``run_torch``.
+   graphs on and off, 8 threads on one Detector, a batch beyond the profile, ``run_torch``; a
+   version-compatible engine (TensorRT 10/11);
+6. a short ``bench`` sweep: FP16 TensorRT engines of ResNet-50-FPN at the paper's scales, beside
+   its M40 column (TensorRT 10/11 only).
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` under ``--out``.
 """
@@ -223,6 +226,7 @@ def check_tensorrt_engines(quick: bool) -> dict:
                         with concurrent.futures.ThreadPoolExecutor(8) as pool:
                             threaded = list(pool.map(lambda p: trt_det(str(p)), images))
                         row["threads_equal"] = all(np.array_equal(a.scores, b.scores) for a, b in zip(threaded, got))
+                    row["run_torch_equal"] = _run_torch_equal(engine, images[0])
                     with Detector(engine, cuda_graph=True) as graph_det:
                         graphed = graph_det.predict_batch([str(p) for p in images])
                         row["cuda_graph_equal"] = all(np.array_equal(a.scores, b.scores) for a, b in zip(graphed, got))
@@ -238,9 +242,57 @@ def check_tensorrt_engines(quick: bool) -> dict:
                     row["status"] = "fail"
                     row["error"] = f"{type(err).__name__}: {err}"[:2000]
                 results["engines"].append(row)
+        if flavour == "tensorrt":  # version-compatible plans carry host code the runtime must allow
+            row = {"nms": "default", "precision": "fp16", "version_compatible": True}
+            try:
+                source = export_onnx(MODEL, tmp / "vc.onnx", batch=(1, 1, 1))
+                prepared = prepare_precision(source, "fp16", tmp / "vc.fp16.onnx").path
+                engine = build_engine(prepared, tmp / "vc.engine", BuildOptions(version_compatible=True))
+                with Detector(engine) as det:
+                    row["detections"] = len(det(str(images[0])).scores)
+                row["status"] = "pass" if row["detections"] > 0 else "fail"
+            except Exception as err:
+                row.update(status="fail", error=f"{type(err).__name__}: {err}"[:2000])
+            results["engines"].append(row)
     if any(row["status"] == "fail" for row in results["engines"]):
         raise AssertionError(json.dumps(results))
     return results
+
+
+def _run_torch_equal(engine: Path, image_path: Path) -> bool:
+    """``TensorRTBackend.run_torch`` (CUDA tensors bound directly) gives ``run``'s detections."""
+    import numpy as np
+    import torch
+
+    from retina_trt.runtime.preprocess import preprocess_batch, read_image
+    from retina_trt.trt.runtime import TensorRTBackend
+
+    with TensorRTBackend(engine) as backend:
+        spec, size = backend.spec, backend.input_size
+        batch = preprocess_batch([read_image(image_path)], min_size=spec.min_size, max_size=spec.max_size,
+                                 size_divisible=spec.size_divisible, input_size=size)  # fmt: skip
+        host = backend.run(batch)[0]
+        device = backend.run_torch(torch.from_numpy(batch.pixels).cuda(), torch.from_numpy(batch.image_sizes).cuda())[0]
+    return bool(np.array_equal(host.labels, device.labels) and np.allclose(host.scores, device.scores, atol=1e-6))
+
+
+def check_tensorrt_latency(quick: bool) -> dict:
+    """A short ``bench`` sweep: ResNet-50-FPN FP16 TensorRT engines at the paper's scales."""
+    _cuda()
+    from retina_trt.bench.latency import benchmark
+    from retina_trt.bench.weights import make_torchvision_weights
+    from retina_trt.errors import BackendUnavailableError
+    from retina_trt.trt.compat import import_tensorrt
+
+    try:
+        import_tensorrt("tensorrt")
+    except BackendUnavailableError as err:
+        raise Skip(f"no TensorRT 10/11 here (the sweep builds for this GPU): {err}") from err
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = make_torchvision_weights(Path(tmp) / "r50.pth")
+        report = benchmark(weights, backend="tensorrt", scales=[400, 600, 800] if quick else [400, 500, 600, 700, 800],
+                           warmup_s=1.0, iterations=20 if quick else 100, compare_paper=True)  # fmt: skip
+    return {"rows": report["rows"]}
 
 
 CHECKS = {
@@ -249,6 +301,7 @@ CHECKS = {
     "nms_plugin_kernels_cuda": check_nms_kernels,
     "torch_cuda_latency": check_torch_cuda,
     "tensorrt_engines": check_tensorrt_engines,
+    "tensorrt_latency_sweep": check_tensorrt_latency,
 }
 
 

@@ -48,6 +48,50 @@ _NP_DTYPES = {"images": np.uint8, "image_sizes": np.int32, "num_detections": np.
 _DATA_DEPENDENT_NMS = frozenset({"onnx"})
 
 
+def cuda_graph_capturable(nms: str) -> bool:
+    """Whether an engine of this NMS kind may be captured into a CUDA graph: not ``nms="onnx"``,
+    whose INMSLayer copies its output shapes to the host during the enqueue (NVIDIA/TensorRT#4194).
+    Others are tried; a capture that fails still falls back to plain enqueues."""
+    return nms not in _DATA_DEPENDENT_NMS
+
+
+def engine_io(trt, engine) -> dict[str, tuple[bool, np.dtype]]:
+    """The engine's I/O tensors as TensorRT deserialized them: name -> (is input, numpy dtype)."""
+    found = {}
+    for index in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(index)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        found[name] = (is_input, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+    return found
+
+
+def check_io(
+    found: dict[str, tuple[bool, np.dtype]], export: dict[str, Any], path: str | os.PathLike
+) -> tuple[list[str], list[str], dict[str, np.dtype]]:
+    """Check an engine's tensors (``engine_io``) against the contract its header records
+    (``export``: inputs, outputs, input_format); returns (inputs, outputs, numpy dtypes).
+
+    Raises:
+        ModelFormatError: a tensor missing, extra, of the wrong direction or dtype (a DeepStream
+            float32-input engine under a uint8 header, say): rebuild the engine.
+    """
+    inputs = [str(n) for n in export.get("inputs", ["images", "image_sizes"])]
+    outputs = [str(n) for n in export["outputs"]]
+    want_input = {**{n: True for n in inputs}, **{n: False for n in outputs}}
+    if set(found) != set(want_input):
+        raise ModelFormatError(f"{path}: the engine's tensors {sorted(found)} are not the contract's {sorted(want_input)}; rebuild it")
+    float_input = str(export.get("input_format", "uint8")).startswith("float32")
+    dtypes = {}
+    for name, (is_input, have) in found.items():
+        want = np.float32 if name == "images" and float_input else _NP_DTYPES.get(name)
+        if is_input != want_input[name] or want is None or np.dtype(have) != np.dtype(want):
+            mode, want_mode = ("input" if is_input else "output"), ("input" if want_input[name] else "output")
+            raise ModelFormatError(f"{path}: tensor {name!r} is an {mode} of {np.dtype(have)}, the contract says an "
+                                   f"{want_mode} of {np.dtype(want) if want else '?'}; rebuild the engine")  # fmt: skip
+        dtypes[name] = np.dtype(have)
+    return inputs, outputs, dtypes
+
+
 def import_cudart():
     """``cuda.bindings.runtime`` (cuda-python 12.6+), or the older ``cuda.cudart``."""
     try:
@@ -276,10 +320,10 @@ class TensorRTBackend:
             raise ModelFormatError(
                 f"{FLAVOUR_NAMES[flavour_of(trt)]} could not deserialize {path}; rebuild it with retina-trt build-engine"
             )
-        self.input_names, self.output_names, self._np_dtypes = self._check_tensors(trt, path)
+        self.input_names, self.output_names, self._np_dtypes = check_io(engine_io(trt, self._engine), header.export, path)
         self._profile = [tuple(s) for s in header.build["profile"]["images"]]
         self._cuda_graph = bool(cuda_graph)
-        if self._cuda_graph and self.nms in _DATA_DEPENDENT_NMS:
+        if self._cuda_graph and not cuda_graph_capturable(self.nms):
             logger.warning("nms=%r engines have data-dependent output shapes, which CUDA graphs cannot capture; "
                            "running without them", self.nms)  # fmt: skip
             self._cuda_graph = False
@@ -288,28 +332,6 @@ class TensorRTBackend:
         self._created: list[_Context] = []
         self._lock = threading.Lock()
         self.last_ms: dict[str, float] = {}
-
-    def _check_tensors(self, trt, path: Path) -> tuple[list[str], list[str], dict[str, Any]]:
-        """The engine's I/O tensors against the contract the header records (names, modes, dtypes)."""
-        engine = self._engine
-        inputs = [str(n) for n in self.header.export.get("inputs", ["images", "image_sizes"])]
-        outputs = [str(n) for n in self.header.export["outputs"]]
-        found = {}
-        for index in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(index)
-            found[name] = (engine.get_tensor_mode(name), engine.get_tensor_dtype(name))
-        want_modes = {**{n: trt.TensorIOMode.INPUT for n in inputs}, **{n: trt.TensorIOMode.OUTPUT for n in outputs}}
-        if set(found) != set(want_modes):
-            raise ModelFormatError(f"{path}: the engine's tensors {sorted(found)} are not the contract's {sorted(want_modes)}; rebuild it")
-        dtypes = {}
-        float_input = str(self.header.export.get("input_format", "uint8")).startswith("float32")
-        for name, (mode, dtype) in found.items():
-            want = np.float32 if name == "images" and float_input else _NP_DTYPES.get(name)
-            have = np.dtype(trt.nptype(dtype))
-            if mode != want_modes[name] or want is None or have != np.dtype(want):
-                raise ModelFormatError(f"{path}: tensor {name!r} is {mode} {have}, the contract says {np.dtype(want) if want else '?'}; rebuild it")
-            dtypes[name] = have
-        return inputs, outputs, dtypes
 
     def _contract_max_shape(self, name: str) -> tuple[int, ...]:
         d = self.spec.detections_per_img
