@@ -31,6 +31,7 @@ setup(
     python_requires=">=3.10",
     packages=[
         "retina_trt",
+        "retina_trt.contract",
         "retina_trt.model",
         "retina_trt.export",
         "retina_trt.runtime",

@@ -1,6 +1,6 @@
 """Calibration data: images from a folder, a COCO-format dataset or the synthetic generator.
 
-Every image goes through the runtime's own preprocessing (``retina_trt.runtime.preprocess``),
+Every image goes through the runtime's own preprocessing (``retina_trt.image``),
 so calibration sees exactly the tensors inference sees: uint8 BGR NHWC ``images`` padded to
 the model's input size, and ``image_sizes`` (h, w) of each valid region.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retina_trt.errors import ImageError, RetinaTrtError
-from retina_trt.runtime.preprocess import preprocess_batch, read_image
+from retina_trt.image import preprocess_batch, read_image
 from retina_trt.spec import ModelSpec
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx
 
-from retina_trt.export.metadata import read_metadata, write_precision_metadata
+from retina_trt.contract.onnx_metadata import read_metadata, write_precision_metadata
 from retina_trt.export.trt_ops import PLUGIN_NODES, check_trt_compatible
 from retina_trt.utils import atomic_path
 

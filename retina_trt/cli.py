@@ -328,7 +328,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     path = Path(args.model)
     if path.suffix.lower() == ".onnx":
-        from retina_trt.export.metadata import read_metadata
+        from retina_trt.contract.onnx_metadata import read_metadata
 
         meta = read_metadata(path)
         print(f"{path}: retina_trt ONNX model ({meta.precision})")
@@ -337,9 +337,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"  precision: {json.dumps(meta.precision_info, sort_keys=True)}")
         print(f"  spec: {meta.spec.to_json(indent=2)}")
     elif path.suffix.lower() == ".engine":
+        from retina_trt.contract.engine_file import read_engine_header
         from retina_trt.trt.build_report import format_summary
         from retina_trt.trt.compat import FLAVOUR_NAMES
-        from retina_trt.trt.engine_file import read_engine_header
 
         header = read_engine_header(path)
         targets = ", ".join(f"{a}.{b}" for a, b in header.targets)
@@ -468,7 +468,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from retina_trt.calibration import CalibrationConfig, prepare_precision
-    from retina_trt.export.metadata import read_metadata
+    from retina_trt.contract.onnx_metadata import read_metadata
     from retina_trt.trt import BuildOptions, build_engine, build_plan
     from retina_trt.trt.builder import check_nms_buildable, profile_shapes
 
@@ -588,9 +588,9 @@ def _installed_flavour() -> str:
 
 def _describe_engine(path) -> None:
     """What was built: size, build time, targets, layer precisions, and whether it runs here."""
+    from retina_trt.contract.engine_file import read_engine_header
     from retina_trt.trt.build_report import format_summary
     from retina_trt.trt.compat import FLAVOUR_NAMES
-    from retina_trt.trt.engine_file import read_engine_header
 
     header = read_engine_header(path)
     summary = header.layer_precisions

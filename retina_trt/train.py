@@ -27,12 +27,12 @@ from tqdm import tqdm
 
 from retina_trt.data.coco import CocoDataset
 from retina_trt.errors import CheckpointError, ImageError
+from retina_trt.image import preprocess_batch
 from retina_trt.model.checkpoint import load_checkpoint, read_checkpoint_file, save_checkpoint
 from retina_trt.model.loss import retinanet_loss
 from retina_trt.model.normalize import PixelNormalizer
 from retina_trt.model.postprocess import flatten_level
 from retina_trt.model.retinanet import RetinaNet
-from retina_trt.runtime.preprocess import preprocess_batch
 from retina_trt.spec import ModelSpec
 from retina_trt.utils import check_output_file
 

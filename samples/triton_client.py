@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from retina_trt.image import PreprocessedBatch, boxes_to_original, preprocess_batch
 from retina_trt.runtime.detections import Detections
-from retina_trt.runtime.preprocess import PreprocessedBatch, boxes_to_original, preprocess_batch
 from retina_trt.spec import ModelSpec
 
 OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")

@@ -18,7 +18,7 @@ from retina_trt.calibration import (
 )
 
 from retina_trt import Detector
-from retina_trt.export.metadata import read_metadata
+from retina_trt.contract.onnx_metadata import read_metadata
 
 SIZE = (256, 384)
 
@@ -205,7 +205,7 @@ def test_percentile_method_and_bad_arguments(fp32_onnx, tmp_path):
 
 def test_calibration_sees_the_runtime_preprocessing(image_dir):
     """One implementation: calibration tensors equal the Detector's own preprocessing."""
-    from retina_trt.runtime.preprocess import preprocess_batch, read_image
+    from retina_trt.image import preprocess_batch, read_image
 
     data = load_calibration_data(image_dir, TINY_SPEC, SIZE, num_images=1, seed=0)
     path = sorted(image_dir.glob("*.jpg"))[np.random.default_rng(0).permutation(3)[0]]

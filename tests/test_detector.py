@@ -7,7 +7,7 @@ import pytest
 
 from retina_trt import BackendUnavailableError, Detections, Detector, ImageError, ModelFormatError
 from retina_trt.errors import BatchImageError
-from retina_trt.runtime.preprocess import preprocess_batch, resize_scale, to_bgr
+from retina_trt.image import preprocess_batch, resize_scale, to_bgr
 
 
 def test_detections_api():
@@ -121,7 +121,7 @@ def test_bad_model_files(tmp_path, images):
     if importlib.util.find_spec("tensorrt") is None:  # a well-formed engine file, no TensorRT here
         from helpers import TINY_SPEC
 
-        from retina_trt.trt.engine_file import make_header, write_engine
+        from retina_trt.contract.engine_file import make_header, write_engine
 
         header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="GPU", compute_capability=(8, 9),
                              precision="fp16", onnx_sha256="0" * 64, export={"nms": "onnx"}, build={"batch": [1, 1, 1]},

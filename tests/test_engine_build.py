@@ -11,8 +11,9 @@ import pytest
 from helpers import TINY_SPEC
 
 from retina_trt.cli import main
+from retina_trt.contract.engine_file import make_header, read_plan, write_engine
+from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
-from retina_trt.export.metadata import read_metadata
 from retina_trt.trt import (
     BuildOptions,
     EngineMismatchError,
@@ -21,7 +22,6 @@ from retina_trt.trt import (
     read_engine_header,
 )
 from retina_trt.trt.builder import plugin_nodes, profile_shapes
-from retina_trt.trt.engine_file import make_header, read_plan, write_engine
 
 PLAN = b"placeholder plan bytes, not a TensorRT plan" * 10
 

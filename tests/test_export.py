@@ -7,7 +7,7 @@ import pytest
 from helpers import TINY_SPEC
 
 from retina_trt import ExportError, ModelSpec, export_onnx
-from retina_trt.export.metadata import read_metadata
+from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.export.trt_ops import TRT_SUPPORTED_OPS, check_trt_compatible
 
 

@@ -165,7 +165,7 @@ def test_efficient_nms_export_wiring(tiny_model, onnx_models, images, tmp_path):
     import onnxruntime as ort
 
     from retina_trt import BackendUnavailableError, Detector, export_onnx
-    from retina_trt.runtime.preprocess import preprocess_batch
+    from retina_trt.image import preprocess_batch
 
     path = export_onnx(tiny_model, tmp_path / "efficient.onnx", nms="efficient", input_size=(256, 384))
     model = onnx.load(str(path))

@@ -8,9 +8,9 @@ import torch
 from helpers import TINY_SPEC, assert_same_detections
 
 from retina_trt import Detector
+from retina_trt.image import preprocess_batch
 from retina_trt.model.normalize import PixelNormalizer
 from retina_trt.model.postprocess import postprocess_candidates
-from retina_trt.runtime.preprocess import preprocess_batch
 
 
 def _run_onnx(path, nms, batch):

@@ -15,9 +15,9 @@ from helpers import TINY_SPEC
 
 from retina_trt import Detector, export_onnx
 from retina_trt.cli import main
-from retina_trt.export.metadata import read_metadata
+from retina_trt.contract.engine_file import make_header, write_engine
+from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.spec import ModelSpec
-from retina_trt.trt.engine_file import make_header, write_engine
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 
@@ -82,7 +82,7 @@ def test_triton_client_sample_builds_requests_and_reads_the_contract(onnx_models
               "input": [{"dims": ["256", "384", "3"]}]}  # fmt: skip
     spec, size = triton_client.spec_from_config(config)
     assert spec == TINY_SPEC and size == (256, 384)
-    from retina_trt.runtime.preprocess import preprocess_batch
+    from retina_trt.image import preprocess_batch
 
     batch = preprocess_batch(images[:2], min_size=spec.min_size, max_size=spec.max_size,
                              size_divisible=spec.size_divisible, input_size=size)  # fmt: skip

@@ -124,7 +124,7 @@ def test_version_compatible_engine_loads_and_runs(tmp_path):
 def test_zero_copy_torch_input(engines):
     import torch
 
-    from retina_trt.runtime.preprocess import preprocess_batch
+    from retina_trt.image import preprocess_batch
 
     image = generate_image(1, 0, CONFIG)[0]
     batch = preprocess_batch([image], min_size=256, max_size=256, size_divisible=128, input_size=(256, 256))

@@ -29,11 +29,11 @@ from trt_seam import Watched, first, skip_calls
 
 from retina_trt import export_onnx
 from retina_trt.contract import NMS_CHOICES
+from retina_trt.contract.engine_file import make_header, write_engine
+from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
-from retina_trt.export.metadata import read_metadata
 from retina_trt.trt import runtime as trt_runtime
 from retina_trt.trt.builder import BuildOptions, profile_shapes
-from retina_trt.trt.engine_file import make_header, write_engine
 
 PROBE = Path(__file__).with_name("trt_route_probe.py")
 NOT_A_PLAN = b"not a plan: nothing deserializes it on this machine"

@@ -16,9 +16,9 @@ from helpers import TINY_SPEC
 
 from retina_trt import Detector, ModelSpec
 from retina_trt.cli import main
+from retina_trt.contract.engine_file import MAGIC, make_header, read_engine_header, write_engine
 from retina_trt.errors import ImageError, ModelFormatError, SpecError
-from retina_trt.runtime.preprocess import declared_size, read_image
-from retina_trt.trt.engine_file import MAGIC, make_header, read_engine_header, write_engine
+from retina_trt.image import declared_size, read_image
 
 
 def _png(width: int, height: int) -> bytes:
@@ -68,7 +68,7 @@ def test_a_huge_declared_image_stays_well_under_a_gigabyte(tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(_png(30000, 30000))
     code = (
-        "import resource\nfrom retina_trt.runtime.preprocess import read_image\n"
+        "import resource\nfrom retina_trt.image import read_image\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"try:\n    read_image({str(big)!r})\nexcept Exception as err:\n    print(type(err).__name__)\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"

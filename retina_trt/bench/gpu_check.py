@@ -264,7 +264,7 @@ def _run_torch_equal(engine: Path, image_path: Path) -> bool:
     import numpy as np
     import torch
 
-    from retina_trt.runtime.preprocess import preprocess_batch, read_image
+    from retina_trt.image import preprocess_batch, read_image
     from retina_trt.trt.runtime import TensorRTBackend
 
     with TensorRTBackend(engine) as backend:

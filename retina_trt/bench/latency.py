@@ -147,7 +147,7 @@ def _scaled_spec(spec, scale: int):
 
 
 def _input_size(spec, image: np.ndarray) -> tuple[int, int]:
-    from retina_trt.runtime.preprocess import resize_scale, resized_shape
+    from retina_trt.image import resize_scale, resized_shape
 
     h, w = image.shape[:2]
     rh, rw = resized_shape(h, w, resize_scale(h, w, min_size=spec.min_size, max_size=spec.max_size))
@@ -219,11 +219,11 @@ def _prepare(
                 path = build_engine(prepared.path, workdir / f"model_{spec.min_size}.engine", BuildOptions())
         return _Runnable(path, spec, spec.min_size)
     if suffix == ".onnx":
-        from retina_trt.export.metadata import read_metadata
+        from retina_trt.contract.onnx_metadata import read_metadata
 
         spec = read_metadata(model).spec
     elif suffix == ".engine":
-        from retina_trt.trt.engine_file import read_engine_header
+        from retina_trt.contract.engine_file import read_engine_header
 
         spec = read_engine_header(model).spec
     else:

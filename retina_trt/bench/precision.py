@@ -26,8 +26,8 @@ from retina_trt.calibration import CalibrationConfig, prepare_precision
 from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
 from retina_trt.evaluate import METRICS, evaluate
 from retina_trt.export.onnx_export import export_onnx
+from retina_trt.image import read_image
 from retina_trt.runtime.detector import Detector
-from retina_trt.runtime.preprocess import read_image
 from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)

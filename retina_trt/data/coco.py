@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from retina_trt.errors import RetinaTrtError
-from retina_trt.runtime.preprocess import read_image
+from retina_trt.image import read_image
 
 
 class DatasetError(RetinaTrtError):

@@ -43,7 +43,7 @@ NETWORK_MODE = 0  # FP32 flags only: the prepared graph states its own precision
 
 
 def _check_deepstream_onnx(path: Path):
-    from retina_trt.export.metadata import read_metadata
+    from retina_trt.contract.onnx_metadata import read_metadata
 
     meta = read_metadata(path)
     if meta.export.get("inputs") != ["images"] or not str(meta.export.get("input_format", "")).startswith("float32"):
@@ -133,7 +133,7 @@ def export_deepstream(
         "onnx-file=model.onnx",
     ]
     if engine is not None:
-        from retina_trt.trt.engine_file import read_engine_header, read_plan
+        from retina_trt.contract.engine_file import read_engine_header, read_plan
 
         header = read_engine_header(engine)
         if header.export.get("inputs") != ["images"]:

@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from retina_trt._version import __version__
 from retina_trt.contract import INPUT_NAMES, NMS_CHOICES, NMS_INPUTS
+from retina_trt.contract.onnx_metadata import write_metadata
 from retina_trt.errors import ExportError
 from retina_trt.export.graph import GraphBuilder
-from retina_trt.export.metadata import write_metadata
 from retina_trt.export.postprocess_graph import (
     CANDIDATE_OUTPUTS,
     CONTRACT_OUTPUTS,

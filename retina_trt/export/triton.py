@@ -30,14 +30,14 @@ KINDS = ("auto", "gpu", "cpu")
 def _model_facts(model: Path) -> dict[str, Any]:
     suffix = model.suffix.lower()
     if suffix == ".engine":
-        from retina_trt.trt.engine_file import read_engine_header
+        from retina_trt.contract.engine_file import read_engine_header
 
         header = read_engine_header(model)
         return {"platform": "tensorrt_plan", "file": "model.plan", "spec": header.spec, "export": header.export,
                 "max_batch": header.max_batch, "precision": header.precision,
                 "extra": {"tensorrt_version": header.tensorrt_version, "built_on": header.device_name}}  # fmt: skip
     if suffix == ".onnx":
-        from retina_trt.export.metadata import read_metadata
+        from retina_trt.contract.onnx_metadata import read_metadata
 
         meta = read_metadata(model)
         if meta.nms not in ("onnx", "graph"):
@@ -164,7 +164,7 @@ def export_triton(
         (staging / str(version)).mkdir(parents=True)
         destination = staging / str(version) / facts["file"]
         if facts["platform"] == "tensorrt_plan":
-            from retina_trt.trt.engine_file import read_plan
+            from retina_trt.contract.engine_file import read_plan
 
             destination.write_bytes(read_plan(model))
         else:

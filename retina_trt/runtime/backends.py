@@ -1,73 +1,40 @@
 """Runtime backends: run a preprocessed batch and return detections in network-input pixels.
 
 A backend has ``spec``, ``input_size`` ((H, W) for fixed-size models, None for dynamic),
-``max_batch`` and ``run(batch) -> list[RawDetections]``. ``TorchBackend`` runs a checkpoint
-with the reference postprocess; ``OnnxRuntimeBackend`` runs an exported ONNX model (finishing
-``nms="none"`` exports with the same reference NMS on the host).
+``max_batch`` and ``run(batch) -> list[RawDetections]``. ``open_backend`` finds one by file type
+in a small registry (``BACKEND_MODULES``) and imports only that one: ONNX Runtime here, the
+PyTorch reference (``runtime/torch_backend.py``) for checkpoints, TensorRT (``trt/runtime.py``) for
+engines. Running an ``.onnx`` or ``.engine`` never imports torch (tests/test_layers.py).
+``nms="none"`` exports are finished on the host by the reference NMS in numpy (``contract.nms``).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any
 
 import numpy as np
-import torch
 
+from retina_trt.contract import RawDetections
+from retina_trt.contract.nms import finish_candidates
+from retina_trt.contract.onnx_metadata import parse_metadata
 from retina_trt.errors import BackendUnavailableError, ModelFormatError
-from retina_trt.model.checkpoint import load_checkpoint
-from retina_trt.model.normalize import PixelNormalizer
-from retina_trt.model.postprocess import postprocess_candidates
-from retina_trt.runtime.preprocess import PreprocessedBatch
-from retina_trt.spec import ModelSpec
+from retina_trt.image import PreprocessedBatch
 
 logger = logging.getLogger(__name__)
 
-
-class RawDetections(NamedTuple):
-    """boxes (ndarray[D, 4] float32, xyxy network-input pixels), scores [D], labels [D] int64."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
+__all__ = ["BACKENDS", "OnnxRuntimeBackend", "RawDetections", "finish_candidates", "open_backend"]
 
 
-def _from_torch(result: dict[str, torch.Tensor]) -> RawDetections:
-    return RawDetections(
-        result["boxes"].float().numpy(), result["scores"].float().numpy(), result["labels"].long().numpy()
-    )
+def __getattr__(name: str) -> Any:
+    if name == "TorchBackend":  # moved to runtime/torch_backend.py (imports torch)
+        from retina_trt.runtime.torch_backend import TorchBackend
 
-
-def finish_candidates(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, spec: ModelSpec) -> list[RawDetections]:
-    """The reference NMS on the host for ``nms="none"`` outputs (candidates [B, N, ...])."""
-    tensors = (torch.from_numpy(np.ascontiguousarray(a)) for a in (boxes, scores, classes))
-    return [_from_torch(r) for r in postprocess_candidates(*tensors, spec)]
-
-
-class TorchBackend:
-    """The PyTorch reference on the CPU (``.pt`` checkpoints)."""
-
-    name = "torch"
-
-    def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None) -> None:
-        self.model = load_checkpoint(path)
-        self.spec: ModelSpec = self.model.spec
-        self.normalizer = PixelNormalizer(self.spec)
-        self.input_size: tuple[int, int] | None = None
-        self.max_batch = 64
-        if num_threads:
-            torch.set_num_threads(num_threads)
-
-    @torch.no_grad()
-    def run(self, batch: PreprocessedBatch) -> list[RawDetections]:
-        images = self.normalizer(torch.from_numpy(batch.pixels))
-        sizes = [tuple(int(v) for v in s) for s in batch.image_sizes]
-        return [_from_torch(r) for r in self.model.detect(images, sizes)]
-
-    def close(self) -> None:
-        pass
+        return TorchBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OnnxRuntimeBackend:
@@ -83,8 +50,6 @@ class OnnxRuntimeBackend:
         num_threads: int | None = None,
         session_config: dict[str, str] | None = None,
     ) -> None:
-        from retina_trt.export.metadata import parse_metadata
-
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -170,31 +135,37 @@ def _graph_nodes(path: Path):
         return []
 
 
-BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
+# backend name -> (module, class): imported only when chosen.
+BACKEND_MODULES = {
+    "onnxruntime": ("retina_trt.runtime.backends", "OnnxRuntimeBackend"),
+    "torch": ("retina_trt.runtime.torch_backend", "TorchBackend"),
+    "tensorrt": ("retina_trt.trt.runtime", "TensorRTBackend"),
+}
+BACKENDS = ("auto", *BACKEND_MODULES)
+BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch", ".engine": "tensorrt"}
 
 
 def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
-    """Open the backend for ``path`` (``auto``: by file type)."""
+    """Open the backend for ``path`` (``auto``: by file type).
+
+    Options: ``providers``, ``session_config`` (ONNX Runtime), ``num_threads`` (ONNX Runtime,
+    torch), ``cuda_graph``, ``device`` (TensorRT).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     path = Path(path)
-    suffix = path.suffix.lower()
     if backend == "auto":
-        backend = {".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch", ".engine": "tensorrt"}.get(suffix, "")
+        backend = BACKEND_BY_SUFFIX.get(path.suffix.lower(), "")
         if not backend:
             raise ModelFormatError(
                 f"cannot tell the model type of {path}: expected .onnx (ONNX Runtime), .pt/.pth "
                 "(PyTorch checkpoint) or .engine (TensorRT); pass backend=... to force one"
             )
+    module, name = BACKEND_MODULES[backend]
+    cls = getattr(importlib.import_module(module), name)
     if backend == "tensorrt":
-        from retina_trt.trt.runtime import TensorRTBackend
-
-        return TensorRTBackend(path, cuda_graph=bool(options.get("cuda_graph")), device=int(options.get("device") or 0))
+        return cls(path, cuda_graph=bool(options.get("cuda_graph")), device=int(options.get("device") or 0))
     if backend == "torch":
-        return TorchBackend(path, num_threads=options.get("num_threads"))
-    return OnnxRuntimeBackend(
-        path,
-        providers=options.get("providers"),
-        num_threads=options.get("num_threads"),
-        session_config=options.get("session_config"),
-    )
+        return cls(path, num_threads=options.get("num_threads"))
+    return cls(path, providers=options.get("providers"), num_threads=options.get("num_threads"),
+               session_config=options.get("session_config"))  # fmt: skip

@@ -19,8 +19,8 @@ import cv2
 from tqdm import tqdm
 
 from retina_trt.errors import ImageError, RetinaTrtError, VideoError
+from retina_trt.image import read_image
 from retina_trt.runtime.detector import Detector
-from retina_trt.runtime.preprocess import read_image
 from retina_trt.runtime.stream import is_live
 from retina_trt.utils import atomic_path
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from retina_trt.errors import BatchImageError, RetinaTrtError
+from retina_trt.image import ImageLike, boxes_to_original, load_image, preprocess_batch
 from retina_trt.runtime.backends import open_backend
 from retina_trt.runtime.detections import Detections
-from retina_trt.runtime.preprocess import ImageLike, boxes_to_original, load_image, preprocess_batch
 from retina_trt.spec import ModelSpec
 from retina_trt.utils import Timer
 

@@ -155,7 +155,7 @@ class FrameSource:
                 raise EOFError
             path = self._files[self._position]
             self._position += 1
-            from retina_trt.runtime.preprocess import read_image
+            from retina_trt.image import read_image
 
             try:
                 return read_image(path), (self._position - 1) / self.fps

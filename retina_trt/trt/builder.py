@@ -21,8 +21,9 @@ from typing import Any
 import onnx
 
 from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR, NMS_BY_FLAVOUR
+from retina_trt.contract.engine_file import make_header, write_engine
+from retina_trt.contract.onnx_metadata import OnnxMetadata, read_metadata
 from retina_trt.errors import ExportError
-from retina_trt.export.metadata import OnnxMetadata, read_metadata
 from retina_trt.utils import atomic_path
 
 from .build_report import format_summary, parse_layers, precision_problems, summarize
@@ -40,7 +41,6 @@ from .compat import (
     network_flags,
     rtx_compute_capability,
 )
-from .engine_file import make_header, write_engine
 
 logger = logging.getLogger(__name__)
 

@@ -147,16 +147,49 @@ def make_logger(trt: ModuleType, verbose: bool = False, capture: list[str] | Non
     return _Logger()
 
 
-def cuda_device(index: int | None = None) -> tuple[str, tuple[int, int]]:
-    """(name, compute capability) of CUDA device ``index`` (default: the current one)."""
-    import torch
+def import_cudart():
+    """``cuda.bindings.runtime`` (cuda-python 12.6+), or the older ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as err:
+            raise BackendUnavailableError(
+                "the TensorRT backend needs NVIDIA's CUDA Python binding: pip install 'retina-trt[trt-cu12]' (or [trt-cu13], [trt-rtx]: they bring cuda-python)"
+            ) from err
+    return cudart
 
-    if not torch.cuda.is_available():
-        raise BackendUnavailableError(
-            "no CUDA GPU is visible: TensorRT needs one to run (and TensorRT 10/11 to build) engines; "
-            "run the ONNX model with ONNX Runtime here, or build with TensorRT-RTX (--tensorrt tensorrt_rtx), "
-            "which needs no GPU"
-        )
-    index = torch.cuda.current_device() if index is None else int(index)
-    major, minor = torch.cuda.get_device_capability(index)
-    return torch.cuda.get_device_name(index), (int(major), int(minor))
+
+def cuda_device(index: int | None = None) -> tuple[str, tuple[int, int]]:
+    """(name, compute capability) of CUDA device ``index`` (default: the current one), from the
+    CUDA runtime (cuda-python; torch only where cuda-python is missing)."""
+    no_gpu = BackendUnavailableError(
+        "no CUDA GPU is visible: TensorRT needs one to run (and TensorRT 10/11 to build) engines; "
+        "run the ONNX model with ONNX Runtime here, or build with TensorRT-RTX (--tensorrt tensorrt_rtx), "
+        "which needs no GPU"
+    )
+    try:
+        cudart = import_cudart()
+    except BackendUnavailableError:
+        try:
+            import torch
+        except ImportError:
+            raise no_gpu from None
+        if not torch.cuda.is_available():
+            raise no_gpu from None
+        index = torch.cuda.current_device() if index is None else int(index)
+        major, minor = torch.cuda.get_device_capability(index)
+        return torch.cuda.get_device_name(index), (int(major), int(minor))
+    err, count = cudart.cudaGetDeviceCount()
+    if int(err) != 0 or count < 1:
+        raise no_gpu
+    if index is None:
+        err, index = cudart.cudaGetDevice()
+    elif not 0 <= int(index) < count:
+        raise BackendUnavailableError(f"CUDA device {index} does not exist: this machine has {count} (0..{count - 1})")
+    err, prop = cudart.cudaGetDeviceProperties(int(index))
+    if int(err) != 0:
+        raise no_gpu
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return name.rstrip("\x00"), (int(prop.major), int(prop.minor))

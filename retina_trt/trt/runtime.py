@@ -32,18 +32,22 @@ from typing import Any
 
 import numpy as np
 
-from retina_trt.contract import CANDIDATE_OUTPUTS
-from retina_trt.errors import BackendUnavailableError, ModelFormatError
+from retina_trt.contract import CANDIDATE_OUTPUTS, TENSOR_DTYPES, RawDetections
+from retina_trt.contract.engine_file import check_engine_compatible, read_engine_header, read_plan
+from retina_trt.contract.nms import finish_candidates
+from retina_trt.errors import ModelFormatError
 
-from .compat import FLAVOUR_NAMES, cuda_device, flavour_of, import_tensorrt, make_logger
-from .engine_file import check_engine_compatible, read_engine_header, read_plan
+from .compat import (
+    FLAVOUR_NAMES,
+    cuda_device,
+    flavour_of,
+    import_cudart,
+    import_tensorrt,
+    make_logger,
+)
 
 logger = logging.getLogger(__name__)
 
-# The dtype of every tensor the contract names (a float32-input export has float32 ``images``).
-_NP_DTYPES = {"images": np.uint8, "image_sizes": np.int32, "num_detections": np.int32,
-              "detection_boxes": np.float32, "detection_scores": np.float32, "detection_classes": np.int32,
-              "candidate_boxes": np.float32, "candidate_scores": np.float32, "candidate_classes": np.int32}  # fmt: skip
 # NMS kinds whose output shapes depend on the data (no CUDA graph capture).
 _DATA_DEPENDENT_NMS = frozenset({"onnx"})
 
@@ -83,27 +87,13 @@ def check_io(
     float_input = str(export.get("input_format", "uint8")).startswith("float32")
     dtypes = {}
     for name, (is_input, have) in found.items():
-        want = np.float32 if name == "images" and float_input else _NP_DTYPES.get(name)
+        want = np.float32 if name == "images" and float_input else TENSOR_DTYPES.get(name)
         if is_input != want_input[name] or want is None or np.dtype(have) != np.dtype(want):
             mode, want_mode = ("input" if is_input else "output"), ("input" if want_input[name] else "output")
             raise ModelFormatError(f"{path}: tensor {name!r} is an {mode} of {np.dtype(have)}, the contract says an "
                                    f"{want_mode} of {np.dtype(want) if want else '?'}; rebuild the engine")  # fmt: skip
         dtypes[name] = np.dtype(have)
     return inputs, outputs, dtypes
-
-
-def import_cudart():
-    """``cuda.bindings.runtime`` (cuda-python 12.6+), or the older ``cuda.cudart``."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError as err:
-            raise BackendUnavailableError(
-                "the TensorRT backend needs NVIDIA's CUDA Python binding: pip install 'retina-trt[trt-cu12]' (or [trt-cu13], [trt-rtx]: they bring cuda-python)"
-            ) from err
-    return cudart
 
 
 def _check(cudart, result):
@@ -365,11 +355,7 @@ class TensorRTBackend:
             raise ValueError(f"batch {batch} exceeds the engine's maximum {self.max_batch}")
 
     def _raw(self, outputs: dict[str, np.ndarray]):
-        from retina_trt.runtime.backends import RawDetections
-
         if self.nms == "none":  # candidates out: the reference NMS on the host
-            from retina_trt.runtime.backends import finish_candidates
-
             return finish_candidates(*(outputs[name] for name in CANDIDATE_OUTPUTS), self.spec)
         results = []
         for i in range(len(outputs["num_detections"])):

@@ -7,9 +7,17 @@ Outputs of every NMS kind but ``none`` (mirrors TensorRT's EfficientNMS_TRT):
 ``num_detections`` int32 [B, 1], ``detection_boxes`` float32 [B, D, 4] xyxy in network-input
 pixels, ``detection_scores`` float32 [B, D], ``detection_classes`` int32 [B, D]; rows past
 num_detections are 0. ``nms="none"`` exports give the merged pre-NMS candidates instead.
+
+Backends return ``RawDetections`` per image. Submodules: ``onnx_metadata`` (what an export says
+about itself), ``engine_file`` (the engine header), ``nms`` (the reference NMS in numpy, the tie
+order every NMS path keeps). This package imports numpy only; see docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
 
 INPUT_NAMES = ("images", "image_sizes")
 CONTRACT_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
@@ -34,8 +42,25 @@ NMS_BY_FLAVOUR = {
 }
 DEFAULT_NMS_BY_FLAVOUR = {"tensorrt": "onnx", "tensorrt_rtx": "graph"}
 
+# dtype of every tensor the contract names (a float32-input export has float32 ``images``).
+TENSOR_DTYPES = {
+    "images": np.uint8, "image_sizes": np.int32, "num_detections": np.int32, "detection_boxes": np.float32,
+    "detection_scores": np.float32, "detection_classes": np.int32, "candidate_boxes": np.float32,
+    "candidate_scores": np.float32, "candidate_classes": np.int32,
+}  # fmt: skip
+
 MAX_BATCH = 4096
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class RawDetections(NamedTuple):
+    """One image's detections as a backend returns them: ``boxes`` ndarray[D, 4] float32 (xyxy,
+    network-input pixels), ``scores`` [D] float32, ``labels`` [D] int64 (class ids), highest
+    score first."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
 
 
 def check_ints(value, count: int, name: str, lo: int, hi: int) -> list[int]:

@@ -1,0 +1,61 @@
+"""The PyTorch reference backend of ``Detector`` (``.pt`` / ``.pth`` checkpoints, on the CPU).
+
+The only runtime module that imports torch; ``open_backend`` imports it for checkpoints only.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+from retina_trt.contract import RawDetections
+from retina_trt.image import PreprocessedBatch
+from retina_trt.model.checkpoint import load_checkpoint
+from retina_trt.model.normalize import PixelNormalizer
+from retina_trt.spec import ModelSpec
+
+_THREADS_LOCK = threading.Lock()
+
+
+def _from_torch(result: dict[str, torch.Tensor]) -> RawDetections:
+    return RawDetections(result["boxes"].float().numpy(), result["scores"].float().numpy(), result["labels"].long().numpy())
+
+
+class TorchBackend:
+    """The PyTorch reference on the CPU (``.pt`` checkpoints)."""
+
+    name = "torch"
+
+    def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None) -> None:
+        self.model = load_checkpoint(path)
+        self.spec: ModelSpec = self.model.spec
+        self.normalizer = PixelNormalizer(self.spec)
+        self.input_size: tuple[int, int] | None = None
+        self.max_batch = 64
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        self.num_threads = num_threads
+
+    @torch.no_grad()
+    def run(self, batch: PreprocessedBatch) -> list[RawDetections]:
+        if self.num_threads is None:
+            return self._run(batch)
+        # torch's thread count is process-wide: set it for this run only, then put it back
+        # (runs with a thread count are serialized, so two Detectors never see each other's).
+        with _THREADS_LOCK:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(self.num_threads)
+            try:
+                return self._run(batch)
+            finally:
+                torch.set_num_threads(previous)
+
+    def _run(self, batch: PreprocessedBatch) -> list[RawDetections]:
+        images = self.normalizer(torch.from_numpy(batch.pixels))
+        sizes = [tuple(int(v) for v in s) for s in batch.image_sizes]
+        return [_from_torch(r) for r in self.model.detect(images, sizes)]
+
+    def close(self) -> None:
+        pass

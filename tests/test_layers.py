@@ -1,0 +1,253 @@
+"""The package's layers (docs/ARCHITECTURE.md): module-level imports run one way, without cycles,
+and the runtime deploys without torch.
+
+The import graph is read from the source (``ast``): module-level imports only; imports inside
+functions (heavy optional modules, backends chosen at run time) and under ``TYPE_CHECKING`` do
+not load anything at import time and are not edges.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = {"retina_trt": ROOT / "retina_trt", "retina_trt.calibration": ROOT / "calibration",
+           "retina_trt.plugins": ROOT / "plugins"}  # fmt: skip
+
+# Lower layers never import higher ones at module level (same layer: allowed, no cycles).
+LAYERS = [
+    ("contract", ["retina_trt._version", "retina_trt.errors", "retina_trt.spec", "retina_trt.utils", "retina_trt.contract"]),
+    ("image", ["retina_trt.image"]),
+    ("model", ["retina_trt.model"]),
+    ("runtime", ["retina_trt.runtime"]),
+    ("export", ["retina_trt.export"]),
+    ("precision", ["retina_trt.calibration"]),
+    ("trt", ["retina_trt.trt"]),
+    ("plugins", ["retina_trt.plugins"]),
+    ("applications", ["retina_trt.data", "retina_trt.train", "retina_trt.evaluate", "retina_trt.analytics",
+                      "retina_trt.bench", "retina_trt.cli", "retina_trt"]),  # fmt: skip
+]
+# Layers that must not see each other although one is "above" the other: the runtime never
+# imports the model, export, precision or trt code at module level (backends load on demand).
+FORBIDDEN = {"runtime": {"model", "export", "precision", "trt", "plugins"}}
+# The one runtime module allowed to import the model: the torch backend, loaded by the registry.
+EXEMPT = {"retina_trt.runtime.torch_backend"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in SOURCES.items():
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join([package, *parts])] = path
+    return found
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    best = None
+    for index, (name, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[2]:
+                    best = (index, name, len(prefix))
+    assert best is not None, f"{module} is in no layer: add it to LAYERS"
+    return best[0], best[1]
+
+
+def module_level_imports(module: str, path: Path, known: set[str]) -> set[str]:
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    targets: set[str] = set()
+
+    def visit(body):
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, (ast.If, ast.Try)):
+                visit(node.body)
+                visit(getattr(node, "orelse", []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+                visit(getattr(node, "finalbody", []))
+            elif isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{anchor}.{base}" if base else anchor
+                targets.add(base)
+                targets.update(f"{base}.{alias.name}" for alias in node.names)
+
+    visit(tree.body)
+    return {t for t in targets if t in known and t != module}
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    return {m: module_level_imports(m, p, set(found)) for m, p in found.items()}
+
+
+def test_every_module_is_in_a_layer():
+    for module in modules():
+        layer_of(module)
+
+
+def test_no_upward_or_forbidden_imports():
+    problems = []
+    for module, targets in sorted(graph().items()):
+        here, here_name = layer_of(module)
+        for target in sorted(targets):
+            there, there_name = layer_of(target)
+            if module.startswith(target + ".") or target == "retina_trt":
+                continue  # a package's own __init__ (parents load first anyway)
+            if there > here:
+                problems.append(f"{module} ({here_name}) imports {target} ({there_name}): upward")
+            elif there_name in FORBIDDEN.get(here_name, ()) and module not in EXEMPT:
+                problems.append(f"{module} ({here_name}) imports {target} ({there_name}): forbidden")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_import_cycles():
+    edges = graph()
+    state: dict[str, int] = {}
+    cycles = []
+
+    def walk(node, stack):
+        state[node] = 1
+        for target in sorted(edges[node]):
+            if node.startswith(target + "."):
+                continue
+            if state.get(target) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(target):], target]))
+            elif target not in state:
+                walk(target, [*stack, target])
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            walk(node, [node])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_the_checker_sees_an_upward_import(tmp_path):
+    """The graph reader finds a module-level import and ignores function-local ones."""
+    source = tmp_path / "x.py"
+    source.write_text("import retina_trt.trt.builder\nfrom retina_trt.model import retinanet\n"
+                      "def f():\n    import retina_trt.export.onnx_export\n")  # fmt: skip
+    known = set(modules())
+    found = module_level_imports("retina_trt.runtime.x", source, known)
+    assert found == {"retina_trt.trt.builder", "retina_trt.model", "retina_trt.model.retinanet"}
+
+
+# ---- the runtime without torch ----------------------------------------------------------------
+
+BLOCK = textwrap.dedent("""
+    import importlib.abc, sys
+    BLOCKED = ("torch", "torchvision", "triton", "onnx", "modelopt")
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is not installed (blocked by the test)")
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def _without_torch(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCK + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)  # fmt: skip
+
+
+@pytest.mark.parametrize("nms", ["onnx", "none"])
+def test_detector_on_onnx_without_torch(onnx_models, image_dir, nms):
+    """Detector on an .onnx runs where torch, torchvision, onnx and triton cannot be imported
+    (``nms="none"``: the numpy reference NMS on the host), and equals the same model with them."""
+    from retina_trt import Detector
+
+    model = onnx_models[(nms, False)]
+    images = sorted(str(p) for p in image_dir.glob("*.jpg"))
+    result = _without_torch(f"""
+        import json, sys
+        from retina_trt import Detector
+        with Detector({str(model)!r}) as det:
+            out = [det(p) for p in {images!r}]
+        print(json.dumps([[d.scores.tolist(), d.class_ids.tolist()] for d in out]))
+        assert not any(m.split(".")[0] in BLOCKED for m in sys.modules)
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    with Detector(model) as det:
+        want = [det(p) for p in images]
+    assert [g[1] for g in got] == [w.class_ids.tolist() for w in want]
+    for g, w in zip(got, want):
+        assert g[0] == pytest.approx(w.scores.tolist(), abs=0)
+    assert sum(len(g[0]) for g in got) > 0
+
+
+def test_detect_cli_without_torch(onnx_models, image_dir, tmp_path):
+    result = _without_torch(f"""
+        import sys
+        from retina_trt.cli import main
+        sys.exit(main(["detect", {str(onnx_models[("onnx", False)])!r}, {str(image_dir)!r}, "--output", {str(tmp_path / "out")!r}]))
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (tmp_path / "out" / "detections.jsonl").read_text().splitlines()
+    assert len(lines) == len(list(image_dir.glob("*.jpg")))
+
+
+def test_engine_load_without_torch_reaches_tensorrt(onnx_models, tmp_path):
+    """Loading an .engine imports neither torch nor onnx nor the builder: without a GPU it ends
+    at the clear "no CUDA GPU" error, after importing the real TensorRT-RTX."""
+    rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is installed by `make`")
+    from test_trt_routes import engine_file
+
+    engine = engine_file(onnx_models[("none", False)], tmp_path / "none.engine", flavour="tensorrt_rtx",
+                         version=rtx.__version__)  # fmt: skip
+    result = _without_torch(f"""
+        import sys
+        from retina_trt import Detector
+        from retina_trt.errors import BackendUnavailableError
+        try:
+            Detector({str(engine)!r})
+        except BackendUnavailableError as err:
+            print(err)
+        assert "tensorrt_rtx" in sys.modules and "retina_trt.trt.builder" not in sys.modules
+        assert not any(m.split(".")[0] in BLOCKED for m in sys.modules)
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no CUDA GPU is visible" in result.stdout
+
+
+@pytest.mark.slow
+def test_runtime_only_install_in_a_fresh_venv(onnx_models, image_dir, tmp_path):
+    """The documented runtime-only install (requirements-runtime.txt + the package without its
+    dependencies) has no torch, and runs Detector and `retina-trt detect` on an .onnx. Needs the
+    package index (or pip's cache); `make test-all` runs it. Prints the environment's size."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), "-r", str(ROOT / "requirements-runtime.txt")], check=True, timeout=900)
+    subprocess.run([*pip, "--no-deps", str(ROOT)], check=True, timeout=900)
+    python = str(venv / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert probe.stdout.strip() == "True"
+    model = onnx_models[("none", False)]
+    out = subprocess.run([python, "-c", f"from retina_trt import Detector\nd = Detector({str(model)!r})\n"
+                          f"print(len(d({str(next(image_dir.glob('*.jpg')))!r}).scores))"],
+                         capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0 and int(out.stdout.strip()) > 0, out.stderr[-3000:]
+    detect = subprocess.run([str(venv / "bin" / "retina-trt"), "detect", str(onnx_models[("onnx", False)]), str(image_dir),
+                             "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert detect.returncode == 0, detect.stderr[-3000:]
+    assert (tmp_path / "out" / "detections.jsonl").read_text().count("\n") == len(list(image_dir.glob("*.jpg")))
+    size = sum(f.stat().st_size for f in (venv / "lib").rglob("*") if f.is_file())
+    print(f"runtime-only venv: {size / 2**20:.0f} MiB under lib/")
