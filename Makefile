@@ -71,6 +71,8 @@ bench: $(STAMP)
 	  --compare-paper --compare torchvision --out $(BENCH) --json $(BENCH)/summary.json
 	$(BIN)/python -m retina_trt.bench.stream --out bench-output/stream
 	$(BIN)/python -m retina_trt.bench.graph_nms --out bench-output/graph_nms
+	$(BIN)/retina-trt export --weights samples/models/shapes_r18.pt --output bench-output/shapes_r18.onnx
+	$(BIN)/python -m retina_trt.bench.startup --model bench-output/shapes_r18.onnx --out bench-output/startup
 
 # The paper's Table 1e sweep on a GPU (TensorRT FP16 engines per scale; needs TensorRT + CUDA).
 bench-gpu: $(STAMP)

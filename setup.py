@@ -31,11 +31,13 @@ setup(
     python_requires=">=3.10",
     packages=[
         "retina_trt",
+        "retina_trt.cli",
         "retina_trt.contract",
         "retina_trt.model",
         "retina_trt.export",
         "retina_trt.runtime",
         "retina_trt.trt",
+        "retina_trt.scaleout",
         "retina_trt.data",
         "retina_trt.bench",
         "retina_trt.calibration",

@@ -1,5 +1,5 @@
 """Precision preparation (``retina_trt.calibration``): calibration data, FP16 and INT8 (Q/DQ)
-ONNX graphs with FP32 islands, and the cache of prepared models. See DESIGN.md sec. 1-2."""
+ONNX graphs with FP32 islands, and the cache of prepared models. See docs/engines.md."""
 
 from .cache import PrecisionCache, default_cache_dir
 from .data import (

@@ -1,6 +1,6 @@
 """FP16 and INT8 (explicit Q/DQ) ONNX graphs for strongly typed TensorRT engines.
 
-TensorRT 11 has no FP16/INT8 builder flags and no implicit calibrators (DESIGN.md sec. 1), so the
+TensorRT 11 has no FP16/INT8 builder flags and no implicit calibrators (docs/engines.md), so the
 precision lives in the graph: FP16 tensors, QuantizeLinear/DequantizeLinear pairs. Both are made
 with NVIDIA Model Optimizer and both run in ONNX Runtime on the CPU, so their accuracy is measured
 before any engine exists.
@@ -38,14 +38,13 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
+from retina_trt.contract import CALIB_METHODS, PRECISIONS  # noqa: F401 (re-exported)
 from retina_trt.errors import RetinaTrtError
 
 from .data import CalibrationData
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
-CALIB_METHODS = ("entropy", "max", "percentile")
 DEFAULT_PERCENTILE = 99.999
 
 

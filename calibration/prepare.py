@@ -156,8 +156,8 @@ def prepare_precision(
             data = noise_data(input_size, seed=calibration.seed)
     data = dataclasses.replace(  # feed exactly the model's inputs (single float input for DeepStream)
         data,
-        input_names=tuple(meta.export.get("inputs", ("images", "image_sizes"))),
-        float_images=str(meta.export.get("input_format", "uint8")).startswith("float32"),
+        input_names=meta.info.inputs,
+        float_images=meta.info.float_input,
     )
     key = {
         "onnx_sha256": source_sha,

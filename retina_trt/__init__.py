@@ -28,6 +28,7 @@ from retina_trt._version import __version__
 from retina_trt.errors import (
     BackendUnavailableError,
     CheckpointError,
+    EngineBuildError,
     ExportError,
     ImageError,
     ModelFormatError,
@@ -53,6 +54,7 @@ __all__ = [
     "CheckpointError",
     "Detections",
     "Detector",
+    "EngineBuildError",
     "ExportError",
     "HeadOutputs",
     "ImageError",

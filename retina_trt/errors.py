@@ -1,7 +1,9 @@
 """The retina_trt error hierarchy.
 
 Every error the SDK raises on purpose derives from :class:`RetinaTrtError`, so applications can
-catch one type; the CLI turns them into a one-line message and exit code 2.
+catch one type; the CLI turns them into a one-line message and exit code 2. Each subclass names
+the stage that failed: checkpoint, spec, export, precision (``retina_trt.calibration.PrecisionError``),
+engine build, model file, image, video, backend.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ class SpecError(RetinaTrtError, ValueError):
 
 class ExportError(RetinaTrtError):
     """The ONNX export failed or produced a model that does not pass its checks."""
+
+
+class EngineBuildError(RetinaTrtError):
+    """TensorRT could not parse the ONNX or build the engine (or cannot build this NMS kind)."""
 
 
 class ModelFormatError(RetinaTrtError):

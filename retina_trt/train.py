@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -321,11 +322,17 @@ def train(
     return output
 
 
-def export_weights(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False) -> Path:
-    """Write a deployable checkpoint without the training state (optionally FP16 weights)."""
+def write_deploy_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False) -> Path:
+    """Write a deployable checkpoint (spec + weights) without the training state, optionally
+    with FP16 weights. It is a checkpoint, not an export: ``export_onnx`` makes the ONNX."""
     model = load_checkpoint(checkpoint)
     if fp16:
         model = model.half()
-    path = save_checkpoint(model, output)
-    return path
+    return save_checkpoint(model, output)
+
+
+def export_weights(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False) -> Path:
+    """Deprecated name of :func:`write_deploy_checkpoint` (kept for one release)."""
+    warnings.warn("retina_trt.train.export_weights is now write_deploy_checkpoint", DeprecationWarning, stacklevel=2)
+    return write_deploy_checkpoint(checkpoint, output, fp16=fp16)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,7 @@ class Timer:
     def __init__(self) -> None:
         self.totals_s: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()  # one Detector serves many threads
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -65,9 +67,12 @@ class Timer:
         try:
             yield
         finally:
-            self.totals_s[stage] = self.totals_s.get(stage, 0.0) + time.perf_counter() - start
-            self.counts[stage] = self.counts.get(stage, 0) + 1
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self.totals_s[stage] = self.totals_s.get(stage, 0.0) + elapsed
+                self.counts[stage] = self.counts.get(stage, 0) + 1
 
     def mean_ms(self) -> dict[str, float]:
         """Mean milliseconds per call of each stage."""
-        return {k: 1000.0 * v / self.counts[k] for k, v in self.totals_s.items()}
+        with self._lock:
+            return {k: 1000.0 * v / self.counts[k] for k, v in self.totals_s.items()}

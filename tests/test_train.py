@@ -130,9 +130,9 @@ def test_init_from_starts_a_second_stage_from_the_weights(small_dataset, tmp_pat
     spec = _spec(small_dataset)
     train(spec, small_dataset, stage1, TrainConfig(iterations=3, batch_size=2, warmup_iters=1, backbone_bn="train"))
     deploy = tmp_path / "stage1_fp16.pt"
-    from retina_trt.train import export_weights
+    from retina_trt.train import write_deploy_checkpoint
 
-    export_weights(stage1, deploy, fp16=True)
+    write_deploy_checkpoint(stage1, deploy, fp16=True)
     stage2 = tmp_path / "stage2.pt"
     # zero iterations of warm-up and lr tiny: the weights must start from stage 1's, not from scratch
     config = TrainConfig(iterations=1, batch_size=2, warmup_iters=0, lr=1e-12, backbone_bn="train", save_every=1)

@@ -2,7 +2,7 @@
 
 The bindings wheels (``tensorrt-cu12-bindings``, ``tensorrt-cu13-bindings``) are real PyPI wheels
 without native libraries; they import over stub ``libnvinfer``/``libnvonnxparser``/
-``libnvinfer_plugin`` libraries built here with gcc (DESIGN.md sec. 1). Then every class, method,
+``libnvinfer_plugin`` libraries built here with gcc (docs/engines.md, "Verification"). Then every class, method,
 enum and flag can be inspected, nothing can execute: these tests check names and signatures, not
 behaviour (the ``gpu`` tests do that on a GPU).
 

@@ -188,17 +188,17 @@ def test_engine_tensors_are_checked_against_the_header_contract(tiny_model, expo
                                input_dtype="float32", image_sizes_input=False)  # fmt: skip
     uint8_io, float_io = _parsed_io(exports["graph"]), _parsed_io(float_export)
     uint8_meta, float_meta = read_metadata(exports["graph"]), read_metadata(float_export)
-    inputs, outputs, dtypes = trt_runtime.check_io(uint8_io, uint8_meta.export, "uint8.engine")
+    inputs, outputs, dtypes = trt_runtime.check_io(uint8_io, uint8_meta.info, "uint8.engine")
     assert inputs == ["images", "image_sizes"] and dtypes["images"] == np.uint8
-    inputs, _, dtypes = trt_runtime.check_io(float_io, float_meta.export, "float.engine")
+    inputs, _, dtypes = trt_runtime.check_io(float_io, float_meta.info, "float.engine")
     assert inputs == ["images"] and dtypes["images"] == np.float32
     with pytest.raises(ModelFormatError, match=r"tensors .* are not the contract's"):
-        trt_runtime.check_io(float_io, uint8_meta.export, "float.engine")  # no image_sizes
+        trt_runtime.check_io(float_io, uint8_meta.info, "float.engine")  # no image_sizes
     with pytest.raises(ModelFormatError, match=r"'images' is an input of float32, the contract says an input of uint8"):
-        trt_runtime.check_io({**float_io, "image_sizes": uint8_io["image_sizes"]}, uint8_meta.export, "float.engine")
+        trt_runtime.check_io({**float_io, "image_sizes": uint8_io["image_sizes"]}, uint8_meta.info, "float.engine")
     swapped = {**uint8_io, "num_detections": (True, uint8_io["num_detections"][1])}
     with pytest.raises(ModelFormatError, match="'num_detections' is an input"):
-        trt_runtime.check_io(swapped, uint8_meta.export, "odd.engine")
+        trt_runtime.check_io(swapped, uint8_meta.info, "odd.engine")
 
 
 def test_cuda_graphs_are_not_captured_for_data_dependent_shapes():

@@ -17,7 +17,7 @@ from helpers import TINY_SPEC
 from retina_trt import Detector, ModelSpec
 from retina_trt.cli import main
 from retina_trt.contract.engine_file import MAGIC, make_header, read_engine_header, write_engine
-from retina_trt.errors import ImageError, ModelFormatError, SpecError
+from retina_trt.errors import BatchImageError, ImageError, ModelFormatError, SpecError
 from retina_trt.image import declared_size, read_image
 
 
@@ -58,7 +58,7 @@ def test_huge_declared_images_are_refused_before_decoding(tmp_path, image_dir, o
     code = main(["detect", str(onnx_models[("onnx", False)]), str(folder), "--output", str(tmp_path / "out")])
     assert code == 2 and "declares 60000x60000" in capsys.readouterr().err
     assert len((tmp_path / "out" / "detections.jsonl").read_text().splitlines()) == 1
-    with Detector(onnx_models[("onnx", False)]) as det, pytest.raises(Exception) as info:
+    with Detector(onnx_models[("onnx", False)]) as det, pytest.raises(BatchImageError) as info:
         det.predict_batch([jpeg, folder / "b.png"])
     assert info.value.results[0] is not None and info.value.results[1] is None  # the good result kept
 

@@ -273,7 +273,7 @@ def _run_torch_equal(engine: Path, image_path: Path) -> bool:
                                  size_divisible=spec.size_divisible, input_size=size)  # fmt: skip
         host = backend.run(batch)[0]
         device = backend.run_torch(torch.from_numpy(batch.pixels).cuda(), torch.from_numpy(batch.image_sizes).cuda())[0]
-    return bool(np.array_equal(host.labels, device.labels) and np.allclose(host.scores, device.scores, atol=1e-6))
+    return bool(np.array_equal(host.class_ids, device.class_ids) and np.allclose(host.scores, device.scores, atol=1e-6))
 
 
 def check_tensorrt_latency(quick: bool) -> dict:

@@ -210,13 +210,14 @@ def _prepare(
 
             path = export_onnx(net, workdir / f"model_{spec.min_size}.onnx", input_size=_input_size(spec, image),
                                batch=(1, 1, max(1, batch_max)))  # fmt: skip
-            if backend == "tensorrt":
-                from retina_trt.calibration import CalibrationConfig, prepare_precision
-                from retina_trt.trt import BuildOptions, build_engine
+            if backend == "tensorrt":  # the one build pipeline, as `retina-trt build-engine --onnx` runs it
+                from retina_trt.calibration import CalibrationConfig
+                from retina_trt.pipeline import BuildRequest, run_build
 
                 calibration = CalibrationConfig(source="synthetic", num_images=64) if precision == "int8" else None
-                prepared = prepare_precision(path, precision, path.with_suffix(f".{precision}.onnx"), calibration=calibration)
-                path = build_engine(prepared.path, workdir / f"model_{spec.min_size}.engine", BuildOptions())
+                request = BuildRequest(output=workdir / f"model_{spec.min_size}.engine", onnx=path, precision=precision,
+                                       calibration=calibration, save_onnx=path.with_suffix(f".{precision}.onnx"))  # fmt: skip
+                path = run_build(request, say=logger.info).engine
         return _Runnable(path, spec, spec.min_size)
     if suffix == ".onnx":
         from retina_trt.contract.onnx_metadata import read_metadata

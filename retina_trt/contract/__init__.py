@@ -15,7 +15,9 @@ order every NMS path keeps). This package imports numpy only; see docs/ARCHITECT
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -51,16 +53,28 @@ TENSOR_DTYPES = {
 
 MAX_BATCH = 4096
 PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("entropy", "max", "percentile")  # INT8 calibration (calibration/precision.py)
+# Runtimes a Detector can use ("auto": by file type; runtime/backends.py holds the registry).
+BACKENDS = ("auto", "onnxruntime", "torch", "tensorrt")
 
 
 class RawDetections(NamedTuple):
     """One image's detections as a backend returns them: ``boxes`` ndarray[D, 4] float32 (xyxy,
-    network-input pixels), ``scores`` [D] float32, ``labels`` [D] int64 (class ids), highest
-    score first."""
+    network-input pixels), ``scores`` [D] float32, ``class_ids`` [D] int64, highest score first.
+
+    ``class_id`` is the API's one word for the class index (``Detections.class_ids``); only the
+    contract's tensors keep TensorRT's and torchvision's names (``detection_classes``, ``labels``).
+    """
 
     boxes: np.ndarray
     scores: np.ndarray
-    labels: np.ndarray
+    class_ids: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Deprecated name of ``class_ids`` (kept for one release)."""
+        warnings.warn("RawDetections.labels is now RawDetections.class_ids", DeprecationWarning, stacklevel=2)
+        return self.class_ids
 
 
 def check_ints(value, count: int, name: str, lo: int, hi: int) -> list[int]:
@@ -102,3 +116,57 @@ def validate_export(export, *, require_batch: bool = True) -> dict:
     if not isinstance(export.get("input_format", "uint8 BGR"), str):
         raise ValueError("export.input_format must be a string")
     return export
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """The typed record of an export that ONNX metadata and the engine header carry, and that
+    every backend, the builder and the Triton/DeepStream configs read (instead of the raw dict).
+
+    Attributes:
+        nms: the NMS kind (``NMS_KINDS``).
+        batch: (min, opt, max) batch of the export (TensorRT's profile default); None in an
+            engine header's record, where the build's profile is authoritative.
+        input_size: (H, W) of a fixed-size export; None: dynamic H and W.
+        inputs: ``("images", "image_sizes")`` or ``("images",)`` (DeepStream-style exports).
+        outputs: ``CONTRACT_OUTPUTS``, or ``CANDIDATE_OUTPUTS`` for ``nms="none"``.
+        input_format: ``"uint8 BGR"`` or ``"float32 BGR"``.
+        record: the whole validated record, as stored (opset, layout, versions, ...).
+    """
+
+    nms: str
+    batch: tuple[int, int, int] | None
+    input_size: tuple[int, int] | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    input_format: str
+    record: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_record(cls, record: Any, *, require_batch: bool = True) -> ExportInfo:
+        """Validate ``record`` (``validate_export``; ValueError naming the first bad field)."""
+        record = validate_export(record, require_batch=require_batch)
+        batch = record.get("batch")
+        size = record.get("input_size")
+        return cls(
+            nms=record["nms"],
+            batch=None if batch is None else (int(batch[0]), int(batch[1]), int(batch[2])),
+            input_size=None if size is None else (int(size[0]), int(size[1])),
+            inputs=tuple(record.get("inputs", INPUT_NAMES)),
+            outputs=tuple(record["outputs"]),
+            input_format=str(record.get("input_format", "uint8 BGR")),
+            record=record,
+        )
+
+    @property
+    def float_input(self) -> bool:
+        """``images`` is float32 (DeepStream-style), not uint8."""
+        return self.input_format.startswith("float32")
+
+    @property
+    def has_image_sizes(self) -> bool:
+        return "image_sizes" in self.inputs
+
+    def input_dtype(self, name: str) -> type:
+        """numpy dtype of input ``name``."""
+        return np.float32 if name == "images" and self.float_input else TENSOR_DTYPES[name]

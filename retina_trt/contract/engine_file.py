@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retina_trt.contract import MAX_BATCH, PRECISIONS, check_ints, validate_export
+from retina_trt.contract import MAX_BATCH, PRECISIONS, ExportInfo, check_ints, validate_export
 from retina_trt.errors import ModelFormatError, SpecError
 from retina_trt.spec import MAX_IMAGE_SIDE, ModelSpec
 from retina_trt.utils import atomic_path
@@ -75,13 +75,17 @@ class EngineHeader:
         return int(self.build["batch"][2])
 
     @property
+    def info(self) -> ExportInfo:
+        """The export record, typed (its batch is None: the build's profile is ``build.batch``)."""
+        return ExportInfo.from_record(self.export, require_batch=False)
+
+    @property
     def input_size(self) -> tuple[int, int] | None:
-        size = self.export.get("input_size")
-        return None if size is None else (int(size[0]), int(size[1]))
+        return self.info.input_size
 
     @property
     def nms(self) -> str:
-        return str(self.export.get("nms", "onnx"))
+        return self.info.nms
 
     @property
     def layer_precisions(self) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retina_trt.contract import PRECISIONS, validate_export
+from retina_trt.contract import PRECISIONS, ExportInfo, validate_export
 from retina_trt.errors import ModelFormatError, SpecError
 from retina_trt.spec import ModelSpec
 
@@ -47,17 +47,21 @@ class OnnxMetadata:
         return str(self.precision_info.get("precision", "fp32"))
 
     @property
+    def info(self) -> ExportInfo:
+        """The export record, typed (``export`` is the same record as a dict)."""
+        return ExportInfo.from_record(self.export)
+
+    @property
     def input_size(self) -> tuple[int, int] | None:
-        size = self.export.get("input_size")
-        return None if size is None else (int(size[0]), int(size[1]))
+        return self.info.input_size
 
     @property
     def nms(self) -> str:
-        return str(self.export["nms"])
+        return self.info.nms
 
     @property
     def max_batch(self) -> int:
-        return int(self.export["batch"][2])
+        return self.info.batch[2]
 
 
 def write_metadata(model: onnx.ModelProto, spec: ModelSpec, export: dict[str, Any]) -> None:

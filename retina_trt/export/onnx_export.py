@@ -1,6 +1,6 @@
 """``export_onnx``: a RetinaNet to an ONNX model ready for TensorRT that runs in ONNX Runtime.
 
-The graph (DESIGN.md sec. 4):
+The graph (docs/export-and-contract.md):
 
 * inputs ``images`` uint8 [B, H, W, 3] BGR (NHWC, as decoders give frames) and ``image_sizes``
   int32 [B, 2], the (h, w) of each image's valid (unpadded) region, used to clip boxes exactly
@@ -38,9 +38,8 @@ from retina_trt.export.graph import GraphBuilder
 from retina_trt.export.postprocess_graph import (
     CANDIDATE_OUTPUTS,
     CONTRACT_OUTPUTS,
+    NMS_APPENDERS,
     append_candidates,
-    append_graph_nms,
-    append_onnx_nms,
 )
 from retina_trt.export.trt_ops import PLUGIN_DOMAIN, PLUGIN_NODES, check_trt_compatible
 from retina_trt.model.checkpoint import load_checkpoint
@@ -72,35 +71,6 @@ class _TracedCore(nn.Module):
             flat.append(cls.view(batch, self.num_anchors, -1, height, width).permute(0, 3, 4, 1, 2))
             flat.append(box.view(batch, self.num_anchors, 4, height, width).permute(0, 3, 4, 1, 2))
         return tuple(flat)
-
-
-
-
-def append_efficient_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
-    """TensorRT's built-in EfficientNMS_TRT plugin on the merged candidates (same output contract).
-
-    It takes per-class scores [B, N, K]: each candidate's score in its own class column, 0
-    elsewhere. Where its results differ from the reference: see README ("nms=efficient").
-    """
-    class_ids = g.const(np.arange(spec.num_classes).reshape(1, 1, -1), np.int64, "class_ids")
-    one_hot = g.op("Equal", [g.unsqueeze(labels, [2]), class_ids])  # [B, N, K]
-    class_scores = g.op("Where", [one_hot, g.unsqueeze(scores, [2]), g.const(0.0)], hint="efficient_nms_scores")
-    return tuple(g.op(
-        "EfficientNMS_TRT", [boxes, class_scores], num_outputs=4, domain="TRT", plugin_version="1",
-        background_class=-1, max_output_boxes=int(spec.detections_per_img), score_threshold=float(spec.score_thresh),
-        iou_threshold=float(spec.nms_thresh), score_activation=0, class_agnostic=0, box_coding=0,
-    ))  # fmt: skip
-
-
-def append_plugin_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
-    """The two retina_trt NMS plugin nodes (plugins/README.md): rank, then greedy NMS."""
-    common = {"plugin_namespace": "retina_trt", "plugin_version": "1", "aot": 1, "domain": PLUGIN_DOMAIN}
-    classes = g.cast(labels, onnx.TensorProto.INT32)
-    order = g.op("RetinaNMSSort", [scores], score_thresh=float(spec.score_thresh), **common)
-    # BLOCK of the NMS kernel: a power of two >= every possible candidate count
-    block = 1 << max(4, (len(spec.anchor_sizes) * spec.topk_candidates - 1).bit_length())
-    return tuple(g.op("RetinaNMS", [boxes, scores, classes, order], num_outputs=4, nms_thresh=float(spec.nms_thresh),
-                      detections_per_img=int(spec.detections_per_img), block=block, **common))  # fmt: skip
 
 
 def default_input_size(model: RetinaNet) -> tuple[int, int]:
@@ -281,8 +251,7 @@ def export_onnx(
         # Named hand-over points between the network and NMS: precision preparation converts the
         # part before them and reattaches the FP32 NMS after them (calibration/split.py).
         boxes, scores, labels = (g.rename_output(t, name) for t, name in zip((boxes, scores, labels), NMS_INPUTS))
-        append = {"onnx": append_onnx_nms, "graph": append_graph_nms, "plugin": append_plugin_nms,
-                  "efficient": append_efficient_nms}[nms]  # fmt: skip
+        append = NMS_APPENDERS[nms]
         tensors = append(g, boxes, scores, labels, spec)
         d = spec.detections_per_img
         outputs = [

@@ -1,11 +1,14 @@
-"""The postprocess of DESIGN.md sec. 4 as standard ONNX operators, appended to the traced network.
+"""The reference postprocess (docs/export-and-contract.md) as ONNX, appended to the traced network,
+and every NMS kind in one place (``NMS_APPENDERS``).
 
 Per level: sigmoid, TopK over anchors x classes (K = min(topk_candidates, level size), so the
 candidates are exactly the reference's once scores <= score_thresh are dropped), anchor/class
 split, GatherND of the deltas, box decoding with the clamp, clipping to each image's valid
 region (``image_sizes`` input). Levels are merged; then either the merged candidates are the
 outputs (``nms="none"``) or class-aware ``NonMaxSuppression`` and a TopK of ``detections_per_img``
-give the fixed-shape output contract (``nms="onnx"``).
+give the fixed-shape output contract: ``NonMaxSuppression`` (``nms="onnx"``), exact greedy NMS
+from plain operators (``nms="graph"``), the retina_trt plugin's two nodes (``nms="plugin"``) or
+TensorRT's EfficientNMS_TRT (``nms="efficient"``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import onnx
 
 from retina_trt.contract import CANDIDATE_OUTPUTS, CONTRACT_OUTPUTS
 from retina_trt.export.graph import BOOL, FLOAT, INT32, INT64, GraphBuilder
+from retina_trt.export.trt_ops import PLUGIN_DOMAIN
 from retina_trt.model.anchors import anchors_per_level, base_anchors_per_level, feature_sizes_for
 from retina_trt.spec import ModelSpec
 
@@ -317,3 +321,35 @@ def graph_nms_model(spec: ModelSpec, opset: int = 17) -> onnx.ModelProto:
 
 
 __all__ = ["CANDIDATE_OUTPUTS", "CONTRACT_OUTPUTS", "append_candidates", "append_graph_nms", "append_onnx_nms", "graph_nms_model", "iou_threshold_f32"]
+
+
+def append_efficient_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
+    """TensorRT's built-in EfficientNMS_TRT plugin on the merged candidates (same output contract).
+
+    It takes per-class scores [B, N, K]: each candidate's score in its own class column, 0
+    elsewhere. Where its results differ from the reference: see README ("nms=efficient").
+    """
+    class_ids = g.const(np.arange(spec.num_classes).reshape(1, 1, -1), np.int64, "class_ids")
+    one_hot = g.op("Equal", [g.unsqueeze(labels, [2]), class_ids])  # [B, N, K]
+    class_scores = g.op("Where", [one_hot, g.unsqueeze(scores, [2]), g.const(0.0)], hint="efficient_nms_scores")
+    return tuple(g.op(
+        "EfficientNMS_TRT", [boxes, class_scores], num_outputs=4, domain="TRT", plugin_version="1",
+        background_class=-1, max_output_boxes=int(spec.detections_per_img), score_threshold=float(spec.score_thresh),
+        iou_threshold=float(spec.nms_thresh), score_activation=0, class_agnostic=0, box_coding=0,
+    ))  # fmt: skip
+
+
+def append_plugin_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
+    """The two retina_trt NMS plugin nodes (plugins/README.md): rank, then greedy NMS."""
+    common = {"plugin_namespace": "retina_trt", "plugin_version": "1", "aot": 1, "domain": PLUGIN_DOMAIN}
+    classes = g.cast(labels, onnx.TensorProto.INT32)
+    order = g.op("RetinaNMSSort", [scores], score_thresh=float(spec.score_thresh), **common)
+    # BLOCK of the NMS kernel: a power of two >= every possible candidate count
+    block = 1 << max(4, (len(spec.anchor_sizes) * spec.topk_candidates - 1).bit_length())
+    return tuple(g.op("RetinaNMS", [boxes, scores, classes, order], num_outputs=4, nms_thresh=float(spec.nms_thresh),
+                      detections_per_img=int(spec.detections_per_img), block=block, **common))  # fmt: skip
+
+
+# Every NMS kind but "none" (which stops at the candidates), by name: what export_onnx appends.
+NMS_APPENDERS = {"onnx": append_onnx_nms, "graph": append_graph_nms, "plugin": append_plugin_nms,
+                 "efficient": append_efficient_nms}  # fmt: skip

@@ -1,4 +1,4 @@
-"""The reference postprocess (paper sec. 4.1; DESIGN.md sec. 4), identical to torchvision's.
+"""The reference postprocess (paper sec. 4.1; docs/export-and-contract.md), identical to torchvision's.
 
 Per image and pyramid level: sigmoid the class logits, keep scores > ``score_thresh``, keep the
 top ``topk_candidates`` over anchors x classes, decode with the box coder and clip to the

@@ -62,7 +62,7 @@ class RetinaNet(nn.Module):
     def detect(
         self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
     ) -> list[dict[str, Tensor]]:
-        """Detections of a normalized, padded batch (reference postprocess, DESIGN.md sec. 4).
+        """Detections of a normalized, padded batch (reference postprocess, docs/export-and-contract.md).
 
         Args:
             images (Tensor[B, 3, H, W] float): normalized RGB, padded bottom/right.

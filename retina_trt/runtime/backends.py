@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from retina_trt.contract import RawDetections
+from retina_trt.contract import BACKENDS, RawDetections
 from retina_trt.contract.nms import finish_candidates
 from retina_trt.contract.onnx_metadata import parse_metadata
 from retina_trt.errors import BackendUnavailableError, ModelFormatError
@@ -77,9 +77,10 @@ class OnnxRuntimeBackend:
         self.nms = meta.nms
         self.input_size = meta.input_size
         self.max_batch = meta.max_batch
-        self.output_names = list(meta.export["outputs"])
-        self.input_names = list(meta.export.get("inputs", ["images", "image_sizes"]))
-        self.float_input = str(meta.export.get("input_format", "uint8")).startswith("float32")
+        info = meta.info
+        self.output_names = list(info.outputs)
+        self.input_names = list(info.inputs)
+        self.float_input = info.float_input
 
     def run(self, batch: PreprocessedBatch) -> list[RawDetections]:
         pixels = batch.pixels.astype(np.float32) if self.float_input else batch.pixels
@@ -141,7 +142,7 @@ BACKEND_MODULES = {
     "torch": ("retina_trt.runtime.torch_backend", "TorchBackend"),
     "tensorrt": ("retina_trt.trt.runtime", "TensorRTBackend"),
 }
-BACKENDS = ("auto", *BACKEND_MODULES)
+assert BACKENDS == ("auto", *BACKEND_MODULES), "contract.BACKENDS and the registry disagree"
 BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch", ".engine": "tensorrt"}
 
 

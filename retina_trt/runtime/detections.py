@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,14 +27,15 @@ class Detections:
     Attributes:
         boxes_xyxy (ndarray[N, 4] float32): xyxy, original-image pixels.
         scores (ndarray[N] float32): in (0, 1].
-        class_ids (ndarray[N] int64): indices into ``names``.
-        names (tuple[str, ...]): every class name of the model (index = class id).
+        class_ids (ndarray[N] int64): the class of each detection, an index into ``all_class_names``.
+        all_class_names (tuple[str, ...]): every class name of the model (index = class id); the
+            name of each detection's class is ``class_names``.
     """
 
     boxes_xyxy: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
-    names: tuple[str, ...] = ()
+    all_class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes_xyxy, dtype=np.float32).reshape(-1, 4)
@@ -47,11 +49,17 @@ class Detections:
         object.__setattr__(self, "boxes_xyxy", boxes)
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "class_ids", class_ids)
-        object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "all_class_names", tuple(self.all_class_names))
 
     @classmethod
-    def empty(cls, names: Sequence[str] = ()) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), tuple(names))
+    def empty(cls, all_class_names: Sequence[str] = ()) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), tuple(all_class_names))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Deprecated name of ``all_class_names`` (kept for one release)."""
+        warnings.warn("Detections.names is now Detections.all_class_names", DeprecationWarning, stacklevel=2)
+        return self.all_class_names
 
     @property
     def class_names(self) -> list[str]:
@@ -59,7 +67,8 @@ class Detections:
         return [self._name(int(c)) for c in self.class_ids]
 
     def _name(self, class_id: int) -> str:
-        return self.names[class_id] if 0 <= class_id < len(self.names) else f"class_{class_id}"
+        names = self.all_class_names
+        return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -80,7 +89,7 @@ class Detections:
             keep &= self.scores >= float(min_score)
         if class_ids is not None:
             keep &= np.isin(self.class_ids, np.asarray(list(class_ids), dtype=np.int64))
-        return Detections(self.boxes_xyxy[keep], self.scores[keep], self.class_ids[keep], self.names)
+        return Detections(self.boxes_xyxy[keep], self.scores[keep], self.class_ids[keep], self.all_class_names)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: ``boxes_xyxy``, ``scores``, ``class_ids``, ``class_names``."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retina_trt.errors import BatchImageError, RetinaTrtError
+from retina_trt.errors import BatchImageError, ModelFormatError, RetinaTrtError
 from retina_trt.image import ImageLike, boxes_to_original, load_image, preprocess_batch
 from retina_trt.runtime.backends import open_backend
 from retina_trt.runtime.detections import Detections
@@ -60,7 +60,7 @@ class Detector:
         self._closed = False
         self.model_path = Path(model_path)
         if not self.model_path.exists():
-            raise RetinaTrtError(f"model not found: {self.model_path}")
+            raise ModelFormatError(f"model not found: {self.model_path}")
         self._backend = open_backend(
             self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph,
             session_config=session_config, device=device,
@@ -136,7 +136,7 @@ class Detector:
             out = []
             for i, r in enumerate(raw):
                 boxes = boxes_to_original(r.boxes, scales[i], tuple(batch.original_sizes[i]))
-                dets = Detections(boxes, r.scores, r.labels, spec.class_names)
+                dets = Detections(boxes, r.scores, r.class_ids, spec.class_names)
                 out.append(dets.filter(min_score=self.min_score) if self.min_score else dets)
         return out
 

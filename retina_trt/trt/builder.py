@@ -23,7 +23,7 @@ import onnx
 from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR, NMS_BY_FLAVOUR
 from retina_trt.contract.engine_file import make_header, write_engine
 from retina_trt.contract.onnx_metadata import OnnxMetadata, read_metadata
-from retina_trt.errors import ExportError
+from retina_trt.errors import EngineBuildError
 from retina_trt.utils import atomic_path
 
 from .build_report import format_summary, parse_layers, precision_problems, summarize
@@ -45,10 +45,6 @@ from .compat import (
 logger = logging.getLogger(__name__)
 
 PLUGIN_NAMESPACE = "retina_trt"
-
-
-class EngineBuildError(ExportError):
-    """TensorRT could not parse the ONNX or build the engine."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +113,7 @@ def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 def profile_shapes(meta: OnnxMetadata, options: BuildOptions) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shapes of each network input: ``images`` [B, H, W, 3], ``image_sizes`` [B, 2]."""
-    lo, opt, hi = options.batch or tuple(int(b) for b in meta.export["batch"])
+    lo, opt, hi = options.batch or meta.info.batch
     if meta.input_size is not None:
         hw = (meta.input_size,) * 3
     else:
@@ -131,7 +127,7 @@ def profile_shapes(meta: OnnxMetadata, options: BuildOptions) -> dict[str, tuple
         if not all(hw[0][i] <= hw[1][i] <= hw[2][i] for i in (0, 1)):
             raise ValueError(f"profile sizes must be ordered min <= opt <= max, got {hw}")
     shapes = {"images": tuple((b, h, w, 3) for b, (h, w) in zip((lo, opt, hi), hw))}
-    if "image_sizes" in meta.export.get("inputs", ["images", "image_sizes"]):  # single-input exports have none
+    if meta.info.has_image_sizes:  # single-input (DeepStream-style) exports have none
         shapes["image_sizes"] = tuple((b, 2) for b in (lo, opt, hi))
     return shapes
 

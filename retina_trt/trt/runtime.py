@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from retina_trt.contract import CANDIDATE_OUTPUTS, TENSOR_DTYPES, RawDetections
+from retina_trt.contract import CANDIDATE_OUTPUTS, TENSOR_DTYPES, ExportInfo, RawDetections
 from retina_trt.contract.engine_file import check_engine_compatible, read_engine_header, read_plan
 from retina_trt.contract.nms import finish_candidates
 from retina_trt.errors import ModelFormatError
@@ -70,24 +70,22 @@ def engine_io(trt, engine) -> dict[str, tuple[bool, np.dtype]]:
 
 
 def check_io(
-    found: dict[str, tuple[bool, np.dtype]], export: dict[str, Any], path: str | os.PathLike
+    found: dict[str, tuple[bool, np.dtype]], info: ExportInfo, path: str | os.PathLike
 ) -> tuple[list[str], list[str], dict[str, np.dtype]]:
     """Check an engine's tensors (``engine_io``) against the contract its header records
-    (``export``: inputs, outputs, input_format); returns (inputs, outputs, numpy dtypes).
+    (``info``: inputs, outputs, input format); returns (inputs, outputs, numpy dtypes).
 
     Raises:
         ModelFormatError: a tensor missing, extra, of the wrong direction or dtype (a DeepStream
             float32-input engine under a uint8 header, say): rebuild the engine.
     """
-    inputs = [str(n) for n in export.get("inputs", ["images", "image_sizes"])]
-    outputs = [str(n) for n in export["outputs"]]
+    inputs, outputs = list(info.inputs), list(info.outputs)
     want_input = {**{n: True for n in inputs}, **{n: False for n in outputs}}
     if set(found) != set(want_input):
         raise ModelFormatError(f"{path}: the engine's tensors {sorted(found)} are not the contract's {sorted(want_input)}; rebuild it")
-    float_input = str(export.get("input_format", "uint8")).startswith("float32")
     dtypes = {}
     for name, (is_input, have) in found.items():
-        want = np.float32 if name == "images" and float_input else TENSOR_DTYPES.get(name)
+        want = info.input_dtype(name) if want_input[name] else TENSOR_DTYPES.get(name)
         if is_input != want_input[name] or want is None or np.dtype(have) != np.dtype(want):
             mode, want_mode = ("input" if is_input else "output"), ("input" if want_input[name] else "output")
             raise ModelFormatError(f"{path}: tensor {name!r} is an {mode} of {np.dtype(have)}, the contract says an "
@@ -310,7 +308,7 @@ class TensorRTBackend:
             raise ModelFormatError(
                 f"{FLAVOUR_NAMES[flavour_of(trt)]} could not deserialize {path}; rebuild it with retina-trt build-engine"
             )
-        self.input_names, self.output_names, self._np_dtypes = check_io(engine_io(trt, self._engine), header.export, path)
+        self.input_names, self.output_names, self._np_dtypes = check_io(engine_io(trt, self._engine), header.info, path)
         self._profile = [tuple(s) for s in header.build["profile"]["images"]]
         self._cuda_graph = bool(cuda_graph)
         if self._cuda_graph and not cuda_graph_capturable(self.nms):

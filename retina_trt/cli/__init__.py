@@ -1,0 +1,105 @@
+"""The ``retina-trt`` command: one module per command group, each adding its subcommands.
+
+  model.py      export, info            engine.py    build-engine (retina_trt/pipeline.py)
+  runtime.py    detect                  serving.py   export-triton, export-deepstream
+  training.py   data, train, eval       bench.py     bench
+  args.py       argparse types
+
+User errors (bad paths, bad options, unreadable inputs) print one line and exit with code 2;
+``-v`` adds the traceback. Heavy modules are imported inside the commands, so
+``retina-trt --help`` loads neither torch nor any GPU library (tests/test_hygiene.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from retina_trt._version import __version__
+from retina_trt.cli import bench, engine, model, runtime, serving, training
+from retina_trt.errors import RetinaTrtError
+
+logger = logging.getLogger("retina_trt.cli")
+
+EXIT_USAGE = 2
+GROUPS = (model, runtime, training, serving, bench, engine)  # the order of `retina-trt --help`
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retina-trt",
+        description="Deploy RetinaNet detectors: ONNX export, detection, TensorRT engines.",
+    )
+    parser.add_argument("--version", action="version", version=f"retina-trt {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("onnxslim", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    previous = _stop_on_signals()
+    try:
+        return args.run(args)
+    except (RetinaTrtError, ValueError, OSError) as err:  # user errors; a TypeError is a bug: traceback
+        if args.verbose:
+            logger.exception("failed")
+        print(f"retina-trt {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as err:
+        signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
+        print(f"retina-trt {args.command}: interrupted ({signal.Signals(signum).name}); finished outputs are kept",
+              file=sys.stderr)  # fmt: skip
+        return 128 + int(signum)
+    finally:
+        _restore_signals(previous)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every output is finalized on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> dict | None:
+    """SIGINT and SIGTERM raise :class:`Interrupted` once; later ones are ignored, so a second
+    Ctrl-C during finalization cannot leave a half-written file. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, handler)
+    return previous
+
+
+def _restore_signals(previous: dict | None) -> None:
+    for sig, old in (previous or {}).items():
+        signal.signal(sig, old)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

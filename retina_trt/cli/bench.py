@@ -1,0 +1,51 @@
+"""``bench``: latency (trtexec-style statistics, per-stage times, paper and torchvision comparisons)."""
+
+from __future__ import annotations
+
+import argparse
+
+from retina_trt.cli.args import parse_ints, positive_int
+from retina_trt.contract import BACKENDS, PRECISIONS
+
+
+def register(sub) -> None:
+    """Add this group's subcommands to the ``retina-trt`` parser."""
+    p = sub.add_parser(
+        "bench",
+        help="latency benchmark (trtexec-style statistics, per-stage times, paper and torchvision comparisons)",
+    )
+    p.add_argument("model", help=".pt/.pth checkpoint (exported per scale), .onnx or .engine")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="for a checkpoint: onnxruntime (default, exported per scale) or torch")
+    p.add_argument("--scale", type=parse_ints, default=None, help="shorter side(s), e.g. 400,600,800 (checkpoints)")
+    p.add_argument("--batch", type=parse_ints, default=(1,), help="batch size(s), e.g. 1,4 (default 1)")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (default 2)")
+    timing = p.add_mutually_exclusive_group()
+    timing.add_argument("--iterations", type=positive_int, default=None, help="timed iterations (default 20)")
+    timing.add_argument("--duration", type=float, default=None, help="timed seconds instead of iterations")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (ONNX Runtime / torch)")
+    p.add_argument("--compare-paper", action="store_true", help="show the paper's Table 1e figure beside ours")
+    p.add_argument("--compare", choices=["torchvision"], default=None, help="time torchvision's eager model too")
+    p.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay CUDA graphs")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                   help="--backend tensorrt on a checkpoint: the engine precision per scale (default fp16)")
+    p.add_argument("--out", default="bench-output/bench", help="report folder (bench.json, bench.md, bench.png)")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the JSON report here")
+    p.set_defaults(run=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from retina_trt.bench.latency import benchmark
+    from retina_trt.bench.report import write_report
+
+    iterations = args.iterations if args.iterations or args.duration else 20
+    report = benchmark(
+        args.model, backend=args.backend, scales=args.scale, batch_sizes=args.batch, warmup_s=args.warmup,
+        iterations=iterations, duration_s=args.duration, compare_paper=args.compare_paper,
+        compare_torchvision=args.compare == "torchvision", num_threads=args.threads, cuda_graph=args.cuda_graph,
+        precision=args.precision,
+    )  # fmt: skip
+    written = write_report(report, args.out, args.json_path)
+    print(written["markdown"].read_text())
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0

@@ -1,0 +1,55 @@
+"""Scale-out configurations: ``export-triton`` and ``export-deepstream`` (retina_trt/scaleout/)."""
+
+from __future__ import annotations
+
+import argparse
+
+from retina_trt.cli.args import parse_size, positive_int
+from retina_trt.contract import PRECISIONS
+from retina_trt.scaleout.triton import KINDS
+
+
+def register(sub) -> None:
+    """Add this group's subcommands to the ``retina-trt`` parser."""
+    p = sub.add_parser("export-triton", help="write a Triton Inference Server model repository entry")
+    p.add_argument("model", help="retina_trt .engine (TensorRT backend) or .onnx (ONNX Runtime backend)")
+    p.add_argument("--repo", required=True, help="model repository folder")
+    p.add_argument("--name", default=None, help="model name (default: the file's stem)")
+    p.add_argument("--version", type=positive_int, default=1)
+    p.add_argument("--instances", type=positive_int, default=1, help="instances per device")
+    p.add_argument("--kind", choices=KINDS, default="auto", help="auto: gpu for engines, cpu for ONNX")
+    p.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching queue delay")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.set_defaults(run=_cmd_export_triton)
+
+    p = sub.add_parser("export-deepstream", help="write a DeepStream nvinfer configuration (+ its ONNX)")
+    p.add_argument("model", help="checkpoint (.pt), or an ONNX exported for DeepStream")
+    p.add_argument("--out", required=True, help="folder for the config, labels.txt and model.onnx")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                   help="precision prepared into model.onnx (FP32 postprocess); the config uses network-mode=0")
+    p.add_argument("--calib-data", default=None, help="INT8 calibration images: folder, COCO .json or 'synthetic'")
+    p.add_argument("--calib-images", type=positive_int, default=512, help="INT8 calibration images (default 512)")
+    p.add_argument("--cache-dir", default=None, help="precision cache (default $RETINA_TRT_CACHE or ~/.cache/retina_trt)")
+    p.add_argument("--batch", type=positive_int, default=1, help="nvinfer batch-size")
+    p.add_argument("--input-size", type=parse_size, default=None, help="fixed HEIGHTxWIDTH of the export")
+    p.add_argument("--engine", default=None, help="a retina_trt engine built from the DeepStream ONNX (model.plan)")
+    p.set_defaults(run=_cmd_export_deepstream)
+
+
+def _cmd_export_triton(args: argparse.Namespace) -> int:
+    from retina_trt.scaleout.triton import export_triton
+
+    path = export_triton(args.model, args.repo, name=args.name, version=args.version, instances=args.instances,
+                         kind=args.kind, max_queue_delay_us=args.max_queue_delay_us, overwrite=args.overwrite)  # fmt: skip
+    print(f"wrote {path} (config.pbtxt, {args.version}/, labels.txt)")
+    return 0
+
+
+def _cmd_export_deepstream(args: argparse.Namespace) -> int:
+    from retina_trt.scaleout.deepstream import export_deepstream
+
+    path = export_deepstream(args.model, args.out, precision=args.precision, batch=args.batch,
+                             input_size=args.input_size, engine=args.engine, calib_data=args.calib_data,
+                             calib_images=args.calib_images, cache_dir=args.cache_dir)  # fmt: skip
+    print(f"wrote {path} (+ labels.txt, model.onnx); see its header about the bbox parser")
+    return 0

@@ -1,0 +1,174 @@
+"""The one build pipeline: weights (or an ONNX) -> ONNX export -> prepared precision -> TensorRT
+engine, or the dry-run plan. ``retina-trt build-engine``, ``bench`` (TensorRT engines per scale)
+and ``make demo`` (through the CLI) all build through :func:`run_build`.
+
+Every check that can fail does so before the slow steps (export, calibration, build): the output
+name, whether this machine's TensorRT can build at all, the NMS kind, the profile.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retina_trt.calibration import CalibrationConfig, prepare_precision
+from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR
+from retina_trt.contract.onnx_metadata import read_metadata
+from retina_trt.trt.builder import (
+    BuildOptions,
+    build_engine,
+    build_plan,
+    check_nms_buildable,
+    profile_shapes,
+)
+from retina_trt.utils import check_output_file
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildRequest:
+    """What to build.
+
+    Attributes:
+        output: the ``.engine`` to write.
+        weights, onnx: the source, exactly one: a checkpoint (exported first) or a retina_trt ONNX
+            (FP32, or already prepared).
+        precision: fp32/fp16/int8; None: fp16, or the precision of an already prepared ONNX.
+        nms: NMS kind of the export (weights only); None: what the TensorRT used builds by default.
+        export_batch: (min, opt, max) batch of the export (weights only; the profile's default).
+        input_size: (H, W) of the export (weights only); dynamic_shapes: dynamic H x W instead.
+        options: the engine build (profile, flavour, targets, ...).
+        calibration: INT8 calibration data (and FP16 preparation settings).
+        save_onnx: where the prepared ONNX goes; None: ``<output stem>.<precision>.onnx``.
+        cache_dir, use_cache: the precision cache.
+        dry_run: stop after the prepared ONNX and return the plan (no TensorRT needed).
+    """
+
+    output: Path
+    weights: str | os.PathLike | None = None
+    onnx: str | os.PathLike | None = None
+    precision: str | None = None
+    nms: str | None = None
+    export_batch: tuple[int, int, int] = (1, 1, 8)
+    input_size: tuple[int, int] | None = None
+    dynamic_shapes: bool = False
+    options: BuildOptions = field(default_factory=BuildOptions)
+    calibration: CalibrationConfig | None = None
+    save_onnx: str | os.PathLike | None = None
+    cache_dir: str | os.PathLike | None = None
+    use_cache: bool = True
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What was done: the prepared ONNX, its precision, the build plan, the engine (None for a
+    dry run) and whether the prepared ONNX came from the precision cache."""
+
+    prepared: Path
+    precision: str
+    plan: dict[str, Any]
+    engine: Path | None
+    reused: bool
+
+
+def installed_flavour() -> str:
+    """The TensorRT flavour a build would use, without importing it (for --dry-run defaults)."""
+    wanted = os.environ.get("RETINA_TRT_TENSORRT", "auto")
+    if wanted in ("tensorrt", "tensorrt_rtx"):
+        return wanted
+    if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec("tensorrt_rtx") is not None:
+        return "tensorrt_rtx"
+    return "tensorrt"
+
+
+def _check_request(request: BuildRequest) -> str | None:
+    """Everything about the request itself; returns the flavour that will build (None: a dry run
+    that names none)."""
+    if (request.weights is None) == (request.onnx is None):
+        raise ValueError("give exactly one source: weights (a checkpoint) or onnx (an exported model)")
+    if request.output.suffix.lower() != ".engine":
+        raise ValueError(f"--output must end in .engine, got {request.output}")
+    check_output_file(request.output, "--output")
+    if request.onnx is not None and request.nms is not None:
+        raise ValueError("--nms applies to --weights (the export); an ONNX keeps its own NMS")
+    if request.onnx is not None and request.dynamic_shapes:
+        raise ValueError("--dynamic-shapes applies to --weights (the export); an ONNX keeps its own shapes")
+    if request.dynamic_shapes and request.input_size:
+        raise ValueError("give either --input-size or --dynamic-shapes, not both")
+    if request.dry_run:
+        return request.options.flavour  # checked against the NMS kind when named, else not needed
+    # Fail before the slow steps when the build cannot happen here.
+    from retina_trt.trt.compat import cuda_device, flavour_of, import_tensorrt
+
+    flavour = flavour_of(import_tensorrt(request.options.flavour))
+    if flavour == "tensorrt":
+        cuda_device()
+    return flavour
+
+
+def _check_source(request: BuildRequest, source: Path, meta, flavour: str | None) -> None:
+    if flavour is not None:
+        check_nms_buildable(meta.nms, flavour, source)
+    options = request.options
+    if meta.input_size is not None and (options.min_hw or options.max_hw):
+        raise ValueError(
+            f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --min-input-size and "
+            "--max-input-size set the profile of dynamic-shape models (--dynamic-shapes, or a dynamic --onnx)"
+        )
+    if request.onnx is not None and options.opt_hw and meta.input_size is not None:
+        raise ValueError(
+            f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --input-size sets the "
+            "profile of dynamic-shape exports only (re-export with --weights ... --input-size to change it)"
+        )
+    profile_shapes(meta, options)  # a bad profile fails here
+
+
+def run_build(request: BuildRequest, *, say: Callable[[str], None] = print) -> BuildResult:
+    """Run the pipeline (module docstring); ``say`` gets one line per finished step.
+
+    Raises:
+        ValueError: a bad request. BackendUnavailableError: no TensorRT (or TensorRT 10/11
+            without a GPU) for a real build. ExportError / PrecisionError / EngineBuildError: the
+            step that failed, with its reason.
+    """
+    flavour = _check_request(request)
+    nms = request.nms or DEFAULT_NMS_BY_FLAVOUR[flavour or installed_flavour()]
+    if flavour is not None and request.weights is not None:
+        check_nms_buildable(nms, flavour, f"--nms {nms}")
+    with tempfile.TemporaryDirectory(prefix="retina_trt_build_") as tmp:
+        if request.weights is not None:
+            from retina_trt.export.onnx_export import export_onnx
+
+            source = export_onnx(request.weights, Path(tmp) / "model.onnx", nms=nms, batch=request.export_batch,
+                                 input_size=request.input_size, dynamic_shapes=request.dynamic_shapes)  # fmt: skip
+        else:
+            source = Path(request.onnx)
+        meta = read_metadata(source)
+        _check_source(request, source, meta, flavour)
+        precision = request.precision or (meta.precision if meta.precision != "fp32" else "fp16")
+        reused = False
+        if meta.precision != "fp32":
+            if precision != meta.precision:
+                raise ValueError(
+                    f"{source} is already prepared as {meta.precision}; build it with --precision "
+                    f"{meta.precision}, or start from the FP32 export for {precision}"
+                )
+            prepared = source
+            say(f"using the prepared {precision} ONNX {source}")
+        else:
+            output = request.output
+            save_onnx = Path(request.save_onnx) if request.save_onnx else output.with_name(f"{output.stem}.{precision}.onnx")
+            result = prepare_precision(source, precision, save_onnx, calibration=request.calibration,
+                                       cache_dir=request.cache_dir, use_cache=request.use_cache)  # fmt: skip
+            prepared, reused = result.path, result.reused
+            say(f"{precision} ONNX {'reused from the precision cache' if reused else 'prepared'}: {prepared}")
+        plan = build_plan(prepared, request.options)
+        if request.dry_run:
+            return BuildResult(prepared, precision, plan, None, reused)
+        engine = build_engine(prepared, request.output, request.options)
+    return BuildResult(prepared, precision, plan, engine, reused)

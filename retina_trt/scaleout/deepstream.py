@@ -1,0 +1,169 @@
+"""A DeepStream ``nvinfer`` configuration for a retina_trt model.
+
+``retina-trt export-deepstream MODEL --out DIR`` writes ``DIR/config_infer_primary_retina_trt.txt``,
+``DIR/labels.txt`` and ``DIR/model.onnx`` (and ``DIR/model.plan`` with ``--engine``).
+
+nvinfer feeds one float input tensor and no per-image sizes, so the ONNX for DeepStream is exported
+with ``input_dtype="float32"`` (raw 0-255 BGR values, NHWC; the graph still normalizes) and without
+the ``image_sizes`` input (boxes are clipped to the network input; with ``maintain-aspect-ratio=1``
+and ``symmetric-padding=0`` nvinfer pads bottom/right like retina_trt, so boxes can only reach into
+that padding, where nothing is drawn from). Everything else is the regular export: the output
+contract with NMS inside the engine, hence ``cluster-mode=4`` (no clustering in nvinfer).
+
+**Precision lives in the ONNX.** nvinfer's ``network-mode=1/2`` builds weakly typed with TensorRT's
+INT8/FP16 flags, which would also run the postprocess (``exp`` of the box decoding, the 0.05
+score threshold, NMS) in reduced precision, and TensorRT 11 has no such flags at all. So
+``--precision fp16/int8`` ships the prepared ONNX (``retina_trt.calibration``: FP16 network with
+FP32 postprocess, or INT8 Q/DQ) and the config says ``network-mode=0``: TensorRT takes the
+precisions the graph states.
+
+**The bbox parser.** The outputs follow EfficientNMS_TRT's layout (``num_detections`` [1],
+``detection_boxes`` [D, 4] xyxy in network-input pixels, ``detection_scores`` [D],
+``detection_classes`` [D] int32 per batch item). DeepStream's stock ``NvDsInferParseCustomBatchedNMSTRT``
+expects BatchedNMS tensor names and boxes normalized to [0, 1], so it does not fit; a custom
+``parse-bbox-func-name`` has to read the four tensors above and copy the first
+``num_detections`` rows into ``NvDsInferObjectDetectionInfo`` (left = x1, top = y1, width = x2 - x1,
+height = y2 - y1, classId, detectionConfidence). retina_trt does not ship that C++ function: it was
+not possible to build or run it here (no DeepStream SDK or GPU on our machines).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from retina_trt.contract import CONTRACT_OUTPUTS
+from retina_trt.contract.engine_file import read_engine_header, read_plan
+from retina_trt.contract.onnx_metadata import read_metadata
+from retina_trt.errors import ModelFormatError
+from retina_trt.utils import atomic_path, check_output_file
+
+CONFIG_NAME = "config_infer_primary_retina_trt.txt"
+PRECISIONS = ("fp32", "fp16", "int8")
+NETWORK_MODE = 0  # FP32 flags only: the prepared graph states its own precisions
+
+
+def _check_deepstream_onnx(path: Path):
+    meta = read_metadata(path)
+    if meta.info.inputs != ("images",) or not meta.info.float_input:
+        raise ModelFormatError(
+            f"{path} takes uint8 images and image_sizes; DeepStream needs the single float input export: "
+            "pass the checkpoint (.pt) to export-deepstream instead"
+        )
+    if meta.input_size is None:
+        raise ModelFormatError(f"{path} has dynamic H and W; export-deepstream needs a fixed input size")
+    return meta
+
+
+def export_deepstream(
+    model: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    precision: str = "fp16",
+    batch: int = 1,
+    input_size: tuple[int, int] | None = None,
+    engine: str | os.PathLike | None = None,
+    gie_id: int = 1,
+    calib_data: str | os.PathLike | None = None,
+    calib_images: int = 512,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """Write the nvinfer config, labels and the DeepStream ONNX (see the module docstring).
+
+    Args:
+        model: a checkpoint (exported here) or an ONNX exported with ``input_dtype="float32"`` and
+            ``image_sizes_input=False``.
+        precision: the precision prepared into ``model.onnx`` (``fp16``: Model Optimizer autocast
+            with an FP32 postprocess, ``int8``: Q/DQ calibrated on ``calib_data``).
+        batch: nvinfer's batch size (the ONNX's batch range is 1..batch).
+        engine: a retina_trt engine built from that ONNX; its raw plan becomes ``model.plan``.
+        calib_data, calib_images: INT8 calibration images (folder, COCO .json or "synthetic").
+        cache_dir: the precision cache (default ``$RETINA_TRT_CACHE`` or ~/.cache/retina_trt).
+
+    Returns:
+        The config file's path.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if int(batch) < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    model, out = Path(model), Path(out_dir)
+    if not model.is_file():
+        raise ModelFormatError(f"model not found: {model}")
+    check_output_file(out / CONFIG_NAME, "--out")  # before the export and the precision step
+    onnx_path = out / "model.onnx"
+    if model.suffix.lower() in (".pt", ".pth"):
+        from retina_trt.export.onnx_export import export_onnx
+
+        export_onnx(model, onnx_path, batch=(1, batch, batch), input_size=input_size,
+                    input_dtype="float32", image_sizes_input=False)  # fmt: skip
+    elif model.suffix.lower() == ".onnx":
+        _check_deepstream_onnx(model)
+        if model.resolve() != onnx_path.resolve():
+            with atomic_path(onnx_path) as tmp:
+                shutil.copyfile(model, tmp)
+    else:
+        raise ModelFormatError(f"export-deepstream takes a checkpoint (.pt) or a DeepStream ONNX, got {model}")
+    meta = _check_deepstream_onnx(onnx_path)
+    if meta.precision == "fp32" and precision != "fp32" and engine is None:
+        from retina_trt.calibration import CalibrationConfig, prepare_precision
+
+        calibration = CalibrationConfig(source=calib_data, num_images=calib_images)
+        staged = out / f".model.{precision}.tmp-{os.getpid()}.onnx"
+        try:
+            prepare_precision(onnx_path, precision, staged, calibration=calibration, cache_dir=cache_dir)
+            os.replace(staged, onnx_path)
+        finally:
+            staged.unlink(missing_ok=True)
+        meta = _check_deepstream_onnx(onnx_path)
+    spec = meta.spec
+    height, width = meta.input_size
+    lines = [
+        "# nvinfer configuration written by retina-trt export-deepstream.",
+        "# The graph takes raw 0-255 BGR pixels (NHWC, float) and normalizes them itself.",
+        f"# model.onnx is {meta.precision.upper()}: its precisions are in the graph (FP32 postprocess), hence",
+        "# network-mode=0; nvinfer's FP16/INT8 modes would also lower the postprocess.",
+        "# NMS runs inside the engine (cluster-mode=4). The outputs follow EfficientNMS_TRT's layout",
+        "# with boxes in network-input pixels: parse-bbox-func-name must name a parser for that layout",
+        "# (see retina_trt/export/deepstream.py; retina_trt does not ship one).",
+        "[property]",
+        "gpu-id=0",
+        f"gie-unique-id={gie_id}",
+        "onnx-file=model.onnx",
+    ]
+    if engine is not None:
+        header = read_engine_header(engine)
+        if header.info.inputs != ("images",):
+            raise ModelFormatError(f"{engine} was not built from a DeepStream ONNX (it has the image_sizes input)")
+        with atomic_path(out / "model.plan") as tmp:
+            tmp.write_bytes(read_plan(engine, header))
+        lines.append("model-engine-file=model.plan")
+    lines += [
+        "labelfile-path=labels.txt",
+        f"batch-size={batch}",
+        f"network-mode={NETWORK_MODE}",
+        "network-type=0",
+        f"num-detected-classes={spec.num_classes}",
+        f"infer-dims=3;{height};{width}",
+        "network-input-order=1",
+        "model-color-format=1",
+        "net-scale-factor=1.0",
+        "offsets=0;0;0",
+        "maintain-aspect-ratio=1",
+        "symmetric-padding=0",
+        f"output-blob-names={';'.join(CONTRACT_OUTPUTS)}",
+        "cluster-mode=4",
+        "parse-bbox-func-name=NvDsInferParseCustomRetinaTrt",
+        "custom-lib-path=libnvds_parse_retina_trt.so",
+        "",
+        "[class-attrs-all]",
+        f"pre-cluster-threshold={spec.score_thresh}",
+        f"topk={spec.detections_per_img}",
+    ]
+    with atomic_path(out / "labels.txt") as tmp:
+        tmp.write_text("\n".join(spec.class_names) + "\n")
+    config = out / CONFIG_NAME
+    with atomic_path(config) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return config
