@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from retina_trt._version import __version__
 from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 def tool_versions() -> dict[str, str]:
     """Versions of everything that shapes a prepared model."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from retina_trt._version import __version__
 
     versions = {"retina_trt": __version__}
     for dist in ("nvidia-modelopt", "onnxruntime-gpu", "onnxruntime", "onnx"):

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from retina_trt.data.coco import CocoDataset, DatasetError
 from retina_trt.errors import ImageError
 from retina_trt.runtime.detector import Detector
+from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def write_json(metrics: dict[str, Any], path: str | os.PathLike) -> Path:
-    from retina_trt.utils import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return Path(path)

@@ -30,7 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from retina_trt.contract.engine_file import read_engine_header
+from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
+from retina_trt.image import resize_scale, resized_shape
 from retina_trt.utils import Timer
 
 logger = logging.getLogger(__name__)
@@ -147,8 +150,6 @@ def _scaled_spec(spec, scale: int):
 
 
 def _input_size(spec, image: np.ndarray) -> tuple[int, int]:
-    from retina_trt.image import resize_scale, resized_shape
-
     h, w = image.shape[:2]
     rh, rw = resized_shape(h, w, resize_scale(h, w, min_size=spec.min_size, max_size=spec.max_size))
     d = spec.size_divisible
@@ -220,12 +221,8 @@ def _prepare(
                 path = run_build(request, say=logger.info).engine
         return _Runnable(path, spec, spec.min_size)
     if suffix == ".onnx":
-        from retina_trt.contract.onnx_metadata import read_metadata
-
         spec = read_metadata(model).spec
     elif suffix == ".engine":
-        from retina_trt.contract.engine_file import read_engine_header
-
         spec = read_engine_header(model).spec
     else:
         raise ModelFormatError(f"cannot benchmark {model}: expected .pt/.pth, .onnx or .engine")

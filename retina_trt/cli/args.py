@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from retina_trt.spec import MAX_IMAGE_SIDE
+
 
 def parse_batch(text: str) -> tuple[int, int, int]:
     parts = text.split(":")
@@ -19,8 +21,6 @@ def parse_batch(text: str) -> tuple[int, int, int]:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    from retina_trt.spec import MAX_IMAGE_SIDE
-
     parts = text.lower().split("x")
     try:
         height, width = (int(p) for p in parts)

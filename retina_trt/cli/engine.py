@@ -4,9 +4,11 @@ plan), through the one build pipeline (retina_trt/pipeline.py)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from retina_trt.cli.args import parse_batch, parse_ccs, parse_size, positive_int
 from retina_trt.contract import CALIB_METHODS, NMS_CHOICES, PRECISIONS
+from retina_trt.contract.engine_file import read_engine_header
 from retina_trt.trt.compat import FLAVOURS, HARDWARE_COMPAT
 
 
@@ -61,8 +63,6 @@ def register(sub) -> None:
 
 
 def _cmd_build_engine(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from retina_trt.calibration import CalibrationConfig
     from retina_trt.pipeline import BuildRequest, run_build
     from retina_trt.trt import BuildOptions
@@ -109,7 +109,6 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
 
 def _describe_engine(path) -> None:
     """What was built: size, build time, targets, layer precisions, and whether it runs here."""
-    from retina_trt.contract.engine_file import read_engine_header
     from retina_trt.trt.build_report import format_summary
     from retina_trt.trt.compat import FLAVOUR_NAMES
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from retina_trt.cli.args import parse_batch, parse_size
 from retina_trt.contract import NMS_CHOICES
+from retina_trt.contract.engine_file import read_engine_header
+from retina_trt.contract.onnx_metadata import read_metadata
 
 
 def register(sub) -> None:
@@ -49,12 +52,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     path = Path(args.model)
     if path.suffix.lower() == ".onnx":
-        from retina_trt.contract.onnx_metadata import read_metadata
-
         meta = read_metadata(path)
         print(f"{path}: retina_trt ONNX model ({meta.precision})")
         print(f"  export: {meta.export}")
@@ -62,7 +61,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(f"  precision: {json.dumps(meta.precision_info, sort_keys=True)}")
         print(f"  spec: {meta.spec.to_json(indent=2)}")
     elif path.suffix.lower() == ".engine":
-        from retina_trt.contract.engine_file import read_engine_header
         from retina_trt.trt.build_report import format_summary
         from retina_trt.trt.compat import FLAVOUR_NAMES
 

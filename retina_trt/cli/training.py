@@ -6,6 +6,8 @@ import argparse
 
 from retina_trt.cli.args import parse_floats, parse_range, positive_int
 from retina_trt.contract import BACKENDS
+from retina_trt.spec import ModelSpec
+from retina_trt.utils import check_output_file
 
 
 def register(sub) -> None:
@@ -75,10 +77,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from retina_trt.data.coco import CocoDataset
-    from retina_trt.spec import ModelSpec
     from retina_trt.train import TrainConfig, train
-    from retina_trt.utils import check_output_file
-
     check_output_file(args.output, "--output")  # before loading data and training
     if args.deploy:
         check_output_file(args.deploy, "--deploy")

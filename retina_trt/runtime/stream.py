@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from retina_trt.errors import ImageError, VideoError
+from retina_trt.image import read_image
 from retina_trt.runtime.detections import Detections
 
 logger = logging.getLogger(__name__)
@@ -155,8 +156,6 @@ class FrameSource:
                 raise EOFError
             path = self._files[self._position]
             self._position += 1
-            from retina_trt.image import read_image
-
             try:
                 return read_image(path), (self._position - 1) / self.fps
             except ImageError as err:
