@@ -29,6 +29,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Like :func:`check_output_file` for a folder: it (or a parent) must not be a file, and it
+    must be creatable and writable. Creates it.
+
+    Raises:
+        OSError: with a message that names ``path`` and what is wrong.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{what} {folder} is a file, not a folder")
+    for parent in folder.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{what} {folder}: {parent} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot create {what} {folder}: {err.strerror}") from err
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{what} {folder} is not writable")
+    return folder
+
+
 def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
     """Fail early, before any slow work, when ``path`` cannot be written: it is a folder, a parent
     is a file, or the folder it goes into is not writable. Creates the parent folders.

@@ -118,6 +118,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from retina_trt.evaluate import evaluate, format_table, write_json
 
+    if args.json_path:
+        check_output_file(args.json_path, "--json")  # before the evaluation
     metrics = evaluate(args.model, args.annotations, args.images, max_images=args.max_images, backend=args.backend)
     print(format_table(metrics))
     print(f"{metrics['images']} images, {metrics['detections']} detections, {metrics['failed_images']} unreadable")

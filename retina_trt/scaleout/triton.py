@@ -25,6 +25,7 @@ from retina_trt.contract import CONTRACT_OUTPUTS
 from retina_trt.contract.engine_file import read_engine_header, read_plan
 from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
+from retina_trt.utils import check_output_folder
 
 KINDS = ("auto", "gpu", "cpu")
 
@@ -149,6 +150,7 @@ def export_triton(
     if kind == "auto":
         kind = "gpu" if facts["platform"] == "tensorrt_plan" else "cpu"
     target = repo / name
+    check_output_folder(repo, "--repo")  # a file in the way, a read-only folder: one clear line
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite to replace its version {version} and config")
     max_batch = int(facts["max_batch"])
