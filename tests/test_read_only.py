@@ -99,7 +99,7 @@ def test_no_traceback_and_inputs_untouched(read_only_runs):
         assert _digest(path if path.is_dir() else path.parent) == digest
 
 
-def test_output_folders_blocked_by_a_file_are_one_line(onnx_models, tiny_checkpoint, tmp_path, capsys):
+def test_output_folders_blocked_by_a_file_are_one_line(onnx_models, tiny_checkpoint, image_dir, tmp_path, capsys):
     from retina_trt.cli import main
 
     blocker = tmp_path / "a-file"
@@ -107,7 +107,7 @@ def test_output_folders_blocked_by_a_file_are_one_line(onnx_models, tiny_checkpo
     onnx = str(onnx_models[("onnx", False)])
     for argv in (["export-triton", onnx, "--repo", str(blocker)], ["export-triton", onnx, "--repo", str(blocker / "sub")],
                  ["export-deepstream", str(tiny_checkpoint), "--out", str(blocker)],
-                 ["detect", onnx, str(blocker), "--output", str(blocker / "out")]):  # fmt: skip
+                 ["detect", onnx, str(image_dir), "--output", str(blocker / "out")]):  # fmt: skip
         assert main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and "is a file, not a folder" in lines[0], (argv, lines)

@@ -22,7 +22,7 @@ from retina_trt.errors import ImageError, RetinaTrtError, VideoError
 from retina_trt.image import read_image
 from retina_trt.runtime.detector import Detector
 from retina_trt.runtime.stream import is_live
-from retina_trt.utils import atomic_path
+from retina_trt.utils import atomic_path, check_output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -196,10 +196,7 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
 
 def run_detect(args: argparse.Namespace) -> int:
     images, videos = expand_sources(args.sources)
-    out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RetinaTrtError(f"--output {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_output_folder(args.output, "--output")  # a file in the way, read-only: one line, before the model loads
     det = Detector(args.model, backend=args.backend, min_score=args.min_score)
     try:
         return _detect_all(det, images, videos, out_dir, args)
