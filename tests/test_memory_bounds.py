@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -37,8 +38,9 @@ print(json.dumps([code, err.getvalue(), peak_kib // 1024]))
 
 
 @pytest.fixture(scope="module")
-def tampered(tiny_checkpoint, onnx_models, tmp_path_factory) -> dict[str, list[str]]:
-    """Case name -> CLI arguments, each with one file or flag that asks for a huge allocation."""
+def tampered(tiny_checkpoint, onnx_models, tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
+    """Their folder, and case name -> CLI arguments, each with one file or flag that asks for a
+    huge allocation."""
     root = tmp_path_factory.mktemp("tampered")
     checkpoint = torch.load(tiny_checkpoint, weights_only=True)
     checkpoint["spec"]["num_classes"] = 10**8
@@ -55,7 +57,7 @@ def tampered(tiny_checkpoint, onnx_models, tmp_path_factory) -> dict[str, list[s
     images.mkdir()
     (images / "big.png").write_bytes(_png(30000, 30000))
     onnx_model = str(onnx_models[("onnx", False)])
-    return {  # case -> (arguments, what the last line of stderr says)
+    return root, {  # case -> CLI arguments
         "pt spec": ["info", str(root / "huge_classes.pt")],
         "onnx spec": ["detect", str(root / "huge_classes.onnx"), str(images), "--output", str(root / "out1")],
         "engine spec": ["info", str(root / "huge_classes.engine")],
@@ -75,7 +77,9 @@ WHAT = {
 
 @pytest.mark.parametrize("case", sorted(WHAT))
 def test_tampered_input_is_refused_in_well_under_a_gigabyte(tampered, case):
-    run = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(tampered[case])], capture_output=True, text=True,
+    root, cases = tampered
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    run = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases[case])], capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     code, err, peak_mib = json.loads(run.stdout.strip().splitlines()[-1])
@@ -85,3 +89,7 @@ def test_tampered_input_is_refused_in_well_under_a_gigabyte(tampered, case):
         assert "refused before decoding" in err
     print(f"{case}: peak {peak_mib} MiB")
     assert peak_mib < LIMIT_MIB, f"{case}: peak {peak_mib} MiB"
+    after = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    assert {p: t for p, t in after.items() if p in before} == before  # inputs unchanged
+    left = [p.name for p in after if p not in before and not p.name.endswith(".jsonl")]
+    assert not left and not [p for p in after if ".tmp" in p.name], left  # nothing partial or temporary
