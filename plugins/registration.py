@@ -28,6 +28,30 @@ NMS_ID = f"{NAMESPACE}::RetinaNMS"
 SORT_CHUNK = 128
 NMS_WARPS = 16
 _registered = False
+# How the next build's PTX is made (set by the builder through ``configure_ptx``): a target compute
+# capability (None: the GPU at hand; 80 for ampere_plus engines, whose family PTX later GPUs JIT),
+# "a"-suffix PTX only for same_cc engines, the PTX ISA the driver loads; and what was embedded.
+_ptx_options: dict[str, Any] = {"cc": None, "same_cc": False, "ptx_isa": None}
+embedded_ptx: list[dict[str, Any]] = []
+
+
+def configure_ptx(*, hardware_compat: str = "none", ptx_isa: str | None = None) -> None:
+    """Choose the PTX the next engine build embeds (aot.py: launchable_ptx) and clear the record
+    of what was embedded. ``ptx_isa`` None: the build machine's driver's (aot.driver_ptx_isa)."""
+    from .aot import driver_ptx_isa
+
+    _ptx_options.update(cc=80 if hardware_compat == "ampere_plus" else None, same_cc=hardware_compat == "same_cc",
+                        ptx_isa=ptx_isa or driver_ptx_isa())  # fmt: skip
+    embedded_ptx.clear()
+
+
+def _launchable(kernel, trt_args: int) -> tuple[str, str]:
+    """(entry, PTX) as TensorRT launches it; records what was embedded for the engine header."""
+    from .aot import launchable_ptx
+
+    fixed = launchable_ptx(kernel, trt_args=trt_args, ptx_isa=_ptx_options["ptx_isa"], same_cc=_ptx_options["same_cc"])
+    embedded_ptx.append({"entry": fixed.entry, "target": fixed.target, "ptx_isa": fixed.ptx_isa, "params": fixed.params})
+    return fixed.entry, fixed.ptx
 
 
 def _target(cc: int | None) -> GPUTarget | None:
@@ -112,8 +136,9 @@ def register_plugin(*, lazy: bool = True) -> None:
 
 
 def sort_launch(trtp, scores, score_thresh: float, cc: int | None = None) -> tuple[str, str, Any, Any]:
-    """(kernel name, PTX, launch parameters, scalar args) of the rank plugin."""
-    kernel = compile_sort(score_thresh=score_thresh, cc=cc)
+    """(kernel name, PTX, launch parameters, scalar args) of the rank plugin; the PTX declares
+    exactly TensorRT's 3 arguments (scores, N, order)."""
+    kernel = compile_sort(score_thresh=score_thresh, cc=cc or _ptx_options["cc"])
     batch, n = scores.shape_expr[0], scores.shape_expr[1]
     launch = trtp.KernelLaunchParams()
     launch.grid_x = batch
@@ -122,18 +147,20 @@ def sort_launch(trtp, scores, score_thresh: float, cc: int | None = None) -> tup
     launch.shared_mem = kernel.metadata.shared
     extra = trtp.SymIntExprs(1)
     extra[0] = trtp.SymInt32(n)
-    return kernel.metadata.name, kernel.asm["ptx"], launch, extra
+    return (*_launchable(kernel, 3), launch, extra)
 
 
 def nms_launch(
     trtp, boxes, nms_thresh: float, detections_per_img: int, block: int, cc: int | None = None
 ) -> tuple[str, str, Any, Any]:
-    """(kernel name, PTX, launch parameters, scalar args) of the NMS plugin."""
-    kernel = compile_nms(nms_thresh=nms_thresh, detections_per_img=detections_per_img, block=block, cc=cc)
+    """(kernel name, PTX, launch parameters, scalar args) of the NMS plugin; the PTX declares
+    exactly TensorRT's 9 arguments (4 inputs, N, 4 outputs)."""
+    kernel = compile_nms(nms_thresh=nms_thresh, detections_per_img=detections_per_img, block=block,
+                         cc=cc or _ptx_options["cc"])  # fmt: skip
     launch = trtp.KernelLaunchParams()
     launch.grid_x = boxes.shape_expr[0]
     launch.block_x = kernel.metadata.num_warps * 32
     launch.shared_mem = kernel.metadata.shared
     extra = trtp.SymIntExprs(1)
     extra[0] = trtp.SymInt32(boxes.shape_expr[1])
-    return kernel.metadata.name, kernel.asm["ptx"], launch, extra
+    return (*_launchable(kernel, 9), launch, extra)

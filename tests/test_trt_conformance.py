@@ -94,6 +94,10 @@ def test_nms_plugins_register_and_compile_their_aot_kernels(report):
     assert plugin["kernels"] == ["sort_kernel", "nms_kernel"]
     assert plugin["ptx_targets"] == [True, True]
     assert plugin["launch_types"] == ["KernelLaunchParams", "KernelLaunchParams"]
+    # the PTX handed to TensorRT declares exactly the arguments its AOT launcher passes
+    assert plugin["ptx_params"] == [3, 9], plugin["ptx_params"]
+    assert [k["entry"] for k in plugin["embedded"]] == ["sort_kernel", "nms_kernel"]
+    assert all(k["target"] == "sm_80" for k in plugin["embedded"])
 
 
 def test_version_gates(report):

@@ -142,7 +142,7 @@ def main() -> int:
     # The NMS plugins: registered (TensorRT validates the descriptor / aot_impl signatures), and
     # their aot_impl launch functions run with constant-shape descriptors (Triton compiles PTX).
     import tensorrt.plugin as trtp
-    from retina_trt.plugins import registration
+    from retina_trt.plugins import aot, registration
 
     plugin_names = set()
     for path in sorted((root.parent / "plugins").rglob("*.py")):
@@ -157,6 +157,9 @@ def main() -> int:
         "kernels": [sort_name, nms_name],
         "ptx_targets": [".target sm_80" in sort_ptx, ".target sm_80" in nms_ptx],
         "launch_types": [type(sort_launch).__name__, type(nms_launch).__name__],
+        # what TensorRT's launcher gets: the PTX entries' parameter counts (aot.py drops Triton's hidden two)
+        "ptx_params": [len(aot._entry(sort_ptx)[1]), len(aot._entry(nms_ptx)[1])],
+        "embedded": [dict(k) for k in registration.embedded_ptx],
     }
     print(json.dumps({"version": trt.__version__, "modules": modules, "uses": check(trt, uses), "helpers": helpers,
                       "plugin": plugin}))  # fmt: skip

@@ -289,6 +289,14 @@ def check_engine_compatible(
         built_on = f"on {header.device_name} (compute capability {_cc(cc_built)})"
         if level == "ampere_plus":
             ok, rule = cc_here >= (8, 0), "a hardware-compatible (ampere_plus) engine needs compute capability 8.0 or later"
+            # PTX of the NMS plugin runs on later GPUs only as family PTX no newer than sm_80
+            embedded = header.build.get("plugin_ptx")
+            for kernel in embedded if isinstance(embedded, list) else []:
+                target = str(kernel.get("target", "")) if isinstance(kernel, dict) else "unknown"
+                if target.endswith("a") or target not in ("sm_75", "sm_80"):
+                    ok, rule = False, (f"its NMS plugin embeds {target} PTX ({kernel.get('entry') if isinstance(kernel, dict) else '?'}), which GPUs other than "
+                                       f"{target} cannot run, so it is not hardware-compatible")  # fmt: skip
+                    break
         else:
             ok, rule = cc_here == cc_built, "an engine runs only on GPUs of the compute capability it was built for"
     if not ok:

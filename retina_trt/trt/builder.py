@@ -255,8 +255,9 @@ def build_network_seconds(
     return time.perf_counter() - start
 
 
-def _register_plugins(trt, trt_logger, plugins: list[onnx.NodeProto], onnx_path: Path) -> None:
-    """TensorRT 10/11: put the plugin creators the ONNX parser looks up into the registry."""
+def _register_plugins(trt, trt_logger, plugins: list[onnx.NodeProto], onnx_path: Path, hardware_compat: str = "none") -> None:
+    """TensorRT 10/11: put the plugin creators the ONNX parser looks up into the registry, and
+    choose the PTX the plugin's AOT kernels will embed (plugins/aot.py)."""
     trt.init_libnvinfer_plugins(trt_logger, "")  # TensorRT's own plugins (EfficientNMS_TRT)
     if any(node.op_type.startswith("RetinaNMS") for node in plugins):
         try:
@@ -267,6 +268,18 @@ def _register_plugins(trt, trt_logger, plugins: list[onnx.NodeProto], onnx_path:
                 f"loaded ({err}): install triton (it comes with torch) or export with nms='graph'"
             ) from err
         register_plugin(lazy=False)  # lazily registered plugins are not in the registry the parser reads
+        from retina_trt.plugins.registration import configure_ptx
+
+        configure_ptx(hardware_compat=hardware_compat)
+
+
+def _embedded_ptx(plugins: list[onnx.NodeProto]) -> list[dict[str, Any]]:
+    """What the retina_trt plugin's AOT kernels embedded in this build (target, PTX ISA, params)."""
+    if not any(node.op_type.startswith("RetinaNMS") for node in plugins):
+        return []
+    from retina_trt.plugins.registration import embedded_ptx
+
+    return list(embedded_ptx)
 
 
 def _set_rtx_targets(config, targets: tuple[tuple[int, int], ...], trt) -> None:
@@ -315,7 +328,7 @@ def build_engine(
     report: list[str] = []
     trt_logger = make_logger(trt, options.verbose, capture=report)
     if flavour == "tensorrt":
-        _register_plugins(trt, trt_logger, plugins, onnx_path)
+        _register_plugins(trt, trt_logger, plugins, onnx_path, options.hardware_compat)
     builder = trt.Builder(trt_logger)
     network = builder.create_network(network_flags(trt, aot_plugins=any(n.op_type.startswith("RetinaNMS") for n in plugins)))
     parser = trt.OnnxParser(network, trt_logger)
@@ -380,6 +393,7 @@ def build_engine(
         "profile": {name: [list(s) for s in value] for name, value in shapes.items()},
         "strongly_typed": True,
         "plugins": [n.op_type for n in plugins],
+        "plugin_ptx": _embedded_ptx(plugins),
         "io": io,
         "build_seconds": round(build_s, 2),
         "layer_precisions": layer_summary,
