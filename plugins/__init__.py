@@ -20,6 +20,13 @@ if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ:
     if not torch.cuda.is_available():
         os.environ["TRITON_INTERPRET"] = "1"
 
-from .nms import OUTPUT_NAMES, nms_from_order, rank_candidates, retina_nms
+from .nms import (
+    OUTPUT_NAMES,
+    nms_from_mask,
+    nms_from_order,
+    rank_candidates,
+    retina_nms,
+    suppression_mask,
+)
 
-__all__ = ["OUTPUT_NAMES", "nms_from_order", "rank_candidates", "retina_nms"]
+__all__ = ["OUTPUT_NAMES", "nms_from_mask", "nms_from_order", "rank_candidates", "retina_nms", "suppression_mask"]

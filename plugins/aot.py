@@ -172,16 +172,19 @@ def assemble(ptx: str, target: str) -> int:
 
 
 def plugin_kernels(cc: int, *, score_thresh: float, nms_thresh: float, detections_per_img: int, block: int):
-    """[(kernel, trt_args)] of the two plugins for compute capability ``cc``."""
-    from .registration import compile_nms, compile_sort
+    """[(kernel, trt_args)] of the three plugins for compute capability ``cc``: scores, N, order |
+    boxes, classes, order, N, mask | boxes, scores, classes, order, mask, N, 4 outputs."""
+    from .registration import compile_mask, compile_nms, compile_sort
 
     sort = compile_sort(score_thresh=score_thresh, cc=cc)
-    nms = compile_nms(nms_thresh=nms_thresh, detections_per_img=detections_per_img, block=block, cc=cc)
-    return [(sort, 3), (nms, 9)]  # scores, N, order | boxes, scores, classes, order, N, 4 outputs
+    mask = compile_mask(nms_thresh=nms_thresh, cc=cc)
+    nms = compile_nms(detections_per_img=detections_per_img, block=block, cc=cc)
+    return [(sort, 3), (mask, 5), (nms, 10)]
 
 
 def write(out: Path, archs: list[int], *, ptx_isa: str | None, batch: int, candidates: int) -> dict:
     """PTX per kernel and target, and ``manifest.json``; every file assembled with ptxas."""
+    from .kernels import MASK_ROWS
     from .registration import SORT_CHUNK
 
     out.mkdir(parents=True, exist_ok=True)
@@ -189,7 +192,8 @@ def write(out: Path, archs: list[int], *, ptx_isa: str | None, batch: int, candi
     manifest: dict[str, Any] = {"ptx_isa_cap": ptx_isa, "batch": batch, "candidates": candidates, "kernels": []}
     for cc in archs:
         kernels = plugin_kernels(cc, score_thresh=0.05, nms_thresh=0.5, detections_per_img=100, block=block)
-        for (kernel, trt_args), grid in zip(kernels, ([batch, -(-candidates // SORT_CHUNK), 1], [batch, 1, 1])):
+        grids = ([batch, -(-candidates // SORT_CHUNK), 1], [batch, -(-candidates // MASK_ROWS), 1], [batch, 1, 1])
+        for (kernel, trt_args), grid in zip(kernels, grids):
             fixed = launchable_ptx(kernel, trt_args=trt_args, ptx_isa=ptx_isa)
             name = f"{fixed.entry}.{fixed.target}.ptx"
             (out / name).write_text(fixed.ptx)

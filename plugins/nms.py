@@ -6,7 +6,15 @@ from __future__ import annotations
 import torch
 import triton
 
-from .kernels import nms_kernel, sort_kernel
+from .kernels import (
+    MASK_ROWS,
+    MASK_ROWS_INTERPRETER,
+    block_sizes,
+    mask_kernel,
+    nms_threshold,
+    scan_kernel,
+    sort_kernel,
+)
 
 SORT_CHUNK = 128
 OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
@@ -16,11 +24,6 @@ def _interpreting() -> bool:
     from triton.runtime.interpreter import InterpretedFunction
 
     return isinstance(sort_kernel, InterpretedFunction)
-
-
-def block_sizes(num_candidates: int, detections_per_img: int) -> tuple[int, int]:
-    """(BLOCK, DBLOCK): candidates per program (a power of two) and the zero-fill chunk."""
-    return max(16, triton.next_power_of_2(max(1, num_candidates))), min(1024, max(16, triton.next_power_of_2(detections_per_img)))
 
 
 def retina_nms(
@@ -63,8 +66,23 @@ def rank_candidates(scores: torch.Tensor, *, score_thresh: float, out: torch.Ten
     return order
 
 
-def nms_from_order(boxes, scores, classes, order, *, nms_thresh: float, detections_per_img: int, out=None):
-    """The second plugin: greedy NMS over ``order``; the output contract."""
+def suppression_mask(boxes, classes, order, *, nms_thresh: float, out=None, rows: int | None = None) -> torch.Tensor:
+    """The second plugin: ``mask`` [B, N, cdiv(N, 64)] int64, bit k of word w of rank r's row set
+    when the candidate ranked 64 w + k comes after r, has its class and IoU > ``nms_thresh``.
+    ``rows``: candidates per program (a power of two; default by device, see MASK_ROWS)."""
+    _check_device(boxes.device)
+    rows = rows or (MASK_ROWS_INTERPRETER if _interpreting() else MASK_ROWS)
+    batch, n = order.shape
+    words = -(-n // 64)
+    mask = torch.empty((batch, n, words), dtype=torch.int64, device=boxes.device) if out is None else out
+    if batch and n:
+        mask_kernel[(batch, triton.cdiv(n, rows))](boxes.contiguous(), classes.to(torch.int32).contiguous(), order, n, mask,
+                                                    NMS_THRESH=nms_threshold(nms_thresh), ROWS=rows)  # fmt: skip
+    return mask
+
+
+def nms_from_mask(boxes, scores, classes, order, mask, *, detections_per_img: int, out=None):
+    """The third plugin: the greedy walk over ``order`` and ``mask``; the output contract."""
     _check_device(boxes.device)
     batch, n = scores.shape
     d = int(detections_per_img)
@@ -83,11 +101,17 @@ def nms_from_order(boxes, scores, classes, order, *, nms_thresh: float, detectio
         for t in out:
             t.zero_()
         return out
-    block, dblock = block_sizes(n, d)
-    nms_kernel[(batch,)](boxes.contiguous(), scores.contiguous(), classes.to(torch.int32).contiguous(), order, n, num,
-                         out_boxes, out_scores, out_classes, NMS_THRESH=float(nms_thresh), D=d, BLOCK=block,
-                         DBLOCK=dblock)  # fmt: skip
+    wblock, kblock = block_sizes(n, d)
+    scan_kernel[(batch,)](boxes.contiguous(), scores.contiguous(), classes.to(torch.int32).contiguous(), order, mask, n,
+                          num, out_boxes, out_scores, out_classes, D=d, WBLOCK=wblock, KBLOCK=kblock)  # fmt: skip
     return out
+
+
+def nms_from_order(boxes, scores, classes, order, *, nms_thresh: float, detections_per_img: int, out=None,
+                   rows: int | None = None):  # fmt: skip
+    """The second and third plugins together: greedy NMS over ``order``; the output contract."""
+    mask = suppression_mask(boxes, classes, order, nms_thresh=nms_thresh, rows=rows)
+    return nms_from_mask(boxes, scores, classes, order, mask, detections_per_img=detections_per_img, out=out)
 
 
 def _check_device(device: torch.device) -> None:

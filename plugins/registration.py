@@ -1,6 +1,7 @@
-"""TensorRT registration of the two NMS plugins (``tensorrt.plugin``, AOT implementations).
+"""TensorRT registration of the three NMS plugins (``tensorrt.plugin``, AOT implementations).
 
-``retina_trt::RetinaNMSSort`` and ``retina_trt::RetinaNMS`` are registered with their shape/type
+``retina_trt::RetinaNMSSort``, ``retina_trt::RetinaNMSMask`` and ``retina_trt::RetinaNMS`` are
+registered with their shape/type
 descriptors and ``aot_impl`` functions that compile the Triton kernels to PTX for the GPU at hand
 (or any target) and return the launch parameters; TensorRT embeds the PTX in the engine, so the
 engine needs neither Python nor a plugin library at run time. AOT attributes are not serialized:
@@ -20,13 +21,15 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from .kernels import nms_kernel, sort_kernel
+from .kernels import MASK_ROWS, block_sizes, mask_kernel, nms_threshold, scan_kernel, sort_kernel
 
 NAMESPACE = "retina_trt"
 SORT_ID = f"{NAMESPACE}::RetinaNMSSort"
+MASK_ID = f"{NAMESPACE}::RetinaNMSMask"
 NMS_ID = f"{NAMESPACE}::RetinaNMS"
 SORT_CHUNK = 128
-NMS_WARPS = 16
+MASK_WARPS = 4
+NMS_WARPS = 4  # the walk is scalar work; more warps only make its reductions wider
 _registered = False
 # How the next build's PTX is made (set by the builder through ``configure_ptx``): a target compute
 # capability (None: the GPU at hand; 80 for ampere_plus engines, whose family PTX later GPUs JIT),
@@ -65,16 +68,27 @@ def compile_sort(*, score_thresh: float, cc: int | None = None):
     return triton.compile(source, target=_target(cc))
 
 
-def compile_nms(*, nms_thresh: float, detections_per_img: int, block: int, cc: int | None = None):
-    """The greedy NMS kernel compiled for compute capability ``cc`` (None: the current GPU)."""
+def compile_mask(*, nms_thresh: float, cc: int | None = None):
+    """The suppression-bitmask kernel compiled for compute capability ``cc`` (None: the current GPU)."""
+    signature = {"boxes_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "N": "i32", "mask_ptr": "*i64",
+                 "NMS_THRESH": "constexpr", "ROWS": "constexpr"}  # fmt: skip
+    constexprs = {"NMS_THRESH": nms_threshold(nms_thresh), "ROWS": MASK_ROWS}
+    return triton.compile(ASTSource(fn=mask_kernel, signature=signature, constexprs=constexprs),
+                          target=_target(cc), options={"num_warps": MASK_WARPS})  # fmt: skip
+
+
+def compile_nms(*, detections_per_img: int, block: int, cc: int | None = None, nms_thresh: float | None = None):
+    """The greedy walk (scan) kernel compiled for compute capability ``cc`` (None: the current
+    GPU). ``block``: a power of two >= the candidate count (the walk holds block / 64 mask words);
+    ``nms_thresh`` is the mask kernel's and unused here."""
     signature = {
-        "boxes_ptr": "*fp32", "scores_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "N": "i32",
-        "num_ptr": "*i32", "out_boxes_ptr": "*fp32", "out_scores_ptr": "*fp32", "out_classes_ptr": "*i32",
-        "NMS_THRESH": "constexpr", "D": "constexpr", "BLOCK": "constexpr", "DBLOCK": "constexpr",
+        "boxes_ptr": "*fp32", "scores_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "mask_ptr": "*i64",
+        "N": "i32", "num_ptr": "*i32", "out_boxes_ptr": "*fp32", "out_scores_ptr": "*fp32", "out_classes_ptr": "*i32",
+        "D": "constexpr", "WBLOCK": "constexpr", "KBLOCK": "constexpr",
     }  # fmt: skip
-    constexprs = {"NMS_THRESH": float(nms_thresh), "D": int(detections_per_img), "BLOCK": int(block),
-                  "DBLOCK": min(1024, triton.next_power_of_2(int(detections_per_img)))}  # fmt: skip
-    return triton.compile(ASTSource(fn=nms_kernel, signature=signature, constexprs=constexprs),
+    wblock, kblock = block_sizes(int(block), int(detections_per_img))
+    constexprs = {"D": int(detections_per_img), "WBLOCK": wblock, "KBLOCK": kblock}
+    return triton.compile(ASTSource(fn=scan_kernel, signature=signature, constexprs=constexprs),
                           target=_target(cc), options={"num_warps": NMS_WARPS})  # fmt: skip
 
 
@@ -100,13 +114,31 @@ def register_plugin(*, lazy: bool = True) -> None:
     ]:
         return sort_launch(trtp, scores, score_thresh)
 
+    @trtp.register(MASK_ID, lazy_register=lazy)
+    def mask_desc(
+        boxes: trtp.TensorDesc, classes: trtp.TensorDesc, order: trtp.TensorDesc, nms_thresh: float
+    ) -> tuple[trtp.TensorDesc]:
+        batch, n = boxes.shape_expr[0], boxes.shape_expr[1]
+        return (trtp.from_shape_expr((batch, n, trtp.cdiv(n, 64)), dtype=trt.int64),)
+
+    @trtp.aot_impl(MASK_ID)
+    def mask_aot(
+        boxes: trtp.TensorDesc,
+        classes: trtp.TensorDesc,
+        order: trtp.TensorDesc,
+        nms_thresh: float,
+        outputs: tuple[trtp.TensorDesc],
+        tactic: int,
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymExprs]:
+        return mask_launch(trtp, boxes, nms_thresh)
+
     @trtp.register(NMS_ID, lazy_register=lazy)
     def nms_desc(
         boxes: trtp.TensorDesc,
         scores: trtp.TensorDesc,
         classes: trtp.TensorDesc,
         order: trtp.TensorDesc,
-        nms_thresh: float,
+        mask: trtp.TensorDesc,
         detections_per_img: int,
         block: int,
     ) -> tuple[trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc, trtp.TensorDesc]:
@@ -124,13 +156,13 @@ def register_plugin(*, lazy: bool = True) -> None:
         scores: trtp.TensorDesc,
         classes: trtp.TensorDesc,
         order: trtp.TensorDesc,
-        nms_thresh: float,
+        mask: trtp.TensorDesc,
         detections_per_img: int,
         block: int,
         outputs: tuple[trtp.TensorDesc],
         tactic: int,
     ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymExprs]:
-        return nms_launch(trtp, boxes, nms_thresh, detections_per_img, block)
+        return nms_launch(trtp, boxes, detections_per_img, block)
 
     _registered = True
 
@@ -150,17 +182,29 @@ def sort_launch(trtp, scores, score_thresh: float, cc: int | None = None) -> tup
     return (*_launchable(kernel, 3), launch, extra)
 
 
-def nms_launch(
-    trtp, boxes, nms_thresh: float, detections_per_img: int, block: int, cc: int | None = None
-) -> tuple[str, str, Any, Any]:
-    """(kernel name, PTX, launch parameters, scalar args) of the NMS plugin; the PTX declares
-    exactly TensorRT's 9 arguments (4 inputs, N, 4 outputs)."""
-    kernel = compile_nms(nms_thresh=nms_thresh, detections_per_img=detections_per_img, block=block,
-                         cc=cc or _ptx_options["cc"])  # fmt: skip
+def mask_launch(trtp, boxes, nms_thresh: float, cc: int | None = None) -> tuple[str, str, Any, Any]:
+    """(kernel name, PTX, launch parameters, scalar args) of the bitmask plugin; the PTX declares
+    exactly TensorRT's 5 arguments (boxes, classes, order, N, mask)."""
+    kernel = compile_mask(nms_thresh=nms_thresh, cc=cc or _ptx_options["cc"])
+    batch, n = boxes.shape_expr[0], boxes.shape_expr[1]
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = batch
+    launch.grid_y = trtp.cdiv(n, MASK_ROWS)
+    launch.block_x = kernel.metadata.num_warps * 32
+    launch.shared_mem = kernel.metadata.shared
+    extra = trtp.SymIntExprs(1)
+    extra[0] = trtp.SymInt32(n)
+    return (*_launchable(kernel, 5), launch, extra)
+
+
+def nms_launch(trtp, boxes, detections_per_img: int, block: int, cc: int | None = None) -> tuple[str, str, Any, Any]:
+    """(kernel name, PTX, launch parameters, scalar args) of the walk plugin; the PTX declares
+    exactly TensorRT's 10 arguments (5 inputs, N, 4 outputs)."""
+    kernel = compile_nms(detections_per_img=detections_per_img, block=block, cc=cc or _ptx_options["cc"])
     launch = trtp.KernelLaunchParams()
     launch.grid_x = boxes.shape_expr[0]
     launch.block_x = kernel.metadata.num_warps * 32
     launch.shared_mem = kernel.metadata.shared
     extra = trtp.SymIntExprs(1)
     extra[0] = trtp.SymInt32(boxes.shape_expr[1])
-    return (*_launchable(kernel, 9), launch, extra)
+    return (*_launchable(kernel, 10), launch, extra)

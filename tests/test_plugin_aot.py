@@ -27,9 +27,9 @@ def test_every_target_and_kernel_is_written_and_assembled(written):
     out, manifest = written
     kernels = manifest["kernels"]
     assert sorted({k["target"] for k in kernels}) == sorted(f"sm_{t}" for t in aot.TARGETS)
-    assert len(kernels) == 2 * len(aot.TARGETS)
+    assert len(kernels) == 3 * len(aot.TARGETS)
     for kernel in kernels:
-        assert kernel["params"] == kernel["trt_args"] == {"sort_kernel": 3, "nms_kernel": 9}[kernel["entry"]], kernel
+        assert kernel["params"] == kernel["trt_args"] == {"sort_kernel": 3, "mask_kernel": 5, "scan_kernel": 10}[kernel["entry"]]
         assert kernel["triton_params"] == kernel["params"] + 2  # Triton 3.8's global/profile scratch, removed
         assert kernel["cubin_bytes"] > 0 and kernel["grid"][0] == 8
         ptx = (out / kernel["ptx"]).read_text()
@@ -73,7 +73,7 @@ def test_hidden_parameters_are_removed_only_when_provably_unused(written):
     with pytest.raises(aot.PTXError, match="global_scratch"):
         aot.launchable_ptx(SimpleNamespace(asm={"ptx": raw}, metadata=SimpleNamespace(global_scratch_size=128)), trt_args=3)
     with pytest.raises(aot.PTXError, match="declares 5 parameters, TensorRT passes 9"):
-        aot.launchable_ptx(_kernel(raw), trt_args=9)
+        aot.launchable_ptx(_kernel(raw), trt_args=9)  # (the argument count TensorRT would pass another kernel)
 
 
 def test_targets_and_ptx_isa():
@@ -111,7 +111,7 @@ def test_hardware_compatible_engines_refuse_plugin_ptx_later_gpus_cannot_run(tmp
     )
 
     build = {"batch": [1, 1, 1], "hardware_compat": "ampere_plus",
-             "plugin_ptx": [{"entry": "nms_kernel", "target": target, "ptx_isa": "8.4", "params": 9}]}  # fmt: skip
+             "plugin_ptx": [{"entry": "scan_kernel", "target": target, "ptx_isa": "8.4", "params": 10}]}  # fmt: skip
     header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="H100", compute_capability=(9, 0),
                          precision="fp16", onnx_sha256="0" * 64, export={"nms": "plugin", "input_size": [256, 384]},
                          build=build, plan=b"plan")  # fmt: skip

@@ -91,12 +91,12 @@ def test_nms_plugins_register_and_compile_their_aot_kernels(report):
     plugin = data["plugin"]
     assert plugin["trtp_names"] and all(plugin["trtp_names"].values()), plugin["trtp_names"]
     assert {"register", "aot_impl", "KernelLaunchParams", "SymIntExprs", "from_shape_expr"} <= set(plugin["trtp_names"])
-    assert plugin["kernels"] == ["sort_kernel", "nms_kernel"]
-    assert plugin["ptx_targets"] == [True, True]
-    assert plugin["launch_types"] == ["KernelLaunchParams", "KernelLaunchParams"]
+    assert plugin["kernels"] == ["sort_kernel", "mask_kernel", "scan_kernel"]
+    assert plugin["ptx_targets"] == [True, True, True]
+    assert plugin["launch_types"] == ["KernelLaunchParams"] * 3
     # the PTX handed to TensorRT declares exactly the arguments its AOT launcher passes
-    assert plugin["ptx_params"] == [3, 9], plugin["ptx_params"]
-    assert [k["entry"] for k in plugin["embedded"]] == ["sort_kernel", "nms_kernel"]
+    assert plugin["ptx_params"] == [3, 5, 10], plugin["ptx_params"]
+    assert [k["entry"] for k in plugin["embedded"]] == ["sort_kernel", "mask_kernel", "scan_kernel"]
     assert all(k["target"] == "sm_80" for k in plugin["embedded"])
 
 

@@ -151,14 +151,15 @@ def main() -> int:
     scores = trtp.from_shape_expr((2, 5000), dtype=trt.float32)
     boxes = trtp.from_shape_expr((2, 5000, 4), dtype=trt.float32)
     sort_name, sort_ptx, sort_launch, _ = registration.sort_launch(trtp, scores, 0.05, cc=80)
-    nms_name, nms_ptx, nms_launch, _ = registration.nms_launch(trtp, boxes, 0.5, 100, 8192, cc=80)
+    mask_name, mask_ptx, mask_launch, _ = registration.mask_launch(trtp, boxes, 0.5, cc=80)
+    nms_name, nms_ptx, nms_launch, _ = registration.nms_launch(trtp, boxes, 100, 8192, cc=80)
     plugin = {
         "trtp_names": {n: _resolve(trtp, n.split(".")) for n in sorted(plugin_names)},
-        "kernels": [sort_name, nms_name],
-        "ptx_targets": [".target sm_80" in sort_ptx, ".target sm_80" in nms_ptx],
-        "launch_types": [type(sort_launch).__name__, type(nms_launch).__name__],
+        "kernels": [sort_name, mask_name, nms_name],
+        "ptx_targets": [".target sm_80" in ptx for ptx in (sort_ptx, mask_ptx, nms_ptx)],
+        "launch_types": [type(launch).__name__ for launch in (sort_launch, mask_launch, nms_launch)],
         # what TensorRT's launcher gets: the PTX entries' parameter counts (aot.py drops Triton's hidden two)
-        "ptx_params": [len(aot._entry(sort_ptx)[1]), len(aot._entry(nms_ptx)[1])],
+        "ptx_params": [len(aot._entry(ptx)[1]) for ptx in (sort_ptx, mask_ptx, nms_ptx)],
         "embedded": [dict(k) for k in registration.embedded_ptx],
     }
     print(json.dumps({"version": trt.__version__, "modules": modules, "uses": check(trt, uses), "helpers": helpers,

@@ -8,7 +8,8 @@ Checks, in order:
 
 1. environment: torch, CUDA, GPU name and compute capability, which TensorRT flavours import;
 2. ``nms="graph"`` equals the reference NMS (ONNX Runtime on the CPU; any machine);
-3. the NMS plugin's Triton kernels on CUDA: equal to the reference, and timed beside
+3. the NMS plugin's Triton kernels on CUDA: equal to the reference, timed together and each alone
+   (rank, mask, scan: the cost model of plugins/README.md), beside
    ``torchvision.ops.batched_nms`` (B = 1 and 8, N = 1000 and 5000);
 4. the PyTorch model on CUDA (seeded ResNet-50-FPN weights), FP32 and FP16 autocast, at the paper's
    scales 400-800, batch 1 and 8, beside the paper's M40 column: **PyTorch, not TensorRT**;
@@ -117,6 +118,21 @@ def check_graph_nms(quick: bool) -> dict:
     return {"cases_equal_to_reference": cases, "runtime": "ONNX Runtime CPU (the GPU's TensorRT run is check 5)"}
 
 
+def _plugin_stage_ms(boxes, scores, classes, *, iterations: int, sync) -> dict[str, float]:
+    """Each plugin's kernel alone (the per-kernel rows of the cost model in plugins/README.md)."""
+    from retina_trt.plugins.nms import nms_from_mask, rank_candidates, suppression_mask
+
+    order = rank_candidates(scores, score_thresh=0.05)
+    mask = suppression_mask(boxes, classes, order, nms_thresh=0.5)
+    return {
+        "rank": _timed(lambda: rank_candidates(scores, score_thresh=0.05, out=order), iterations=iterations, sync=sync),
+        "mask": _timed(lambda: suppression_mask(boxes, classes, order, nms_thresh=0.5, out=mask), iterations=iterations,
+                       sync=sync),  # fmt: skip
+        "scan": _timed(lambda: nms_from_mask(boxes, scores, classes, order, mask, detections_per_img=100),
+                       iterations=iterations, sync=sync),  # fmt: skip
+    }
+
+
 def check_nms_kernels(quick: bool) -> dict:
     torch = _cuda()
     from torchvision.ops import batched_nms
@@ -147,9 +163,11 @@ def check_nms_kernels(quick: bool) -> dict:
                 return retina_nms(boxes, scores, classes, nms_thresh=0.5, detections_per_img=100)
 
             kernel_ms = _timed(kernels, iterations=iters, sync=sync)
+            stage_ms = _plugin_stage_ms(boxes, scores, classes, iterations=iters, sync=sync)
             flat = (boxes.view(-1, 4), scores.view(-1), (classes.long() + 80 * torch.arange(b, device="cuda").view(-1, 1)).view(-1))
             tv_ms = _timed(lambda flat=flat: batched_nms(*flat, 0.5), iterations=iters, sync=sync)
-            rows.append({"batch": b, "candidates": n, "plugin_kernels_ms": kernel_ms, "torchvision_batched_nms_ms": tv_ms})
+            rows.append({"batch": b, "candidates": n, "plugin_kernels_ms": kernel_ms, "rank_ms": stage_ms["rank"],
+                         "mask_ms": stage_ms["mask"], "scan_ms": stage_ms["scan"], "torchvision_batched_nms_ms": tv_ms})  # fmt: skip
     return {"rows": rows, "note": "Triton kernels through retina_nms (the plugin's kernels, not inside TensorRT)"}
 
 

@@ -340,13 +340,15 @@ def append_efficient_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, 
 
 
 def append_plugin_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
-    """The two retina_trt NMS plugin nodes (plugins/README.md): rank, then greedy NMS."""
+    """The three retina_trt NMS plugin nodes (plugins/README.md): rank, suppression bitmask,
+    greedy walk."""
     common = {"plugin_namespace": "retina_trt", "plugin_version": "1", "aot": 1, "domain": PLUGIN_DOMAIN}
     classes = g.cast(labels, onnx.TensorProto.INT32)
     order = g.op("RetinaNMSSort", [scores], score_thresh=float(spec.score_thresh), **common)
-    # BLOCK of the NMS kernel: a power of two >= every possible candidate count
+    mask = g.op("RetinaNMSMask", [boxes, classes, order], nms_thresh=float(spec.nms_thresh), **common)
+    # a power of two >= every possible candidate count (the walk holds block / 64 mask words)
     block = 1 << max(4, (len(spec.anchor_sizes) * spec.topk_candidates - 1).bit_length())
-    return tuple(g.op("RetinaNMS", [boxes, scores, classes, order], num_outputs=4, nms_thresh=float(spec.nms_thresh),
+    return tuple(g.op("RetinaNMS", [boxes, scores, classes, order, mask], num_outputs=4,
                       detections_per_img=int(spec.detections_per_img), block=block, **common))  # fmt: skip
 
 

@@ -35,7 +35,8 @@ TRT_SUPPORTED_OPS = frozenset(
 TRT_MAX_OPSET = 24
 PLUGIN_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' domain; TensorRT maps plugin nodes by op_type
 # Custom nodes that map to TensorRT plugins: the retina_trt NMS plugin and TensorRT's EfficientNMS.
-PLUGIN_NODES = frozenset({(PLUGIN_DOMAIN, "RetinaNMSSort"), (PLUGIN_DOMAIN, "RetinaNMS"), ("TRT", "EfficientNMS_TRT")})
+PLUGIN_NODES = frozenset({(PLUGIN_DOMAIN, "RetinaNMSSort"), (PLUGIN_DOMAIN, "RetinaNMSMask"), (PLUGIN_DOMAIN, "RetinaNMS"),
+                          ("TRT", "EfficientNMS_TRT")})  # fmt: skip
 TRT_MIN_OPSET = 9
 
 
