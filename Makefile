@@ -5,9 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint demo demo-model paper-claims precision bench bench-gpu gpu-check clean
+.PHONY: venv test test-all lint demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve clean
 
 venv: $(STAMP)
 
@@ -21,12 +23,12 @@ $(STAMP): setup.py pyproject.toml constraints.txt tests/trt_bindings.py
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The default run: everything but tests marked `slow` (and `gpu` tests skip without a GPU).
+# The default run: everything but tests marked `slow` and `serve` (`gpu` tests skip without a GPU).
 test: lint
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow and not serve" -q
 
-# Everything, slow tests included.
-test-all: lint
+# Everything, slow and Triton-server tests included.
+test-all: lint $(SERVE_STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
@@ -90,5 +92,19 @@ gpu-check: $(STAMP)
 	-$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx,trt-cu12]"
 	$(BIN)/python -m retina_trt.bench.gpu_check --out $(GPU_CHECK_OUT)
 
+# The Triton serving environment (retina-trt serve): its own venv, as PyTriton pins numpy<2.
+serve-env: $(SERVE_STAMP)
+
+$(SERVE_STAMP): requirements-serve.txt setup.py
+	@test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-serve.txt
+	$(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . || \
+	  $(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+# Tests against a real Triton Inference Server (needs serve-env; not part of `make test`).
+test-serve: $(STAMP) $(SERVE_STAMP)
+	$(BIN)/python -m pytest -m serve -q tests/test_serve.py
+
 clean:
-	rm -rf $(VENV) demo-output build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) demo-output build *.egg-info

@@ -1,4 +1,5 @@
-"""Scale-out configurations: ``export-triton`` and ``export-deepstream`` (retina_trt/scaleout/)."""
+"""Scale-out: ``export-triton``, ``export-deepstream`` (configurations) and ``serve`` (a real Triton
+Inference Server; retina_trt/scaleout/)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,18 @@ def register(sub) -> None:
     p.add_argument("--engine", default=None, help="a retina_trt engine built from the DeepStream ONNX (model.plan)")
     p.set_defaults(run=_cmd_export_deepstream)
 
+    p = sub.add_parser("serve", help="serve a model with a real Triton Inference Server (needs `make serve-env`)")
+    p.add_argument("model", help=".onnx (served by Triton's Python backend through ONNX Runtime) or a repository folder")
+    p.add_argument("--name", default="retina", help="model name (default retina)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--http-port", type=positive_int, default=8000)
+    p.add_argument("--grpc-port", type=positive_int, default=8001)
+    p.add_argument("--metrics-port", type=positive_int, default=8002)
+    p.add_argument("--instances", type=positive_int, default=1, help="model instances (default 1)")
+    p.add_argument("--max-batch", type=positive_int, default=None, help="max_batch_size (default: the model's)")
+    p.add_argument("--queue-delay-us", type=int, default=100, help="dynamic batching queue delay (default 100)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)")
+    p.set_defaults(run=_cmd_serve)
 
 def _cmd_export_triton(args: argparse.Namespace) -> int:
     from retina_trt.scaleout.triton import export_triton
@@ -53,3 +66,21 @@ def _cmd_export_deepstream(args: argparse.Namespace) -> int:
                              calib_images=args.calib_images, cache_dir=args.cache_dir)  # fmt: skip
     print(f"wrote {path} (+ labels.txt, model.onnx); see its header about the bbox parser")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import time
+
+    from retina_trt.scaleout.server import ServerError, serve_model
+
+    server = serve_model(args.model, name=args.name, instances=args.instances, max_batch=args.max_batch,
+                         queue_delay_us=args.queue_delay_us, host=args.host, http_port=args.http_port,
+                         grpc_port=args.grpc_port, metrics_port=args.metrics_port, timeout_s=args.timeout)  # fmt: skip
+    try:
+        print(f"serving {args.name}: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url} "
+              "(Ctrl-C stops)", flush=True)  # fmt: skip
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        raise ServerError(f"tritonserver stopped (exit code {server.process.returncode}):\n{server.log_tail()}")
+    finally:
+        server.stop()

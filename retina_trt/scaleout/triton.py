@@ -28,6 +28,11 @@ from retina_trt.errors import ModelFormatError
 from retina_trt.utils import check_output_folder
 
 KINDS = ("auto", "gpu", "cpu")
+# How the model is served: by Triton's own backend for the file (tensorrt_plan for engines,
+# onnxruntime_onnx for ONNX), or by the Python backend running retina_trt's ONNX Runtime backend
+# (python_model.py; what `retina-trt serve` uses where Triton's other backends are absent).
+BACKENDS = ("native", "python")
+PYTHON_MODEL = Path(__file__).with_name("python_model.py")
 
 
 def _model_facts(model: Path) -> dict[str, Any]:
@@ -96,9 +101,10 @@ def config_pbtxt(
     params = "\n".join(
         f"parameters {{\n  key: {_quote(k)}\n  value: {{ string_value: {_quote(v)} }}\n}}" for k, v in parameters.items()
     )
+    runner = f"backend: {_quote('python')}" if facts["platform"] == "python" else f"platform: {_quote(facts['platform'])}"
     lines = [
         f"name: {_quote(name)}",
-        f"platform: {_quote(facts['platform'])}",
+        runner,
         f"max_batch_size: {facts['max_batch']}",
         f"input [\n{tensors(inputs)}\n]",
         f"output [\n{tensors(outputs)}\n]",
@@ -121,11 +127,16 @@ def export_triton(
     kind: str = "auto",
     max_queue_delay_us: int = 100,
     overwrite: bool = False,
+    backend: str = "native",
+    max_batch: int | None = None,
 ) -> Path:
     """Write a Triton model repository entry for ``model`` (see the module docstring).
 
     Args:
         kind: instance kind; ``auto`` is ``gpu`` for engines and ``cpu`` for ONNX.
+        backend: ``native`` (tensorrt_plan / onnxruntime_onnx) or ``python`` (an ONNX served by
+            Triton's Python backend through retina_trt's ONNX Runtime backend; same contract).
+        max_batch: the served ``max_batch_size`` (default: the model's own maximum).
         overwrite: replace an existing ``repo/name`` (otherwise it is an error).
 
     Returns:
@@ -140,7 +151,17 @@ def export_triton(
         raise ValueError("version and instances must be >= 1")
     if int(max_queue_delay_us) < 0:
         raise ValueError(f"max_queue_delay_us must be >= 0, got {max_queue_delay_us}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     facts = _model_facts(model)
+    if backend == "python":
+        if facts["platform"] != "onnxruntime_onnx":
+            raise ModelFormatError(f"the Python backend serves retina_trt ONNX models (nms='onnx' or 'graph'), got {model}")
+        facts = {**facts, "platform": "python"}
+    if max_batch is not None:
+        if not 1 <= int(max_batch) <= int(facts["max_batch"]):
+            raise ValueError(f"max_batch must be in 1..{facts['max_batch']} (the model's maximum), got {max_batch}")
+        facts = {**facts, "max_batch": int(max_batch)}
     name = name or model.stem.replace(".", "_")
     if not MODEL_NAME.fullmatch(name):
         raise ValueError(
@@ -167,6 +188,8 @@ def export_triton(
             destination.write_bytes(read_plan(model))
         else:
             shutil.copyfile(model, destination)
+        if facts["platform"] == "python":
+            shutil.copyfile(PYTHON_MODEL, staging / str(version) / "model.py")
         (staging / "config.pbtxt").write_text(text)
         (staging / "labels.txt").write_text("\n".join(facts["spec"].class_names) + "\n")
         if target.exists():  # --overwrite: replace this version, the config and labels; keep other versions
