@@ -9,7 +9,7 @@ SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve clean
+.PHONY: venv test test-all lint demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
 
 venv: $(STAMP)
 
@@ -101,6 +101,11 @@ $(SERVE_STAMP): requirements-serve.txt setup.py
 	$(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . || \
 	  $(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps -e .
 	touch $@
+
+# Load test of retina-trt serve: 1, 4 and 16 concurrent clients against a real Triton server.
+serve-bench: $(STAMP) $(SERVE_STAMP)
+	$(BIN)/retina-trt export --weights samples/models/shapes_r18.pt --output bench-output/serve/shapes_r18.onnx
+	$(BIN)/python -m retina_trt.bench.serve --model bench-output/serve/shapes_r18.onnx --out bench-output/serve
 
 # Tests against a real Triton Inference Server (needs serve-env; not part of `make test`).
 test-serve: $(STAMP) $(SERVE_STAMP)

@@ -210,3 +210,14 @@ def test_served_config_is_the_engine_contract(server):
     assert [o["name"] for o in config["output"]] == list(OUTPUTS)
     assert config["backend"] == "python" and config["max_batch_size"] == 8
     assert json.loads(config["parameters"]["retina_trt.spec"]["string_value"])["num_classes"] > 0
+
+
+def test_load_test_runs_with_zero_errors_and_accounts_for_every_request(env, demo_onnx):
+    from retina_trt.bench.serve import run
+
+    report = run(demo_onnx, clients=[1, 4], requests=8, instances=1, queue_delay_us=2000)
+    local, *served = report["rows"]
+    assert local["clients"] == "in-process" and local["throughput_per_s"] > 0
+    for row in served:
+        assert row["errors"] == 0 and row["throughput_per_s"] > 0
+        assert sum(size * count for size, count in row["batches"].items()) == row["requests"]  # every image in a batch

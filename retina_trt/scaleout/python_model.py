@@ -29,8 +29,9 @@ class TritonPythonModel:
 
         config = json.loads(args["model_config"])
         folder = Path(args["model_repository"]) / str(args["model_version"])
-        threads = int(config.get("parameters", {}).get("retina_trt.threads", {}).get("string_value", "1") or 1)
-        self.backend = OnnxRuntimeBackend(folder / "model.onnx", num_threads=threads)
+        # ONNX Runtime's own thread count unless the config's retina_trt.threads parameter says otherwise
+        threads = int(config.get("parameters", {}).get("retina_trt.threads", {}).get("string_value", "0") or 0)
+        self.backend = OnnxRuntimeBackend(folder / "model.onnx", num_threads=threads or None)
         self.inputs = list(self.backend.input_names)
         self.outputs = list(self.backend.output_names)
         self.max_batch = int(config.get("max_batch_size") or self.backend.max_batch)
