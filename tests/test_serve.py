@@ -221,3 +221,39 @@ def test_load_test_runs_with_zero_errors_and_accounts_for_every_request(env, dem
     for row in served:
         assert row["errors"] == 0 and row["throughput_per_s"] > 0
         assert sum(size * count for size, count in row["batches"].items()) == row["requests"]  # every image in a batch
+
+
+def test_tensorrt_plan_config_passes_the_real_servers_validation(env, demo_onnx, tmp_path):
+    """An engine's tensorrt_plan entry is accepted up to the TensorRT backend this server lacks."""
+    from test_trt_routes import engine_file
+
+    engine = engine_file(demo_onnx, tmp_path / "demo.engine", flavour="tensorrt", version="10.13.3.9")
+    repo = tmp_path / "repo"
+    export_triton(engine, repo, name="retina", kind="cpu")
+    http, grpc, metrics = free_ports(3)
+    with pytest.raises(ServerError) as info:
+        start_server(repo, env=env, http_port=http, grpc_port=grpc, metrics_port=metrics, timeout_s=60)
+    assert "unable to find backend library for backend 'tensorrt'" in str(info.value), str(info.value)[-2000:]
+
+
+def test_clients_that_disconnect_mid_request_do_not_hurt_the_server(server, batch):
+    """A client that sends half a request body and hangs up, and one that hangs up before the
+    answer: the server keeps serving."""
+    import tritonclient.http as http_client
+
+    pixels, sizes = batch.pixels[:1], batch.image_sizes[:1].astype(np.int32)
+    host, port = server.http_url.split(":")
+    body = json.dumps({"inputs": [
+        {"name": "images", "shape": list(pixels.shape), "datatype": "UINT8", "data": pixels.ravel().tolist()},
+        {"name": "image_sizes", "shape": list(sizes.shape), "datatype": "INT32", "data": sizes.ravel().tolist()},
+    ]}).encode()  # fmt: skip
+    head = (f"POST /v2/models/retina/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=5) as half:
+        half.sendall(head + body[: len(body) // 2])  # and goes away
+    with socket.create_connection((host, int(port)), timeout=5) as impatient:
+        impatient.sendall(head + body)  # and goes away before the answer
+    time.sleep(1.0)
+    for _ in range(3):
+        assert int(_infer(http_client, server.http_url, pixels, sizes)[0][0, 0]) >= 0
+    assert http_client.InferenceServerClient(server.http_url).is_server_live()
