@@ -257,3 +257,18 @@ def test_clients_that_disconnect_mid_request_do_not_hurt_the_server(server, batc
     for _ in range(3):
         assert int(_infer(http_client, server.http_url, pixels, sizes)[0][0, 0]) >= 0
     assert http_client.InferenceServerClient(server.http_url).is_server_live()
+
+
+def test_a_model_instance_that_raises_answers_with_an_error_and_keeps_serving(env, tmp_path, batch):
+    """A dynamic-shape model given a 0x0 image: ONNX Runtime raises inside the model instance; that
+    request gets the error, the next one its detections."""
+    import tritonclient.http as http_client
+    from tritonclient.utils import InferenceServerException
+
+    dynamic = export_onnx(DEMO, tmp_path / "dynamic.onnx", dynamic_shapes=True, batch=(1, 1, 4))
+    http, grpc, metrics = free_ports(3)
+    with serve_model(dynamic, http_port=http, grpc_port=grpc, metrics_port=metrics, timeout_s=120) as running:
+        with pytest.raises(InferenceServerException, match="Invalid input shape"):
+            _infer(http_client, running.http_url, np.zeros((1, 0, 0, 3), np.uint8), np.zeros((1, 2), np.int32))
+        got = _infer(http_client, running.http_url, batch.pixels[:1], batch.image_sizes[:1].astype(np.int32))
+        assert int(got[0][0, 0]) > 0
