@@ -112,6 +112,8 @@ def main() -> int:
         print("demo: detect failed", file=sys.stderr)
         return code
 
+    sheet = contact_sheet([out / "detections" / p.name for p in images], out / "contact_sheet.png")
+
     start = time.perf_counter()
     with Detector(model_path) as det:
         metrics = evaluate(det, annotations, out / "heldout" / "val")
@@ -147,8 +149,36 @@ def main() -> int:
     for name, seconds in stages.items():
         print(f"  {name}: {seconds:.1f} s")
     print(f"  outputs: {out.resolve()}")
-    print("    detections/: annotated images, pan.mp4, JSONL; heldout/: generated inputs; summary.json")
+    print(f"    {sheet.name}: the annotated images side by side; detections/: annotated images, pan.mp4, JSONL; "
+          "heldout/: generated inputs; summary.json")  # fmt: skip
     return 0
+
+
+def contact_sheet(paths: list[Path], output: Path, *, gap: int = 8) -> Path:
+    """One PNG with the annotated images side by side, each titled with its file name."""
+    import cv2
+    import numpy as np
+
+    from retina_trt.utils import atomic_path
+
+    tiles = []
+    for path in paths:
+        image = cv2.imread(str(path))
+        if image is None:
+            continue
+        title = np.full((22, image.shape[1], 3), 255, np.uint8)
+        cv2.putText(title, path.name, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(np.vstack([title, image]))
+    height = max(t.shape[0] for t in tiles)
+    row = []
+    for tile in tiles:
+        padded = np.full((height, tile.shape[1], 3), 255, np.uint8)
+        padded[: tile.shape[0]] = tile
+        row += [padded, np.full((height, gap, 3), 255, np.uint8)]
+    with atomic_path(output) as tmp:  # (the temporary name keeps .png: imwrite picks the format from it)
+        if not cv2.imwrite(str(tmp), np.hstack(row[:-1])):
+            raise OSError(f"cannot write {output}")
+    return output
 
 
 if __name__ == "__main__":

@@ -290,3 +290,22 @@ def test_renamed_names_still_work_with_a_deprecation_warning():
     from retina_trt.runtime.torch_backend import TorchBackend as moved
 
     assert TorchBackend is moved
+
+
+def test_labels_do_not_cover_each_other_where_there_is_room():
+    """Three nearly identical boxes (the demo's crowded case): their labels go to four different
+    spots instead of one pile (issue #17, readable demo images)."""
+    from retina_trt.runtime.detections import place_labels
+
+    boxes = [(50, 60, 120, 130), (52, 61, 122, 131), (54, 62, 124, 132)]
+    sizes = [(60, 14)] * 3
+    corners = place_labels(boxes, sizes, (256, 256))
+    rects = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(corners, sizes)]
+    for i, a in enumerate(rects):
+        assert 0 <= a[0] and a[2] <= 256 and 0 <= a[1] and a[3] <= 256
+        for b in rects[:i]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+    image = np.zeros((256, 256, 3), np.uint8)
+    dets = Detections(np.array(boxes, np.float32), np.array([0.9, 0.8, 0.7]), np.array([0, 1, 2]), ("a", "b", "c"))
+    drawn = dets.draw(image)
+    assert drawn.shape == image.shape and drawn.any() and not image.any()

@@ -128,16 +128,44 @@ class Detections:
             raise TypeError(f"draw() needs an HxWx3 uint8 BGR image (as OpenCV decodes it), got {got}; "
                             "convert it first, e.g. np.clip(image, 0, 255).astype(np.uint8)")  # fmt: skip
         canvas = np.ascontiguousarray(image).copy()
-        for det in self:
-            color = _color(det.class_id)
+        height, width = canvas.shape[:2]
+        scale = float(np.clip(min(height, width) / 800.0, 0.35, 0.6))  # readable on 256 px and 1080p alike
+        dets = list(self)
+        for det in dets:  # every box first, so no box is drawn over a label
             x1, y1, x2, y2 = (int(round(v)) for v in det.box_xyxy)
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-            label = f"{det.class_name} {det.score:.2f}"
-            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-            top = max(0, y1 - th - base - 2)
-            cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
-            cv2.putText(canvas, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), _color(det.class_id), thickness)
+        labels = [f"{det.class_name} {det.score:.2f}" for det in dets]
+        sizes = []
+        for label in labels:
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            sizes.append((tw + 2, th + base + 2))
+        for det, label, (x, y), (lw, lh) in zip(dets, labels, place_labels([d.box_xyxy for d in dets], sizes, (height, width)),
+                                                sizes):  # fmt: skip
+            cv2.rectangle(canvas, (x, y), (x + lw, y + lh), _color(det.class_id), -1)
+            cv2.putText(canvas, label, (x + 1, y + lh - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
         return canvas
+
+
+def place_labels(
+    boxes: Sequence[Sequence[float]], sizes: Sequence[tuple[int, int]], image_shape: tuple[int, int]
+) -> list[tuple[int, int]]:
+    """Top-left corners for the labels of ``boxes`` (best score first), each of ``sizes`` (w, h):
+    above the box, inside its top, below it, or inside its bottom, the first spot inside the image
+    that covers no label already placed; if none is free, above the box (clamped to the image)."""
+    height, width = image_shape
+    placed: list[tuple[int, int, int, int]] = []
+    corners = []
+    for box, (lw, lh) in zip(boxes, sizes):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x = int(np.clip(x1, 0, max(0, width - lw)))
+        candidates = [(x, y1 - lh), (x, y1), (x, y2), (x, y2 - lh), (int(np.clip(x2 - lw, 0, max(0, width - lw))), y1 - lh)]
+        inside = [(cx, cy) for cx, cy in candidates if 0 <= cy and cy + lh <= height]
+        free = [(cx, cy) for cx, cy in inside
+                if not any(cx < px2 and px1 < cx + lw and cy < py2 and py1 < cy + lh for px1, py1, px2, py2 in placed)]  # fmt: skip
+        cx, cy = (free or inside or [(x, int(np.clip(y1 - lh, 0, max(0, height - lh))))])[0]
+        placed.append((cx, cy, cx + lw, cy + lh))
+        corners.append((cx, cy))
+    return corners
 
 
 def _color(class_id: int) -> tuple[int, int, int]:
