@@ -92,3 +92,25 @@ def test_evaluate_a_model_end_to_end(tiny_checkpoint, tmp_path):
     renamed.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match="5 classes"):
         evaluate(tiny_checkpoint, renamed, tmp_path / "val")
+
+
+def test_demo_model_analysis_accounts_for_every_object(tmp_path):
+    """bench/analysis.py: per-class AP for every class, and a confusion matrix whose rows add up to
+    the ground-truth objects of each class (each object is matched, confused or missed)."""
+    from pathlib import Path
+
+    from retina_trt.bench.analysis import analyse, markdown
+    from retina_trt.data.coco import CocoDataset
+    from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
+
+    config = SyntheticConfig(min_height=256, max_height=256, min_width=256, max_width=256)
+    annotations = generate_dataset(tmp_path, num_images=12, seed=5, split="val", config=config)
+    model = Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt"
+    report = analyse(model, annotations, tmp_path / "val", min_score=0.3)
+    dataset = CocoDataset.load(annotations, tmp_path / "val")
+    per_class = np.bincount(np.concatenate([dataset.targets(i)[1] for i in range(len(dataset))]), minlength=len(report["classes"]))
+    confusion = np.array(report["confusion"])
+    assert confusion.sum(axis=1).tolist() == per_class.tolist()
+    assert np.trace(confusion) > confusion[:, :-1].sum() - np.trace(confusion)  # mostly right where found
+    assert set(report["per_class_AP"]) == set(report["classes"]) and 0 < report["AP"] <= 100
+    assert "| true \\ detected |" in markdown(report)

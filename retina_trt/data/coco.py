@@ -92,7 +92,13 @@ class CocoDataset:
     def image_path(self, index: int) -> Path:
         return self.image_dir / self.images[index]["file_name"]
 
+    def targets(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ground truth of image ``index`` without reading the image: boxes [G, 4] float32
+        xyxy, labels [G] int64 (contiguous class indices); copies."""
+        boxes, labels = self._targets.get(int(self.images[index]["id"]), (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
+        return boxes.copy(), labels.copy()
+
     def __getitem__(self, index: int) -> CocoSample:
         record = self.images[index]
-        boxes, labels = self._targets.get(int(record["id"]), (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
-        return CocoSample(read_image(self.image_path(index)), boxes.copy(), labels.copy(), int(record["id"]))
+        boxes, labels = self.targets(index)
+        return CocoSample(read_image(self.image_path(index)), boxes, labels, int(record["id"]))
