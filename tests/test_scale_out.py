@@ -53,6 +53,22 @@ def test_triton_repository_for_onnx(onnx_models, tmp_path, capsys):
     assert not (tmp_path / "repo" / "r2").exists()
 
 
+def test_triton_repository_for_the_python_backend(onnx_models, tmp_path, capsys):
+    """--backend python: the same contract, served by Triton's Python backend (retina-trt serve)."""
+    model = onnx_models[("onnx", False)]
+    repo = tmp_path / "repo"
+    assert main(["export-triton", str(model), "--repo", str(repo), "--name", "retina", "--backend", "python",
+                 "--max-batch", "4"]) == 0  # fmt: skip
+    config = _parse_config(repo / "retina" / "config.pbtxt")
+    assert config.backend == "python" and not config.platform and config.max_batch_size == 4
+    assert [i.name for i in config.input] == ["images", "image_sizes"]
+    version = repo / "retina" / "1"
+    assert (version / "model.onnx").read_bytes() == model.read_bytes()
+    assert "class TritonPythonModel" in (version / "model.py").read_text()
+    assert main(["export-triton", str(model), "--repo", str(repo), "--name", "r2", "--max-batch", "9"]) == 2
+    assert "max_batch must be in 1..8" in capsys.readouterr().err
+
+
 def test_triton_repository_for_an_engine_strips_the_header(tmp_path):
     plan = b"raw tensorrt plan bytes" * 4
     header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="NVIDIA L4", compute_capability=(8, 9),

@@ -7,7 +7,7 @@ import argparse
 
 from retina_trt.cli.args import parse_size, positive_int
 from retina_trt.contract import PRECISIONS
-from retina_trt.scaleout.triton import KINDS
+from retina_trt.scaleout.triton import BACKENDS, KINDS
 
 
 def register(sub) -> None:
@@ -21,6 +21,10 @@ def register(sub) -> None:
     p.add_argument("--kind", choices=KINDS, default="auto", help="auto: gpu for engines, cpu for ONNX")
     p.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batching queue delay")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument("--backend", choices=BACKENDS, default="native",
+                   help="native: tensorrt_plan / onnxruntime_onnx; python: an .onnx served by Triton's Python backend "
+                   "through retina_trt (what `retina-trt serve` runs; needs retina_trt in the server's Python)")
+    p.add_argument("--max-batch", type=positive_int, default=None, help="max_batch_size (default: the model's)")
     p.set_defaults(run=_cmd_export_triton)
 
     p = sub.add_parser("export-deepstream", help="write a DeepStream nvinfer configuration (+ its ONNX)")
@@ -53,7 +57,8 @@ def _cmd_export_triton(args: argparse.Namespace) -> int:
     from retina_trt.scaleout.triton import export_triton
 
     path = export_triton(args.model, args.repo, name=args.name, version=args.version, instances=args.instances,
-                         kind=args.kind, max_queue_delay_us=args.max_queue_delay_us, overwrite=args.overwrite)  # fmt: skip
+                         kind=args.kind, max_queue_delay_us=args.max_queue_delay_us, overwrite=args.overwrite,
+                         backend=args.backend, max_batch=args.max_batch)  # fmt: skip
     print(f"wrote {path} (config.pbtxt, {args.version}/, labels.txt)")
     return 0
 
