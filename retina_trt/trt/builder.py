@@ -292,6 +292,63 @@ def _set_rtx_targets(config, targets: tuple[tuple[int, int], ...], trt) -> None:
         setter(rtx_compute_capability(trt, cc), index)
 
 
+def _targets(flavour: str, options: BuildOptions) -> tuple[str | None, tuple[int, int] | None, tuple[tuple[int, int], ...]]:
+    """(build GPU name, its compute capability, the engine's targets): TensorRT-RTX builds for
+    ``options.compute_capabilities`` without a GPU; TensorRT 10/11 for the GPU at hand."""
+    if flavour == "tensorrt_rtx":
+        return None, None, tuple(options.compute_capabilities) or RTX_DEFAULT_TARGETS
+    if options.compute_capabilities:
+        raise ValueError("compute_capabilities are TensorRT-RTX targets; TensorRT 10/11 builds for the GPU at hand")
+    device_name, capability = cuda_device()
+    return device_name, capability, (capability,)
+
+
+def _configure(trt, builder, flavour: str, options: BuildOptions, targets, shapes) -> tuple[Any, Any, Path | None]:
+    """The builder config: workspace, optimization level, the per-layer report, targets or
+    compatibility, progress bars, the optimization profile, the timing cache. Returns (config,
+    progress monitor (keep it referenced until the build ends), timing cache path or None)."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    config.builder_optimization_level = options.optimization_level
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the per-layer report
+    if flavour == "tensorrt_rtx":
+        _set_rtx_targets(config, targets, trt)
+        if options.hardware_compat != "none" or options.version_compatible or options.timing_cache:
+            logger.warning("TensorRT-RTX ignores hardware/version compatibility and timing caches; not set")
+    else:
+        config.hardware_compatibility_level = hardware_compat_level(trt, options.hardware_compat)
+        if options.version_compatible:
+            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    monitor = _progress_monitor(trt)
+    config.progress_monitor = monitor
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in shapes.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    cache_path = Path(options.timing_cache) if options.timing_cache and flavour == "tensorrt" else None
+    if cache_path is not None:
+        data = cache_path.read_bytes() if cache_path.is_file() else b""
+        timing_cache = config.create_timing_cache(data)
+        if not config.set_timing_cache(timing_cache, False):
+            logger.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", cache_path)
+            config.set_timing_cache(config.create_timing_cache(b""), True)
+    return config, monitor, cache_path
+
+
+def _layer_report(report: list[str], precision: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The per-layer precision summary of TensorRT's own build log, and its precision problems."""
+    layers = parse_layers("\n".join(report))
+    summary = summarize(layers) if layers else None
+    problems = precision_problems(layers, precision) if layers else []
+    if summary is not None:
+        logger.info("layer precisions: %s", format_summary(summary))
+    else:
+        logger.info("this TensorRT logged no per-layer report; the layer precisions are not recorded")
+    for problem in problems:
+        logger.warning("precision: %s", problem)
+    return summary, problems
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     output: str | os.PathLike,
@@ -306,6 +363,8 @@ def build_engine(
         EngineBuildError: the NMS kind is one this flavour cannot build, or parse/build failed
             (with every parser error and its node name).
     """
+    from retina_trt.calibration.cache import file_sha256
+
     options = options or BuildOptions()
     onnx_path, output = Path(onnx_path), Path(output)
     meta = read_metadata(onnx_path)
@@ -315,14 +374,7 @@ def build_engine(
     trt = import_tensorrt(options.flavour)
     flavour = flavour_of(trt)
     check_nms_buildable(meta.nms, flavour, onnx_path)
-    if flavour == "tensorrt_rtx":
-        device_name, capability = None, None
-        targets = tuple(options.compute_capabilities) or RTX_DEFAULT_TARGETS
-    else:
-        if options.compute_capabilities:
-            raise ValueError("compute_capabilities are TensorRT-RTX targets; TensorRT 10/11 builds for the GPU at hand")
-        device_name, capability = cuda_device()
-        targets = (capability,)
+    device_name, capability, targets = _targets(flavour, options)
 
     start = time.perf_counter()
     report: list[str] = []
@@ -334,33 +386,8 @@ def build_engine(
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise EngineBuildError(f"TensorRT cannot parse {onnx_path}:\n{_parser_errors(parser)}")
-
     io = network_io(network)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    config.builder_optimization_level = options.optimization_level
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the per-layer report
-    if flavour == "tensorrt_rtx":
-        _set_rtx_targets(config, targets, trt)
-        if options.hardware_compat != "none" or options.version_compatible or options.timing_cache:
-            logger.warning("TensorRT-RTX ignores hardware/version compatibility and timing caches; not set")
-    else:
-        config.hardware_compatibility_level = hardware_compat_level(trt, options.hardware_compat)
-        if options.version_compatible:
-            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    monitor = _progress_monitor(trt)  # kept referenced until the build ends
-    config.progress_monitor = monitor
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in shapes.items():
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    cache_path = Path(options.timing_cache) if options.timing_cache and flavour == "tensorrt" else None
-    if cache_path is not None:
-        data = cache_path.read_bytes() if cache_path.is_file() else b""
-        timing_cache = config.create_timing_cache(data)
-        if not config.set_timing_cache(timing_cache, False):
-            logger.warning("timing cache %s does not match this TensorRT/GPU; starting a new one", cache_path)
-            config.set_timing_cache(config.create_timing_cache(b""), True)
+    config, _monitor, cache_path = _configure(trt, builder, flavour, options, targets, shapes)
 
     where = device_name or "no GPU: compute capability " + ", ".join(f"{a}.{b}" for a, b in targets)
     logger.info("building %s engine from %s (%s %s, %s)", meta.precision, onnx_path, FLAVOUR_NAMES[flavour], trt.__version__, where)
@@ -373,18 +400,7 @@ def build_engine(
         with atomic_path(cache_path) as tmp:
             tmp.write_bytes(bytes(timing_cache.serialize()))
     build_s = time.perf_counter() - start
-
-    layers = parse_layers("\n".join(report))
-    layer_summary = summarize(layers) if layers else None
-    problems = precision_problems(layers, meta.precision) if layers else []
-    if layer_summary is not None:
-        logger.info("layer precisions: %s", format_summary(layer_summary))
-    else:
-        logger.info("this TensorRT logged no per-layer report; the layer precisions are not recorded")
-    for problem in problems:
-        logger.warning("precision: %s", problem)
-
-    from retina_trt.calibration.cache import file_sha256
+    layer_summary, problems = _layer_report(report, meta.precision)
 
     build = {
         **{k: v for k, v in asdict(options).items() if k not in ("min_hw", "opt_hw", "max_hw", "verbose", "flavour")},
@@ -399,19 +415,10 @@ def build_engine(
         "layer_precisions": layer_summary,
         "precision_problems": problems,
     }
-    header = make_header(
-        spec=meta.spec,
-        tensorrt_flavour=flavour,
-        tensorrt_version=str(trt.__version__),
-        device_name=device_name,
-        compute_capability=capability,
-        targets=targets,
-        precision=meta.precision,
-        onnx_sha256=file_sha256(onnx_path),
-        export=meta.export,
-        build=build,
-        plan=plan_bytes,
-    )
+    header = make_header(spec=meta.spec, tensorrt_flavour=flavour, tensorrt_version=str(trt.__version__),
+                         device_name=device_name, compute_capability=capability, targets=targets,
+                         precision=meta.precision, onnx_sha256=file_sha256(onnx_path), export=meta.export,
+                         build=build, plan=plan_bytes)  # fmt: skip
     write_engine(output, header, plan_bytes)
     logger.info("wrote %s (%.1f MB) in %.1f s", output, output.stat().st_size / 1e6, time.perf_counter() - start)
     return output
