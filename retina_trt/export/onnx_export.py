@@ -137,6 +137,71 @@ def _simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnxslim.slim(model)
 
 
+def _check_arguments(model: RetinaNet, nms, batch, input_size, dynamic_shapes, opset, input_dtype):
+    """export_onnx's arguments checked; returns (batch, input_size (None: dynamic), opset)."""
+    spec = model.spec
+    if nms not in NMS_CHOICES:
+        raise ValueError(f"nms must be one of {NMS_CHOICES}, got {nms!r}")
+    batch = _check_batch(batch)
+    if input_dtype not in ("uint8", "float32"):
+        raise ValueError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
+    if dynamic_shapes and input_size is not None:
+        raise ValueError("give either input_size (fixed shapes) or dynamic_shapes=True, not both")
+    if not dynamic_shapes:
+        input_size = (
+            default_input_size(model)
+            if input_size is None
+            else _check_input_size(input_size, spec.size_divisible)
+        )
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    if not 13 <= opset <= 20:
+        raise ValueError(f"opset must be in 13..20 (TensorRT 10 and torch's exporter), got {opset}")
+    return batch, input_size, opset
+
+
+def _image_sizes(g: GraphBuilder, as_input: bool) -> str:
+    """The ``image_sizes`` tensor: the graph input, or (single-input exports) each image's
+    (H, W) taken from ``images`` itself."""
+    if as_input:
+        g.graph.input.append(onnx.helper.make_tensor_value_info("image_sizes", onnx.TensorProto.INT32, ["batch", 2]))
+        return "image_sizes"
+    shape = g.op("Shape", ["images"])
+    hw = g.op("Slice", [shape, g.const([1], np.int64), g.const([3], np.int64)])
+    rows = g.op("Concat", [g.op("Slice", [shape, g.const([0], np.int64), g.const([1], np.int64)]),
+                           g.const([1], np.int64)], axis=0)  # fmt: skip
+    return g.op("Cast", [g.op("Tile", [g.op("Unsqueeze", [hw, g.const([0], np.int64)]), rows])], to=onnx.TensorProto.INT32)
+
+
+def _append_outputs(g: GraphBuilder, onnx_model, boxes: str, scores: str, labels: str, nms: str, spec) -> list[tuple]:
+    """The NMS kind's tail and the graph outputs (the contract, or the candidates for "none");
+    returns [(name, dtype, shape)] of the outputs."""
+    if nms != "none":
+        # Named hand-over points between the network and NMS: precision preparation converts the
+        # part before them and reattaches the FP32 NMS after them (calibration/split.py).
+        boxes, scores, labels = (g.rename_output(t, name) for t, name in zip((boxes, scores, labels), NMS_INPUTS))
+        tensors = NMS_APPENDERS[nms](g, boxes, scores, labels, spec)
+        d = spec.detections_per_img
+        outputs = [
+            (CONTRACT_OUTPUTS[0], onnx.TensorProto.INT32, ["batch", 1]),
+            (CONTRACT_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", d, 4]),
+            (CONTRACT_OUTPUTS[2], onnx.TensorProto.FLOAT, ["batch", d]),
+            (CONTRACT_OUTPUTS[3], onnx.TensorProto.INT32, ["batch", d]),
+        ]
+    else:
+        tensors = (boxes, scores, g.cast(labels, onnx.TensorProto.INT32))
+        outputs = [
+            (CANDIDATE_OUTPUTS[0], onnx.TensorProto.FLOAT, ["batch", "candidates", 4]),
+            (CANDIDATE_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", "candidates"]),
+            (CANDIDATE_OUTPUTS[2], onnx.TensorProto.INT32, ["batch", "candidates"]),
+        ]
+    if nms in ("plugin", "efficient"):
+        onnx_model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN if nms == "plugin" else "TRT", 1))
+    for tensor, (name, dtype, shape) in zip(tensors, outputs):
+        g.rename_output(tensor, name)
+        g.graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, shape))
+    return outputs
+
+
 def export_onnx(
     model: RetinaNet | str | os.PathLike,
     path: str | os.PathLike,
@@ -159,7 +224,7 @@ def export_onnx(
             TensorRT 10/11), ``"graph"`` (exact greedy NMS from plain operators, output
             contract; every TensorRT flavour, TensorRT-RTX included), ``"none"`` (merged pre-NMS
             candidates; the runtime finishes on the host), ``"plugin"`` (the retina_trt NMS
-            plugin's two nodes; TensorRT 10/11, and ONNX Runtime through
+            plugin's three nodes; TensorRT 10/11, and ONNX Runtime through
             onnxruntime-extensions) or ``"efficient"`` (TensorRT's EfficientNMS_TRT; TensorRT
             10/11 only; README lists where it differs).
         batch: (min, opt, max) batch sizes; the batch axis is dynamic, the range is recorded in
@@ -184,22 +249,7 @@ def export_onnx(
     if not isinstance(model, RetinaNet):
         model = load_checkpoint(model)
     spec = model.spec
-    if nms not in NMS_CHOICES:
-        raise ValueError(f"nms must be one of {NMS_CHOICES}, got {nms!r}")
-    batch = _check_batch(batch)
-    if input_dtype not in ("uint8", "float32"):
-        raise ValueError(f"input_dtype must be 'uint8' or 'float32', got {input_dtype!r}")
-    if dynamic_shapes and input_size is not None:
-        raise ValueError("give either input_size (fixed shapes) or dynamic_shapes=True, not both")
-    if not dynamic_shapes:
-        input_size = (
-            default_input_size(model)
-            if input_size is None
-            else _check_input_size(input_size, spec.size_divisible)
-        )
-    opset = DEFAULT_OPSET if opset is None else int(opset)
-    if not 13 <= opset <= 20:
-        raise ValueError(f"opset must be in 13..20 (TensorRT 10 and torch's exporter), got {opset}")
+    batch, input_size, opset = _check_arguments(model, nms, batch, input_size, dynamic_shapes, opset, input_dtype)
 
     start = time.perf_counter()
     path = Path(path)
@@ -226,52 +276,10 @@ def export_onnx(
     levels = [o.name for o in graph.output]
     del graph.output[:]
     g = GraphBuilder(graph, "postprocess")
-    if image_sizes_input:
-        graph.input.append(
-            onnx.helper.make_tensor_value_info("image_sizes", onnx.TensorProto.INT32, ["batch", 2])
-        )
-        image_sizes = "image_sizes"
-    else:  # every image fills the network input: (H, W) of `images`, per batch item
-        shape = g.op("Shape", ["images"])
-        hw = g.op("Slice", [shape, g.const([1], np.int64), g.const([3], np.int64)])
-        rows = g.op("Concat", [g.op("Slice", [shape, g.const([0], np.int64), g.const([1], np.int64)]),
-                               g.const([1], np.int64)], axis=0)  # fmt: skip
-        image_sizes = g.op("Cast", [g.op("Tile", [g.op("Unsqueeze", [hw, g.const([0], np.int64)]), rows])],
-                           to=onnx.TensorProto.INT32)  # fmt: skip
-    boxes, scores, labels = append_candidates(
-        g,
-        cls_levels=levels[0::2],
-        box_levels=levels[1::2],
-        images="images",
-        image_sizes=image_sizes,
-        spec=spec,
-        input_size=input_size,
-    )
-    if nms != "none":
-        # Named hand-over points between the network and NMS: precision preparation converts the
-        # part before them and reattaches the FP32 NMS after them (calibration/split.py).
-        boxes, scores, labels = (g.rename_output(t, name) for t, name in zip((boxes, scores, labels), NMS_INPUTS))
-        append = NMS_APPENDERS[nms]
-        tensors = append(g, boxes, scores, labels, spec)
-        d = spec.detections_per_img
-        outputs = [
-            (CONTRACT_OUTPUTS[0], onnx.TensorProto.INT32, ["batch", 1]),
-            (CONTRACT_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", d, 4]),
-            (CONTRACT_OUTPUTS[2], onnx.TensorProto.FLOAT, ["batch", d]),
-            (CONTRACT_OUTPUTS[3], onnx.TensorProto.INT32, ["batch", d]),
-        ]
-    else:
-        tensors = (boxes, scores, g.cast(labels, onnx.TensorProto.INT32))
-        outputs = [
-            (CANDIDATE_OUTPUTS[0], onnx.TensorProto.FLOAT, ["batch", "candidates", 4]),
-            (CANDIDATE_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", "candidates"]),
-            (CANDIDATE_OUTPUTS[2], onnx.TensorProto.INT32, ["batch", "candidates"]),
-        ]
-    if nms in ("plugin", "efficient"):
-        onnx_model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN if nms == "plugin" else "TRT", 1))
-    for tensor, (name, dtype, shape) in zip(tensors, outputs):
-        g.rename_output(tensor, name)
-        graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, shape))
+    boxes, scores, labels = append_candidates(g, cls_levels=levels[0::2], box_levels=levels[1::2], images="images",
+                                              image_sizes=_image_sizes(g, image_sizes_input), spec=spec,
+                                              input_size=input_size)  # fmt: skip
+    outputs = _append_outputs(g, onnx_model, boxes, scores, labels, nms, spec)
 
     if simplify:
         try:
