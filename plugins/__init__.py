@@ -6,8 +6,8 @@ Triton decides between compiling and interpreting when it is first imported, fro
 the kernels run on CPU tensors there. A process that needs both must run the CPU path in a
 separate process.
 
-``ort_ops`` runs the ``nms="plugin"`` export's two nodes in ONNX Runtime (onnxruntime-extensions).
-``registration`` registers both plugins with TensorRT (``tensorrt.plugin``, AOT PTX); it is
+``ort_ops`` runs the ``nms="plugin"`` export's three nodes in ONNX Runtime (onnxruntime-extensions).
+``registration`` registers the three plugins with TensorRT (``tensorrt.plugin``, AOT PTX); it is
 checked for API conformance only, never built into an engine here.
 """
 

@@ -93,7 +93,7 @@ def compile_nms(*, detections_per_img: int, block: int, cc: int | None = None, n
 
 
 def register_plugin(*, lazy: bool = True) -> None:
-    """Register both plugins with TensorRT (idempotent).
+    """Register the three plugins with TensorRT (idempotent).
 
     The builder calls it with ``lazy=False`` before parsing: a lazily registered plugin is not put
     into the plugin registry, which is where TensorRT's ONNX parser looks plugin creators up. The

@@ -7,7 +7,7 @@ split, GatherND of the deltas, box decoding with the clamp, clipping to each ima
 region (``image_sizes`` input). Levels are merged; then either the merged candidates are the
 outputs (``nms="none"``) or class-aware ``NonMaxSuppression`` and a TopK of ``detections_per_img``
 give the fixed-shape output contract: ``NonMaxSuppression`` (``nms="onnx"``), exact greedy NMS
-from plain operators (``nms="graph"``), the retina_trt plugin's two nodes (``nms="plugin"``) or
+from plain operators (``nms="graph"``), the retina_trt plugin's three nodes (``nms="plugin"``) or
 TensorRT's EfficientNMS_TRT (``nms="efficient"``).
 """
 
