@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--batch", type=int, default=1, help="B for the manifest's grid")
     cli.add_argument("--candidates", type=int, default=5000, help="N for the manifest's grid")
     args = cli.parse_args(argv)
+    if args.ptx_isa is not None and not re.fullmatch(r"\d+\.\d", args.ptx_isa):
+        cli.error(f"--ptx-isa takes a PTX ISA version such as 8.4, got {args.ptx_isa!r}")
+    if args.batch < 1 or args.candidates < 1:
+        cli.error("--batch and --candidates must be >= 1")
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         # `import retina_trt` put Triton in interpreter mode (no NVIDIA driver here) before the
         # kernels were decorated: compile in a fresh process where Triton compiles for real.

@@ -22,23 +22,13 @@ from retina_trt import export_onnx
 from retina_trt.errors import BackendUnavailableError
 from retina_trt.image import preprocess_batch, read_image
 from retina_trt.runtime.backends import OnnxRuntimeBackend
-from retina_trt.scaleout.server import ServerError, serve_env, serve_model, start_server
+from retina_trt.scaleout.server import ServerError, free_ports, serve_env, serve_model, start_server
 from retina_trt.scaleout.triton import export_triton
 
 pytestmark = pytest.mark.serve
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "samples" / "models" / "shapes_r18.pt"
 OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")

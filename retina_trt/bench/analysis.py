@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from retina_trt.data.coco import CocoDataset
+from retina_trt.errors import RetinaTrtError
 from retina_trt.evaluate import category_mapping
 from retina_trt.runtime.detector import Detector
 from retina_trt.utils import atomic_path
@@ -113,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--out", required=True)
     cli.add_argument("--min-score", type=float, default=0.3)
     args = cli.parse_args(argv)
-    report = analyse(args.model, args.annotations, args.images, min_score=args.min_score)
+    try:
+        report = analyse(args.model, args.annotations, args.images, min_score=args.min_score)
+    except (RetinaTrtError, ValueError, OSError) as err:
+        print(f"retina_trt.bench.analysis: error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "analysis.json") as tmp:

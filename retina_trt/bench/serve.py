@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import socket
 import statistics
 import sys
 import threading
@@ -21,19 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from retina_trt.errors import RetinaTrtError
 from retina_trt.utils import atomic_path
 
 OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
-
-
-def _ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -64,7 +54,7 @@ def _batch_counts(url: str) -> dict[int, int]:
 
 def run(model: Path, *, clients: list[int], requests: int, instances: int, queue_delay_us: int) -> dict[str, Any]:
     from retina_trt.runtime.backends import OnnxRuntimeBackend
-    from retina_trt.scaleout.server import serve_model
+    from retina_trt.scaleout.server import free_ports, serve_model
 
     backend = OnnxRuntimeBackend(model)
     height, width = backend.input_size or (512, 512)
@@ -82,7 +72,7 @@ def run(model: Path, *, clients: list[int], requests: int, instances: int, queue
     rows = [{"clients": "in-process", "requests": requests, "errors": 0, "throughput_per_s": round(1e3 / statistics.mean(local_ms), 2),
              "p50_ms": round(_percentile(local_ms, 50), 1), "p90_ms": round(_percentile(local_ms, 90), 1),
              "p99_ms": round(_percentile(local_ms, 99), 1), "batches": {}}]  # fmt: skip
-    http, grpc, metrics = _ports(3)
+    http, grpc, metrics = free_ports(3)
     with serve_model(model, instances=instances, queue_delay_us=queue_delay_us, http_port=http, grpc_port=grpc,
                      metrics_port=metrics) as server:  # fmt: skip
         for n in clients:
@@ -119,8 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--instances", type=int, default=1)
     cli.add_argument("--queue-delay-us", type=int, default=2000)
     args = cli.parse_args(argv)
-    report = run(Path(args.model), clients=[int(c) for c in args.clients.split(",")], requests=args.requests,
-                 instances=args.instances, queue_delay_us=args.queue_delay_us)  # fmt: skip
+    try:
+        clients = [int(c) for c in args.clients.split(",")]
+        if args.requests < 1 or any(c < 1 for c in clients):
+            raise ValueError("--clients and --requests must be positive")
+        report = run(Path(args.model), clients=clients, requests=args.requests, instances=args.instances,
+                     queue_delay_us=args.queue_delay_us)  # fmt: skip
+    except (RetinaTrtError, ValueError, OSError) as err:
+        print(f"retina_trt.bench.serve: error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = ["| clients | requests | errors | throughput (req/s) | p50 ms | p90 ms | p99 ms | batches formed (size: count) |",

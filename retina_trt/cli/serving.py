@@ -86,6 +86,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               "(Ctrl-C stops)", flush=True)  # fmt: skip
         while server.process.poll() is None:
             time.sleep(0.5)
-        raise ServerError(f"tritonserver stopped (exit code {server.process.returncode}):\n{server.log_tail()}")
+        raise ServerError(f"tritonserver stopped (exit code {server.process.returncode}): {server.log_summary()}")
     finally:
         server.stop()

@@ -14,6 +14,7 @@ that rebuilds it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -74,7 +75,7 @@ class EngineHeader:
     def max_batch(self) -> int:
         return int(self.build["batch"][2])
 
-    @property
+    @functools.cached_property  # validated once, not on every nms / input_size / max_batch read
     def info(self) -> ExportInfo:
         """The export record, typed (its batch is None: the build's profile is ``build.batch``)."""
         return ExportInfo.from_record(self.export, require_batch=False)

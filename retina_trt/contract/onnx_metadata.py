@@ -5,6 +5,7 @@ write a model file's entries. See docs/ARCHITECTURE.md ("The contract")."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ class OnnxMetadata:
     def precision(self) -> str:
         return str(self.precision_info.get("precision", "fp32"))
 
-    @property
+    @functools.cached_property  # validated once, not on every nms / input_size / max_batch read
     def info(self) -> ExportInfo:
         """The export record, typed (``export`` is the same record as a dict)."""
         return ExportInfo.from_record(self.export)

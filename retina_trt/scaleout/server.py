@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -97,6 +98,14 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
+    def log_summary(self) -> str:
+        """One line: the server's error lines (or its last line), for an error message."""
+        tail = self.log_tail(1).splitlines()
+        errors = [line for line in tail if line[:1] == "E" and line[1:5].isdigit()
+                  and "CudaDriverHelper" not in line] or tail[-1:]  # (no driver on a CPU machine: always logged)
+        text = " | ".join(line.split("] ", 1)[-1].strip() for line in errors)
+        return (text[:1500] + " ...") if len(text) > 1500 else text
+
     def log_tail(self, lines: int = 8) -> str:
         """The server's error lines (``E...``, e.g. a model that failed to load) and its last lines."""
         try:
@@ -127,6 +136,18 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` TCP ports free on ``host`` right now (for the server's HTTP, gRPC and metrics)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _ready(host: str, port: int) -> bool:
@@ -175,15 +196,15 @@ def start_server(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = server.log_tail()
+            summary = server.log_summary()
             server.stop()
-            raise ServerError(f"tritonserver exited with code {process.returncode}:\n{tail}")
+            raise ServerError(f"tritonserver exited with code {process.returncode}: {summary}")
         if _ready(host, http_port):
             return server
         time.sleep(0.2)
-    tail = server.log_tail()
+    summary = server.log_summary()
     server.stop()
-    raise ServerError(f"tritonserver was not ready within {timeout_s:.0f} s:\n{tail}")
+    raise ServerError(f"tritonserver was not ready within {timeout_s:.0f} s: {summary}")
 
 
 def serve_model(
