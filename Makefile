@@ -98,8 +98,7 @@ serve-env: $(SERVE_STAMP)
 $(SERVE_STAMP): requirements-serve.txt setup.py
 	@test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) -r requirements-serve.txt
-	$(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . || \
-	  $(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps -e .
+	$(SERVE_VENV)/bin/python -m pip install $(PIP_FLAGS) --no-deps -e .
 	touch $@
 
 # Load test of retina-trt serve: 1, 4 and 16 concurrent clients against a real Triton server.
