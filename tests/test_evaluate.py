@@ -114,3 +114,65 @@ def test_demo_model_analysis_accounts_for_every_object(tmp_path):
     assert np.trace(confusion) > confusion[:, :-1].sum() - np.trace(confusion)  # mostly right where found
     assert set(report["per_class_AP"]) == set(report["classes"]) and 0 < report["AP"] <= 100
     assert "| true \\ detected |" in markdown(report)
+
+
+def _one_image_set(tmp_path, boxes_xywh):
+    import cv2
+
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.zeros((256, 256, 3), np.uint8))
+    data = {"images": [{"id": 1, "file_name": "a.png", "height": 256, "width": 256}],
+            "categories": [{"id": i + 1, "name": f"c{i}"} for i in range(6)],
+            "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": list(b), "iscrowd": 0, "area": b[2] * b[3]}
+                            for k, b in enumerate(boxes_xywh)]}  # fmt: skip
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    return tmp_path / "a.json", tmp_path / "img"
+
+
+def test_anchor_coverage_counts_the_anchors_that_reach_iou_half(tmp_path):
+    """A box equal to one 32-px P4 anchor is covered with best IoU 1; a 4-px box is covered by none.
+    Sizes one octave down give the 32-px box to a P5 anchor (exact too) and the 4-px box IoU 1/4."""
+    from pathlib import Path
+
+    from retina_trt import load_checkpoint
+    from retina_trt.bench.analysis import anchor_coverage
+    from retina_trt.data.coco import CocoDataset
+
+    spec = load_checkpoint(Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt").spec
+    assert spec.anchor_sizes[1] == 32 and spec.min_size == 256
+    annotations, images = _one_image_set(tmp_path, [(48, 48, 32, 32), (100, 100, 4, 4)])  # P4 anchor at (64, 64)
+    dataset = CocoDataset.load(annotations, images)
+    own = anchor_coverage(spec, dataset)
+    assert own["objects"] == 2 and own["small_objects"] == 1
+    assert own["covered"] == 0.5 and own["covered_small"] == 0.0
+    assert own["median_best_iou"] == pytest.approx((1.0 + 16 / (16 * 16)) / 2, abs=1e-3)  # 4x4 inside a 16x16 anchor
+    shifted = anchor_coverage(spec, dataset, (8, 16, 32, 64, 128))
+    assert shifted["anchor_sizes"] == [8, 16, 32, 64, 128] and shifted["covered"] == 0.5
+    assert shifted["median_best_iou"] == pytest.approx((1.0 + 16 / 64) / 2, abs=1e-3)  # 4x4 inside an 8x8 anchor
+    with pytest.raises(ValueError, match="5 positive sizes"):
+        anchor_coverage(spec, dataset, (8, 16))
+
+
+def test_analysis_cli_reports_anchor_coverage_and_the_generalization_gap(tmp_path, capsys):
+    """The same images as training and held-out set: training AP equals held-out AP (gap 0)."""
+    from pathlib import Path
+
+    from retina_trt.bench.analysis import main
+    from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
+
+    config = SyntheticConfig(min_height=256, max_height=256, min_width=256, max_width=256)
+    annotations = generate_dataset(tmp_path, num_images=6, seed=5, split="val", config=config)
+    model = str(Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt")
+    common = [model, "--annotations", str(annotations), "--images", str(tmp_path / "val"), "--out", str(tmp_path / "out")]
+    assert main([*common, "--anchor-sizes", "12,24,48,96,192", "--train-annotations", str(annotations),
+                 "--train-images", str(tmp_path / "val")]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "out" / "analysis.json").read_text())
+    assert [row["anchor_sizes"] for row in report["anchor_coverage"]] == [[16, 32, 64, 128, 256], [12, 24, 48, 96, 192]]
+    assert report["generalization"]["gap"] == 0.0 and report["generalization"]["train_images"] == 6
+    assert "Anchor coverage" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--train-annotations", str(annotations)])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main([*common, "--anchor-sizes", "a,b"])
+    assert exit_info.value.code == 2

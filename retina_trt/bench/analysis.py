@@ -1,11 +1,18 @@
 """Where a detector loses AP on a COCO-format set (issue #17, point 2): per-class AP, AP by object
-size, the confusion between classes, and the worst images.
+size, the confusion between classes, the worst images, how well the anchors cover the objects
+and, given training images, the gap between training and held-out AP.
 
   python -m retina_trt.bench.analysis MODEL --annotations A.json --images DIR --out DIR [--min-score 0.3]
+      [--anchor-sizes 12,24,48,96,192 ...] [--train-annotations T.json --train-images DIR [--train-max-images 300]]
 
 Per-class AP and AP by size come from COCO's own evaluation (faster-coco-eval). The confusion
 matrix matches each ground-truth box to the detection (score >= ``--min-score``) of any class with
 the highest IoU >= 0.5: the row is the true class, the column the detected one, or "missed".
+Anchor coverage places the model's anchors (and each ``--anchor-sizes`` alternative) on every
+image's network input and reports, per ground-truth box, the best anchor IoU and how many anchors
+reach IoU 0.5 (the positives the training loss sees), overall and for small objects (< 32 px).
+The training-set AP (``--train-annotations``) against the held-out AP tells memorization from
+underfitting: a large gap says more data or augmentation, a small one more capacity or training.
 Writes ``analysis.json`` and ``analysis.md``.
 """
 
@@ -23,8 +30,10 @@ import numpy as np
 
 from retina_trt.data.coco import CocoDataset
 from retina_trt.errors import RetinaTrtError
-from retina_trt.evaluate import category_mapping
+from retina_trt.evaluate import category_mapping, evaluate
+from retina_trt.image import read_image, resize_scale, resized_shape
 from retina_trt.runtime.detector import Detector
+from retina_trt.spec import ModelSpec
 from retina_trt.utils import atomic_path
 
 
@@ -91,6 +100,68 @@ def analyse(model: str | Path, annotations: str | Path, images: str | Path, *, m
             "confusion": confusion.tolist(), "worst_images": worst}  # fmt: skip
 
 
+SMALL_SIDE = 32.0  # COCO's "small": area below 32 x 32
+
+
+def anchor_coverage(spec: ModelSpec, dataset: CocoDataset, anchor_sizes: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """How well the anchors of ``spec`` (with ``anchor_sizes`` instead of its own, if given) cover
+    the ground truth of ``dataset`` on the network input (each image resized as the runtime does).
+
+    Returns:
+        dict: ``anchor_sizes``, ``objects``, ``small_objects``, ``covered`` and ``covered_small``
+        (share of objects with an anchor at IoU >= 0.5), ``median_best_iou`` and
+        ``positives_per_object`` (anchors at IoU >= 0.5 per object, as the loss counts them).
+    """
+    import torch  # heavy; only this report needs it
+    from torchvision.ops import box_iou
+
+    from retina_trt.model.anchors import anchors_per_level, feature_sizes_for
+
+    if anchor_sizes is not None:
+        if len(anchor_sizes) != len(spec.anchor_sizes) or min(anchor_sizes) <= 0:
+            raise ValueError(f"--anchor-sizes needs {len(spec.anchor_sizes)} positive sizes (P3..P7), got {anchor_sizes}")
+        spec = spec.replace(anchor_sizes=tuple(float(s) for s in anchor_sizes))
+    anchors: dict[tuple[int, int], torch.Tensor] = {}
+    best, positives, sides = [], [], []
+    for index in range(len(dataset)):
+        boxes, _ = dataset.targets(index)
+        if not len(boxes):
+            continue
+        record = dataset.images[index]
+        if "height" in record and "width" in record:
+            height, width = int(record["height"]), int(record["width"])
+        else:
+            height, width = read_image(dataset.image_path(index)).shape[:2]
+        scale = resize_scale(height, width, min_size=spec.min_size, max_size=spec.max_size)
+        h, w = resized_shape(height, width, scale)
+        d = spec.size_divisible
+        padded = (-(-h // d) * d, -(-w // d) * d)
+        if padded not in anchors:
+            anchors[padded] = torch.cat(anchors_per_level(spec, padded, feature_sizes_for(padded)))
+        iou = box_iou(torch.from_numpy(boxes * np.float32(scale)), anchors[padded])
+        best.append(iou.max(1).values.numpy())
+        positives.append((iou >= 0.5).sum(1).numpy())
+        sides.append(np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)) * scale)
+    if not best:
+        raise ValueError(f"{dataset.annotation_path} has no ground-truth boxes to cover")
+    best_iou, pos, side = np.concatenate(best), np.concatenate(positives), np.concatenate(sides)
+    small = side < SMALL_SIDE
+    return {"anchor_sizes": list(spec.anchor_sizes), "objects": int(len(side)), "small_objects": int(small.sum()),
+            "covered": round(float((pos > 0).mean()), 3),
+            "covered_small": round(float((pos[small] > 0).mean()), 3) if small.any() else None,
+            "median_best_iou": round(float(np.median(best_iou)), 3),
+            "positives_per_object": round(float(pos.mean()), 2)}  # fmt: skip
+
+
+def generalization_gap(model: str | Path, annotations: str | Path, images: str | Path, heldout_ap: float,
+                       *, max_images: int = 300) -> dict[str, Any]:  # fmt: skip
+    """AP on (the first ``max_images`` of) the training set beside the held-out AP (both x 100)."""
+    metrics = evaluate(model, annotations, images, max_images=max_images)
+    train_ap = round(float(metrics["AP"]) * 100, 1)
+    return {"train_images": metrics["images"], "train_AP": train_ap, "heldout_AP": heldout_ap,
+            "gap": round(train_ap - heldout_ap, 1)}  # fmt: skip
+
+
 def markdown(report: dict[str, Any]) -> str:
     names = report["classes"]
     lines = [f"AP {report['AP']} on {report['images']} images; by size: " +
@@ -103,6 +174,18 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "Worst images (recall at the score threshold):", ""]
     lines += [f"- {r['image']}: {r['objects']} objects, recall {r['recall_at_min_score']}" for r in report["worst_images"]]
+    if report.get("anchor_coverage"):
+        lines += ["", "Anchor coverage (objects with an anchor at IoU >= 0.5 on the network input):", "",
+                  "| anchor sizes P3..P7 | covered | small covered | median best IoU | positives per object |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for row in report["anchor_coverage"]:
+            sizes = ",".join(f"{s:g}" for s in row["anchor_sizes"])
+            lines.append(f"| {sizes} | {row['covered']:.1%} | {row['covered_small'] or 0:.1%} | "
+                         f"{row['median_best_iou']} | {row['positives_per_object']} |")  # fmt: skip
+    if report.get("generalization"):
+        g = report["generalization"]
+        lines += ["", f"Training-set AP {g['train_AP']} ({g['train_images']} training images) against held-out "
+                  f"AP {g['heldout_AP']}: gap {g['gap']}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -113,9 +196,27 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--images", required=True)
     cli.add_argument("--out", required=True)
     cli.add_argument("--min-score", type=float, default=0.3)
+    cli.add_argument("--anchor-sizes", action="append", default=[], metavar="S3,S4,S5,S6,S7",
+                     help="alternative anchor sizes to compare with the model's own (repeatable)")
+    cli.add_argument("--train-annotations", help="training set annotations: report training AP beside held-out AP")
+    cli.add_argument("--train-images", help="training set image folder (with --train-annotations)")
+    cli.add_argument("--train-max-images", type=int, default=300)
     args = cli.parse_args(argv)
+    if bool(args.train_annotations) != bool(args.train_images):
+        cli.error("--train-annotations and --train-images go together")
+    try:
+        alternatives = [tuple(float(v) for v in text.split(",")) for text in args.anchor_sizes]
+    except ValueError:
+        cli.error(f"--anchor-sizes takes comma-separated numbers, got {args.anchor_sizes}")
     try:
         report = analyse(args.model, args.annotations, args.images, min_score=args.min_score)
+        dataset = CocoDataset.load(args.annotations, args.images)
+        with Detector(args.model) as det:
+            spec = det.spec
+        report["anchor_coverage"] = [anchor_coverage(spec, dataset, sizes) for sizes in [None, *alternatives]]
+        if args.train_annotations:
+            report["generalization"] = generalization_gap(args.model, args.train_annotations, args.train_images,
+                                                          report["AP"], max_images=args.train_max_images)  # fmt: skip
     except (RetinaTrtError, ValueError, OSError) as err:
         print(f"retina_trt.bench.analysis: error: {err}", file=sys.stderr)
         return 2
