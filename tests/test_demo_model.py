@@ -45,3 +45,37 @@ def test_second_unseen_seed_matches_the_recorded_figure(tmp_path):
     metrics = evaluate(MODEL, ann, tmp_path / "val")
     assert metrics["AP"] == pytest.approx(other["AP"], abs=2e-3) and metrics["AP50"] == pytest.approx(other["AP50"], abs=2e-3)
     assert metrics["AP"] >= 0.55
+
+
+def test_make_demo_model_runs_the_recorded_stages():
+    """`make demo-model` trains exactly the stages recorded beside the shipped model: iterations,
+    seed, learning rate, and the training split each stage reads (image count and generator seed),
+    each stage starting from the previous one; the last writes the shipped model."""
+    import re
+    import subprocess
+
+    root = Path(__file__).parent.parent
+    lines = subprocess.run(["make", "-n", "-o", ".venv/.installed", "demo-model"], cwd=root, capture_output=True,
+                           text=True, check=True).stdout.replace("\\\n", " ").splitlines()  # fmt: skip
+    splits = {}
+    for line in lines:
+        if " data synthetic " in line and "--split train" in line:
+            out = re.search(r"--out (\S+)", line).group(1)
+            splits[out] = {"images": int(re.search(r"--images (\d+)", line).group(1)), "seed": int(re.search(r"--seed (\d+)", line).group(1))}
+    trains = [line for line in lines if " train " in line and "retina-trt train" in line]
+    stages = json.loads(RECORDED.read_text())["training"]["stages"]
+    assert len(trains) == len(stages)
+    previous_deploy = None
+    for line, stage in zip(trains, stages):
+        def option(name, line=line):
+            found = re.search(rf"--{name} (\S+)", line)
+            return found.group(1) if found else None
+
+        assert int(option("iterations")) == stage["iterations"]
+        assert int(option("seed")) == stage["seed"]
+        assert float(option("lr")) == stage["lr"]
+        folder = option("images").rsplit("/", 1)[0]
+        assert splits[folder] == stage["train_split"], folder
+        assert option("init-from") == previous_deploy
+        previous_deploy = option("deploy")
+    assert previous_deploy == "samples/models/shapes_r18.pt"
