@@ -176,3 +176,29 @@ def test_analysis_cli_reports_anchor_coverage_and_the_generalization_gap(tmp_pat
     with pytest.raises(SystemExit) as exit_info:
         main([*common, "--anchor-sizes", "a,b"])
     assert exit_info.value.code == 2
+
+
+def test_analysis_cli_refuses_bad_input_before_the_work(tmp_path, capsys):
+    """Bad flags exit 2 at parse time; an output path that is a file and a missing training set
+    are one-line errors (return 2) found before any image is run, and nothing is written."""
+    from pathlib import Path
+
+    from retina_trt.bench.analysis import main
+
+    annotations, images = _one_image_set(tmp_path, [(48, 48, 32, 32)])
+    model = str(Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt")
+    common = [model, "--annotations", str(annotations), "--images", str(images)]
+    for flags in (["--train-max-images", "0"], ["--anchor-sizes", "8,16"], ["--anchor-sizes", "8,16,32,64,0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*common, "--out", str(tmp_path / "out"), *flags])
+        assert exit_info.value.code == 2, flags
+    assert "5 positive sizes" in capsys.readouterr().err
+    blocker = tmp_path / "blocker"
+    blocker.write_text("keep me")
+    assert main([*common, "--out", str(blocker)]) == 2
+    assert "is a file" in capsys.readouterr().err and blocker.read_text() == "keep me"
+    missing = tmp_path / "missing.json"
+    assert main([*common, "--out", str(tmp_path / "out2"), "--train-annotations", str(missing), "--train-images", str(images)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and err.count("\n") == 1
+    assert not (tmp_path / "out2" / "analysis.json").exists()

@@ -23,6 +23,7 @@ import contextlib
 import io
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from retina_trt.evaluate import category_mapping, evaluate
 from retina_trt.image import read_image, resize_scale, resized_shape
 from retina_trt.runtime.detector import Detector
 from retina_trt.spec import ModelSpec
-from retina_trt.utils import atomic_path
+from retina_trt.utils import atomic_path, check_output_folder
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -47,14 +48,18 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def analyse(model: str | Path, annotations: str | Path, images: str | Path, *, min_score: float = 0.3) -> dict[str, Any]:
+def analyse(model: str | Path, annotations: str | Path, images: str | Path, *, min_score: float = 0.3,
+            anchor_alternatives: Sequence[tuple[float, ...]] = ()) -> dict[str, Any]:  # fmt: skip
+    """The report: AP, per-class AP, AP by size, confusion, worst images, and the anchor coverage of
+    the model's anchors and of each of ``anchor_alternatives`` (see :func:`anchor_coverage`)."""
     from faster_coco_eval import COCO, COCOeval_faster
 
     dataset = CocoDataset.load(annotations, images)
     results, per_image = [], []
     names = None
     with Detector(model) as det:
-        names = list(det.spec.class_names)
+        spec = det.spec
+        names = list(spec.class_names)
         categories = category_mapping(det.spec.class_names, dataset)
         model_index = {c: i for i, c in enumerate(categories)}  # COCO category id -> model class
         to_model = [model_index[c] for c in dataset.category_ids]  # dataset class -> model class
@@ -95,9 +100,10 @@ def analyse(model: str | Path, annotations: str | Path, images: str | Path, *, m
     by_size = {"small": round(float(stats[3]) * 100, 1), "medium": round(float(stats[4]) * 100, 1),
                "large": round(float(stats[5]) * 100, 1)}  # fmt: skip
     worst = sorted(per_image, key=lambda r: (r["recall_at_min_score"], -r["objects"]))[:10]
+    coverage = [anchor_coverage(spec, dataset, sizes) for sizes in [None, *anchor_alternatives]]
     return {"model": str(model), "images": len(dataset), "AP": round(float(stats[0]) * 100, 1), "per_class_AP": per_class,
             "AP_by_size": by_size, "min_score": min_score, "classes": names,
-            "confusion": confusion.tolist(), "worst_images": worst}  # fmt: skip
+            "confusion": confusion.tolist(), "worst_images": worst, "anchor_coverage": coverage}  # fmt: skip
 
 
 SMALL_SIDE = 32.0  # COCO's "small": area below 32 x 32
@@ -204,24 +210,28 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     if bool(args.train_annotations) != bool(args.train_images):
         cli.error("--train-annotations and --train-images go together")
+    if args.train_max_images < 1:
+        cli.error(f"--train-max-images must be at least 1, got {args.train_max_images}")
+    levels = len(ModelSpec().anchor_sizes)
     try:
         alternatives = [tuple(float(v) for v in text.split(",")) for text in args.anchor_sizes]
     except ValueError:
         cli.error(f"--anchor-sizes takes comma-separated numbers, got {args.anchor_sizes}")
+    for sizes in alternatives:
+        if len(sizes) != levels or min(sizes) <= 0:
+            cli.error(f"--anchor-sizes needs {levels} positive sizes (P3..P7), got {','.join(f'{v:g}' for v in sizes)}")
     try:
-        report = analyse(args.model, args.annotations, args.images, min_score=args.min_score)
-        dataset = CocoDataset.load(args.annotations, args.images)
-        with Detector(args.model) as det:
-            spec = det.spec
-        report["anchor_coverage"] = [anchor_coverage(spec, dataset, sizes) for sizes in [None, *alternatives]]
+        out = check_output_folder(args.out)  # before the work, not after it
+        if args.train_annotations:
+            CocoDataset.load(args.train_annotations, args.train_images)  # a bad training set fails now, not later
+        report = analyse(args.model, args.annotations, args.images, min_score=args.min_score,
+                         anchor_alternatives=alternatives)  # fmt: skip
         if args.train_annotations:
             report["generalization"] = generalization_gap(args.model, args.train_annotations, args.train_images,
                                                           report["AP"], max_images=args.train_max_images)  # fmt: skip
     except (RetinaTrtError, ValueError, OSError) as err:
         print(f"retina_trt.bench.analysis: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "analysis.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1))
     text = markdown(report)
