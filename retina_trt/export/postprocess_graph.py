@@ -241,7 +241,10 @@ def append_graph_nms(
     w = g.op("Max", [g.op("Sub", [g.op("Min", [x2i, x2j]), g.op("Max", [x1i, x1j])]), zero])
     h = g.op("Max", [g.op("Sub", [g.op("Min", [y2i, y2j]), g.op("Max", [y1i, y1j])]), zero])
     inter = g.op("Mul", [w, h])  # [B, N, N]
-    iou = g.op("Div", [inter, g.op("Sub", [g.op("Add", [area_i, area_j]), inter])])  # NaN if union 0
+    union = g.op("Sub", [g.op("Add", [area_i, area_j]), inter])
+    # IoU 0 where the union is 0 (two zero-area boxes): the reference's NaN compares False, and
+    # so must ours on every runtime (OpenVINO's CPU Greater calls NaN > t true).
+    iou = g.op("Where", [g.op("Greater", [union, zero]), g.op("Div", [inter, union]), zero])
     overlaps = g.op("Greater", [iou, g.const(iou_threshold_f32(spec.nms_thresh), hint="iou_thresh")])
     suppresses = g.op("And", [g.op("And", [first, same_class]), overlaps])
     suppress_f = g.cast(suppresses, FLOAT)  # [B, N, N] 0/1
