@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): setup.py pyproject.toml constraints.txt tests/trt_bindings.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade "pip>=24" "setuptools>=68" wheel
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx,openvino]"
 	$(BIN)/python tests/trt_bindings.py
 	@touch $(STAMP)
 
@@ -71,18 +71,22 @@ demo-model: $(STAMP)
 paper-claims: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.paper_claims --iterations 1500 --image-size 128 --out bench-output/paper_claims
 
-# FP32 / FP16 / INT8 of the demo model on the CPU: held-out AP through ONNX Runtime, and
-# ONNX Runtime's CPU latency, side by side (about 6 minutes on 2 cores).
+# FP32 / FP16 / INT8 of the demo model on the CPU: held-out AP and CPU latency through ONNX
+# Runtime, and OpenVINO FP32 / BF16 / INT8 beside them (about 10 minutes on 2 cores).
 precision: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.precision --out bench-output/precision
 
 # The CPU benchmark set: ResNet-50-FPN (seeded torchvision weights, see retina_trt/bench/weights.py)
-# at 400/600/800 px, ONNX Runtime vs torchvision eager in one run, beside the paper's Table 1e.
+# at 400/600/800 px and the demo model, the CPU routes side by side in one run (ONNX Runtime FP32,
+# OpenVINO FP32 / BF16 / INT8) against torchvision eager, beside the paper's Table 1e; bench.json
+# records the CPU and its ISA.
 BENCH := bench-output/bench
 bench: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.weights bench-output/r50_bench.pth
-	$(BIN)/retina-trt bench bench-output/r50_bench.pth --scale 600,400,800 --threads 2 --iterations 10 \
+	$(BIN)/retina-trt bench bench-output/r50_bench.pth --scale 600,400,800 --threads 2 --iterations 10 --routes cpu \
 	  --compare-paper --compare torchvision --out $(BENCH) --json $(BENCH)/summary.json
+	$(BIN)/retina-trt bench samples/models/shapes_r18.pt --threads 2 --iterations 20 --routes cpu \
+	  --out bench-output/bench-demo --json bench-output/bench-demo/summary.json
 	$(BIN)/python -m retina_trt.bench.stream --out bench-output/stream
 	$(BIN)/python -m retina_trt.bench.graph_nms --out bench-output/graph_nms
 	$(BIN)/retina-trt export --weights samples/models/shapes_r18.pt --output bench-output/shapes_r18.onnx

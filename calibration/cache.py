@@ -20,19 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from retina_trt._version import __version__
-from retina_trt.utils import atomic_path
+from retina_trt.utils import atomic_path, cache_root
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "RETINA_TRT_CACHE"
 CACHE_FORMAT = 1
 
 
 def default_cache_dir() -> Path:
     """``$RETINA_TRT_CACHE/precision``, else ``~/.cache/retina_trt/precision``."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root) if root else Path.home() / ".cache" / "retina_trt"
-    return base / "precision"
+    return cache_root() / "precision"
 
 
 def file_sha256(path: str | os.PathLike) -> str:

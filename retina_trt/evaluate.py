@@ -65,15 +65,17 @@ def evaluate(
     *,
     max_images: int | None = None,
     backend: str = "auto",
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Run ``model`` over a COCO dataset and score it.
 
     Returns:
-        dict with the six metrics, ``images`` (how many were evaluated), ``detections`` and
-        ``failed_images`` (unreadable images are skipped and counted).
+        dict with the six metrics, ``images`` (how many were evaluated), ``detections``,
+        ``failed_images`` (unreadable images are skipped and counted), and ``backend`` and
+        ``runs_in`` (the precision it ran in). ``precision``: OpenVINO's (auto, f32, bf16).
     """
     dataset = CocoDataset.load(annotations, images)
-    det = model if isinstance(model, Detector) else Detector(model, backend=backend)
+    det = model if isinstance(model, Detector) else Detector(model, backend=backend, precision=precision)
     categories = category_mapping(det.spec.class_names, dataset)
     count = len(dataset) if max_images is None else min(len(dataset), max(1, int(max_images)))
     results, image_ids, failed = [], [], 0
@@ -88,7 +90,8 @@ def evaluate(
         image_ids.append(int(record["id"]))
         results.extend(dets.to_coco(int(record["id"]), categories)[:MAX_DETECTIONS])  # best first
     metrics = coco_metrics(dataset.annotation_path, results, image_ids)
-    return {**metrics, "images": len(image_ids), "detections": len(results), "failed_images": failed}
+    return {**metrics, "images": len(image_ids), "detections": len(results), "failed_images": failed,
+            "backend": det.backend, "runs_in": det.precision}  # fmt: skip
 
 
 def format_table(metrics: dict[str, Any]) -> str:

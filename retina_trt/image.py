@@ -164,6 +164,10 @@ class PreprocessedBatch:
     image_sizes: np.ndarray
     original_sizes: np.ndarray
 
+    def slice(self, start: int, stop: int) -> PreprocessedBatch:
+        """Images ``start:stop`` of the batch, with the same padded size."""
+        return PreprocessedBatch(self.pixels[start:stop], self.image_sizes[start:stop], self.original_sizes[start:stop])
+
     def scale_factors(self) -> np.ndarray:
         """ndarray[B, 2] float64: (sy, sx) from original to network-input pixels."""
         return self.image_sizes.astype(np.float64) / self.original_sizes.astype(np.float64)

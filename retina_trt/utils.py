@@ -9,6 +9,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+CACHE_ENV = "RETINA_TRT_CACHE"
+
+
+def cache_root() -> Path:
+    """Where retina_trt caches derived files: ``$RETINA_TRT_CACHE``, else ``~/.cache/retina_trt``."""
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) if root else Path.home() / ".cache" / "retina_trt"
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -91,10 +99,13 @@ class Timer:
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - start
-            with self._lock:
-                self.totals_s[stage] = self.totals_s.get(stage, 0.0) + elapsed
-                self.counts[stage] = self.counts.get(stage, 0) + 1
+            self.add(stage, time.perf_counter() - start)
+
+    def add(self, stage: str, elapsed_s: float) -> None:
+        """Count one call of ``stage`` that took ``elapsed_s`` seconds."""
+        with self._lock:
+            self.totals_s[stage] = self.totals_s.get(stage, 0.0) + elapsed_s
+            self.counts[stage] = self.counts.get(stage, 0) + 1
 
     def mean_ms(self) -> dict[str, float]:
         """Mean milliseconds per call of each stage."""

@@ -95,7 +95,7 @@ def test_batch_with_a_bad_image_processes_the_others(onnx_models, images, tmp_pa
 def test_batches_beyond_the_maximum_are_split(onnx_models, images):
     """ONNX Runtime itself would take a batch of 10; the backend is wrapped to enforce the
     export's maximum (8) the way a TensorRT profile does, so the split is what is tested."""
-    with Detector(onnx_models[("onnx", True)]) as det:
+    with Detector(onnx_models[("onnx", True)], backend="onnxruntime") as det:
         assert det.max_batch == 8
         backend, seen = det._backend, []
         real_run = backend.run

@@ -164,7 +164,7 @@ def test_plugin_export_runs_in_onnxruntime_like_the_onnx_nms(tiny_model, onnx_mo
     for node in nodes:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         assert attrs["plugin_namespace"] == b"retina_trt" and attrs["plugin_version"] == b"1" and attrs["aot"] == 1
-    with Detector(path) as plugin, Detector(onnx_models[("onnx", False)]) as reference:
+    with Detector(path) as plugin, Detector(onnx_models[("onnx", False)], backend="onnxruntime") as reference:
         for image in images[:2]:
             got, want = plugin(image), reference(image)
             assert len(got) == len(want) > 0
@@ -205,7 +205,7 @@ def test_efficient_nms_export_wiring(tiny_model, onnx_models, images, tmp_path):
     scores, labels = class_scores[0].max(dim=1)
     keep = scores > spec.score_thresh
     got = nms_per_image(boxes[0][keep], scores[keep], labels[keep], nms_thresh=0.5, detections_per_img=100)
-    with Detector(onnx_models[("onnx", False)]) as det:
+    with Detector(onnx_models[("onnx", False)], backend="onnxruntime") as det:
         want = det._backend.run(batch)[0]
     np.testing.assert_allclose(got["scores"].numpy(), want.scores, atol=1e-6)
     np.testing.assert_allclose(got["boxes"].numpy(), want.boxes, atol=1e-4)

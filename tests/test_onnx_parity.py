@@ -54,7 +54,7 @@ def test_onnx_matches_reference(tiny_model, onnx_models, images, nms, dynamic, b
 
 @pytest.mark.parametrize("nms", ["onnx", "none"])
 def test_detector_pt_and_onnx_agree_in_original_pixels(tiny_checkpoint, onnx_models, images, nms):
-    with Detector(tiny_checkpoint) as pt, Detector(onnx_models[(nms, True)]) as onnx_det:
+    with Detector(tiny_checkpoint) as pt, Detector(onnx_models[(nms, True)], backend="onnxruntime") as onnx_det:
         assert pt.backend == "torch" and onnx_det.backend == "onnxruntime"
         for a, b in zip(pt.predict_batch(images), onnx_det.predict_batch(images)):
             assert_same_detections(b, a, box_tol=2e-3, min_count=50)
@@ -64,7 +64,7 @@ def test_detector_pt_and_onnx_agree_in_original_pixels(tiny_checkpoint, onnx_mod
 
 def test_fixed_size_detector_matches_pt_when_image_fits(tiny_checkpoint, onnx_models, images):
     """A 240x320 image resized as trained (256x341) fits the 256x384 export: same results."""
-    with Detector(tiny_checkpoint) as pt, Detector(onnx_models[("onnx", False)]) as fixed:
+    with Detector(tiny_checkpoint) as pt, Detector(onnx_models[("onnx", False)], backend="onnxruntime") as fixed:
         assert fixed.input_size == (256, 384)
         assert_same_detections(fixed(images[0]), pt(images[0]), box_tol=2e-3, min_count=50)
         wide = cv2.resize(images[0], (4000, 1000))  # letterboxed: shrunk to fit 256x384

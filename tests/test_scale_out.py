@@ -109,7 +109,7 @@ def test_triton_client_sample_builds_requests_and_reads_the_contract(onnx_models
     arrays = dict(zip(triton_client.OUTPUTS, session.run(list(triton_client.OUTPUTS),
                                                          {"images": batch.pixels, "image_sizes": batch.image_sizes})))  # fmt: skip
     got = triton_client.to_detections(arrays, batch, spec)
-    with Detector(model) as det:
+    with Detector(model, backend="onnxruntime") as det:
         want = det.predict_batch(images[:2])
     for g, w in zip(got, want):
         np.testing.assert_allclose(g.boxes_xyxy, w.boxes_xyxy, atol=1e-4)
@@ -134,7 +134,7 @@ def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
     assert read_metadata(out / "model.onnx").export["batch"] == [1, 4, 4]
     # on images that fill the input, it detects exactly like the regular export
     frame = cv2.resize(images[0], (384, 256))
-    with Detector(out / "model.onnx") as ds, Detector(onnx_models[("onnx", False)]) as regular:
+    with Detector(out / "model.onnx", backend="onnxruntime") as ds, Detector(onnx_models[("onnx", False)], backend="onnxruntime") as regular:
         a, b = ds(frame), regular(frame)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
     np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy, atol=1e-3)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from retina_trt.cli.args import parse_batch, parse_size
-from retina_trt.contract import NMS_CHOICES
+from retina_trt.contract import CPU_PRECISIONS, NMS_CHOICES
 from retina_trt.contract.engine_file import read_engine_header
 from retina_trt.contract.onnx_metadata import read_metadata
 
@@ -31,6 +31,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("info", help="print what a model file says about itself")
     p.add_argument("model", help=".pt, .onnx or .engine model")
+    p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS,
+                   help=".onnx: compile it with OpenVINO in this precision and report what each layer ran in")
     p.set_defaults(run=_cmd_info)
 
 
@@ -51,6 +53,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openvino_line(path: Path, precision: str) -> str:
+    """What each layer runs in under OpenVINO on this CPU (compiled here, from the cache if warm)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return 'OpenVINO: not installed (pip install "retina-trt[openvino]") for the CPU per-layer report'
+    from retina_trt.runtime.cpu import cpu_isa
+    from retina_trt.runtime.openvino_backend import OpenVinoBackend, format_layer_precisions
+
+    backend = OpenVinoBackend(path, precision=precision)
+    try:
+        report = format_layer_precisions(backend.layer_precisions())
+        return f"OpenVINO on this CPU ({' '.join(cpu_isa()) or 'ISA unknown'}), precision {backend.precision}: {report}"
+    finally:
+        backend.close()
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if path.suffix.lower() == ".onnx":
@@ -60,6 +79,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if meta.precision != "fp32":
             print(f"  precision: {json.dumps(meta.precision_info, sort_keys=True)}")
         print(f"  spec: {meta.spec.to_json(indent=2)}")
+        print(f"  {_openvino_line(path, args.cpu_precision)}")
     elif path.suffix.lower() == ".engine":
         from retina_trt.trt.build_report import format_summary
         from retina_trt.trt.compat import FLAVOUR_NAMES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from retina_trt.cli.args import positive_float, positive_int, score
-from retina_trt.contract import BACKENDS
+from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 
 
 def register(sub) -> None:
@@ -17,7 +17,10 @@ def register(sub) -> None:
     p.add_argument("--output", required=True, help="folder for annotated outputs and JSON")
     p.add_argument("--min-score", type=score, default=0.3, help="drop detections below (default 0.3)")
     p.add_argument("--json", action="store_true", help="one JSON file per image (default: one detections.jsonl)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto: .onnx on OpenVINO where installed (else ONNX Runtime), .engine on TensorRT, .pt on torch")
+    p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS,
+                   help="OpenVINO: precision of the layers the graph does not quantize (auto: BF16 with AMX, else FP32)")
     p.add_argument("--no-draw", action="store_true", help="write JSON only, no annotated images/videos")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop each video/stream after N processed frames")
     p.add_argument("--every", type=positive_int, default=1, help="process every Nth frame of videos/streams")

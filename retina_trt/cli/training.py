@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from retina_trt.cli.args import parse_floats, parse_range, positive_int
-from retina_trt.contract import BACKENDS
+from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 from retina_trt.spec import ModelSpec
 from retina_trt.utils import check_output_file
 
@@ -61,6 +61,8 @@ def register(sub) -> None:
     p.add_argument("--json", dest="json_path", default=None, help="write the metrics as one JSON object")
     p.add_argument("--max-images", type=positive_int, default=None)
     p.add_argument("--backend", default="auto", choices=[b for b in BACKENDS if b != "tensorrt"])
+    p.add_argument("--cpu-precision", default=None, choices=CPU_PRECISIONS,
+                   help="OpenVINO: precision of the layers the graph does not quantize (default auto)")
     p.set_defaults(run=_cmd_eval)
 
 
@@ -120,9 +122,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.json_path:
         check_output_file(args.json_path, "--json")  # before the evaluation
-    metrics = evaluate(args.model, args.annotations, args.images, max_images=args.max_images, backend=args.backend)
+    metrics = evaluate(args.model, args.annotations, args.images, max_images=args.max_images, backend=args.backend,
+                       precision=args.cpu_precision)  # fmt: skip
     print(format_table(metrics))
-    print(f"{metrics['images']} images, {metrics['detections']} detections, {metrics['failed_images']} unreadable")
+    print(f"{metrics['images']} images, {metrics['detections']} detections, {metrics['failed_images']} unreadable; "
+          f"ran on {metrics['backend']} ({metrics['runs_in']})")  # fmt: skip
     if args.json_path:
         write_json(metrics, args.json_path)
     return 0

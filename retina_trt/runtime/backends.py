@@ -1,16 +1,19 @@
 """Runtime backends: run a preprocessed batch and return detections in network-input pixels.
 
 A backend has ``spec``, ``input_size`` ((H, W) for fixed-size models, None for dynamic),
-``max_batch`` and ``run(batch) -> list[RawDetections]``. ``open_backend`` finds one by file type
-in a small registry (``BACKEND_MODULES``) and imports only that one: ONNX Runtime here, the
-PyTorch reference (``runtime/torch_backend.py``) for checkpoints, TensorRT (``trt/runtime.py``) for
-engines. Running an ``.onnx`` or ``.engine`` never imports torch (tests/test_layers.py).
+``max_batch``, ``precision`` and ``run(batch) -> list[RawDetections]``; a backend that runs several
+requests at once also has ``parallel_requests`` and ``submit(batch) -> Future``. ``open_backend``
+finds one by file type in a small registry (``BACKEND_MODULES``) and imports only that one:
+OpenVINO (``runtime/openvino_backend.py``, the fastest CPU route) or ONNX Runtime (here, the
+reference and the fallback) for ``.onnx``, the PyTorch reference (``runtime/torch_backend.py``)
+for checkpoints, TensorRT (``trt/runtime.py``) for engines. Running an ``.onnx`` or ``.engine`` never imports torch (tests/test_layers.py).
 ``nms="none"`` exports are finished on the host by the reference NMS in numpy (``contract.nms``).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -81,22 +84,39 @@ class OnnxRuntimeBackend:
         self.output_names = list(info.outputs)
         self.input_names = list(info.inputs)
         self.float_input = info.float_input
+        self.graph_precision = meta.precision
+        if meta.precision == "int8" and providers == ["CPUExecutionProvider"]:
+            # measured (docs/engines.md): no Conv fusion for Q/DQ on inputs only, slower than FP32
+            logger.warning("%s is an INT8 Q/DQ graph made for TensorRT; ONNX Runtime's CPU provider runs it "
+                           "slower than the FP32 export. For INT8 on the CPU use backend='openvino' (%s)",
+                           path.name, 'pip install "retina-trt[openvino]"')  # fmt: skip
+
+
+    @property
+    def precision(self) -> str:
+        return self.graph_precision
 
     def run(self, batch: PreprocessedBatch) -> list[RawDetections]:
         pixels = batch.pixels.astype(np.float32) if self.float_input else batch.pixels
         feeds = {"images": pixels, "image_sizes": batch.image_sizes}
         outputs = self.session.run(self.output_names, {name: feeds[name] for name in self.input_names})
-        if self.nms == "none":
-            return finish_candidates(*outputs, self.spec)
-        num, boxes, scores, classes = outputs
-        results = []
-        for i in range(len(num)):
-            n = int(num[i, 0])
-            results.append(RawDetections(boxes[i, :n], scores[i, :n], classes[i, :n].astype(np.int64)))
-        return results
+        return outputs_to_detections(outputs, self.nms, self.spec)
 
     def close(self) -> None:
         self.session = None
+
+
+def outputs_to_detections(outputs: list[np.ndarray], nms: str, spec) -> list[RawDetections]:
+    """Per image :class:`RawDetections` from a model's outputs (contract order; ``nms="none"``:
+    the candidates, finished by the reference NMS in numpy)."""
+    if nms == "none":
+        return finish_candidates(*outputs, spec)
+    num, boxes, scores, classes = outputs
+    results = []
+    for i in range(len(num)):
+        n = int(num[i, 0])
+        results.append(RawDetections(boxes[i, :n], scores[i, :n], classes[i, :n].astype(np.int64)))
+    return results
 
 
 def _session_with_plugin_ops(ort, path: Path, options, providers: list[str], first_error: Exception):
@@ -139,6 +159,7 @@ def _graph_nodes(path: Path):
 # backend name -> (module, class): imported only when chosen.
 BACKEND_MODULES = {
     "onnxruntime": ("retina_trt.runtime.backends", "OnnxRuntimeBackend"),
+    "openvino": ("retina_trt.runtime.openvino_backend", "OpenVinoBackend"),
     "torch": ("retina_trt.runtime.torch_backend", "TorchBackend"),
     "tensorrt": ("retina_trt.trt.runtime", "TensorRTBackend"),
 }
@@ -149,8 +170,12 @@ BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch", ".
 def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
     """Open the backend for ``path`` (``auto``: by file type).
 
+    ``auto`` runs an ``.onnx`` with OpenVINO where it is installed (the fastest CPU route) unless
+    ONNX Runtime options (``providers``, ``session_config``) ask for ONNX Runtime; a model OpenVINO
+    cannot run, or a machine without it, falls back to ONNX Runtime, and the log says so.
+
     Options: ``providers``, ``session_config`` (ONNX Runtime), ``num_threads`` (ONNX Runtime,
-    torch), ``cuda_graph``, ``device`` (TensorRT).
+    OpenVINO, torch), ``precision``, ``cache_dir`` (OpenVINO), ``cuda_graph``, ``device`` (TensorRT).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -159,14 +184,40 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
         backend = BACKEND_BY_SUFFIX.get(path.suffix.lower(), "")
         if not backend:
             raise ModelFormatError(
-                f"cannot tell the model type of {path}: expected .onnx (ONNX Runtime), .pt/.pth "
+                f"cannot tell the model type of {path}: expected .onnx (OpenVINO / ONNX Runtime), .pt/.pth "
                 "(PyTorch checkpoint) or .engine (TensorRT); pass backend=... to force one"
             )
+        if backend == "onnxruntime" and not (options.get("providers") or options.get("session_config")):
+            return _auto_onnx(path, options)
+    return _open(backend, path, options)
+
+
+def _open(backend: str, path: Path, options: dict[str, Any]):
     module, name = BACKEND_MODULES[backend]
     cls = getattr(importlib.import_module(module), name)
     if backend == "tensorrt":
         return cls(path, cuda_graph=bool(options.get("cuda_graph")), device=int(options.get("device") or 0))
     if backend == "torch":
         return cls(path, num_threads=options.get("num_threads"))
+    if backend == "openvino":
+        return cls(path, precision=options.get("precision") or "auto", num_threads=options.get("num_threads"),
+                   cache_dir=options.get("cache_dir"))  # fmt: skip
     return cls(path, providers=options.get("providers"), num_threads=options.get("num_threads"),
                session_config=options.get("session_config"))  # fmt: skip
+
+
+def _auto_onnx(path: Path, options: dict[str, Any]):
+    """OpenVINO where it is installed and can run ``path``, else ONNX Runtime (logged)."""
+    if importlib.util.find_spec("openvino") is None:
+        logger.info("OpenVINO is not installed, so ONNX Runtime runs %s (the faster CPU route: "
+                    'pip install "retina-trt[openvino]")', path.name)  # fmt: skip
+        return _open("onnxruntime", path, options)
+    try:
+        chosen = _open("openvino", path, options)
+    except ValueError:  # a precision this CPU lacks: the user's to fix, not to hide
+        raise
+    except (BackendUnavailableError, ModelFormatError) as err:
+        logger.info("OpenVINO cannot run %s (%s); ONNX Runtime runs it", path.name, err)
+        return _open("onnxruntime", path, options)
+    logger.info("backend auto: OpenVINO runs %s in %s", path.name, chosen.precision)
+    return chosen

@@ -197,7 +197,10 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
 def run_detect(args: argparse.Namespace) -> int:
     images, videos = expand_sources(args.sources)
     out_dir = check_output_folder(args.output, "--output")  # a file in the way, read-only: one line, before the model loads
-    det = Detector(args.model, backend=args.backend, min_score=args.min_score)
+    precision = getattr(args, "cpu_precision", None)
+    det = Detector(args.model, backend=args.backend, min_score=args.min_score,
+                   precision=precision if args.backend in ("auto", "openvino") else None)  # fmt: skip
+    print(f"backend: {det.backend} ({det.precision})")
     try:
         return _detect_all(det, images, videos, out_dir, args)
     finally:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +25,14 @@ class Detector:
     """Run a RetinaNet on OpenCV images.
 
     Args:
-        model_path: ``.engine`` (TensorRT), ``.onnx`` (ONNX Runtime), ``.pt``/``.pth`` (PyTorch
-            reference); the backend is picked from the suffix with ``backend="auto"``.
-        backend: ``"auto"``, ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``.
+        model_path: ``.engine`` (TensorRT), ``.onnx`` (OpenVINO where installed, else ONNX
+            Runtime), ``.pt``/``.pth`` (PyTorch reference); the backend is picked from the suffix
+            with ``backend="auto"`` (the log says which ran, and in which precision).
+        backend: ``"auto"``, ``"tensorrt"``, ``"openvino"``, ``"onnxruntime"`` or ``"torch"``.
+        precision: OpenVINO only: ``"auto"`` (the fastest this CPU has: BF16 with AMX, else
+            FP32), ``"f32"`` or ``"bf16"`` for the layers the graph does not quantize itself (an
+            INT8 Q/DQ graph runs its convolutions in INT8 either way).
+        cache_dir: OpenVINO only: compiled-model cache (default ``$RETINA_TRT_CACHE/openvino``).
         cuda_graph: TensorRT only: replay captured CUDA graphs, one per input shape (engines with
             data-dependent shapes, nms="onnx", run without them and log it).
         min_score: drop detections below this score (default: keep all the model returns).
@@ -52,6 +59,8 @@ class Detector:
         cuda_graph: bool = False,
         session_config: dict[str, str] | None = None,
         device: int = 0,
+        precision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
@@ -63,8 +72,9 @@ class Detector:
             raise ModelFormatError(f"model not found: {self.model_path}")
         self._backend = open_backend(
             self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph,
-            session_config=session_config, device=device,
+            session_config=session_config, device=device, precision=precision, cache_dir=cache_dir,
         )  # fmt: skip
+        logger.info("%r runs in %s", self, self.precision)
         self.min_score = min_score
         self.timer = Timer()
 
@@ -76,6 +86,24 @@ class Detector:
     def backend(self) -> str:
         """Name of the backend in use."""
         return self._backend.name
+
+    @property
+    def precision(self) -> str:
+        """What the backend runs: ``fp32``/``fp16``/``int8`` (the graph's) or OpenVINO's
+        ``f32``/``bf16``/``int8+f32``/``int8+bf16`` (see :meth:`layer_precisions`)."""
+        return getattr(self._backend, "precision", "fp32")
+
+    def layer_precisions(self) -> dict[str, dict[str, int]] | None:
+        """OpenVINO: the executed precision of every convolution and of the postprocess island,
+        read from OpenVINO's runtime model, e.g. ``{"convolutions": {"i8": 78}, "postprocess":
+        {"f32": 120, "i32": 40}}``; None on backends that do not report it."""
+        report = getattr(self._backend, "layer_precisions", None)
+        return report() if report is not None else None
+
+    @property
+    def parallel_requests(self) -> int:
+        """How many batches the backend runs at once (:meth:`submit`); 1 where it runs one."""
+        return int(getattr(self._backend, "parallel_requests", 1)) if hasattr(self._backend, "submit") else 1
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -109,36 +137,85 @@ class Detector:
                 loaded.append(None)
         good = [i for i, img in enumerate(loaded) if img is not None]
         results: list[Detections | None] = [None] * len(loaded)
-        for start in range(0, len(good), self.max_batch):
-            chunk = good[start : start + self.max_batch]
-            for index, dets in zip(chunk, self._run([loaded[i] for i in chunk])):
+        chunks = [good[start : start + self.max_batch] for start in range(0, len(good), self.max_batch)]
+        done = [(chunk, self._run_parallel([loaded[i] for i in chunk])) for chunk in chunks]
+        for chunk, detections in done:
+            for index, dets in zip(chunk, detections):
                 results[index] = dets
         if failures:
             raise BatchImageError(results, failures)
         return results  # type: ignore[return-value]
 
-    def _run(self, images: list[np.ndarray]) -> list[Detections]:
+    def _run_parallel(self, images: list[np.ndarray]) -> list[Detections]:
+        """One padded batch; split across the backend's parallel requests where it has several
+        (the same padding as one request, so the same detections)."""
+        parts = min(self.parallel_requests, len(images) // max(1, getattr(self._backend, "min_batch", 1)))
+        if parts < 2:
+            return self._run(images)
+        self._check_open()
+        batch = self._preprocess(images)
+        bounds = np.linspace(0, len(images), parts + 1).round().astype(int)
+        futures = [self._submit_batch(batch.slice(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [dets for future in futures for dets in future.result()]
+
+    def submit(self, images: Sequence[np.ndarray]) -> Future:
+        """Start one batch (decoded HxWx3 uint8 BGR images, at most ``max_batch``) without
+        waiting; the future's result is the list of :class:`Detections`.
+
+        On a backend that runs several requests at once (OpenVINO) up to
+        :attr:`parallel_requests` batches run together; elsewhere the batch runs now and the
+        future is already done. The ``inference`` time it adds to :attr:`timer` is the wait."""
+        self._check_open()
+        return self._submit_batch(self._preprocess(list(images)))
+
+    def _submit_batch(self, batch) -> Future:
+        if not hasattr(self._backend, "submit"):
+            future: Future = Future()
+            future.set_result(self._finish(batch, self._timed_run(batch)))
+            return future
+        started = time.perf_counter()
+        raw = self._backend.submit(batch)
+        out: Future = Future()
+
+        def finish(done: Future) -> None:
+            try:
+                self.timer.add("inference", time.perf_counter() - started)
+                out.set_result(self._finish(batch, done.result()))
+            except BaseException as err:  # the waiter gets it
+                out.set_exception(err)
+
+        raw.add_done_callback(finish)
+        return out
+
+    def _check_open(self) -> None:
         if self._closed:
             raise RetinaTrtError(f"{self!r} is closed; create a new Detector to run {self.model_path.name} again")
+
+    def _preprocess(self, images: list[np.ndarray]):
         spec = self.spec
         with self.timer("preprocess"):
-            batch = preprocess_batch(
-                images,
-                min_size=spec.min_size,
-                max_size=spec.max_size,
-                size_divisible=spec.size_divisible,
-                input_size=self.input_size,
-            )
+            return preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size,
+                                    size_divisible=spec.size_divisible, input_size=self.input_size)  # fmt: skip
+
+    def _timed_run(self, batch):
         with self.timer("inference"):
-            raw = self._backend.run(batch)
+            return self._backend.run(batch)
+
+    def _finish(self, batch, raw) -> list[Detections]:
+        """Boxes back to original-image pixels, the min_score filter applied."""
         with self.timer("postprocess"):
             scales = batch.scale_factors()
             out = []
             for i, r in enumerate(raw):
                 boxes = boxes_to_original(r.boxes, scales[i], tuple(batch.original_sizes[i]))
-                dets = Detections(boxes, r.scores, r.class_ids, spec.class_names)
+                dets = Detections(boxes, r.scores, r.class_ids, self.spec.class_names)
                 out.append(dets.filter(min_score=self.min_score) if self.min_score else dets)
         return out
+
+    def _run(self, images: list[np.ndarray]) -> list[Detections]:
+        self._check_open()
+        batch = self._preprocess(images)
+        return self._finish(batch, self._timed_run(batch))
 
     def stream(self, source, **options):
         """Detections over a video file, stream URL, camera index or image folder, pipelined.

@@ -5,6 +5,9 @@ Three stages run concurrently, joined by bounded queues::
     reader thread (decode) --frames--> inference thread (batch, detect) --results--> consumer
                                                               (optional writer thread: draw + encode)
 
+* On a backend that runs several requests at once (OpenVINO, one per CPU stream) the inference
+  thread submits the next batch before the previous one has finished (``Detector.submit``), so
+  every core is busy; results still leave in frame order.
 * Files and folders never drop a frame: a full queue makes the reader wait.
 * Live sources (``rtsp://``, ``http(s)://``, camera indices) drop the oldest waiting frame
   instead, so results stay current when inference is slower than the camera (``drop_stale``).
@@ -24,7 +27,9 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -373,39 +378,61 @@ class DetectionStream:
             self.source.release()
             self._put(self._frames, _END)
 
+    def _next_batch(self) -> tuple[list, bool]:
+        """Up to ``batch_size`` waiting frames (none after 50 ms without one) and whether the
+        source has ended."""
+        try:
+            first = self._frames.get(timeout=0.05)
+        except queue.Empty:
+            return [], False
+        if first is _END:
+            return [], True
+        batch = [first]
+        while len(batch) < self.batch_size:
+            try:
+                item = self._frames.get(timeout=0 if self.live else 0.5)
+            except queue.Empty:
+                break
+            if item is _END:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _submit(self, frames: list[np.ndarray]) -> Future:
+        if len(frames) <= self.detector.max_batch:
+            return self.detector.submit(frames)
+        future: Future = Future()  # larger than the model's batch: split and run now
+        future.set_result(self.detector.predict_batch(frames))
+        return future
+
     def _infer_loop(self) -> None:
+        """Batches go to the detector without waiting for the previous one where it runs several
+        at once (OpenVINO: one per CPU stream), so decode, preprocessing and inference overlap;
+        results leave in frame order."""
+        depth = max(1, self.detector.parallel_requests)
+        pending: deque = deque()
         done = False
         while not done and not self._stop.is_set():
-            try:
-                first = self._frames.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            if first is _END:
-                break
-            batch = [first]
-            while len(batch) < self.batch_size:
-                try:
-                    item = self._frames.get(timeout=0 if self.live else 0.5)
-                except queue.Empty:
-                    break
-                if item is _END:
-                    done = True
-                    break
-                batch.append(item)
-            start = time.perf_counter()
-            results = self.detector.predict_batch([frame for _, _, frame in batch])
-            self.stats.stage_s["inference"] += time.perf_counter() - start
-            for (index, timestamp, frame), dets in zip(batch, results):
-                if self.min_score is not None:
-                    dets = dets.filter(min_score=self.min_score)
-                self.stats.frames_processed += 1
-                result = StreamFrame(index, timestamp, frame, dets)
-                if self._writes is not None:
-                    self._put(self._writes, result)
-                self._put(self._results, result)
+            batch, done = self._next_batch()
+            if batch:
+                pending.append((batch, time.perf_counter(), self._submit([frame for _, _, frame in batch])))
+            while pending and (done or len(pending) >= depth or pending[0][2].done()):
+                self._emit(*pending.popleft())
         self._put(self._results, _END)
         if self._writes is not None:
             self._put(self._writes, _END)
+
+    def _emit(self, batch: list, started: float, future: Future) -> None:
+        results = future.result()
+        self.stats.stage_s["inference"] += time.perf_counter() - started
+        for (index, timestamp, frame), dets in zip(batch, results):
+            if self.min_score is not None:
+                dets = dets.filter(min_score=self.min_score)
+            self.stats.frames_processed += 1
+            result = StreamFrame(index, timestamp, frame, dets)
+            if self._writes is not None:
+                self._put(self._writes, result)
+            self._put(self._results, result)
 
     def _write_loop(self) -> None:
         while True:

@@ -1,0 +1,269 @@
+"""The OpenVINO backend of ``Detector``: our own ONNX files (FP32, INT8 Q/DQ) on the CPU, fast.
+
+OpenVINO reads the exported ``.onnx`` directly: the FP32 export runs in FP32 or, with
+``precision="bf16"``, in BF16 on the CPU's matrix units (AMX); the INT8 Q/DQ graph that
+``build-engine --precision int8`` makes (the one TensorRT builds from) runs its convolutions in
+INT8. ``precision="auto"`` picks the fastest the CPU has (BF16 where it has AMX-BF16, else FP32).
+
+* **What ran.** :meth:`OpenVinoBackend.layer_precisions` reads OpenVINO's executed graph
+  (``get_runtime_model()``) and counts each convolution's ``runtimePrecision``, and the
+  precisions of the postprocess island (everything after the network's ``cls_p*``/``box_p*``
+  outputs: decode, candidate selection, NMS), which stays FP32.
+* **Threads.** One compiled model serves every thread: :meth:`run` uses an infer request per
+  calling thread. :meth:`submit` runs batches asynchronously on a second, throughput-compiled
+  model (compiled on first use, one CPU stream per core), so streams and batches keep every core
+  busy while the caller decodes and preprocesses the next frames.
+* **Cache.** Compiled models are cached under ``$RETINA_TRT_CACHE/openvino`` (default
+  ``~/.cache/retina_trt``), keyed by the ONNX content, the OpenVINO version and every compile
+  option, each entry checked against its digest before it is imported (``openvino_cache.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections import Counter
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retina_trt.contract import CPU_PRECISIONS
+from retina_trt.contract.onnx_metadata import parse_metadata
+from retina_trt.errors import BackendUnavailableError, ModelFormatError
+from retina_trt.image import PreprocessedBatch
+from retina_trt.runtime.backends import outputs_to_detections
+from retina_trt.runtime.cpu import has_amx_bf16
+from retina_trt.runtime.openvino_cache import CompiledModelCache
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install "retina-trt[openvino]" (or: pip install openvino)'
+# tensor names of the traced network's outputs: the postprocess island starts there
+NETWORK_OUTPUT_PREFIXES = ("cls_p", "box_p")
+
+
+def import_openvino():
+    """The ``openvino`` module, or :class:`BackendUnavailableError` naming the extra to install."""
+    try:
+        import openvino
+    except ImportError as err:
+        raise BackendUnavailableError(f"OpenVINO is not installed: {INSTALL_HINT}") from err
+    return openvino
+
+
+def resolve_precision(requested: str, capabilities: list[str], flags: frozenset[str] | None = None) -> str:
+    """The inference precision hint for ``requested`` on a CPU with OpenVINO ``capabilities``.
+
+    ``auto``: ``bf16`` where the CPU has AMX-BF16 and OpenVINO lists BF16, else ``f32``.
+
+    Raises:
+        ValueError: an unknown precision, or ``bf16`` on a CPU without BF16 (never a silent FP32).
+    """
+    if requested not in CPU_PRECISIONS:
+        raise ValueError(f"precision must be one of {CPU_PRECISIONS} on the CPU, got {requested!r}")
+    bf16 = "BF16" in capabilities
+    if requested == "auto":
+        return "bf16" if bf16 and has_amx_bf16(flags) else "f32"
+    if requested == "bf16" and not bf16:
+        raise ValueError(
+            f"this CPU has no BF16 support (OpenVINO's CPU capabilities: {', '.join(capabilities)}); "
+            "use precision='f32', or 'auto' for the fastest this CPU has"
+        )
+    return requested
+
+
+def _one_line(err: Exception) -> str:
+    """The informative line of an OpenVINO error (they carry C++ file:line preambles)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if "not support" in line or "ONNX operations" in line or "node" in line.lower():
+            return line[:400]
+    return (lines[-1] if lines else type(err).__name__)[:400]
+
+
+def _postprocess_ops(model) -> set[str]:
+    """Friendly names of the ops at and after the network outputs (``cls_p*``/``box_p*``)."""
+    stack = [op for op in model.get_ordered_ops()
+             if any(n.startswith(NETWORK_OUTPUT_PREFIXES) for o in op.outputs() for n in o.get_names())]  # fmt: skip
+    seen: set[str] = set()
+    while stack:
+        op = stack.pop()
+        if op.get_friendly_name() in seen:
+            continue
+        seen.add(op.get_friendly_name())
+        stack.extend(t.get_node() for o in op.outputs() for t in o.get_target_inputs())
+    return seen
+
+
+def _framework_props(model) -> dict[str, str]:
+    """The ONNX ``metadata_props`` OpenVINO keeps in the model's ``rt_info["framework"]``."""
+    if not model.has_rt_info(["framework"]):
+        return {}
+    keys = model.get_rt_info(["framework"]).astype(dict).keys()
+    return {key: model.get_rt_info(["framework", key]).astype(str) for key in keys}
+
+
+class OpenVinoBackend:
+    """An exported ONNX model in OpenVINO on the CPU (see the module docstring).
+
+    Args:
+        path: a retina_trt ``.onnx`` (FP32 export or INT8 Q/DQ from ``prepare_precision``).
+        precision: ``auto``, ``f32`` or ``bf16``: the precision of the layers the graph does not
+            quantize itself (``auto``: the fastest this CPU has).
+        num_threads: CPU threads of one inference (default: OpenVINO's, every core).
+        cache_dir: compiled-model cache folder (default ``$RETINA_TRT_CACHE/openvino/<version>``).
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        precision: str = "auto",
+        num_threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        ov = import_openvino()
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFormatError(f"ONNX model not found: {path}")
+        self._ov = ov
+        self._core = ov.Core()
+        self.path = path
+        self.hint = resolve_precision(precision, list(self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+        self.num_threads = num_threads
+        try:
+            self._model = self._core.read_model(str(path))
+        except Exception as err:  # OpenVINO raises RuntimeError/OpenVINO's own types
+            raise ModelFormatError(f"OpenVINO cannot read {path}: {_one_line(err)}") from err
+        meta = parse_metadata(_framework_props(self._model), str(path))
+        self.spec, self.nms, self.input_size, self.max_batch = meta.spec, meta.nms, meta.input_size, meta.max_batch
+        self.min_batch = meta.info.batch[0]
+        self.graph_precision = meta.precision  # fp32 / fp16 / int8, as prepared
+        info = meta.info
+        self.output_names, self.input_names, self.float_input = list(info.outputs), list(info.inputs), info.float_input
+        self._cache = CompiledModelCache(cache_dir)
+        self.loaded_from_cache = False
+        self._compiled = self._compile("LATENCY")
+        self._throughput = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._queue = None
+        logger.info("OpenVINO %s on %s: %s graph, %s precision for the rest, %s", ov.__version__, path.name,
+                    self.graph_precision, self.hint, "from the cache" if self.loaded_from_cache else "compiled")  # fmt: skip
+
+    # -- compile -----------------------------------------------------------------------------
+    def _config(self, hint: str) -> dict[str, Any]:
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.hint, "PERFORMANCE_HINT": hint}
+        if self.num_threads:
+            config["INFERENCE_NUM_THREADS"] = int(self.num_threads)
+        return config
+
+    def _compile(self, hint: str):
+        """The compiled model for ``hint`` (LATENCY / THROUGHPUT), imported from the cache if there."""
+        config = self._config(hint)
+        key = self._cache.key(self.path, self._ov.__version__, config)
+        compiled = self._cache.load(self._core, key, config)
+        if compiled is not None:
+            self.loaded_from_cache = self.loaded_from_cache or hint == "LATENCY"
+            return compiled
+        try:
+            compiled = self._core.compile_model(self._model, "CPU", config)
+        except Exception as err:
+            raise ModelFormatError(f"OpenVINO cannot compile {self.path}: {_one_line(err)}") from err
+        self._cache.store(compiled, key)
+        return compiled
+
+    @property
+    def precision(self) -> str:
+        """What runs: ``int8`` (convolutions) + the hint for the rest, e.g. ``int8+bf16``, or ``bf16``."""
+        return f"int8+{self.hint}" if self.graph_precision == "int8" else self.hint
+
+    @property
+    def parallel_requests(self) -> int:
+        """How many :meth:`submit` batches run at once (one CPU stream each)."""
+        return max(1, int(self._throughput_model().get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+
+    # -- run ---------------------------------------------------------------------------------
+    def _feeds(self, batch: PreprocessedBatch) -> dict[str, np.ndarray]:
+        pixels = batch.pixels.astype(np.float32) if self.float_input else batch.pixels
+        feeds = {"images": pixels, "image_sizes": batch.image_sizes}
+        return {name: feeds[name] for name in self.input_names}
+
+    def _outputs(self, request) -> list:
+        return outputs_to_detections([request.get_tensor(name).data.copy() for name in self.output_names], self.nms, self.spec)
+
+    def run(self, batch: PreprocessedBatch) -> list:
+        """Detections of a preprocessed batch (thread-safe: one infer request per thread)."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        request.infer(self._feeds(batch))
+        return self._outputs(request)
+
+    def _throughput_model(self):
+        with self._lock:
+            if self._throughput is None:
+                self._throughput = self._compile("THROUGHPUT")
+            return self._throughput
+
+    def submit(self, batch: PreprocessedBatch) -> Future:
+        """Start ``batch`` on the throughput model; the future's result is ``run``'s list.
+
+        Blocks while every infer request is busy (the queue is bounded by the CPU's streams)."""
+        compiled, jobs = self._throughput_model(), self.parallel_requests
+        with self._lock:
+            if self._queue is None:
+                self._queue = self._ov.AsyncInferQueue(compiled, jobs)
+                self._queue.set_callback(self._done)
+            future: Future = Future()
+            self._queue.start_async(self._feeds(batch), userdata=future)
+        return future
+
+    def _done(self, request, future: Future) -> None:
+        try:
+            future.set_result(self._outputs(request))
+        except Exception as err:  # delivered to whoever waits on the future
+            future.set_exception(err)
+
+    # -- what ran ----------------------------------------------------------------------------
+    def layer_precisions(self) -> dict[str, dict[str, int]]:
+        """Executed precision counts from OpenVINO's runtime model.
+
+        ``{"convolutions": {"i8": 78}, "postprocess": {"f32": 120, "i32": 40, ...}}``: every
+        convolution by ``runtimePrecision``, and every layer of the postprocess island (its
+        original ops all after the network outputs) by its precision."""
+        post = _postprocess_ops(self._model)
+        convolutions: Counter = Counter()
+        postprocess: Counter = Counter()
+        for op in self._compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            layer, runtime = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
+            originals = [n for n in info["originalLayersNames"].astype(str).split(",") if n]
+            if layer == "Convolution":
+                convolutions[runtime] += 1
+            elif originals and all(n in post for n in originals) and layer not in ("Const", "Output", "Input"):
+                postprocess[runtime] += 1
+        return {"convolutions": dict(convolutions), "postprocess": dict(postprocess)}
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._queue is not None:
+                self._queue.wait_all()
+        self._queue = self._throughput = self._compiled = None
+        self._local = threading.local()
+
+
+def format_layer_precisions(report: dict[str, dict[str, int]]) -> str:
+    """``convolutions 78 i8; postprocess f32 120, i32 40`` (share of the most common in brackets)."""
+    parts = []
+    for group, counts in report.items():
+        total = sum(counts.values())
+        listed = ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        parts.append(f"{group} {listed or 'none'}" + (f" (of {total})" if len(counts) > 1 else ""))
+    return "; ".join(parts)

@@ -1,0 +1,330 @@
+"""The OpenVINO backend against the ONNX Runtime reference: every CPU-runnable export, the INT8
+Q/DQ graph, the precision each layer really ran in, routing and fallback, the compiled-model
+cache, threads and asynchronous requests."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import scene
+from helpers import assert_same_detections
+
+from retina_trt import Detector, export_onnx
+from retina_trt.errors import ModelFormatError
+from retina_trt.runtime.cpu import cpu_flags, cpu_isa
+
+ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (make installs it)")
+
+from retina_trt.runtime.openvino_backend import OpenVinoBackend, resolve_precision  # noqa: E402
+from retina_trt.runtime.openvino_cache import usable_folder  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPABILITIES = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+HAS_BF16 = "BF16" in CAPABILITIES
+needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason=f"this CPU has no BF16 (OpenVINO capabilities {CAPABILITIES})")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Every test compiles into its own cache, so cache hits are the test's own."""
+    monkeypatch.setenv("RETINA_TRT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def demo_int8(demo_onnx, tmp_path_factory) -> Path:
+    """The demo model's INT8 Q/DQ graph (what build-engine --precision int8 makes; 16 synthetic images)."""
+    from retina_trt.calibration import CalibrationConfig, prepare_precision
+
+    root = tmp_path_factory.mktemp("ov_int8")
+    calibration = CalibrationConfig(source="synthetic", num_images=16, batch_size=4)
+    return prepare_precision(demo_onnx, "int8", root / "demo.int8.onnx", calibration=calibration,
+                             cache_dir=root / "cache").path  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def more_exports(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """nms='graph' (fixed) and a batch range of 2..4 (dynamic H x W) of the tiny model."""
+    root = tmp_path_factory.mktemp("ov_exports")
+    return {
+        "graph": export_onnx(tiny_model, root / "graph.onnx", nms="graph", input_size=(256, 384)),
+        "batch2to4": export_onnx(tiny_model, root / "b24.onnx", nms="onnx", dynamic_shapes=True, batch=(2, 2, 4)),
+    }
+
+
+def _pair(path: Path, **options):
+    return Detector(path, backend="openvino", precision="f32", **options), Detector(path, backend="onnxruntime")
+
+
+@pytest.mark.parametrize(("nms", "dynamic"), [("onnx", False), ("onnx", True), ("none", False), ("none", True)])
+def test_f32_equals_onnxruntime_on_every_cpu_export(onnx_models, images, nms, dynamic):
+    ov_det, ort_det = _pair(onnx_models[(nms, dynamic)])
+    with ov_det, ort_det:
+        assert ov_det.backend == "openvino" and ov_det.precision == "f32"
+        for image in images:
+            assert_same_detections(ov_det(image), ort_det(image), box_tol=0.05, score_tol=2e-4)
+        # a batch of differently sized images, as one padded batch
+        for got, want in zip(ov_det.predict_batch(images), ort_det.predict_batch(images)):
+            assert_same_detections(got, want, box_tol=0.05, score_tol=2e-4)
+
+
+def test_graph_nms_and_batch_ranges(more_exports, images):
+    for name in ("graph", "batch2to4"):
+        ov_det, ort_det = _pair(more_exports[name])
+        with ov_det, ort_det:
+            batch = images[:2]  # within 2..4
+            for got, want in zip(ov_det.predict_batch(batch), ort_det.predict_batch(batch)):
+                assert_same_detections(got, want, box_tol=0.05, score_tol=2e-4)
+
+
+def test_trained_model_f32_detections_equal(demo_onnx):
+    frames = [scene(256, 256, s) for s in range(4)]
+    ov_det, ort_det = _pair(demo_onnx)
+    with ov_det, ort_det:
+        total = 0
+        for frame in frames:
+            want = ort_det(frame)
+            assert_same_detections(ov_det(frame), want, box_tol=0.05, score_tol=2e-4, min_count=0)
+            total += len(want)
+        assert total > 0
+
+
+def test_int8_graph_runs_every_convolution_in_int8_and_postprocess_in_fp32(demo_int8):
+    with Detector(demo_int8, backend="openvino", precision="f32") as det:
+        assert det.precision == "int8+f32"
+        report = det.layer_precisions()
+        assert set(report["convolutions"]) == {"i8"} and report["convolutions"]["i8"] == 78
+        _assert_fp32_postprocess(report)
+        dets = det(scene(256, 256, 5))
+        assert np.isfinite(dets.boxes_xyxy).all()
+
+
+@needs_bf16
+def test_bf16_hint_runs_convolutions_in_bf16_and_keeps_postprocess_fp32(demo_onnx):
+    with Detector(demo_onnx, backend="openvino", precision="bf16") as det:
+        report = det.layer_precisions()
+        assert report["convolutions"] == {"bf16": 78}
+        _assert_fp32_postprocess(report)
+
+
+def _assert_fp32_postprocess(report):
+    post = report["postprocess"]
+    assert post.get("f32", 0) > 50, post  # decode, sigmoid, top-k, NMS: dozens of layers
+    reduced = set(post) & {"bf16", "f16", "i8"}
+    assert not reduced, f"reduced precision after the network: {post}"
+
+
+def test_auto_precision_is_the_fastest_this_cpu_has(demo_onnx):
+    expected = "bf16" if HAS_BF16 and "amx_bf16" in cpu_flags() else "f32"
+    with Detector(demo_onnx) as det:
+        assert det.backend == "openvino" and det.precision == expected, cpu_isa()
+
+
+def test_resolve_precision_rules():
+    amx = frozenset({"avx512f", "amx_bf16"})
+    vnni = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
+    assert resolve_precision("auto", ["FP32", "BF16", "INT8"], amx) == "bf16"
+    assert resolve_precision("auto", ["FP32", "BF16", "INT8"], vnni) == "f32"  # BF16 without AMX: not faster
+    assert resolve_precision("auto", ["FP32", "INT8"], amx) == "f32"
+    assert resolve_precision("f32", ["FP32"], amx) == "f32"
+    with pytest.raises(ValueError, match="no BF16 support.*precision='f32'"):
+        resolve_precision("bf16", ["FP32", "INT8"], vnni)
+    with pytest.raises(ValueError, match="must be one of"):
+        resolve_precision("fp16", ["FP32"], amx)
+
+
+def test_auto_routing_and_onnxruntime_options(demo_onnx, caplog):
+    with caplog.at_level(logging.INFO, logger="retina_trt"):
+        with Detector(demo_onnx) as det:
+            assert det.backend == "openvino"
+    assert any("OpenVINO runs" in r.getMessage() for r in caplog.records)
+    with Detector(demo_onnx, session_config={"session.intra_op.allow_spinning": "0"}) as det:
+        assert det.backend == "onnxruntime"  # ONNX Runtime options ask for ONNX Runtime
+    with Detector(demo_onnx, backend="onnxruntime") as det:
+        assert det.backend == "onnxruntime" and det.layer_precisions() is None
+
+
+def test_model_openvino_cannot_run_falls_back_or_names_the_node(tiny_model, tmp_path, caplog):
+    plugin = export_onnx(tiny_model, tmp_path / "plugin.onnx", nms="plugin", input_size=(256, 384))
+    with pytest.raises(ModelFormatError, match="OpenVINO cannot read .*No conversion rule found for operations: ai.onnx.contrib.RetinaNMS"):
+        OpenVinoBackend(plugin)
+    with caplog.at_level(logging.INFO, logger="retina_trt"):
+        with Detector(plugin) as det:
+            assert det.backend == "onnxruntime"
+    assert any("OpenVINO cannot run plugin.onnx" in r.getMessage() for r in caplog.records)
+
+
+def test_without_openvino_auto_falls_back_and_explicit_names_the_extra(demo_onnx):
+    code = f"""
+import sys, logging
+sys.modules["openvino"] = None  # as if not installed
+import importlib.util
+real = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == "openvino" else real(name, *a)
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from retina_trt import Detector
+from retina_trt.errors import BackendUnavailableError
+det = Detector({str(demo_onnx)!r})
+print("auto:", det.backend)
+try:
+    Detector({str(demo_onnx)!r}, backend="openvino")
+except BackendUnavailableError as err:
+    print("explicit:", err)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "auto: onnxruntime" in result.stdout, result.stderr
+    assert 'explicit: OpenVINO is not installed: pip install "retina-trt[openvino]"' in result.stdout
+    assert "OpenVINO is not installed, so ONNX Runtime runs" in result.stderr
+
+
+def test_cache_second_start_hits_and_changes_never_reuse(demo_onnx, demo_int8, tmp_path):
+    cache = tmp_path / "ovcache"
+    first = OpenVinoBackend(demo_onnx, precision="f32", cache_dir=cache)
+    assert not first.loaded_from_cache and len(list(cache.glob("*.blob"))) == 1
+    again = OpenVinoBackend(demo_onnx, precision="f32", cache_dir=cache)
+    assert again.loaded_from_cache
+    if HAS_BF16:  # another hint: a new blob
+        assert not OpenVinoBackend(demo_onnx, precision="bf16", cache_dir=cache).loaded_from_cache
+    assert not OpenVinoBackend(demo_onnx, precision="f32", num_threads=1, cache_dir=cache).loaded_from_cache
+    # the key is the content: the same model under another path reuses its entry ...
+    swapped = tmp_path / "model.onnx"
+    shutil.copy(demo_onnx, swapped)
+    assert OpenVinoBackend(swapped, precision="f32", cache_dir=cache).loaded_from_cache
+    # ... another model under that path never does
+    shutil.copy(demo_int8, swapped)
+    changed = OpenVinoBackend(swapped, precision="f32", cache_dir=cache)
+    assert not changed.loaded_from_cache and changed.precision == "int8+f32"
+    assert changed.layer_precisions()["convolutions"] == {"i8": 78}
+
+
+def test_corrupt_cache_entry_recompiles(demo_onnx, tmp_path, images):
+    cache = tmp_path / "ovcache"
+    want = OpenVinoBackend(demo_onnx, precision="f32", cache_dir=cache)
+    (blob,) = cache.glob("*.blob")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = os.urandom(4096)  # weights overwritten mid-file
+    blob.write_bytes(bytes(data))
+    rebuilt = OpenVinoBackend(demo_onnx, precision="f32", cache_dir=cache)
+    assert not rebuilt.loaded_from_cache
+    assert OpenVinoBackend(demo_onnx, precision="f32", cache_dir=cache).loaded_from_cache  # rewritten whole
+    blob.write_bytes(b"\0" * 100)  # truncated
+    truncated = OpenVinoBackend(demo_onnx, precision="f32", cache_dir=cache)
+    assert not truncated.loaded_from_cache
+    # an entry whose digest matches but that OpenVINO refuses: recompiled too
+    (digest,) = cache.glob("*.sha256")
+    blob.write_bytes(b"garbage")
+    digest.write_text(hashlib.sha256(b"garbage").hexdigest())
+    refused = OpenVinoBackend(demo_onnx, precision="f32", cache_dir=cache)
+    assert not refused.loaded_from_cache
+    from retina_trt.image import preprocess_batch
+
+    batch = preprocess_batch([scene(256, 256, 9)], min_size=256, max_size=256, size_divisible=128, input_size=(256, 256))
+    for a, b in zip(truncated.run(batch), want.run(batch)):
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+
+
+def test_unwritable_cache_folder_runs_without_cache_and_warns_once(demo_onnx, tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="retina_trt"):
+        for _ in range(2):
+            backend = OpenVinoBackend(demo_onnx, precision="f32", cache_dir=blocker / "cache")
+            assert not backend.loaded_from_cache
+    warnings = [r for r in caplog.records if "not writable" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    assert not usable_folder(Path("/dev/null/cache"))
+
+
+def test_thread_count_is_respected(demo_onnx):
+    backend = OpenVinoBackend(demo_onnx, precision="f32", num_threads=1)
+    assert backend._compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    with Detector(demo_onnx, backend="openvino", num_threads=2) as det:
+        assert det._backend._compiled.get_property("INFERENCE_NUM_THREADS") == 2
+
+
+def test_one_compiled_model_serves_many_threads(demo_onnx):
+    frames = [scene(256, 256, s) for s in range(6)]
+    with Detector(demo_onnx, backend="openvino", precision="f32") as det:
+        want = [det(f) for f in frames]
+        got: dict[int, object] = {}
+
+        def work(i):
+            for _ in range(3):
+                got[i] = det(frames[i])
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(frames))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for i in range(len(frames)):
+            assert_same_detections(got[i], want[i], box_tol=1e-4, score_tol=1e-6, min_count=0)
+
+
+def test_async_requests_keep_order_and_equal_sync(demo_onnx):
+    frames = [scene(256, 256, s) for s in range(10)]
+    with Detector(demo_onnx, backend="openvino", precision="f32") as det:
+        assert det.parallel_requests >= 2  # one CPU stream per core
+        want = [det(f) for f in frames]
+        for got, expected in zip(det.predict_batch(frames), want):  # split across the streams
+            assert_same_detections(got, expected, box_tol=0.05, score_tol=2e-4, min_count=0)
+        futures = [det.submit([f]) for f in frames]
+        for future, expected in zip(futures, want):
+            assert_same_detections(future.result(timeout=60)[0], expected, box_tol=0.05, score_tol=2e-4, min_count=0)
+
+
+def test_stream_on_openvino_equals_per_frame_results(demo_onnx, video_file):
+    with Detector(demo_onnx, backend="openvino", precision="f32") as det:
+        with det.stream(video_file) as frames:
+            results = list(frames)
+        assert [r.index for r in results] == list(range(12))
+        for r in results[::3]:
+            assert_same_detections(r.detections, det(r.frame), box_tol=0.05, score_tol=2e-4, min_count=0)
+
+
+def test_cli_detect_says_which_backend_and_precision(demo_onnx, image_dir, tmp_path):
+    from retina_trt.cli import main
+
+    exe = Path(sys.executable).with_name("retina-trt")
+    result = subprocess.run([str(exe), "detect", str(demo_onnx), str(image_dir), "--output", str(tmp_path / "o"),
+                             "--cpu-precision", "f32"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "backend: openvino (f32)" in result.stdout
+    assert main(["detect", str(demo_onnx), str(image_dir), "--output", str(tmp_path / "p"), "--backend", "onnxruntime"]) == 0
+
+
+def test_cli_info_reports_per_layer_precision(demo_int8, capsys):
+    from retina_trt.cli import main
+
+    assert main(["info", str(demo_int8), "--cpu-precision", "f32"]) == 0
+    out = capsys.readouterr().out
+    assert "OpenVINO on this CPU" in out and "precision int8+f32: convolutions 78 i8" in out
+
+
+def test_bf16_request_on_a_cpu_without_it_is_one_line(demo_onnx, monkeypatch):
+    import retina_trt.runtime.openvino_backend as module
+
+    real = module.resolve_precision
+    monkeypatch.setattr(module, "resolve_precision", lambda p, caps, flags=None: real(p, ["FP32", "INT8"], flags))
+    with pytest.raises(ValueError, match="no BF16 support"):
+        Detector(demo_onnx, backend="openvino", precision="bf16")
+    from retina_trt.cli import main
+
+    # the CLI turns it into one line and exit code 2
+    assert main(["detect", str(demo_onnx), str(ROOT / "README.md"), "--output", "/tmp/unused-ov",
+                 "--backend", "openvino", "--cpu-precision", "bf16"]) == 2  # fmt: skip
+
+
+def test_missing_model_and_unknown_precision(tmp_path, demo_onnx):
+    with pytest.raises(ModelFormatError, match="not found"):
+        OpenVinoBackend(tmp_path / "none.onnx")
+    with pytest.raises(ValueError, match="must be one of"):
+        Detector(demo_onnx, backend="openvino", precision="int4")
