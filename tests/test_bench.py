@@ -63,7 +63,7 @@ def test_benchmark_checkpoint_per_scale_with_stages_and_report(tiny_checkpoint, 
     written = write_report(report, tmp_path / "out", tmp_path / "summary.json")
     assert json.loads((tmp_path / "summary.json").read_text())["median_ms"] == report["median_ms"]
     text = written["markdown"].read_text()
-    assert "| 128 | onnxruntime | 2 |" in text and "n/a" in text and "Nvidia M40" in text
+    assert f"| 128 | {rows[1]['backend']} | 2 |" in text and rows[1]["backend"] in ("openvino", "onnxruntime") and "n/a" in text and "Nvidia M40" in text
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -128,3 +128,49 @@ def test_gpu_check_runs_what_it_can_and_says_what_it_skipped(tmp_path):
         gpu_check(["--out", str(tmp_path / "x"), "--only", "enviroment"])
     assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
     assert "| graph_nms_equals_reference | pass |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_route_parsing():
+    from retina_trt.bench.routes import parse_route
+
+    assert parse_route("onnxruntime").label == "onnxruntime fp32"
+    assert parse_route("openvino").precision == "auto"
+    assert parse_route("openvino:bf16").label == "openvino bf16"
+    int8 = parse_route("openvino:int8")
+    assert int8.int8 and int8.precision == "f32" and int8.label == "openvino int8"
+    for bad in ("tensorrt", "openvino:fp64", "onnxruntime:bf16"):
+        with pytest.raises(ValueError, match="route"):
+            parse_route(bad)
+
+
+def test_bad_route_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "x.pt", "--routes", "openvino:fp64"])
+    assert exc.value.code == 2 and "OpenVINO precision must be one of" in capsys.readouterr().err
+
+
+def test_interleaved_timing_alternates_calls():
+    from retina_trt.bench.routes import time_interleaved
+
+    order = []
+    samples = time_interleaved([lambda: order.append("a"), lambda: order.append("b")], warmup_s=0.0,
+                               iterations=3, duration_s=None)  # fmt: skip
+    assert [len(s) for s in samples] == [3, 3] and order == ["a", "b"] + ["a", "b"] * 3
+
+
+def test_routes_side_by_side_with_isa_and_layer_precisions(tiny_checkpoint, tmp_path):
+    pytest.importorskip("openvino")
+    image = bench_image(240, 320)
+    report = benchmark(tiny_checkpoint, scales=[128], warmup_s=0.0, iterations=2, image=image, num_threads=1,
+                       routes=["onnxruntime", "openvino:f32", "openvino:int8"])  # fmt: skip
+    rows = report["rows"]
+    assert [r["backend"] for r in rows] == ["onnxruntime fp32", "openvino f32", "openvino int8"]
+    assert [r["precision"] for r in rows] == ["fp32", "f32", "int8+f32"]
+    assert rows[0]["layer_precisions"] is None
+    assert rows[1]["layer_precisions"]["convolutions"] == {"f32": 78}
+    assert rows[2]["layer_precisions"]["convolutions"] == {"i8": 78}
+    from retina_trt.runtime.cpu import cpu_isa
+
+    assert report["machine"]["cpu_isa"] == cpu_isa() and report["machine"]["openvino"]
+    text = write_report(report, tmp_path / "out")["markdown"].read_text()
+    assert "| 128 | openvino int8 | 1 |" in text and "convolutions 78 i8" in text and "ISA " in text

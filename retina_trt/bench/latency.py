@@ -84,7 +84,10 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    info: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "python": platform.python_version(), "gpu": None}
+    from retina_trt.runtime.cpu import cpu_isa
+
+    info: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": cpu_isa(),
+                            "python": platform.python_version(), "gpu": None}  # fmt: skip
     try:
         import torch
 
@@ -92,7 +95,7 @@ def machine_info() -> dict[str, Any]:
             info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    for dist in ("torch", "torchvision", "onnxruntime-gpu", "onnxruntime", "tensorrt"):
+    for dist in ("torch", "torchvision", "onnxruntime-gpu", "onnxruntime", "openvino", "tensorrt"):
         with contextlib.suppress(PackageNotFoundError):
             info[dist] = version(dist)
     return info
@@ -242,6 +245,53 @@ def _stage_means(det, iterations: int) -> dict[str, float]:
     return {k: round(v, 3) for k, v in stages.items()}
 
 
+def _row(runnable: _Runnable, det, samples: list[float], batch: int) -> dict[str, Any]:
+    stats = LatencyStats(tuple(samples), int(batch)).to_dict()
+    stages = _stage_means(det, len(samples))
+    row = {"scale": runnable.scale, "backend": det.backend, "input": list(det.input_size or []), **stats}
+    row["stages_ms"] = stages
+    host = stages.get("preprocess", 0.0) + stages.get("postprocess", 0.0)
+    row["host_pre_post_share"] = round(host / stats["mean_ms"], 5) if stats["mean_ms"] else None
+    return row
+
+
+def _backend_rows(runnable: _Runnable, backend: str, batch_sizes, image, num_threads, cuda_graph, timing) -> list[dict]:
+    from retina_trt.runtime.detector import Detector
+
+    rows = []
+    with Detector(runnable.path, backend=backend, num_threads=num_threads, cuda_graph=cuda_graph) as det:
+        for batch in batch_sizes:
+            images = [image] * int(batch)
+            run = (lambda: det(image)) if batch == 1 else (lambda images=images: det.predict_batch(images))
+            logger.info("timing %s at %d px, batch %d", det.backend, runnable.scale, batch)
+            samples = time_calls(run, **timing, after_warmup=lambda det=det: setattr(det, "timer", Timer()))
+            rows.append(_row(runnable, det, samples, batch))
+    return rows
+
+
+def _route_rows(runnable: _Runnable, routes: Sequence[str], image, workdir: Path, num_threads, timing) -> list[dict]:
+    """One row per route at this scale, the routes timed interleaved (``bench/routes.py``)."""
+    from retina_trt.bench.routes import open_routes, parse_route, time_interleaved
+
+    parsed = [parse_route(r) for r in routes]
+    detectors = open_routes(parsed, runnable.path, workdir, num_threads)
+    try:
+        logger.info("timing %s at %d px, interleaved", ", ".join(r.label for r in parsed), runnable.scale)
+        calls = [lambda det=det: det(image) for det in detectors]
+        reset = lambda: [setattr(det, "timer", Timer()) for det in detectors]  # noqa: E731
+        samples = time_interleaved(calls, **timing, after_warmup=reset)
+        rows = []
+        for route, det, times in zip(parsed, detectors, samples):
+            row = _row(runnable, det, times, 1)
+            row.update(backend=route.label, route=f"{route.backend}:{'int8' if route.int8 else route.precision or 'fp32'}",
+                       precision=det.precision, layer_precisions=det.layer_precisions())  # fmt: skip
+            rows.append(row)
+        return rows
+    finally:
+        for det in detectors:
+            det.close()
+
+
 def benchmark(
     model: str | os.PathLike,
     *,
@@ -257,16 +307,19 @@ def benchmark(
     image: np.ndarray | None = None,
     cuda_graph: bool = False,
     precision: str = "fp16",
+    routes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Benchmark ``model`` (``.pt``/``.pth`` checkpoints are exported per scale; ``.onnx`` and
     ``.engine`` run at their own scale; with ``backend="tensorrt"`` a checkpoint becomes a
     ``precision`` engine per scale, INT8 calibrated on 64 synthetic images, for latency only).
     Returns the report (see :func:`~retina_trt.bench.report.write_report`).
 
+    ``routes`` (``bench/routes.py``, e.g. ``["onnxruntime", "openvino:bf16", "openvino:int8"]``)
+    times several CPU routes of the same FP32 export side by side instead of one backend (batch 1).
+
     The first row (first scale, first batch size) gives the headline ``median_ms``; with
     ``compare_torchvision`` also ``torchvision_median_ms`` and ``speedup_vs_torchvision``.
     """
-    from retina_trt.runtime.detector import Detector
 
     model = Path(model)
     if not model.exists():
@@ -282,27 +335,17 @@ def benchmark(
     image = bench_image() if image is None else image
     rows: list[dict[str, Any]] = []
     timing = {"warmup_s": warmup_s, "iterations": iterations, "duration_s": duration_s}
+    if routes and backend not in ("auto", "onnxruntime", "openvino"):
+        raise ValueError("--route compares CPU routes (ONNX Runtime, OpenVINO); leave --backend at auto")
     with tempfile.TemporaryDirectory(prefix="retina_trt_bench_") as tmp:
         for scale in scales or [None]:
-            runnable = _prepare(model, backend, scale, image, Path(tmp), max(batch_sizes), precision)
+            if routes:
+                runnable = _prepare(model, "onnxruntime", scale, image, Path(tmp), 1, precision)
+                rows += _route_rows(runnable, routes, image, Path(tmp), num_threads, timing)
+            else:
+                runnable = _prepare(model, backend, scale, image, Path(tmp), max(batch_sizes), precision)
+                rows += _backend_rows(runnable, backend, batch_sizes, image, num_threads, cuda_graph, timing)
             spec = runnable.spec
-            with Detector(runnable.path, backend=backend, num_threads=num_threads, cuda_graph=cuda_graph) as det:
-                for batch in batch_sizes:
-                    images = [image] * int(batch)
-                    run = (lambda: det(image)) if batch == 1 else (lambda images=images: det.predict_batch(images))
-                    logger.info("timing %s at %d px, batch %d (%s)", det.backend, runnable.scale, batch, model.name)
-                    samples = time_calls(run, warmup_s=warmup_s, iterations=iterations, duration_s=duration_s,
-                                         after_warmup=lambda det=det: setattr(det, "timer", Timer()))  # fmt: skip
-                    stats = LatencyStats(tuple(samples), int(batch)).to_dict()
-                    stages = _stage_means(det, len(samples))
-                    row = {"scale": runnable.scale, "backend": det.backend, "input": list(det.input_size or []), **stats}
-                    row["stages_ms"] = stages
-                    host = stages.get("preprocess", 0.0) + stages.get("postprocess", 0.0)
-                    row["host_pre_post_share"] = round(host / stats["mean_ms"], 5) if stats["mean_ms"] else None
-                    depth = _depth(spec.backbone)
-                    if compare_paper:
-                        row["paper_ms"] = PAPER_TABLE_1E.get((depth, runnable.scale)) if depth else None
-                    rows.append(row)
             if compare_torchvision:
                 tv, torch = _torchvision_model(model, spec)
                 if num_threads:
@@ -317,9 +360,13 @@ def benchmark(
                 tv_samples = time_calls(tv_run, warmup_s=warmup_s, iterations=iterations, duration_s=duration_s)
                 tv_stats = LatencyStats(tuple(tv_samples), 1).to_dict()
                 for row in rows:
-                    if row["scale"] == runnable.scale and row["batch"] == 1:
+                    if row["scale"] == runnable.scale and row["batch"] == 1 and "torchvision" not in row:
                         row["torchvision"] = tv_stats
                         row["speedup_vs_torchvision"] = round(tv_stats["median_ms"] / row["median_ms"], 3)
+    depth = _depth(spec.backbone)
+    for row in rows:
+        if compare_paper:
+            row["paper_ms"] = PAPER_TABLE_1E.get((depth, row["scale"])) if depth else None
     first = rows[0]
     report: dict[str, Any] = {
         "model": str(model),
@@ -328,7 +375,8 @@ def benchmark(
         "machine": machine_info(),
         "timing": timing,
         "num_threads": num_threads,
-        "precision": precision if backend == "tensorrt" else None,
+        "precision": precision if backend == "tensorrt" and not routes else None,
+        "routes": list(routes) if routes else None,
         "median_ms": first["median_ms"],
         "rows": rows,
     }

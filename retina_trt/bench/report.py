@@ -16,8 +16,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# retina-trt bench: {Path(report['model']).name} ({report.get('backbone')})",
         "",
-        f"Measured on: {here} ({m['cpu_cores']} cores; torch {m.get('torch')}, onnxruntime "
-        f"{m.get('onnxruntime-gpu') or m.get('onnxruntime')}, tensorrt {m.get('tensorrt', 'not installed')}); "
+        f"Measured on: {here} ({m['cpu_cores']} cores, ISA {' '.join(m.get('cpu_isa') or []) or 'unknown'}; "
+        f"torch {m.get('torch')}, onnxruntime {m.get('onnxruntime-gpu') or m.get('onnxruntime')}, openvino "
+        f"{m.get('openvino', 'not installed')}, tensorrt {m.get('tensorrt', 'not installed')}); "
         f"input: one {report['image'][1]}x{report['image'][0]} frame; warm-up {report['timing']['warmup_s']} s, "
         f"{report['timing']['iterations'] or str(report['timing']['duration_s']) + ' s'} timed iterations; "
         f"threads: {report.get('num_threads') or 'default'}.",
@@ -39,6 +40,13 @@ def markdown(report: dict[str, Any]) -> str:
         if has_paper:
             cells += [r.get("paper_ms") if r.get("paper_ms") is not None else "n/a"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    routed = [r for r in report["rows"] if r.get("layer_precisions")]
+    if routed:
+        lines += ["", "What each OpenVINO route ran in (OpenVINO's runtime model, per layer):", ""]
+        for r in routed:
+            lp = r["layer_precisions"]
+            parts = "; ".join(f"{g} " + ", ".join(f"{n} {p}" for p, n in c.items()) for g, c in lp.items())
+            lines.append(f"- {r['scale']} px, {r['backend']} ({r['precision']}): {parts}")
     lines += ["", "Per-stage means (ms per iteration) and the host pre+postprocess share of end to end:", ""]
     for r in report["rows"]:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
@@ -66,14 +74,15 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     rows = sorted((r for r in report["rows"] if r["batch"] == 1), key=lambda r: r["scale"])
     if not rows:
         return None
-    scales = [r["scale"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     here = report["machine"]["gpu"] or report["machine"]["cpu"]
-    ax.plot(scales, [r["median_ms"] for r in rows], "o-", label=f"retina-trt {rows[0]['backend']} ({here[:40]})")
-    tv = [(r["scale"], r["torchvision"]["median_ms"]) for r in rows if "torchvision" in r]
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        mine = [r for r in rows if r["backend"] == backend]
+        ax.plot([r["scale"] for r in mine], [r["median_ms"] for r in mine], "o-", label=f"retina-trt {backend} ({here[:32]})")
+    tv = sorted({r["scale"]: r["torchvision"]["median_ms"] for r in rows if "torchvision" in r}.items())
     if tv:
         ax.plot(*zip(*tv), "s--", label="torchvision eager (same machine)")
-    paper = [(r["scale"], r["paper_ms"]) for r in rows if r.get("paper_ms") is not None]
+    paper = sorted({r["scale"]: r["paper_ms"] for r in rows if r.get("paper_ms") is not None}.items())
     if paper:
         ax.plot(*zip(*paper), "d:", label=report["paper_hardware"])
     ax.set_xlabel("scale (shorter image side, px)")

@@ -398,24 +398,24 @@ class DetectionStream:
             batch.append(item)
         return batch, False
 
-    def _submit(self, frames: list[np.ndarray]) -> Future:
-        if len(frames) <= self.detector.max_batch:
+    def _submit(self, frames: list[np.ndarray], depth: int) -> Future:
+        if depth > 1 and len(frames) <= self.detector.max_batch:
             return self.detector.submit(frames)
-        future: Future = Future()  # larger than the model's batch: split and run now
+        future: Future = Future()  # one request at a time (or beyond the model's batch): run now
         future.set_result(self.detector.predict_batch(frames))
         return future
 
     def _infer_loop(self) -> None:
         """Batches go to the detector without waiting for the previous one where it runs several
         at once (OpenVINO: one per CPU stream), so decode, preprocessing and inference overlap;
-        results leave in frame order."""
-        depth = max(1, self.detector.parallel_requests)
+        results leave in frame order. Elsewhere each batch runs in turn (``predict_batch``)."""
+        depth = max(1, int(getattr(self.detector, "parallel_requests", 1)))
         pending: deque = deque()
         done = False
         while not done and not self._stop.is_set():
             batch, done = self._next_batch()
             if batch:
-                pending.append((batch, time.perf_counter(), self._submit([frame for _, _, frame in batch])))
+                pending.append((batch, time.perf_counter(), self._submit([frame for _, _, frame in batch], depth)))
             while pending and (done or len(pending) >= depth or pending[0][2].done()):
                 self._emit(*pending.popleft())
         self._put(self._results, _END)

@@ -1,0 +1,111 @@
+"""The CPU routes a user picks between, timed side by side: ``retina-trt bench --route ...``.
+
+A route is ``BACKEND[:PRECISION]``: ``onnxruntime`` (FP32 export, the reference), ``openvino:f32``,
+``openvino:bf16``, ``openvino:auto`` (FP32 export) and ``openvino:int8`` (the INT8 Q/DQ graph that
+``build-engine --precision int8`` makes, calibrated here on a few synthetic images: for latency
+only, the accuracy figures come from ``make precision``). Every route of a scale is warmed up, then
+timed interleaved (one call of each route per round), so a busy machine slows all of them alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from retina_trt.contract import CPU_PRECISIONS
+
+logger = logging.getLogger(__name__)
+
+ROUTE_BACKENDS = ("onnxruntime", "openvino")
+DEFAULT_ROUTES = ("onnxruntime", "openvino:f32", "openvino:bf16", "openvino:int8")
+# INT8 calibration for latency routes: a few synthetic images, one per batch (bounded memory)
+LATENCY_CALIB_IMAGES = 4
+
+
+@dataclass(frozen=True)
+class Route:
+    """``backend`` (onnxruntime / openvino), OpenVINO ``precision`` (auto/f32/bf16) and ``int8``."""
+
+    backend: str
+    precision: str | None = None
+    int8: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.backend == "onnxruntime":
+            return "onnxruntime fp32" + (" (int8 graph)" if self.int8 else "")
+        return f"openvino {'int8' if self.int8 else self.precision}"
+
+
+def parse_route(text: str) -> Route:
+    """``"openvino:bf16"`` -> Route; raises ValueError naming the accepted forms."""
+    backend, _, precision = text.strip().lower().partition(":")
+    accepted = f"onnxruntime, onnxruntime:int8, openvino:{{{','.join(CPU_PRECISIONS)},int8}}"
+    if backend not in ROUTE_BACKENDS:
+        raise ValueError(f"unknown route {text!r}: use one of {accepted}")
+    if precision == "int8":
+        return Route(backend, "f32" if backend == "openvino" else None, int8=True)
+    if backend == "onnxruntime":
+        if precision not in ("", "fp32", "f32"):
+            raise ValueError(f"route {text!r}: ONNX Runtime runs fp32 or int8 graphs; use one of {accepted}")
+        return Route(backend)
+    if precision not in (*CPU_PRECISIONS, ""):
+        raise ValueError(f"route {text!r}: OpenVINO precision must be one of {CPU_PRECISIONS} or int8")
+    return Route(backend, precision or "auto")
+
+
+def int8_graph(fp32_onnx: Path, workdir: Path) -> Path:
+    """The INT8 Q/DQ graph of ``fp32_onnx`` (Model Optimizer, synthetic calibration, for timing)."""
+    from retina_trt.calibration import CalibrationConfig, prepare_precision
+
+    config = CalibrationConfig(source="synthetic", num_images=LATENCY_CALIB_IMAGES, batch_size=1)
+    out = workdir / f"{fp32_onnx.stem}.int8.onnx"
+    return prepare_precision(fp32_onnx, "int8", out, calibration=config, cache_dir=workdir / "precision-cache").path
+
+
+def open_routes(routes: Sequence[Route], fp32_onnx: Path, workdir: Path, num_threads: int | None) -> list:
+    """A Detector per route (the INT8 graph made once, when a route needs it)."""
+    from retina_trt.runtime.detector import Detector
+
+    int8: Path | None = None
+    detectors = []
+    for route in routes:
+        path = fp32_onnx
+        if route.int8:
+            int8 = int8 or int8_graph(fp32_onnx, workdir)
+            path = int8
+        detectors.append(Detector(path, backend=route.backend, num_threads=num_threads,
+                                  precision=route.precision if route.backend == "openvino" else None))  # fmt: skip
+    return detectors
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], Any]], *, warmup_s: float, iterations: int | None, duration_s: float | None,
+    after_warmup: Callable[[], None] | None = None,
+) -> list[list[float]]:
+    """Warm each call up for ``warmup_s`` (at least once), then time one call of each per round,
+    ``iterations`` rounds (or rounds for ``duration_s``); milliseconds per call, per call."""
+    for call in calls:
+        start = time.perf_counter()
+        call()
+        while time.perf_counter() - start < warmup_s:
+            call()
+    if after_warmup is not None:
+        after_warmup()
+    samples: list[list[float]] = [[] for _ in calls]
+    begin = time.perf_counter()
+    while True:
+        for call, times in zip(calls, samples):
+            t0 = time.perf_counter()
+            call()
+            times.append(1000.0 * (time.perf_counter() - t0))
+        rounds = len(samples[0])
+        if iterations is not None and rounds >= iterations:
+            break
+        if iterations is None and time.perf_counter() - begin >= (duration_s or 0.0):
+            break
+    return samples
