@@ -95,8 +95,11 @@ class PrecisionCache:
         if record_path.is_file() and model.is_file():
             try:
                 record = json.loads(record_path.read_text())
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, RecursionError) as err:
                 logger.warning("precision cache: unreadable record %s (%s); rebuilding", record_path, err)
+                return None
+            if not isinstance(record, dict) or not isinstance(record.get("key"), dict):
+                logger.warning("precision cache: record %s is not a retina_trt cache record; rebuilding", record_path)
                 return None
             if record.get("key") != key:
                 logger.warning(
@@ -112,8 +115,11 @@ class PrecisionCache:
         reasons = []
         for other in sorted(self.root.glob("*.json")) if self.root.is_dir() else []:
             try:
-                cached = json.loads(other.read_text()).get("key") or {}
-            except (OSError, ValueError):
+                cached = json.loads(other.read_text())
+            except (OSError, ValueError, RecursionError):
+                continue
+            cached = cached.get("key") if isinstance(cached, dict) else None
+            if not isinstance(cached, dict):
                 continue
             if cached.get("onnx_sha256") == key.get("onnx_sha256") and cached.get("precision") == key.get("precision"):
                 reasons.append(describe_difference(key, cached))
@@ -124,12 +130,18 @@ class PrecisionCache:
             logger.info("precision cache: nothing cached for this model and data; building")
         return None
 
-    def store(self, key: dict[str, Any], source: Path) -> Path:
-        """Copy ``source`` into the cache under ``key`` (atomically) and return the entry."""
+    def store(self, key: dict[str, Any], source: Path) -> Path | None:
+        """Copy ``source`` into the cache under ``key`` (atomically) and return the entry; None
+        (warned) when the cache cannot be written: the work is not lost for it."""
         model, record_path = self._paths(key)
-        with atomic_path(model) as tmp:
-            shutil.copyfile(source, tmp)
-        record = {"key": key, "model_sha256": file_sha256(model)}
-        with atomic_path(record_path) as tmp:
-            tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+        try:
+            with atomic_path(model) as tmp:
+                shutil.copyfile(source, tmp)
+            record = {"key": key, "model_sha256": file_sha256(model)}
+            with atomic_path(record_path) as tmp:
+                tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+        except OSError as err:
+            logger.warning("precision cache %s cannot be written (%s); the prepared model is kept without it",
+                           self.root, err.strerror or err)  # fmt: skip
+            return None
         return model

@@ -25,6 +25,8 @@ The island is found by graph topology, not by names: a node belongs to the netwo
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
@@ -83,6 +85,30 @@ def _import_modelopt():
     return autocast, quantization
 
 
+@contextlib.contextmanager
+def _tool_chatter_at_debug():
+    """Model Optimizer logs hundreds of INFO lines (through its own handler and the root one, so
+    each twice) and ONNX Runtime's calibrator prints its steps: while preparing, both go to
+    DEBUG here unless retina_trt's own log is at DEBUG (``-v``). Progress bars stay."""
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    tool = logging.getLogger("modelopt")
+    loggers = [tool, *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("modelopt."))]
+    levels = [(lg, lg.level) for lg in loggers]
+    for lg, _ in levels:
+        lg.setLevel(logging.WARNING)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        for lg, level in levels:
+            lg.setLevel(level)
+        for line in printed.getvalue().splitlines():
+            logger.debug("calibrator: %s", line)
+
+
 def _check_names(model: onnx.ModelProto) -> None:
     names = [n.name for n in model.graph.node]
     if any(not n for n in names) or len(set(names)) != len(names):
@@ -105,13 +131,14 @@ def convert_fp16(onnx_path: str | os.PathLike, reference: CalibrationData) -> on
         first = next(reference.batches(8))
         np.savez(npz, **first)
         try:
-            return autocast.convert_to_mixed_precision(
-                str(onnx_path),
-                low_precision_type="fp16",
-                nodes_to_exclude=_exact(islands),
-                keep_io_types=True,
-                calibration_data=str(npz),
-            )
+            with _tool_chatter_at_debug():
+                return autocast.convert_to_mixed_precision(
+                    str(onnx_path),
+                    low_precision_type="fp16",
+                    nodes_to_exclude=_exact(islands),
+                    keep_io_types=True,
+                    calibration_data=str(npz),
+                )
         except Exception as err:  # Model Optimizer raises many types
             raise PrecisionError(f"FP16 conversion failed: {type(err).__name__}: {err}") from err
 
@@ -234,18 +261,19 @@ def quantize_int8(
             _percentile_cache(onnx_path, data, batch_size, percentile, islands, cache)
         output = Path(tmp) / "int8.onnx"
         try:
-            quantization.quantize(
-                str(onnx_path),
-                quantize_mode="int8",
-                calibration_data_reader=_Reader(data, batch_size, f"INT8 calibration ({method})"),
-                calibration_method="max" if method == "percentile" else method,
-                calibration_cache_path=None if cache is None else str(cache),
-                calibration_eps=["cpu"],
-                nodes_to_exclude=_exact(islands),
-                high_precision_dtype="fp32",
-                output_path=str(output),
-                log_level="WARNING",
-            )
+            with _tool_chatter_at_debug():
+                quantization.quantize(
+                    str(onnx_path),
+                    quantize_mode="int8",
+                    calibration_data_reader=_Reader(data, batch_size, f"INT8 calibration ({method})"),
+                    calibration_method="max" if method == "percentile" else method,
+                    calibration_cache_path=None if cache is None else str(cache),
+                    calibration_eps=["cpu"],
+                    nodes_to_exclude=_exact(islands),
+                    high_precision_dtype="fp32",
+                    output_path=str(output),
+                    log_level="WARNING",
+                )
         except Exception as err:  # Model Optimizer raises many types
             raise PrecisionError(f"INT8 quantization failed: {type(err).__name__}: {err}") from err
         result = onnx.load(str(output))

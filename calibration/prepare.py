@@ -17,7 +17,7 @@ import onnx
 
 from retina_trt.contract.onnx_metadata import read_metadata, write_precision_metadata
 from retina_trt.export.trt_ops import PLUGIN_NODES, check_trt_compatible
-from retina_trt.utils import atomic_path
+from retina_trt.utils import atomic_path, check_output_file, refuse_overwrite
 
 from .cache import PrecisionCache, default_cache_dir, file_sha256, tool_versions
 from .data import DEFAULT_CALIB_IMAGES, CalibrationData, load_calibration_data, noise_data
@@ -129,7 +129,9 @@ def prepare_precision(
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     calibration = calibration or CalibrationConfig()
-    onnx_path, output = Path(onnx_path), Path(output)
+    onnx_path, output = Path(onnx_path), check_output_file(output, "precision output")  # before the work
+    if precision != "fp32":
+        refuse_overwrite(output, [onnx_path], "precision output")
     meta = read_metadata(onnx_path)
     if meta.precision != "fp32":
         raise ValueError(f"{onnx_path} is already a prepared {meta.precision} model; start from the FP32 export")

@@ -174,7 +174,7 @@ def assemble(ptx: str, target: str) -> int:
 def plugin_kernels(cc: int, *, score_thresh: float, nms_thresh: float, detections_per_img: int, block: int):
     """[(kernel, trt_args)] of the three plugins for compute capability ``cc``: scores, N, order |
     boxes, classes, order, N, mask | boxes, scores, classes, order, mask, N, 4 outputs."""
-    from .registration import compile_mask, compile_nms, compile_sort
+    from .compile import compile_mask, compile_nms, compile_sort
 
     sort = compile_sort(score_thresh=score_thresh, cc=cc)
     mask = compile_mask(nms_thresh=nms_thresh, cc=cc)
@@ -184,8 +184,8 @@ def plugin_kernels(cc: int, *, score_thresh: float, nms_thresh: float, detection
 
 def write(out: Path, archs: list[int], *, ptx_isa: str | None, batch: int, candidates: int) -> dict:
     """PTX per kernel and target, and ``manifest.json``; every file assembled with ptxas."""
+    from .compile import SORT_CHUNK
     from .kernels import MASK_ROWS
-    from .registration import SORT_CHUNK
 
     out.mkdir(parents=True, exist_ok=True)
     block = 1 << max(4, (candidates - 1).bit_length())

@@ -17,19 +17,14 @@ signatures from their annotation objects.
 
 from typing import Any
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-
-from .kernels import MASK_ROWS, block_sizes, mask_kernel, nms_threshold, scan_kernel, sort_kernel
+from .aot import driver_ptx_isa, launchable_ptx
+from .compile import SORT_CHUNK, compile_mask, compile_nms, compile_sort
+from .kernels import MASK_ROWS
 
 NAMESPACE = "retina_trt"
 SORT_ID = f"{NAMESPACE}::RetinaNMSSort"
 MASK_ID = f"{NAMESPACE}::RetinaNMSMask"
 NMS_ID = f"{NAMESPACE}::RetinaNMS"
-SORT_CHUNK = 128
-MASK_WARPS = 4
-NMS_WARPS = 4  # the walk is scalar work; more warps only make its reductions wider
 _registered = False
 # How the next build's PTX is made (set by the builder through ``configure_ptx``): a target compute
 # capability (None: the GPU at hand; 80 for ampere_plus engines, whose family PTX later GPUs JIT),
@@ -41,8 +36,6 @@ embedded_ptx: list[dict[str, Any]] = []
 def configure_ptx(*, hardware_compat: str = "none", ptx_isa: str | None = None) -> None:
     """Choose the PTX the next engine build embeds (aot.py: launchable_ptx) and clear the record
     of what was embedded. ``ptx_isa`` None: the build machine's driver's (aot.driver_ptx_isa)."""
-    from .aot import driver_ptx_isa
-
     _ptx_options.update(cc=80 if hardware_compat == "ampere_plus" else None, same_cc=hardware_compat == "same_cc",
                         ptx_isa=ptx_isa or driver_ptx_isa())  # fmt: skip
     embedded_ptx.clear()
@@ -50,46 +43,9 @@ def configure_ptx(*, hardware_compat: str = "none", ptx_isa: str | None = None) 
 
 def _launchable(kernel, trt_args: int) -> tuple[str, str]:
     """(entry, PTX) as TensorRT launches it; records what was embedded for the engine header."""
-    from .aot import launchable_ptx
-
     fixed = launchable_ptx(kernel, trt_args=trt_args, ptx_isa=_ptx_options["ptx_isa"], same_cc=_ptx_options["same_cc"])
     embedded_ptx.append({"entry": fixed.entry, "target": fixed.target, "ptx_isa": fixed.ptx_isa, "params": fixed.params})
     return fixed.entry, fixed.ptx
-
-
-def _target(cc: int | None) -> GPUTarget | None:
-    return None if cc is None else GPUTarget("cuda", int(cc), 32)
-
-
-def compile_sort(*, score_thresh: float, cc: int | None = None):
-    """The rank kernel compiled for compute capability ``cc`` (None: the current GPU)."""
-    signature = {"scores_ptr": "*fp32", "N": "i32", "order_ptr": "*i32", "SCORE_THRESH": "constexpr", "CHUNK": "constexpr"}
-    source = ASTSource(fn=sort_kernel, signature=signature, constexprs={"SCORE_THRESH": float(score_thresh), "CHUNK": SORT_CHUNK})
-    return triton.compile(source, target=_target(cc))
-
-
-def compile_mask(*, nms_thresh: float, cc: int | None = None):
-    """The suppression-bitmask kernel compiled for compute capability ``cc`` (None: the current GPU)."""
-    signature = {"boxes_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "N": "i32", "mask_ptr": "*i64",
-                 "NMS_THRESH": "constexpr", "ROWS": "constexpr"}  # fmt: skip
-    constexprs = {"NMS_THRESH": nms_threshold(nms_thresh), "ROWS": MASK_ROWS}
-    return triton.compile(ASTSource(fn=mask_kernel, signature=signature, constexprs=constexprs),
-                          target=_target(cc), options={"num_warps": MASK_WARPS})  # fmt: skip
-
-
-def compile_nms(*, detections_per_img: int, block: int, cc: int | None = None, nms_thresh: float | None = None):
-    """The greedy walk (scan) kernel compiled for compute capability ``cc`` (None: the current
-    GPU). ``block``: a power of two >= the candidate count (the walk holds block / 64 mask words);
-    ``nms_thresh`` is the mask kernel's and unused here."""
-    signature = {
-        "boxes_ptr": "*fp32", "scores_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "mask_ptr": "*i64",
-        "N": "i32", "num_ptr": "*i32", "out_boxes_ptr": "*fp32", "out_scores_ptr": "*fp32", "out_classes_ptr": "*i32",
-        "D": "constexpr", "WBLOCK": "constexpr", "KBLOCK": "constexpr",
-    }  # fmt: skip
-    wblock, kblock = block_sizes(int(block), int(detections_per_img))
-    constexprs = {"D": int(detections_per_img), "WBLOCK": wblock, "KBLOCK": kblock}
-    return triton.compile(ASTSource(fn=scan_kernel, signature=signature, constexprs=constexprs),
-                          target=_target(cc), options={"num_warps": NMS_WARPS})  # fmt: skip
 
 
 def register_plugin(*, lazy: bool = True) -> None:

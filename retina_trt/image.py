@@ -24,13 +24,20 @@ from retina_trt.errors import ImageError
 ImageLike = np.ndarray | str | os.PathLike
 
 
+MAX_PIXELS_SETTING = 1 << 40  # the most RETINA_TRT_MAX_IMAGE_PIXELS may say (OpenCV aborts past 2^64)
+
+
 def max_image_pixels() -> int:
     """The largest image (width x height) decoded: ``$RETINA_TRT_MAX_IMAGE_PIXELS``, default
     2^27 (134 M pixels, 16 times 8K UHD; about 400 MB decoded)."""
+    text = os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", str(1 << 27))
     try:
-        return int(os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", 1 << 27))
+        value = int(text)
     except ValueError as err:
-        raise ImageError(f"RETINA_TRT_MAX_IMAGE_PIXELS must be an integer, got {os.environ['RETINA_TRT_MAX_IMAGE_PIXELS']!r}") from err
+        raise ImageError(f"RETINA_TRT_MAX_IMAGE_PIXELS must be an integer, got {text!r}") from err
+    if not 0 < value <= MAX_PIXELS_SETTING:
+        raise ImageError(f"RETINA_TRT_MAX_IMAGE_PIXELS must be in [1, 2^40], got {text[:40]!r}")
+    return value
 
 
 def declared_size(head: bytes) -> tuple[int, int] | None:
@@ -74,14 +81,24 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"image not found: {path}")
     if not path.is_file():
         raise ImageError(f"not an image file: {path}")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise ImageError(f"image file is empty: {path}")
-    data = np.fromfile(path, dtype=np.uint8)
-    check_declared_size(data.tobytes()[:1 << 16], str(path))
+    # no image within the pixel limit is larger than 8 bytes a pixel (16-bit RGBA, uncompressed)
+    if size > 8 * max_image_pixels() + (1 << 20):
+        raise ImageError(f"{path} is {size / 2**30:.1f} GiB, larger than any image within the pixel limit "
+                         "(RETINA_TRT_MAX_IMAGE_PIXELS): not read")  # fmt: skip
+    with open(path, "rb") as f:
+        check_declared_size(f.read(1 << 16), str(path))
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        data = np.fromfile(path, dtype=np.uint8)
+        # IMREAD_COLOR applies the EXIF orientation, as image viewers (and cv2.imread) do;
+        # ANYDEPTH keeps 16-bit files for to_bgr
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     except cv2.error as err:  # e.g. a declared size over OpenCV's own limit
         raise ImageError(f"cannot decode {path}: {str(err).strip().splitlines()[-1][:200]}") from err
+    except MemoryError as err:
+        raise ImageError(f"cannot decode {path}: not enough memory for it") from err
     if image is None:
         raise ImageError(f"cannot decode {path}: not an image OpenCV can read, or corrupt")
     return to_bgr(image, source=str(path))

@@ -26,7 +26,7 @@ from retina_trt.trt.builder import (
     check_nms_buildable,
     profile_shapes,
 )
-from retina_trt.utils import check_output_file
+from retina_trt.utils import check_output_file, refuse_overwrite
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +94,11 @@ def _check_request(request: BuildRequest) -> str | None:
     if request.output.suffix.lower() != ".engine":
         raise ValueError(f"--output must end in .engine, got {request.output}")
     check_output_file(request.output, "--output")
+    sources = [request.weights, request.onnx]
+    refuse_overwrite(request.output, sources, "--output")
+    if request.save_onnx is not None:
+        check_output_file(request.save_onnx, "--save-onnx")
+        refuse_overwrite(request.save_onnx, [*sources, request.output], "--save-onnx")
     if request.onnx is not None and request.nms is not None:
         raise ValueError("--nms applies to --weights (the export); an ONNX keeps its own NMS")
     if request.onnx is not None and request.dynamic_shapes:

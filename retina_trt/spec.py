@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,12 +42,28 @@ def _tuple_of(value: Any, kind: type, name: str) -> tuple:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise SpecError(f"ModelSpec.{name} must be a sequence of {kind.__name__}, got {value!r}")
     try:
-        return tuple(kind(v) for v in value)
-    except (TypeError, ValueError) as err:
-        raise SpecError(f"ModelSpec.{name} must hold {kind.__name__} values, got {value!r}") from err
+        values = tuple(kind(v) for v in value)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise SpecError(f"ModelSpec.{name} must hold {kind.__name__} values, got {value!r}"[:300]) from err
+    if kind is float and not all(math.isfinite(v) for v in values):
+        raise SpecError(f"ModelSpec.{name} must hold finite numbers, got {values}")
+    return values
+
+
+def _check_class_name(name: str) -> None:
+    """Names are written to files and terminals: no control or formatting characters."""
+    if not name or len(name) > MAX_CLASS_NAME:
+        raise SpecError(f"ModelSpec.class_names: each name must have 1 to {MAX_CLASS_NAME} characters, got {name[:40]!r}")
+    bad = [ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")]
+    if bad:
+        raise SpecError(f"ModelSpec.class_names: {name[:40]!r} holds control characters {bad[:3]!r}; "
+                        "give printable names")  # fmt: skip
 
 
 MAX_IMAGE_SIDE = 8192
+MAX_CLASS_NAME = 200
+# head and FPN weights a spec may ask for (4096 channels x 16 head convs would be ~19 GB)
+MAX_HEAD_PARAMS = 500_000_000
 # Upper bounds of the integer fields (documented in README "Failure behaviour").
 SPEC_LIMITS = {
     "num_classes": 10_000,
@@ -134,6 +151,8 @@ class ModelSpec:
                 f"ModelSpec.class_names has {len(names)} names but num_classes is "
                 f"{self.num_classes}; give one name per class (or none)"
             )
+        for name in names:
+            _check_class_name(name)
         set_(self, "class_names", names)
         if self.p6_from not in P6_SOURCES:
             raise SpecError(f"ModelSpec.p6_from must be one of {P6_SOURCES}, got {self.p6_from!r}")
@@ -141,6 +160,12 @@ class ModelSpec:
             raise SpecError(f"ModelSpec.head_norm must be one of {HEAD_NORMS}, got {self.head_norm!r}")
         self._check_positive_int("fpn_channels")
         self._check_positive_int("num_head_convs")
+        head_params = 9 * self.fpn_channels**2 * (2 * self.num_head_convs + 5)  # both heads + FPN outputs
+        if head_params > MAX_HEAD_PARAMS:
+            raise SpecError(
+                f"ModelSpec asks for {self.fpn_channels} FPN channels and {self.num_head_convs} head convolutions, "
+                f"about {head_params / 1e9:.1f} G weights (limit {MAX_HEAD_PARAMS / 1e9:.1f} G): a damaged or foreign file?"
+            )
         if self.head_norm == "group_norm" and self.fpn_channels % 32:
             raise SpecError(
                 f"ModelSpec.head_norm='group_norm' uses 32 groups, so fpn_channels must be a "
@@ -166,7 +191,7 @@ class ModelSpec:
             raise SpecError(f"ModelSpec.box_coder_weights must be 4 positive numbers, got {weights}")
         set_(self, "box_coder_weights", weights)
         set_(self, "box_clamp", float(self.box_clamp))
-        if not self.box_clamp > 0:
+        if not (self.box_clamp > 0 and math.isfinite(self.box_clamp)):
             raise SpecError(f"ModelSpec.box_clamp must be > 0, got {self.box_clamp}")
         for name in ("min_size", "max_size", "size_divisible"):
             self._check_positive_int(name)

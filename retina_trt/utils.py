@@ -44,6 +44,8 @@ def check_output_folder(path: str | os.PathLike, what: str = "output folder") ->
     Raises:
         OSError: with a message that names ``path`` and what is wrong.
     """
+    if not str(path).strip():
+        raise ValueError(f"{what} is an empty path; give a folder (. for the current one)")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{what} {folder} is a file, not a folder")
@@ -68,6 +70,8 @@ def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
     Raises:
         OSError: with a message that names ``path`` and what is wrong.
     """
+    if not str(path).strip():
+        raise ValueError(f"{what} is an empty path; give a file name")
     final = Path(path)
     if final.is_dir():
         raise IsADirectoryError(f"{what} {final} is a folder; give a file name")
@@ -83,6 +87,33 @@ def check_output_file(path: str | os.PathLike, what: str = "output") -> Path:
     if not os.access(final.parent, os.W_OK):
         raise PermissionError(f"{what} {final}: the folder {final.parent} is not writable")
     return final
+
+
+def printable(text: str) -> str:
+    """``text`` with control and formatting characters (ESC, NUL, right-to-left overrides, ...)
+    escaped, for printing strings read from untrusted files to a terminal."""
+    import unicodedata
+
+    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+                   else ch for ch in str(text))  # fmt: skip
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when ``a`` and ``b`` name one file, however spelled (symlinks, ``./``, relative or
+    absolute, hard links); a path that does not exist yet is compared by its resolved spelling."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def refuse_overwrite(output: str | os.PathLike, inputs, what: str = "output") -> None:
+    """Raise ValueError when ``output`` is one of the files a command reads (``inputs``; None
+    entries and non-paths are skipped): no command writes over its own input."""
+    for source in inputs:
+        if isinstance(source, (str, os.PathLike)) and str(source) and same_file(output, source):
+            raise ValueError(f"{what} {output} is also an input ({source}): refusing to write over a file this "
+                             "command reads; give the output another name")  # fmt: skip
 
 
 class Timer:

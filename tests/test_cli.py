@@ -118,9 +118,28 @@ def test_process_exit_code_and_verbose_traceback(tmp_path):
 
 
 def test_info_prints_the_spec(onnx_models, tiny_checkpoint, capsys):
+    import json
+
     for model in (onnx_models[("onnx", False)], tiny_checkpoint):
         assert main(["info", str(model)]) == 0
-        assert '"backbone": "resnet18"' in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "resnet18-FPN64" in out and "5 classes: circle, square" in out and '"backbone"' not in out
+        assert len(out.splitlines()) <= 12  # a short summary
+        assert main(["info", str(model), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["spec"]["backbone"] == "resnet18"
+
+
+def test_info_names_unrecorded_classes_in_one_line(tmp_path, capsys):
+    from helpers import make_tiny_model
+
+    from retina_trt import save_checkpoint
+    from retina_trt.spec import torchvision_spec
+
+    model = make_tiny_model(torchvision_spec(2, num_classes=91).replace(backbone="resnet18", fpn_channels=64))
+    path = save_checkpoint(model, tmp_path / "tv.pt")
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "91 classes (names not recorded: class_0..class_90)" in out and "class_5" not in out
 
 
 def test_detect_never_writes_over_an_input_or_another_output(onnx_models, image_dir, video_file, tmp_path):

@@ -337,3 +337,41 @@ def test_two_quick_ctrl_c_still_leave_finished_files(onnx_models, tmp_path):
         frames += 1
     assert frames > 0 and (out / "long.jsonl").read_text().count("\n") > 0
     assert not list(out.glob(".*tmp*"))
+
+
+class _FlappingHandler(_QuietHandler):
+    """The first GET gets the whole video; every later one gets only the container's header, then
+    the connection stalls and closes: the source reconnects but never sends a frame again."""
+
+    def do_GET(self):
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        if self.server.served:
+            movi = data.find(b"movi")  # the first frame starts after the AVI 'movi' list header
+            data = data[: movi + 4] if movi > 0 else data[:512]
+        self.server.served = True
+        self.send_response(200)
+        self.send_header("Content-Type", "video/x-msvideo")
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+        if len(data) < 4096:
+            time.sleep(1.0)  # the stall after each reconnect
+
+
+def test_a_flapping_source_uses_up_one_outage_budget(det, video_file):
+    """Reconnects that succeed but bring no frame do not reset the outage clock: with a 1.5 s
+    budget the stream gives up, where it used to reconnect for ever."""
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), functools.partial(_FlappingHandler, directory=str(video_file.parent)))
+    server.served = False
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{video_file.name}"
+    start = time.monotonic()
+    try:
+        with det.stream(url, max_reconnect_attempts=1000, max_outage_s=1.5, backoff_s=(0.05, 0.1), drop_stale=False) as frames:
+            list(frames)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert frames.stats.gave_up is not None, frames.stats.to_dict()
+    assert time.monotonic() - start < 60

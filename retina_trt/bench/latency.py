@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from retina_trt.contract import MAX_BATCH
 from retina_trt.contract.engine_file import read_engine_header
 from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
@@ -260,6 +261,10 @@ def _backend_rows(runnable: _Runnable, backend: str, batch_sizes, image, num_thr
 
     rows = []
     with Detector(runnable.path, backend=backend, num_threads=num_threads, cuda_graph=cuda_graph) as det:
+        too_big = [b for b in batch_sizes if b > det.max_batch]
+        if too_big:
+            raise ValueError(f"batch {too_big[0]} is larger than {runnable.path.name}'s maximum batch {det.max_batch}; "
+                             "benchmark batches within it, or export with a larger --batch")  # fmt: skip
         for batch in batch_sizes:
             images = [image] * int(batch)
             run = (lambda: det(image)) if batch == 1 else (lambda images=images: det.predict_batch(images))
@@ -328,8 +333,8 @@ def benchmark(
         raise ValueError("give iterations or duration_s")
     if iterations is not None and iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if any(int(b) < 1 for b in batch_sizes):
-        raise ValueError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
+    if any(not 1 <= int(b) <= MAX_BATCH for b in batch_sizes):
+        raise ValueError(f"batch sizes must be in [1, {MAX_BATCH}], got {list(batch_sizes)}")
     if compare_torchvision and model.suffix.lower() not in (".pt", ".pth"):
         raise ValueError("--compare torchvision needs the torchvision checkpoint (.pth) the model came from")
     image = bench_image() if image is None else image

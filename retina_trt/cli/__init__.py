@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
+    for command in sub.choices.values():  # `retina-trt build-engine ... -v` works as the hints say
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="debug logging and tracebacks")  # fmt: skip
     return parser
 
 
@@ -57,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _stop_on_signals()
     try:
         return args.run(args)
+    except BrokenPipeError:  # `retina-trt info M | head -1`: the reader left; go quietly, as Unix tools do
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
     except (RetinaTrtError, ValueError, OSError) as err:  # user errors; a TypeError is a bug: traceback
         if args.verbose:
             logger.exception("failed")
@@ -69,6 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + int(signum)
     finally:
         _restore_signals(previous)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout (captured): nothing to silence
+        pass
 
 
 class Interrupted(KeyboardInterrupt):

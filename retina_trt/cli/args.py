@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from retina_trt.spec import MAX_IMAGE_SIDE
 
@@ -40,16 +41,18 @@ def parse_ccs(text: str) -> tuple[tuple[int, int], ...]:
     return ccs
 
 
-def positive(kind: type, what: str):
-    """An argparse type: ``kind(text)`` that must be > 0."""
+def positive(kind: type, what: str, most: float | None = None):
+    """An argparse type: ``kind(text)`` that must be > 0, finite, and at most ``most``."""
 
     def parse(text: str):
         try:
             value = kind(text)
-        except ValueError as err:
+        except (ValueError, OverflowError) as err:
             raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from err
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a positive, finite {what}, got {text!r}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"expected a {what} of at most {most:g}, got {text!r}")
         return value
 
     return parse
@@ -57,6 +60,13 @@ def positive(kind: type, what: str):
 
 positive_int = positive(int, "integer")
 positive_float = positive(float, "number")
+thread_count = positive(int, "thread count", 1024)
+seconds = positive(float, "number of seconds", 86400)
+
+
+def non_negative_seconds(text: str) -> float:
+    """``0`` or :func:`seconds`."""
+    return 0.0 if text.strip() in ("0", "0.0") else seconds(text)
 
 
 def parse_range(text: str) -> tuple[int, int]:

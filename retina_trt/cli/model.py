@@ -10,6 +10,7 @@ from retina_trt.cli.args import parse_batch, parse_size
 from retina_trt.contract import CPU_PRECISIONS, NMS_CHOICES
 from retina_trt.contract.engine_file import read_engine_header
 from retina_trt.contract.onnx_metadata import read_metadata
+from retina_trt.utils import printable
 
 
 def register(sub) -> None:
@@ -33,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("model", help=".pt, .onnx or .engine model")
     p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS,
                    help=".onnx: compile it with OpenVINO in this precision and report what each layer ran in")
+    p.add_argument("--json", action="store_true", help="the whole record (spec, export, precision, build) as JSON")
     p.set_defaults(run=_cmd_info)
 
 
@@ -58,48 +60,98 @@ def _openvino_line(path: Path, precision: str) -> str:
     import importlib.util
 
     if importlib.util.find_spec("openvino") is None:
-        return 'OpenVINO: not installed (pip install "retina-trt[openvino]") for the CPU per-layer report'
+        return 'not installed (pip install "retina-trt[openvino]") for the CPU per-layer report'
     from retina_trt.runtime.cpu import cpu_isa
     from retina_trt.runtime.openvino_backend import OpenVinoBackend, format_layer_precisions
 
     backend = OpenVinoBackend(path, precision=precision)
     try:
         report = format_layer_precisions(backend.layer_precisions())
-        return f"OpenVINO on this CPU ({' '.join(cpu_isa()) or 'ISA unknown'}), precision {backend.precision}: {report}"
+        return f"on this CPU ({' '.join(cpu_isa()) or 'ISA unknown'}), precision {backend.precision}: {report}"
     finally:
         backend.close()
 
 
+def _class_summary(names: tuple[str, ...], shown: int = 6) -> str:
+    if all(n == f"class_{i}" for i, n in enumerate(names)):
+        return f"{len(names)} classes (names not recorded: class_0..class_{len(names) - 1})"
+    listed = ", ".join(printable(n) for n in names[:shown])
+    return f"{len(names)} classes: {listed}" + (f", ... (+{len(names) - shown} more)" if len(names) > shown else "")
+
+
+def _spec_rows(spec) -> list[tuple[str, str]]:
+    return [
+        ("model", f"{spec.backbone}-FPN{spec.fpn_channels}, {spec.num_head_convs} head convs"
+                  + (f", {spec.head_norm}" if spec.head_norm else "")),
+        ("classes", _class_summary(spec.class_names)),
+        ("resize", f"shorter side {spec.min_size}, longer at most {spec.max_size}, padded to {spec.size_divisible}"),
+        ("postprocess", f"score > {spec.score_thresh:g}, top {spec.topk_candidates} per level, NMS IoU {spec.nms_thresh:g}, "
+                        f"{spec.detections_per_img} per image"),
+    ]  # fmt: skip
+
+
+def _export_rows(info) -> list[tuple[str, str]]:
+    size = "dynamic HxW" if info.input_size is None else f"{info.input_size[0]}x{info.input_size[1]}"
+    rows = [("nms", info.nms), ("input", f"{size}, {info.input_format}")]
+    if info.batch is not None:
+        rows.append(("batch", f"{info.batch[0]}..{info.batch[2]} (opt {info.batch[1]})"))
+    return rows
+
+
+def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
+    print(title)
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}")
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     path = Path(args.model)
-    if path.suffix.lower() == ".onnx":
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
         meta = read_metadata(path)
-        print(f"{path}: retina_trt ONNX model ({meta.precision})")
-        print(f"  export: {meta.export}")
+        if args.json:
+            print(json.dumps({"spec": meta.spec.to_dict(), "export": meta.export, "precision": meta.precision_info},
+                             indent=1, sort_keys=True))  # fmt: skip
+            return 0
+        rows = [("precision", meta.precision), *_export_rows(meta.info), *_spec_rows(meta.spec)]
         if meta.precision != "fp32":
-            print(f"  precision: {json.dumps(meta.precision_info, sort_keys=True)}")
-        print(f"  spec: {meta.spec.to_json(indent=2)}")
-        print(f"  {_openvino_line(path, args.cpu_precision)}")
-    elif path.suffix.lower() == ".engine":
+            info = meta.precision_info
+            rows.append(("prepared", ", ".join(f"{k} {info[k]}" for k in ("method", "percentile") if info.get(k))
+                         + f" (calibration: {info.get('calibration', {}).get('source', 'none')})"))  # fmt: skip
+        rows.append(("OpenVINO", _openvino_line(path, args.cpu_precision)))
+        _print_rows(f"{path}: retina_trt ONNX model", rows)
+    elif suffix == ".engine":
         from retina_trt.trt.build_report import format_summary
         from retina_trt.trt.compat import FLAVOUR_NAMES
 
         header = read_engine_header(path)
+        if args.json:
+            print(json.dumps({"spec": header.spec.to_dict(), "export": header.export, "build": header.build,
+                              "precision": header.precision, "onnx_sha256": header.onnx_sha256}, indent=1,
+                             sort_keys=True, default=str))  # fmt: skip
+            return 0
         targets = ", ".join(f"{a}.{b}" for a, b in header.targets)
-        where = f"on {header.device_name}" if header.device_name else "without a GPU"
-        print(f"{path}: retina_trt TensorRT engine ({header.precision}, nms={header.nms}, {header.plan_size / 1e6:.1f} MB plan)")
-        print(f"  built with {FLAVOUR_NAMES[header.tensorrt_flavour]} {header.tensorrt_version} {where}; "
-              f"runs on compute capability {targets}")  # fmt: skip
+        where = f"on {printable(header.device_name)}" if header.device_name else "without a GPU"
         summary = header.layer_precisions
-        print(f"  layer precisions: {format_summary(summary) if summary else 'not recorded by this TensorRT'}")
-        print(f"  onnx sha256: {header.onnx_sha256}")
-        print(f"  build: {json.dumps(header.build, sort_keys=True)}")
-        print(f"  export: {json.dumps(header.export, sort_keys=True)}")
-        print(f"  spec: {header.spec.to_json(indent=2)}")
+        build = header.build or {}
+        rows = [
+            ("precision", f"{header.precision}, nms={header.nms}, {header.plan_size / 1e6:.1f} MB plan"),
+            ("built with", f"{FLAVOUR_NAMES[header.tensorrt_flavour]} {header.tensorrt_version} {where}"),
+            ("runs on", f"compute capability {targets}"),
+            ("layers", format_summary(summary) if summary else "precisions not recorded by this TensorRT"),
+            ("build", ", ".join(f"{k} {printable(str(v))}" for k, v in sorted(build.items()) if v not in (None, "", [], {}))[:300]),
+            ("onnx sha256", str(header.onnx_sha256)),
+            *_spec_rows(header.spec),
+        ]  # fmt: skip
+        _print_rows(f"{path}: retina_trt TensorRT engine", rows)
     else:
         from retina_trt.model.checkpoint import load_checkpoint
 
         model = load_checkpoint(path)
-        print(f"{path}: RetinaNet checkpoint, {sum(p.numel() for p in model.parameters()):,} parameters")
-        print(f"  spec: {model.spec.to_json(indent=2)}")
+        if args.json:
+            print(json.dumps({"spec": model.spec.to_dict()}, indent=1, sort_keys=True))
+            return 0
+        rows = [("parameters", f"{sum(p.numel() for p in model.parameters()):,}"), *_spec_rows(model.spec)]
+        _print_rows(f"{path}: RetinaNet checkpoint", rows)
     return 0

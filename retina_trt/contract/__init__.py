@@ -160,6 +160,32 @@ class ExportInfo:
             record=record,
         )
 
+    def check_graph(self, inputs: dict[str, tuple[str, list]], outputs: list[str], source: str) -> None:
+        """Check this record against the graph's real I/O: ``inputs`` name -> (dtype name such as
+        ``"uint8"``, shape with ints for fixed and None for dynamic dims), ``outputs`` names.
+
+        Raises:
+            ValueError: what the metadata claims and what the graph has, and how to fix it.
+        """
+        def fail(what: str) -> None:
+            raise ValueError(f"{source}: its retina_trt metadata does not match the graph ({what}); re-export it")
+
+        if set(inputs) != set(self.inputs):
+            fail(f"metadata inputs {list(self.inputs)}, graph inputs {sorted(inputs)}")
+        if set(outputs) != set(self.outputs):
+            fail(f"metadata outputs {list(self.outputs)} (nms={self.nms}), graph outputs {sorted(outputs)}")
+        dtype, shape = inputs["images"]
+        want = "float32" if self.float_input else "uint8"
+        if dtype != want:
+            fail(f"metadata says {self.input_format} images, the graph takes {dtype}")
+        if len(shape) != 4:
+            fail(f"images must be [B, H, W, 3], the graph's are {shape}")
+        hw = tuple(shape[1:3])
+        if self.input_size is None and any(isinstance(d, int) for d in hw):
+            fail(f"metadata says dynamic HxW, the graph is fixed at {hw}")
+        if self.input_size is not None and hw != self.input_size:
+            fail(f"metadata says {self.input_size[0]}x{self.input_size[1]}, the graph takes {hw}")
+
     @property
     def float_input(self) -> bool:
         """``images`` is float32 (DeepStream-style), not uint8."""

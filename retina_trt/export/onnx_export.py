@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from retina_trt._version import __version__
-from retina_trt.contract import INPUT_NAMES, NMS_CHOICES, NMS_INPUTS
+from retina_trt.contract import INPUT_NAMES, MAX_BATCH, NMS_CHOICES, NMS_INPUTS
 from retina_trt.contract.onnx_metadata import write_metadata
 from retina_trt.errors import ExportError
 from retina_trt.export.graph import GraphBuilder
@@ -46,7 +46,7 @@ from retina_trt.model.checkpoint import load_checkpoint
 from retina_trt.model.normalize import PixelNormalizer
 from retina_trt.model.retinanet import RetinaNet
 from retina_trt.spec import MAX_IMAGE_SIDE
-from retina_trt.utils import atomic_path, check_output_file
+from retina_trt.utils import atomic_path, check_output_file, refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,8 @@ def _check_batch(batch: Sequence[int]) -> tuple[int, int, int]:
         raise ValueError(f"batch must be (min, opt, max) integers, got {batch!r}") from err
     if not 1 <= lo <= opt <= hi:
         raise ValueError(f"batch must satisfy 1 <= min <= opt <= max, got {(lo, opt, hi)}")
+    if hi > MAX_BATCH:
+        raise ValueError(f"batch max {hi} is larger than {MAX_BATCH}, the most a retina_trt model may declare")
     return lo, opt, hi
 
 
@@ -246,6 +248,7 @@ def export_onnx(
         ValueError: bad arguments. ExportError: the export or its checks failed.
     """
     path = check_output_file(path, "ONNX output")  # before the slow export
+    refuse_overwrite(path, [] if isinstance(model, RetinaNet) else [model], "ONNX output")
     if not isinstance(model, RetinaNet):
         model = load_checkpoint(model)
     spec = model.spec

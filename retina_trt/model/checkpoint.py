@@ -66,11 +66,23 @@ def read_checkpoint_file(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'no detail'}); it may be truncated, "
-            "or not saved with torch.save"
-        ) from err
+        raise CheckpointError(_unreadable(path, err)) from err
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``path`` cannot be loaded, never passing on torch's advice to load it unsafely."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:1] == b"\x08" and b"\x12" in head[:8] and path.suffix.lower() in (".pt", ".pth"):
+        return f"{path} is not a PyTorch checkpoint: it looks like an ONNX model; give it where an .onnx is expected"
+    text = str(err)
+    if "weights_only" in text or "Weights only load failed" in text:
+        return (f"{path} holds Python objects beyond tensors and plain containers, and retina_trt loads only "
+                "weights (torch.load(weights_only=True)): loading those objects would run code from the file. "
+                "Re-save just the weights, e.g. torch.save(model.state_dict(), 'weights.pt'), where you trust the source")
+    first = text.splitlines()[0] if text else "no detail"
+    return (f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {first[:200]}); it may be "
+            "truncated, or not saved with torch.save")
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -81,6 +81,11 @@ class OnnxRuntimeBackend:
         self.input_size = meta.input_size
         self.max_batch = meta.max_batch
         info = meta.info
+        try:
+            info.check_graph({i.name: (_ort_dtype(i.type), _dims(i.shape)) for i in self.session.get_inputs()},
+                             [o.name for o in self.session.get_outputs()], str(path))  # fmt: skip
+        except ValueError as err:
+            raise ModelFormatError(str(err)) from err
         self.output_names = list(info.outputs)
         self.input_names = list(info.inputs)
         self.float_input = info.float_input
@@ -104,6 +109,17 @@ class OnnxRuntimeBackend:
 
     def close(self) -> None:
         self.session = None
+
+
+def _ort_dtype(type_name: str) -> str:
+    """``"tensor(uint8)"`` -> ``"uint8"`` (``"tensor(float)"`` -> ``"float32"``)."""
+    name = type_name.removeprefix("tensor(").removesuffix(")")
+    return {"float": "float32", "double": "float64"}.get(name, name)
+
+
+def _dims(shape) -> list:
+    """ints for fixed dims, None for symbolic/unknown ones."""
+    return [d if isinstance(d, int) and d >= 0 else None for d in shape]
 
 
 def outputs_to_detections(outputs: list[np.ndarray], nms: str, spec) -> list[RawDetections]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import glob
 import json
 import logging
@@ -36,6 +37,8 @@ def expand_sources(sources: list[str]) -> tuple[list[Path], list[Path | str]]:
     images: list[Path] = []
     videos: list[Path | str] = []
     for source in sources:
+        if not str(source).strip():
+            raise RetinaTrtError("a SOURCE is an empty string; give a file, folder, glob, URL or camera index")
         if is_live(source):
             videos.append(source)
             continue
@@ -194,17 +197,59 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
             "dropped": stats["frames_dropped"], "reconnects": stats["reconnects"], "fps": stats["fps"]}  # fmt: skip
 
 
+def _utf8_named(paths: list) -> tuple[list, int]:
+    """(the sources whose names are valid UTF-8, how many were skipped): OpenCV's C++ crashed on
+    the others, and their names cannot be written to JSON."""
+    kept, skipped = [], 0
+    for path in paths:
+        try:
+            os.fsencode(path).decode("utf-8") if isinstance(path, Path) else str(path).encode("utf-8")
+        except UnicodeError:
+            skipped += 1
+            print(f"skipped {os.fsencode(path)!r}: its file name is not valid UTF-8; rename it", file=sys.stderr)
+            continue
+        kept.append(path)
+    return kept, skipped
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path):
+    """One ``detect`` at a time per output folder: a second one is refused (two writers into
+    one ``detections.jsonl`` lost records)."""
+    lock_path = out_dir / ".retina-trt-detect.lock"
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
+        handle.close()
+        raise RetinaTrtError(f"another retina-trt detect is writing to {out_dir}; wait for it, or give another --output") from err
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        handle.close()
+
+
 def run_detect(args: argparse.Namespace) -> int:
     images, videos = expand_sources(args.sources)
+    images, bad_images = _utf8_named(images)
+    videos, bad_videos = _utf8_named(videos)
     out_dir = check_output_folder(args.output, "--output")  # a file in the way, read-only: one line, before the model loads
     precision = getattr(args, "cpu_precision", None)
     det = Detector(args.model, backend=args.backend, min_score=args.min_score,
                    precision=precision if args.backend in ("auto", "openvino") else None)  # fmt: skip
     print(f"backend: {det.backend} ({det.precision})")
     try:
-        return _detect_all(det, images, videos, out_dir, args)
+        with output_lock(out_dir):
+            code = _detect_all(det, images, videos, out_dir, args)
     finally:
         det.close()
+    if bad_images + bad_videos:
+        print(f"retina-trt detect: error: {bad_images + bad_videos} input(s) with a non-UTF-8 name skipped",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    return code
 
 
 def _detect_all(det: Detector, images: list[Path], videos: list, out_dir: Path, args: argparse.Namespace) -> int:

@@ -86,6 +86,8 @@ class Detections:
         """The detections with ``score >= min_score`` and (if given) a class in ``class_ids``."""
         keep = np.ones(len(self), dtype=bool)
         if min_score is not None:
+            if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.number)) or not 0 <= min_score <= 1:
+                raise ValueError(f"min_score must be a number in [0, 1], got {min_score!r}")  # NaN fails too
             keep &= self.scores >= float(min_score)
         if class_ids is not None:
             keep &= np.isin(self.class_ids, np.asarray(list(class_ids), dtype=np.int64))
@@ -127,6 +129,8 @@ class Detections:
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise TypeError(f"draw() needs an HxWx3 uint8 BGR image (as OpenCV decodes it), got {got}; "
                             "convert it first, e.g. np.clip(image, 0, 255).astype(np.uint8)")  # fmt: skip
+        if isinstance(thickness, bool) or not isinstance(thickness, (int, np.integer)) or not 1 <= thickness <= 64:
+            raise ValueError(f"thickness must be an integer number of pixels in [1, 64], got {thickness!r}")
         canvas = np.ascontiguousarray(image).copy()
         height, width = canvas.shape[:2]
         scale = float(np.clip(min(height, width) / 800.0, 0.35, 0.6))  # readable on 256 px and 1080p alike

@@ -20,6 +20,8 @@ from retina_trt.utils import Timer
 
 logger = logging.getLogger(__name__)
 
+MAX_THREADS = 1024  # more threads than any CPU has cores: a typo, refused before a backend allocates them
+
 
 class Detector:
     """Run a RetinaNet on OpenCV images.
@@ -64,8 +66,9 @@ class Detector:
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
-        if num_threads is not None and (isinstance(num_threads, bool) or int(num_threads) < 1):
-            raise ValueError(f"num_threads must be a positive integer (or None for the backend's default), got {num_threads!r}")
+        if num_threads is not None and (isinstance(num_threads, bool) or not 1 <= int(num_threads) <= MAX_THREADS):
+            raise ValueError(f"num_threads must be an integer in [1, {MAX_THREADS}] (or None for the backend's "
+                             f"default; this machine has {os.cpu_count()} cores), got {num_threads!r}")  # fmt: skip
         self._closed = False
         self.model_path = Path(model_path)
         if not self.model_path.exists():

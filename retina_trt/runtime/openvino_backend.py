@@ -99,6 +99,16 @@ def _postprocess_ops(model) -> set[str]:
     return seen
 
 
+def _ov_dtype(element_type) -> str:
+    """OpenVINO's ``u8``/``f32``/``i32`` -> ``uint8``/``float32``/``int32``."""
+    name = element_type.get_type_name()
+    return {"u8": "uint8", "f32": "float32", "i32": "int32", "i64": "int64", "f16": "float16"}.get(name, name)
+
+
+def _ov_dims(shape) -> list:
+    return [d.get_length() if d.is_static else None for d in shape]
+
+
 def _framework_props(model) -> dict[str, str]:
     """The ONNX ``metadata_props`` OpenVINO keeps in the model's ``rt_info["framework"]``."""
     if not model.has_rt_info(["framework"]):
@@ -146,6 +156,12 @@ class OpenVinoBackend:
         self.min_batch = meta.info.batch[0]
         self.graph_precision = meta.precision  # fp32 / fp16 / int8, as prepared
         info = meta.info
+        try:
+            info.check_graph({i.get_any_name(): (_ov_dtype(i.get_element_type()), _ov_dims(i.get_partial_shape()))
+                              for i in self._model.inputs},
+                             [o.get_any_name() for o in self._model.outputs], str(path))  # fmt: skip
+        except ValueError as err:
+            raise ModelFormatError(str(err)) from err
         self.output_names, self.input_names, self.float_input = list(info.outputs), list(info.inputs), info.float_input
         self._cache = CompiledModelCache(cache_dir)
         self.loaded_from_cache = False

@@ -21,12 +21,14 @@ Three stages run concurrently, joined by bounded queues::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -40,6 +42,7 @@ import numpy as np
 from retina_trt.errors import ImageError, VideoError
 from retina_trt.image import read_image
 from retina_trt.runtime.detections import Detections
+from retina_trt.utils import check_output_file, refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +191,17 @@ class FrameSource:
             self._capture = None
 
 
+def letterbox_to(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``frame`` resized to fit ``size`` (H, W) keeping its aspect ratio, centred on black."""
+    height, width = size
+    scale = min(height / frame.shape[0], width / frame.shape[1])
+    new_h, new_w = max(1, round(frame.shape[0] * scale)), max(1, round(frame.shape[1] * scale))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
 class VideoOutput:
     """An annotated video written under a temporary name and renamed when closed (also when the
     run is interrupted: the partial file is finalized, so it stays playable)."""
@@ -198,11 +212,19 @@ class VideoOutput:
         self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
         self.fps = fps
         self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] = (0, 0)
         self.frames = 0
+        self.letterboxed = 0
 
     def write(self, frame: np.ndarray) -> None:
+        """Append ``frame``; a frame of another size than the first is letterboxed to it (OpenCV's
+        writer would drop it silently), and counted in ``letterboxed``."""
+        if self._writer is not None and frame.shape[:2] != self._size:
+            frame = letterbox_to(frame, self._size)
+            self.letterboxed += 1
         if self._writer is None:
             height, width = frame.shape[:2]
+            self._size = (height, width)
             fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
             self._writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, (width, height))
             if not self._writer.isOpened():
@@ -218,6 +240,19 @@ class VideoOutput:
         self._writer = None
         os.replace(self.tmp, self.path)
         return self.path
+
+
+_OPEN_STREAMS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_abandoned_streams() -> None:
+    """Streams never closed (no ``with``, no ``close()``) are closed at interpreter exit, so their
+    threads stop before the C++ runtimes are torn down (that aborted the process) and their
+    output video is finalized under its name instead of being left as a temporary file."""
+    for stream in list(_OPEN_STREAMS):
+        with contextlib.suppress(Exception):
+            stream.close()
 
 
 class DetectionStream:
@@ -272,7 +307,11 @@ class DetectionStream:
         self._results: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._last_frame: float | None = None  # monotonic time of the last frame read
         self._closed = False
+        if output is not None:
+            check_output_file(output, "stream output")
+            refuse_overwrite(output, [source] if not self.live else [], "stream output")
         self.output = VideoOutput(output, self.source.fps) if output is not None else None
         self._draw = draw
         self._writes: queue.Queue | None = queue.Queue(maxsize=queue_size) if self.output is not None else None
@@ -282,6 +321,7 @@ class DetectionStream:
         ]
         if self.output is not None:
             self._threads.append(threading.Thread(target=self._guard, args=(self._write_loop,), name="retina_trt-write", daemon=True))
+        _OPEN_STREAMS.add(self)
         for thread in self._threads:
             thread.start()
 
@@ -319,10 +359,12 @@ class DetectionStream:
         """Reopen a lost live stream with exponential backoff; False when giving up.
 
         Gives up after ``max_reconnect_attempts`` failed attempts in a row or ``max_outage_s``
-        seconds without the source (and after ``max_reconnects`` successful reconnects over the
-        stream's life, if set); ``stats.gave_up`` says which."""
+        seconds without a frame from the source (and after ``max_reconnects`` successful
+        reconnects over the stream's life, if set); ``stats.gave_up`` says which. The outage
+        clock runs from the last frame read, so a source that reconnects and then stalls again
+        before sending a frame (flapping) uses up the same budget."""
         delay, cap = self.backoff_s
-        started = time.monotonic()
+        started = self._last_frame if self._last_frame is not None else time.monotonic()
         failed = 0
         while not self._stop.is_set():
             if self.max_reconnects is not None and self.stats.reconnects >= self.max_reconnects:
@@ -368,6 +410,7 @@ class DetectionStream:
                     index += 1
                     continue
                 self.stats.frames_read += 1
+                self._last_frame = time.monotonic()  # the outage clock of _reopen starts here
                 frame, timestamp = item
                 if index % self.every:
                     self.stats.frames_skipped += 1

@@ -1,0 +1,343 @@
+"""Reliability, round 3 (issue #28): the doors of each kind that were found open, each tested.
+
+Inputs are never overwritten (every command and API that writes, whatever the path spelling),
+empty paths are refused, hostile numbers are refused at the door (CLI flags, API arguments,
+environment, spec fields), images are read the way a viewer shows them, and a closed pipe ends a
+command quietly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import scene
+
+from retina_trt import Detector, export_onnx
+from retina_trt.cli import main
+from retina_trt.errors import ImageError, ModelFormatError, SpecError
+from retina_trt.image import read_image
+from retina_trt.spec import ModelSpec
+
+EXE = Path(sys.executable).with_name("retina-trt")
+
+
+def _spellings(path: Path, tmp_path: Path) -> list[str]:
+    """The same file named four ways: absolute, relative with ./, through a symlink, a hard link."""
+    link = tmp_path / "link_to_input"
+    link.symlink_to(path)
+    hard = tmp_path / "hard_link"
+    os.link(path, hard)
+    return [str(path), "./" + os.path.relpath(path), str(link), str(hard)]
+
+
+def test_export_never_writes_over_its_checkpoint(tiny_checkpoint, tmp_path, monkeypatch):
+    checkpoint = tmp_path / "w.pt"
+    checkpoint.write_bytes(tiny_checkpoint.read_bytes())
+    before = checkpoint.read_bytes()
+    monkeypatch.chdir(tmp_path.parent)
+    for spelling in _spellings(checkpoint, tmp_path):
+        assert main(["export", "--weights", str(checkpoint), "--output", spelling]) == 2
+        with pytest.raises(ValueError, match="is also an input"):
+            export_onnx(checkpoint, spelling)
+    assert checkpoint.read_bytes() == before
+
+
+def test_build_engine_never_writes_over_its_inputs(onnx_models, tmp_path):
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(onnx_models[("onnx", False)].read_bytes())
+    before = onnx.read_bytes()
+    for flag in ("--save-onnx",):
+        for spelling in _spellings(onnx, tmp_path / "links"):
+            code = main(["build-engine", "--onnx", str(onnx), "--precision", "fp16", "--output", str(tmp_path / "m.engine"),
+                         flag, spelling, "--dry-run"])  # fmt: skip
+            assert code == 2
+    assert onnx.read_bytes() == before
+
+
+def test_prepare_precision_never_writes_over_its_source(onnx_models, tmp_path):
+    from retina_trt.calibration import prepare_precision
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(onnx_models[("onnx", False)].read_bytes())
+    with pytest.raises(ValueError, match="is also an input"):
+        prepare_precision(onnx, "fp16", tmp_path / "." / "m.onnx")
+    with pytest.raises(OSError, match="is a folder"):
+        prepare_precision(onnx, "fp16", tmp_path)  # checked before any work
+
+
+def test_stream_output_never_writes_over_the_source_video(video_file, onnx_models, tmp_path):
+    video = tmp_path / "clip.avi"
+    video.write_bytes(video_file.read_bytes())
+    before = video.read_bytes()
+    with Detector(onnx_models[("onnx", False)], backend="onnxruntime") as det:
+        for spelling in _spellings(video, tmp_path / "links"):
+            with pytest.raises(ValueError, match="is also an input"):
+                det.stream(spelling, output=video)
+    assert video.read_bytes() == before
+
+
+def test_empty_paths_are_refused(onnx_models, image_dir, tmp_path):
+    model = str(onnx_models[("onnx", False)])
+    assert main(["detect", model, str(image_dir), "--output", ""]) == 2
+    assert main(["detect", model, "", "--output", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    with pytest.raises(ValueError, match="empty path"):
+        export_onnx(onnx_models[("onnx", False)], "")
+
+
+def test_hostile_numbers_are_refused_at_the_door(onnx_models, tiny_checkpoint, tmp_path, capsys):
+    model = onnx_models[("onnx", False)]
+    with pytest.raises(ValueError, match=r"num_threads must be an integer in \[1, 1024\]"):
+        Detector(model, num_threads=10**6)
+    for flags, said in ((["--threads", "100000"], "at most 1024"), (["--duration", "inf"], "finite"),
+                        (["--duration", "nan"], "finite"), (["--warmup", "inf"], "finite")):  # fmt: skip
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", str(model), *flags])
+        assert exc.value.code == 2 and said in capsys.readouterr().err, flags
+    # a batch beyond the model's maximum is refused, not reported as run
+    assert main(["bench", str(model), "--batch", "64", "--iterations", "1", "--warmup", "0",
+                 "--out", str(tmp_path / "b")]) == 2  # fmt: skip
+    assert "larger than" in capsys.readouterr().err
+    assert main(["bench", str(tiny_checkpoint), "--batch", "1000000000", "--out", str(tmp_path / "c")]) == 2
+    with pytest.raises(ValueError, match="larger than 4096"):
+        export_onnx(tiny_checkpoint, tmp_path / "big.onnx", batch=(1, 1, 10**9))
+
+
+def test_detections_arguments_are_validated(onnx_models, images):
+    with Detector(onnx_models[("onnx", False)], backend="onnxruntime") as det:
+        dets = det(images[0])
+    for bad in (float("nan"), -0.1, 1.5, "0.3", True):
+        with pytest.raises(ValueError, match="min_score"):
+            dets.filter(min_score=bad)
+    assert len(dets.filter(min_score=0.0)) == len(dets)
+    for bad in (0, -5, 10**6, 2.5):
+        with pytest.raises(ValueError, match="thickness"):
+            dets.draw(images[0], thickness=bad)
+    assert dets.draw(images[0], thickness=3).shape == images[0].shape
+
+
+def test_spec_fields_that_would_fail_later_are_refused_at_load():
+    spec = ModelSpec(backbone="resnet18", num_classes=2)
+    for fields, match in (
+        ({"pixel_std": (float("nan"), 0.2, 0.2)}, "finite"),
+        ({"pixel_mean": (float("inf"), 0.2, 0.2)}, "finite"),
+        ({"box_coder_weights": (1.0, 1.0, float("nan"), 1.0)}, "finite"),
+        ({"box_clamp": float("inf")}, "box_clamp"),
+        ({"class_names": ("car", "bus\nline")}, "control characters"),
+        ({"class_names": ("car", "\x1b[31mred")}, "control characters"),
+        ({"class_names": ("car", "\u202eevil")}, "control characters"),
+        ({"fpn_channels": 4096, "num_head_convs": 16}, "G weights"),
+    ):
+        with pytest.raises(SpecError, match=match):
+            spec.replace(**fields)
+
+
+def test_image_limits_from_the_environment_never_abort(image_dir):
+    code = "import retina_trt, cv2; from retina_trt.image import read_image; import sys; read_image(sys.argv[1])"
+    image = next(image_dir.iterdir())
+    env = {**os.environ, "RETINA_TRT_MAX_IMAGE_PIXELS": "99999999999999999999999999"}
+    result = subprocess.run([sys.executable, "-c", code, str(image)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "RETINA_TRT_MAX_IMAGE_PIXELS must be in [1, 2^40]" in result.stderr
+    result = subprocess.run([str(EXE), "detect", "x.onnx", str(image), "--output", "/tmp/never"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr  # a one-line error, not OpenCV's abort (rc -6)
+
+
+def test_huge_sparse_file_named_jpg_is_skipped_not_read(tmp_path, onnx_models, image_dir):
+    huge = tmp_path / "images" / "huge.jpg"
+    huge.parent.mkdir()
+    with open(huge, "wb") as f:
+        f.write(b"\xff\xd8\xff")
+        f.truncate(6 * 2**30)  # 6 GiB, sparse
+    with pytest.raises(ImageError, match="GiB, larger than any image"):
+        read_image(huge)
+    good = huge.parent / "good.jpg"
+    cv2.imwrite(str(good), scene(120, 160, 4))
+    out = tmp_path / "out"
+    assert main(["detect", str(onnx_models[("onnx", False)]), str(huge.parent), "--output", str(out), "--backend",
+                 "onnxruntime"]) == 2  # one input failed (reported), the other processed  # fmt: skip
+    assert (out / "good.jpg").exists()
+
+
+def test_exif_orientation_is_applied_on_every_path(tmp_path, onnx_models):
+    from PIL import Image
+
+    upright = scene(120, 200, 7)
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(upright[:, :, ::-1]).save(path, exif=exif, quality=95)
+    shown = cv2.imread(str(path))  # OpenCV, like a viewer, applies the orientation
+    assert shown.shape[:2] == (200, 120)
+    ours = read_image(path)
+    assert ours.shape == shown.shape and np.array_equal(ours, shown)
+    with Detector(onnx_models[("onnx", True)], backend="onnxruntime") as det:
+        by_path, by_array = det(path), det(shown)
+    np.testing.assert_array_equal(by_path.boxes_xyxy, by_array.boxes_xyxy)
+
+
+def test_closed_pipe_ends_quietly(onnx_models):
+    result = subprocess.run(f"{EXE} info {onnx_models[('onnx', False)]} --cpu-precision f32 | head -1", shell=True,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.stdout.count("\n") == 1
+    assert "Broken pipe" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_untrusted_strings_are_escaped_when_printed():
+    from retina_trt.utils import printable
+
+    assert printable("H200\x1b[2J\x00\u202e") == "H200\\x1b[2J\\x00\\u202e"
+    assert printable("NVIDIA H200 – ok") == "NVIDIA H200 – ok"
+
+
+def test_verbose_flag_works_where_the_hints_put_it(onnx_models, tmp_path):
+    model = str(onnx_models[("onnx", False)])
+    assert main(["info", model, "--verbose", "--cpu-precision", "f32"]) == 0
+    assert main(["build-engine", "--onnx", model, "--output", str(tmp_path / "m.engine"), "--dry-run", "--verbose"]) == 0
+
+
+def test_a_foreign_pt_never_gets_advice_to_load_it_unsafely(onnx_models, tmp_path):
+    from fractions import Fraction
+
+    import torch
+
+    from retina_trt.errors import CheckpointError
+    from retina_trt.model.checkpoint import load_checkpoint
+
+    renamed = tmp_path / "model.pt"
+    renamed.write_bytes(onnx_models[("onnx", False)].read_bytes())
+    with pytest.raises(CheckpointError, match="looks like an ONNX model") as exc:
+        load_checkpoint(renamed)
+    assert "weights_only=False" not in str(exc.value)
+    objects = tmp_path / "objects.pt"
+    torch.save({"state": Fraction(1, 3)}, objects)  # a Python object: not loadable with weights_only
+    with pytest.raises(CheckpointError, match="loads only weights") as exc:
+        load_checkpoint(objects)
+    assert "weights_only=False" not in str(exc.value) and "can still be loaded" not in str(exc.value)
+    assert main(["info", str(objects)]) == 2
+
+
+def test_output_video_letterboxes_frames_of_another_size(onnx_models, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, (h, w) in enumerate([(120, 160), (200, 100), (90, 300), (120, 160), (64, 64), (240, 320)]):
+        cv2.imwrite(str(folder / f"{i}.png"), scene(h, w, i))
+    out = tmp_path / "mixed.avi"
+    with Detector(onnx_models[("onnx", True)], backend="onnxruntime") as det:
+        with det.stream(folder, output=out) as frames:
+            assert len(list(frames)) == 6
+        assert frames.output.letterboxed == 5 and frames.output.frames == 6
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6  # none dropped by OpenCV's writer
+    capture.release()
+
+
+ABANDON = """
+import sys
+from retina_trt import Detector
+det = Detector(sys.argv[1], backend="onnxruntime")
+stream = det.stream(sys.argv[2], output=sys.argv[3])
+next(iter(stream))
+if sys.argv[4] == "exit3":
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["fall off the end", "exit3"])
+def test_abandoned_stream_ends_the_process_cleanly(onnx_models, video_file, tmp_path, how):
+    out = tmp_path / "abandoned.mp4"
+    result = subprocess.run([sys.executable, "-c", ABANDON, str(onnx_models[("onnx", False)]), str(video_file), str(out), how],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == (3 if how == "exit3" else 0), result.stderr[-2000:]
+    assert "terminate called" not in result.stderr
+    assert out.is_file() and not list(tmp_path.glob(".abandoned.tmp-*"))
+
+
+def test_second_detect_into_the_same_output_is_refused(onnx_models, image_dir, tmp_path, capsys):
+    from retina_trt.runtime.cli_detect import output_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with output_lock(out):
+        assert main(["detect", str(onnx_models[("onnx", False)]), str(image_dir), "--output", str(out)]) == 2
+    assert "another retina-trt detect is writing to" in capsys.readouterr().err
+    assert main(["detect", str(onnx_models[("onnx", False)]), str(image_dir), "--output", str(out)]) == 0
+    assert not (out / ".retina-trt-detect.lock").exists()
+
+
+def test_non_utf8_file_names_are_skipped_not_crashed_on(onnx_models, tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.jpg"), scene(120, 160, 1))
+    bad = os.path.join(os.fsencode(folder), b"bad\xff.jpg")
+    with open(bad, "wb") as f:
+        f.write((folder / "good.jpg").read_bytes())
+    result = subprocess.run([str(EXE), "detect", str(onnx_models[("onnx", False)]), str(folder), "--output",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and "not valid UTF-8" in result.stderr, result.stderr[-1500:]
+    assert (tmp_path / "out" / "good.jpg").exists()
+
+
+def test_bench_outputs_are_checked_before_the_benchmark(onnx_models, tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    model = str(onnx_models[("onnx", False)])
+    assert main(["bench", model, "--out", str(a_file), "--iterations", "1"]) == 2
+    assert main(["bench", model, "--json", str(tmp_path), "--iterations", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file" in err and "is a folder" in err and "timing" not in err
+
+
+def test_precision_cache_of_the_wrong_shape_or_unwritable_never_breaks_a_build(onnx_models, tmp_path, monkeypatch):
+    from retina_trt.calibration import prepare_precision
+
+    source = onnx_models[("onnx", False)]
+    cache = tmp_path / "cache"
+    first = prepare_precision(source, "fp16", tmp_path / "a.onnx", cache_dir=cache)
+    assert not first.reused
+    records = list(cache.glob("*.json"))
+    assert records
+    for bad in ("[1, 2]", '{"key": [1]}', '"text"'):
+        for record in records:
+            record.write_text(bad)
+        again = prepare_precision(source, "fp16", tmp_path / "b.onnx", cache_dir=cache)
+        assert not again.reused and (tmp_path / "b.onnx").is_file()
+    monkeypatch.setenv("RETINA_TRT_CACHE", "/dev/null")
+    unwritable = prepare_precision(source, "fp16", tmp_path / "c.onnx")
+    assert (tmp_path / "c.onnx").is_file() and unwritable.precision == "fp16"
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"input_size": [512, 512]}, "metadata says 512x512"),
+        ({"input_size": None}, "metadata says dynamic HxW"),
+        ({"input_format": "float32 BGR"}, "float32 BGR images, the graph takes uint8"),
+        ({"nms": "none", "outputs": ["candidate_boxes", "candidate_scores", "candidate_classes"]}, "nms=none"),
+    ],
+)
+def test_metadata_that_disagrees_with_the_graph_is_one_line(onnx_models, tmp_path, change, said):
+    import json
+
+    import onnx
+
+    model = onnx.load(str(onnx_models[("onnx", False)]))
+    for prop in model.metadata_props:
+        if prop.key == "retina_trt.export":
+            record = json.loads(prop.value)
+            record.update(change)
+            prop.value = json.dumps(record)
+    path = tmp_path / "lying.onnx"
+    onnx.save(model, str(path))
+    backends = ["onnxruntime"] + (["openvino"] if __import__("importlib").util.find_spec("openvino") else [])
+    for backend in backends:
+        with pytest.raises(ModelFormatError, match="does not match the graph") as exc:
+            Detector(path, backend=backend)
+        assert said in str(exc.value), (backend, str(exc.value))
+    assert main(["detect", str(path), str(tmp_path), "--output", str(tmp_path / "o"), "--backend", "onnxruntime"]) == 2
