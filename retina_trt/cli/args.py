@@ -49,8 +49,10 @@ def positive(kind: type, what: str, most: float | None = None):
             value = kind(text)
         except (ValueError, OverflowError) as err:
             raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from err
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"expected a positive, finite {what}, got {text!r}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite {what}, got {text!r}")
         if most is not None and value > most:
             raise argparse.ArgumentTypeError(f"expected a {what} of at most {most:g}, got {text!r}")
         return value

@@ -76,12 +76,16 @@ def _unreadable(path: Path, err: Exception) -> str:
     if head[:1] == b"\x08" and b"\x12" in head[:8] and path.suffix.lower() in (".pt", ".pth"):
         return f"{path} is not a PyTorch checkpoint: it looks like an ONNX model; give it where an .onnx is expected"
     text = str(err)
-    if "weights_only" in text or "Weights only load failed" in text:
+    if "Unsupported global" in text or "Unsupported class" in text:
         return (f"{path} holds Python objects beyond tensors and plain containers, and retina_trt loads only "
                 "weights (torch.load(weights_only=True)): loading those objects would run code from the file. "
                 "Re-save just the weights, e.g. torch.save(model.state_dict(), 'weights.pt'), where you trust the source")
-    first = text.splitlines()[0] if text else "no detail"
-    return (f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {first[:200]}); it may be "
+    # torch's own text also advises weights_only=False, i.e. running the file's code: never pass that on
+    unsafe = ("weights_only", "can still be loaded", "trust the source", "Re-running")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not any(u in line for u in unsafe)]
+    detail = next((line for line in lines if "error" in line.lower() or "invalid" in line.lower()), lines[0] if lines else "")
+    detail = detail.split("WeightsUnpickler error:")[-1].strip() or "no detail"
+    return (f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {detail[:200]}); it may be "
             "truncated, or not saved with torch.save")
 
 

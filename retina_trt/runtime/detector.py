@@ -67,7 +67,7 @@ class Detector:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
         if num_threads is not None and (isinstance(num_threads, bool) or not 1 <= int(num_threads) <= MAX_THREADS):
-            raise ValueError(f"num_threads must be an integer in [1, {MAX_THREADS}] (or None for the backend's "
+            raise ValueError(f"num_threads must be a positive integer up to {MAX_THREADS} (or None for the backend's "
                              f"default; this machine has {os.cpu_count()} cores), got {num_threads!r}")  # fmt: skip
         self._closed = False
         self.model_path = Path(model_path)
