@@ -74,11 +74,11 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     rows = sorted((r for r in report["rows"] if r["batch"] == 1), key=lambda r: r["scale"])
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(6.4, 5.0), dpi=110)
     here = report["machine"]["gpu"] or report["machine"]["cpu"]
     for backend in dict.fromkeys(r["backend"] for r in rows):
         mine = [r for r in rows if r["backend"] == backend]
-        ax.plot([r["scale"] for r in mine], [r["median_ms"] for r in mine], "o-", label=f"retina-trt {backend} ({here[:32]})")
+        ax.plot([r["scale"] for r in mine], [r["median_ms"] for r in mine], "o-", label=f"retina-trt {backend}")
     tv = sorted({r["scale"]: r["torchvision"]["median_ms"] for r in rows if "torchvision" in r}.items())
     if tv:
         ax.plot(*zip(*tv), "s--", label="torchvision eager (same machine)")
@@ -88,9 +88,10 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     ax.set_xlabel("scale (shorter image side, px)")
     ax.set_ylabel("median latency, batch 1 (ms, log scale)")
     ax.set_yscale("log")
-    ax.set_title(f"{Path(report['model']).name}: latency by scale")
+    ax.set_title(f"{Path(report['model']).name}: latency by scale ({here[:40]}, {report['machine'].get('cpu_cores')} cores)",
+                 fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
