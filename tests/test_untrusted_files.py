@@ -93,7 +93,11 @@ def _header(**changes) -> dict:
 @pytest.mark.parametrize(
     "changes",
     [{"spec.num_classes": 10**8}, {"build.batch": "x"}, {"build.batch": [1, 8, 2]}, {"export.nms": "magic"},
-     {"export.input_size": [65536, 65536]}, {"precision": "fp4"}, {"targets": "all"}, {"export.outputs": ["x"]}],
+     {"export.input_size": [65536, 65536]}, {"precision": "fp4"}, {"targets": "all"}, {"export.outputs": ["x"]},
+     # issue #28: fields of the wrong type or out of range
+     {"device.compute_capability": [1e400, 0]}, {"targets": [[8, 10**30]]}, {"build.layer_precisions": "78 Half"},
+     {"build.layer_precisions": [1, 2]}, {"build.layer_precisions": {"convolutions": "78"}},
+     {"build.layer_precisions": {"layers": 1e400}}],
 )  # fmt: skip
 def test_tampered_engine_headers_are_one_clear_error(changes, tmp_path, capsys):
     path = tmp_path / "m.engine"

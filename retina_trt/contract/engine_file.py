@@ -145,6 +145,24 @@ def write_engine(path: str | os.PathLike, header: dict[str, Any], plan: bytes) -
     return Path(path)
 
 
+def _check_layer_precisions(summary: Any) -> None:
+    """The build report's summary: None, or an object whose counts are objects of integers."""
+    if summary is None:
+        return
+    if not isinstance(summary, dict):
+        raise ValueError(f"build.layer_precisions must be a JSON object, got {type(summary).__name__}")
+    def is_count(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**7
+
+    for key in ("convolutions", "postprocess_output_dtypes"):
+        value = summary.get(key, {})
+        if not isinstance(value, dict) or not all(is_count(n) for n in value.values()):
+            raise ValueError(f"build.layer_precisions.{key} must map precisions to layer counts")
+    for key in ("layers", "postprocess_layers"):
+        if not is_count(summary.get(key, 0)):
+            raise ValueError(f"build.layer_precisions.{key} must be a layer count")
+
+
 def read_engine_header(path: str | os.PathLike) -> EngineHeader:
     """Read an engine file's header (no TensorRT needed).
 
@@ -173,8 +191,11 @@ def read_engine_header(path: str | os.PathLike) -> EngineHeader:
         raw = json.loads(blob.decode("utf-8"))
         offset = len(MAGIC) + _LENGTH.size + length
         cc = raw["device"]["compute_capability"]
-        capability = None if cc is None else (int(cc[0]), int(cc[1]))
-        targets = tuple((int(t[0]), int(t[1])) for t in raw.get("targets") or ([cc] if cc is not None else []))
+        capability = None if cc is None else tuple(check_ints(cc, 2, "device.compute_capability", 0, 99))
+        listed = raw.get("targets") or ([cc] if cc is not None else [])
+        if not isinstance(listed, list) or len(listed) > 64:
+            raise ValueError("targets must be a list of at most 64 compute capabilities")
+        targets = tuple(tuple(check_ints(t, 2, "targets", 0, 99)) for t in listed)
         flavour = str(raw.get("tensorrt_flavour", "tensorrt"))
         if flavour not in ("tensorrt", "tensorrt_rtx"):
             raise ValueError(f"unknown TensorRT flavour {flavour!r}")
@@ -185,6 +206,7 @@ def read_engine_header(path: str | os.PathLike) -> EngineHeader:
         build = raw["build"]
         if not isinstance(build, dict):
             raise ValueError("build must be a JSON object")
+        _check_layer_precisions(build.get("layer_precisions"))
         lo, opt, hi = check_ints(build.get("batch"), 3, "build.batch", 1, MAX_BATCH)
         if not lo <= opt <= hi:
             raise ValueError(f"build.batch must be ordered, got {[lo, opt, hi]}")
@@ -208,7 +230,8 @@ def read_engine_header(path: str | os.PathLike) -> EngineHeader:
             plan_size=size - offset,
             raw=raw,
         )
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, RecursionError, SpecError) as err:
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, RecursionError, OverflowError,
+            SpecError) as err:  # fmt: skip
         detail = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
         raise ModelFormatError(f"{path} has a damaged header ({detail[:300]}); rebuild the engine") from err
 
