@@ -86,6 +86,19 @@ def _import_modelopt():
 
 
 @contextlib.contextmanager
+def _tool_temp_files_in(folder: str | os.PathLike):
+    """Model Optimizer and ONNX Runtime's calibrator leave temporary ONNX files in $TMPDIR when
+    interrupted (Ctrl-C during calibration): point Python's temp folder at ``folder`` (ours,
+    removed on every exit path) while they run."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
+@contextlib.contextmanager
 def _tool_chatter_at_debug():
     """Model Optimizer logs hundreds of INFO lines (through its own handler and the root one, so
     each twice) and ONNX Runtime's calibrator prints its steps: while preparing, both go to
@@ -131,7 +144,7 @@ def convert_fp16(onnx_path: str | os.PathLike, reference: CalibrationData) -> on
         first = next(reference.batches(8))
         np.savez(npz, **first)
         try:
-            with _tool_chatter_at_debug():
+            with _tool_chatter_at_debug(), _tool_temp_files_in(tmp):
                 return autocast.convert_to_mixed_precision(
                     str(onnx_path),
                     low_precision_type="fp16",
@@ -261,7 +274,7 @@ def quantize_int8(
             _percentile_cache(onnx_path, data, batch_size, percentile, islands, cache)
         output = Path(tmp) / "int8.onnx"
         try:
-            with _tool_chatter_at_debug():
+            with _tool_chatter_at_debug(), _tool_temp_files_in(tmp):
                 quantization.quantize(
                     str(onnx_path),
                     quantize_mode="int8",

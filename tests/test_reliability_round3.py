@@ -342,3 +342,37 @@ def test_metadata_that_disagrees_with_the_graph_is_one_line(onnx_models, tmp_pat
             Detector(path, backend=backend)
         assert said in str(exc.value), (backend, str(exc.value))
     assert main(["detect", str(path), str(tmp_path), "--output", str(tmp_path / "o"), "--backend", "onnxruntime"]) == 2
+
+
+INTERRUPT_CALIBRATION = """
+import sys
+sys.path.insert(0, sys.argv[3])
+import retina_trt.calibration.precision as prec
+from retina_trt.calibration import CalibrationConfig, prepare_precision
+calls = {"n": 0}
+real = prec._Reader.get_next
+def interrupted(self):  # Ctrl-C in the middle of the calibration
+    calls["n"] += 1
+    if calls["n"] == 2:
+        raise KeyboardInterrupt
+    return real(self)
+prec._Reader.get_next = interrupted
+try:
+    prepare_precision(sys.argv[1], "int8", sys.argv[2], calibration=CalibrationConfig(source="synthetic", num_images=4,
+                      batch_size=1), cache_dir=sys.argv[2] + ".cache")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_interrupted_calibration_leaves_no_temporary_onnx(onnx_models, tmp_path):
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    out = tmp_path / "m.int8.onnx"
+    result = subprocess.run([sys.executable, "-c", INTERRUPT_CALIBRATION, str(onnx_models[("onnx", False)]), str(out),
+                             str(Path(__file__).parent)], env={**os.environ, "TMPDIR": str(scratch)},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert "interrupted" in result.stdout, result.stderr[-2000:]
+    assert not out.exists()
+    left = [p.name for p in scratch.rglob("*") if p.suffix in (".onnx", ".data", ".npz")]
+    assert not left, left  # Model Optimizer's and ONNX Runtime's files were in our own temp folder
