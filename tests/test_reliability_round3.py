@@ -9,6 +9,7 @@ command quietly.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -376,3 +377,56 @@ def test_interrupted_calibration_leaves_no_temporary_onnx(onnx_models, tmp_path)
     assert not out.exists()
     left = [p.name for p in scratch.rglob("*") if p.suffix in (".onnx", ".data", ".npz")]
     assert not left, left  # Model Optimizer's and ONNX Runtime's files were in our own temp folder
+
+
+FULL_DISK = r"""
+set -u
+mount -t tmpfs -o size={size} tmpfs {mnt}
+cd {mnt}
+{python} -c 'import sys; from retina_trt.cli import main; sys.exit(main(sys.argv[1:]))' \
+    detect {model} {images} {video} --output {mnt}/out --backend onnxruntime > {log}.out 2> {log}.err
+echo "rc=$?" >> {log}.out
+{python} - {mnt}/out >> {log}.out <<'PY'
+import json, sys, cv2
+from pathlib import Path
+out = Path(sys.argv[1])
+for p in sorted(out.iterdir()) if out.is_dir() else []:
+    if p.suffix == ".jsonl":
+        lines = p.read_text().splitlines()
+        json_ok = all(json.loads(line) is not None for line in lines)
+        print(f"file {{p.name}} jsonl lines={{len(lines)}} valid={{json_ok}}")
+    elif p.suffix == ".mp4":
+        ok, _ = cv2.VideoCapture(str(p)).read()
+        print(f"file {{p.name}} mp4 plays={{ok}}")
+    else:
+        print(f"file {{p.name}} {{p.stat().st_size}}")
+PY
+"""
+
+
+@pytest.mark.parametrize("size", ["24k", "96k"])
+def test_full_disk_leaves_only_complete_files_under_final_names(onnx_models, image_dir, tmp_path, size):
+    """detect onto a tiny real tmpfs (a private mount namespace): whatever fits is written, every
+    file under a final name is complete (JSON lines all parse, videos play), no temporary file
+    stays, and the run says it failed (exit 2)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) for a private tmpfs")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    video = tmp_path / "long.avi"
+    from retina_trt.data.synthetic import write_video
+
+    write_video(video, num_frames=40, seed=5, frame_size=(256, 256))
+    script = FULL_DISK.format(size=size, mnt=mnt, python=sys.executable, model=onnx_models[("onnx", False)],
+                              images=image_dir, video=video, log=tmp_path / "log")  # fmt: skip
+    result = subprocess.run(["unshare", "-rm", "bash", "-c", script], capture_output=True, text=True, timeout=600)
+    if "mount: " in result.stderr and "permission" in result.stderr.lower():
+        pytest.skip(f"tmpfs mount not permitted here: {result.stderr.strip()[:200]}")
+    out = (tmp_path / "log.out").read_text()
+    err = (tmp_path / "log.err").read_text()
+    assert "rc=2" in out, out + err[-2000:]
+    files = [line for line in out.splitlines() if line.startswith("file ")]
+    assert not [f for f in files if ".tmp-" in f], files  # no temporary file left
+    assert not [f for f in files if "valid=False" in f or "plays=False" in f], files
+    assert any(f.startswith("file detections.jsonl jsonl lines=") for f in files), files  # what was done is kept
+    assert "Traceback" not in err and "No such file or directory" not in err, err[-3000:]

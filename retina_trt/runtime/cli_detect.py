@@ -99,41 +99,62 @@ def _write_image(path: Path, image) -> None:
             raise ImageError(f"cannot write {path}")
 
 
+class JsonlOutput:
+    """JSON lines written (and flushed) under a temporary name; :meth:`close` renames it to
+    ``final`` holding only complete lines: a write that fails half-way (a full disk) is cut back
+    to the last complete line, and a file with no line is removed."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
+        self._file = open(self.tmp, "w")
+        self.records = 0
+        self._good = 0  # bytes of complete lines
+
+    def write(self, record: dict) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        self._good = self._file.tell()
+        self.records += 1
+
+    def close(self) -> Path | None:
+        with contextlib.suppress(OSError):  # the buffer of a failed write: dropped below
+            self._file.close()
+        if not self.records:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+            return None
+        os.truncate(self.tmp, self._good)
+        os.replace(self.tmp, self.final)
+        return self.final
+
+
 def detect_images(det: Detector, images: list[Path], out_dir: Path, args: argparse.Namespace, used: OutputNames) -> int:
     """Detect on image files; returns the number that failed.
 
     ``detections.jsonl`` is written line by line (flushed) under a temporary name and renamed in
     the end, also when the run is interrupted, so what was processed is never lost."""
     failures = 0
-    final = out_dir / "detections.jsonl"
-    tmp = final.with_name(f".detections.tmp-{os.getpid()}.jsonl")
-    records = 0
+    jsonl = JsonlOutput(out_dir / "detections.jsonl")
     try:
-        with open(tmp, "w") as jsonl:
-            for path in tqdm(images, desc="images", unit="img", disable=len(images) < 2 or None):
-                stem = used.add(path.stem, (".json", ".jpg"))
-                try:
-                    image = read_image(path)
-                    dets = det(image)
-                except RetinaTrtError as err:
-                    failures += 1
-                    print(f"skipped {path}: {err}", file=sys.stderr)
-                    continue
-                record = {"source": str(path), "width": image.shape[1], "height": image.shape[0], **dets.to_dict()}
-                if args.json:
-                    _write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1))
-                else:
-                    jsonl.write(json.dumps(record) + "\n")
-                    jsonl.flush()
-                    records += 1
-                if not args.no_draw:
-                    _write_image(out_dir / f"{stem}.jpg", dets.draw(image))
+        for path in tqdm(images, desc="images", unit="img", disable=len(images) < 2 or None):
+            stem = used.add(path.stem, (".json", ".jpg"))
+            try:
+                image = read_image(path)
+                dets = det(image)
+            except RetinaTrtError as err:
+                failures += 1
+                print(f"skipped {path}: {err}", file=sys.stderr)
+                continue
+            record = {"source": str(path), "width": image.shape[1], "height": image.shape[0], **dets.to_dict()}
+            if args.json:
+                _write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1))
+            else:
+                jsonl.write(record)
+            if not args.no_draw:
+                _write_image(out_dir / f"{stem}.jpg", dets.draw(image))
     finally:
-        if records:
-            os.replace(tmp, final)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        jsonl.close()
     return failures
 
 
@@ -162,8 +183,7 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
         max_reconnect_attempts=getattr(args, "max_reconnect_attempts", 10),
         max_outage_s=getattr(args, "max_outage", 120.0),
     )
-    final = out_dir / f"{stem}.jsonl"
-    tmp = final.with_name(f".{stem}.tmp-{os.getpid()}.jsonl")
+    jsonl = JsonlOutput(out_dir / f"{stem}.jsonl")
     frames = detections = 0
     total = stream.source.frame_count  # None for live sources
     if total and args.every > 1:
@@ -171,20 +191,18 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
     if args.max_frames:
         total = min(total or args.max_frames, args.max_frames)
     try:
-        with open(tmp, "w") as jsonl, tqdm(total=total, desc=str(source)[-40:], unit="frame", disable=None) as bar:
+        with tqdm(total=total, desc=str(source)[-40:], unit="frame", disable=None) as bar:
             for index, timestamp, _frame, dets in stream:
-                jsonl.write(json.dumps({"frame": index, "timestamp_s": round(timestamp, 4), **dets.to_dict()}) + "\n")
+                jsonl.write({"frame": index, "timestamp_s": round(timestamp, 4), **dets.to_dict()})
                 frames += 1
                 detections += len(dets)
                 bar.update(1)
                 bar.set_postfix(fps=f"{stream.stats.fps:.1f}")
     finally:
-        stream.close()  # finalizes the annotated video, also on Ctrl-C
-        if frames:
-            os.replace(tmp, final)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        try:
+            stream.close()  # finalizes the annotated video, also on Ctrl-C
+        finally:
+            jsonl.close()
     if frames == 0:
         raise VideoError(f"no frame of {source} could be decoded")
     stats = stream.stats.to_dict()

@@ -202,6 +202,16 @@ def letterbox_to(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return canvas
 
 
+def _plays(path: Path) -> bool:
+    """True when OpenCV decodes a first frame of the video at ``path``."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        ok, _ = capture.read()
+        return bool(ok)
+    finally:
+        capture.release()
+
+
 class VideoOutput:
     """An annotated video written under a temporary name and renamed when closed (also when the
     run is interrupted: the partial file is finalized, so it stays playable)."""
@@ -233,11 +243,20 @@ class VideoOutput:
         self.frames += 1
 
     def close(self) -> Path | None:
-        """Finalize and rename; None (and nothing left behind) when no frame was written."""
+        """Finalize and rename; None (and nothing left behind) when no frame was written.
+
+        Raises:
+            VideoError: the finished file does not play (OpenCV's writer fails silently, e.g. on a
+                full disk): it is removed, never left under the final name."""
         if self._writer is None:
             return None
         self._writer.release()
         self._writer = None
+        if not _plays(self.tmp):
+            with contextlib.suppress(OSError):
+                self.tmp.unlink()
+            raise VideoError(f"the annotated video {self.path} could not be written completely (a full disk?); "
+                             "nothing was left under its name")  # fmt: skip
         os.replace(self.tmp, self.path)
         return self.path
 
