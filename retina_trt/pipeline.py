@@ -112,7 +112,7 @@ def _check_request(request: BuildRequest) -> str | None:
 
     flavour = flavour_of(import_tensorrt(request.options.flavour))
     if flavour == "tensorrt":
-        cuda_device()
+        cuda_device(to_build=True)
     return flavour
 
 

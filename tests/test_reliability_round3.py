@@ -430,3 +430,19 @@ def test_full_disk_leaves_only_complete_files_under_final_names(onnx_models, ima
     assert not [f for f in files if "valid=False" in f or "plays=False" in f], files
     assert any(f.startswith("file detections.jsonl jsonl lines=") for f in files), files  # what was done is kept
     assert "Traceback" not in err and "No such file or directory" not in err, err[-3000:]
+
+
+def test_no_gpu_hint_for_an_engine_matches_what_built_it(image_dir, tmp_path, capsys):
+    from helpers import TINY_SPEC
+
+    from retina_trt.contract.engine_file import make_header, write_engine
+
+    engine = tmp_path / "rtx.engine"
+    header = make_header(spec=TINY_SPEC, tensorrt_version="1.7.1.116", device_name=None, compute_capability=None,
+                         precision="fp16", onnx_sha256="0" * 64, tensorrt_flavour="tensorrt_rtx", targets=((8, 6),),
+                         export={"nms": "graph", "input_size": [256, 384]}, build={"batch": [1, 1, 8]}, plan=b"plan")  # fmt: skip
+    write_engine(engine, header, b"plan")
+    assert main(["detect", str(engine), str(image_dir), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "whichever TensorRT built it (TensorRT-RTX included)" in err, err
+    assert "build with TensorRT-RTX" not in err  # the engine already was

@@ -299,7 +299,7 @@ def _targets(flavour: str, options: BuildOptions) -> tuple[str | None, tuple[int
         return None, None, tuple(options.compute_capabilities) or RTX_DEFAULT_TARGETS
     if options.compute_capabilities:
         raise ValueError("compute_capabilities are TensorRT-RTX targets; TensorRT 10/11 builds for the GPU at hand")
-    device_name, capability = cuda_device()
+    device_name, capability = cuda_device(to_build=True)
     return device_name, capability, (capability,)
 
 

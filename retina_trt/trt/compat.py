@@ -161,14 +161,22 @@ def import_cudart():
     return cudart
 
 
-def cuda_device(index: int | None = None) -> tuple[str, tuple[int, int]]:
+NO_GPU_TO_BUILD = (
+    "no CUDA GPU is visible: TensorRT 10/11 needs one to build engines; build with TensorRT-RTX "
+    "(--tensorrt tensorrt_rtx), which needs no GPU, or run the ONNX model on the CPU (OpenVINO or ONNX Runtime)"
+)
+NO_GPU_TO_RUN = (
+    "no CUDA GPU is visible: running a TensorRT engine needs one, whichever TensorRT built it (TensorRT-RTX "
+    "included); here, run the ONNX model the engine was built from on the CPU (OpenVINO or ONNX Runtime), "
+    "or copy the engine to a machine with one of its target GPUs"
+)
+
+
+def cuda_device(index: int | None = None, *, to_build: bool = False) -> tuple[str, tuple[int, int]]:
     """(name, compute capability) of CUDA device ``index`` (default: the current one), from the
-    CUDA runtime (cuda-python; torch only where cuda-python is missing)."""
-    no_gpu = BackendUnavailableError(
-        "no CUDA GPU is visible: TensorRT needs one to run (and TensorRT 10/11 to build) engines; "
-        "run the ONNX model with ONNX Runtime here, or build with TensorRT-RTX (--tensorrt tensorrt_rtx), "
-        "which needs no GPU"
-    )
+    CUDA runtime (cuda-python; torch only where cuda-python is missing). Without a GPU, the error
+    says what to do for building (``to_build``) or for running."""
+    no_gpu = BackendUnavailableError(NO_GPU_TO_BUILD if to_build else NO_GPU_TO_RUN)
     try:
         cudart = import_cudart()
     except BackendUnavailableError:
