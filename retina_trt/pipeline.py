@@ -120,6 +120,13 @@ def _check_source(request: BuildRequest, source: Path, meta, flavour: str | None
     if flavour is not None:
         check_nms_buildable(meta.nms, flavour, source)
     options = request.options
+    if meta.nms == "graph" and (7, 5) in tuple(tuple(cc) for cc in options.compute_capabilities or ()):
+        # measured with TensorRT-RTX 1.7: the graph NMS's pairwise product fails on 7.5
+        # ("FP32 GEMM is not supported"); the network alone (nms="none") builds there
+        raise ValueError(
+            "TensorRT-RTX cannot build nms='graph' for compute capability 7.5 (its FP32 matrix product is not "
+            "supported there): drop 7.5 from --compute-capability, or export with --nms none (NMS on the host)"
+        )
     if meta.input_size is not None and (options.min_hw or options.max_hw):
         raise ValueError(
             f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --min-input-size and "

@@ -53,7 +53,8 @@ def register(sub) -> None:
                    "(TensorRT for RTX, builds without a GPU), auto (default: $RETINA_TRT_TENSORRT, else "
                    "whichever is installed, tensorrt first)")
     p.add_argument("--compute-capability", type=parse_ccs, default=(),
-                   help="TensorRT-RTX targets, e.g. 8.6,8.9 (default 8.0,8.6,8.9,12.0,12.1; 7.5 on request)")
+                   help="TensorRT-RTX targets, e.g. 8.6,8.9 (default 8.0,8.6,8.9,12.0,12.1; 7.5 on request, "
+                   "for --nms none: graph NMS does not build there)")
     p.add_argument("--hardware-compat", choices=tuple(HARDWARE_COMPAT), default="none")
     p.add_argument("--version-compat", action="store_true", help="runnable by later TensorRT versions of the same major")
     p.add_argument("--output", required=True, help="the .engine file to write")
