@@ -23,7 +23,7 @@ from trt_seam import skip_calls, watch
 TRT_NAMES = ["init_libnvinfer_plugins", "get_plugin_registry", "Builder", "OnnxParser", "Runtime"]
 
 
-def _gpu(index=None):
+def _gpu(index=None, *, to_build=False):  # stands in for compat.cuda_device
     return "no GPU (seam)", (8, 6)
 
 
