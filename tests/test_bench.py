@@ -150,7 +150,7 @@ def test_bad_route_is_a_usage_error(capsys):
 
 
 def test_interleaved_timing_alternates_calls():
-    from retina_trt.bench.routes import time_interleaved
+    from retina_trt.bench.latency import time_interleaved
 
     order = []
     samples = time_interleaved([lambda: order.append("a"), lambda: order.append("b")], warmup_s=0.0,

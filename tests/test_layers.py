@@ -183,11 +183,17 @@ def test_detector_on_onnx_without_torch(onnx_models, image_dir, nms):
         from retina_trt import Detector
         with Detector({str(model)!r}) as det:
             out = [det(p) for p in {images!r}]
+            print("backend", det.backend)
         print(json.dumps([[d.scores.tolist(), d.class_ids.tolist()] for d in out]))
         assert not any(m.split(".")[0] in BLOCKED for m in sys.modules)
     """)
     assert result.returncode == 0, result.stderr[-3000:]
     got = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    import importlib.util
+
+    # where OpenVINO is installed, the torch- and onnx-free run was on it (auto), not a fallback
+    expected = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+    assert f"backend {expected}" in result.stdout, result.stdout + result.stderr[-2000:]
     with Detector(model) as det:
         want = [det(p) for p in images]
     assert [g[1] for g in got] == [w.class_ids.tolist() for w in want]

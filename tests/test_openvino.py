@@ -145,7 +145,7 @@ def test_auto_routing_and_onnxruntime_options(demo_onnx, caplog):
     with caplog.at_level(logging.INFO, logger="retina_trt"):
         with Detector(demo_onnx) as det:
             assert det.backend == "openvino"
-    assert any("OpenVINO runs" in r.getMessage() for r in caplog.records)
+    assert any("backend=openvino" in r.getMessage() and "runs in" in r.getMessage() for r in caplog.records)
     with Detector(demo_onnx, session_config={"session.intra_op.allow_spinning": "0"}) as det:
         assert det.backend == "onnxruntime"  # ONNX Runtime options ask for ONNX Runtime
     with Detector(demo_onnx, backend="onnxruntime") as det:
@@ -328,3 +328,16 @@ def test_missing_model_and_unknown_precision(tmp_path, demo_onnx):
         OpenVinoBackend(tmp_path / "none.onnx")
     with pytest.raises(ValueError, match="must be one of"):
         Detector(demo_onnx, backend="openvino", precision="int4")
+
+
+def test_precision_on_a_backend_that_has_none_is_refused(demo_onnx, tmp_path, capsys):
+    from retina_trt.cli import main
+    from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
+
+    with pytest.raises(ValueError, match="is OpenVINO's option"):
+        Detector(demo_onnx, backend="onnxruntime", precision="bf16")
+    config = SyntheticConfig(min_height=256, max_height=256, min_width=256, max_width=256)
+    annotations = generate_dataset(tmp_path / "ds", num_images=1, seed=1, split="val", config=config)
+    assert main(["eval", str(demo_onnx), "--annotations", str(annotations), "--images", str(tmp_path / "ds" / "val"),
+                 "--backend", "onnxruntime", "--cpu-precision", "f32"]) == 2  # fmt: skip
+    assert "is OpenVINO's option" in capsys.readouterr().err

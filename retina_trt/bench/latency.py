@@ -125,19 +125,32 @@ def time_calls(
 ) -> list[float]:
     """Call ``fn`` for ``warmup_s`` seconds (at least once), then ``iterations`` times (or for
     ``duration_s`` seconds); returns the timed calls' milliseconds."""
-    start = time.perf_counter()
-    fn()
-    while time.perf_counter() - start < warmup_s:
-        fn()
+    return time_interleaved([fn], warmup_s=warmup_s, iterations=iterations, duration_s=duration_s,
+                            after_warmup=after_warmup)[0]  # fmt: skip
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], Any]], *, warmup_s: float, iterations: int | None, duration_s: float | None,
+    after_warmup: Callable[[], None] | None = None,
+) -> list[list[float]]:
+    """Warm each call up for ``warmup_s`` (at least once), then time one call of each per round,
+    ``iterations`` rounds (or rounds for ``duration_s``); milliseconds per call, per call."""
+    for call in calls:
+        start = time.perf_counter()
+        call()
+        while time.perf_counter() - start < warmup_s:
+            call()
     if after_warmup is not None:
         after_warmup()
-    samples: list[float] = []
+    samples: list[list[float]] = [[] for _ in calls]
     begin = time.perf_counter()
     while True:
-        t0 = time.perf_counter()
-        fn()
-        samples.append(1000.0 * (time.perf_counter() - t0))
-        if iterations is not None and len(samples) >= iterations:
+        for call, times in zip(calls, samples):
+            t0 = time.perf_counter()
+            call()
+            times.append(1000.0 * (time.perf_counter() - t0))
+        rounds = len(samples[0])
+        if iterations is not None and rounds >= iterations:
             break
         if iterations is None and time.perf_counter() - begin >= (duration_s or 0.0):
             break
@@ -276,7 +289,7 @@ def _backend_rows(runnable: _Runnable, backend: str, batch_sizes, image, num_thr
 
 def _route_rows(runnable: _Runnable, routes: Sequence[str], image, workdir: Path, num_threads, timing) -> list[dict]:
     """One row per route at this scale, the routes timed interleaved (``bench/routes.py``)."""
-    from retina_trt.bench.routes import open_routes, parse_route, time_interleaved
+    from retina_trt.bench.routes import open_routes, parse_route
 
     parsed = [parse_route(r) for r in routes]
     detectors = open_routes(parsed, runnable.path, workdir, num_threads)

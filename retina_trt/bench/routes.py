@@ -10,11 +10,9 @@ timed interleaved (one call of each route per round), so a busy machine slows al
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from retina_trt.contract import CPU_PRECISIONS
 
@@ -81,31 +79,3 @@ def open_routes(routes: Sequence[Route], fp32_onnx: Path, workdir: Path, num_thr
         detectors.append(Detector(path, backend=route.backend, num_threads=num_threads,
                                   precision=route.precision if route.backend == "openvino" else None))  # fmt: skip
     return detectors
-
-
-def time_interleaved(
-    calls: Sequence[Callable[[], Any]], *, warmup_s: float, iterations: int | None, duration_s: float | None,
-    after_warmup: Callable[[], None] | None = None,
-) -> list[list[float]]:
-    """Warm each call up for ``warmup_s`` (at least once), then time one call of each per round,
-    ``iterations`` rounds (or rounds for ``duration_s``); milliseconds per call, per call."""
-    for call in calls:
-        start = time.perf_counter()
-        call()
-        while time.perf_counter() - start < warmup_s:
-            call()
-    if after_warmup is not None:
-        after_warmup()
-    samples: list[list[float]] = [[] for _ in calls]
-    begin = time.perf_counter()
-    while True:
-        for call, times in zip(calls, samples):
-            t0 = time.perf_counter()
-            call()
-            times.append(1000.0 * (time.perf_counter() - t0))
-        rounds = len(samples[0])
-        if iterations is not None and rounds >= iterations:
-            break
-        if iterations is None and time.perf_counter() - begin >= (duration_s or 0.0):
-            break
-    return samples

@@ -235,5 +235,5 @@ def _auto_onnx(path: Path, options: dict[str, Any]):
     except (BackendUnavailableError, ModelFormatError) as err:
         logger.info("OpenVINO cannot run %s (%s); ONNX Runtime runs it", path.name, err)
         return _open("onnxruntime", path, options)
-    logger.info("backend auto: OpenVINO runs %s in %s", path.name, chosen.precision)
+    logger.debug("backend auto: OpenVINO runs %s in %s", path.name, chosen.precision)
     return chosen

@@ -221,7 +221,7 @@ def _utf8_named(paths: list) -> tuple[list, int]:
     kept, skipped = [], 0
     for path in paths:
         try:
-            os.fsencode(path).decode("utf-8") if isinstance(path, Path) else str(path).encode("utf-8")
+            os.fsencode(path).decode("utf-8")  # a name with undecodable bytes (surrogates) fails here
         except UnicodeError:
             skipped += 1
             print(f"skipped {os.fsencode(path)!r}: its file name is not valid UTF-8; rename it", file=sys.stderr)

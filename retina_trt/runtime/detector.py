@@ -69,6 +69,9 @@ class Detector:
         if num_threads is not None and (isinstance(num_threads, bool) or not 1 <= int(num_threads) <= MAX_THREADS):
             raise ValueError(f"num_threads must be a positive integer up to {MAX_THREADS} (or None for the backend's "
                              f"default; this machine has {os.cpu_count()} cores), got {num_threads!r}")  # fmt: skip
+        if precision is not None and backend not in ("auto", "openvino"):
+            raise ValueError(f"precision={precision!r} is OpenVINO's option; backend={backend!r} runs the precision "
+                             "the model file has (prepare FP16/INT8 with prepare_precision)")  # fmt: skip
         self._closed = False
         self.model_path = Path(model_path)
         if not self.model_path.exists():

@@ -170,7 +170,7 @@ class OpenVinoBackend:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._queue = None
-        logger.info("OpenVINO %s on %s: %s graph, %s precision for the rest, %s", ov.__version__, path.name,
+        logger.debug("OpenVINO %s on %s: %s graph, %s precision for the rest, %s", ov.__version__, path.name,
                     self.graph_precision, self.hint, "from the cache" if self.loaded_from_cache else "compiled")  # fmt: skip
 
     # -- compile -----------------------------------------------------------------------------
