@@ -10,9 +10,10 @@ from onnx import TensorProto, helper, numpy_helper
 class GraphBuilder:
     """Appends nodes and constant initializers to ``graph`` under a name ``prefix``."""
 
-    def __init__(self, graph: onnx.GraphProto, prefix: str) -> None:
+    def __init__(self, graph: onnx.GraphProto, prefix: str, opset: int = 17) -> None:
         self.graph = graph
         self.prefix = prefix
+        self.opset = opset  # the model's ai.onnx opset (ReduceMax takes axes as an input from 18)
         self._count = 0
 
     def _name(self, hint: str) -> str:
@@ -56,6 +57,12 @@ class GraphBuilder:
         """``ConstantOfShape`` of ``shape`` (an int64 tensor) filled with 0 of ``dtype`` (explicit
         value: some tools, Model Optimizer among them, do not apply the default)."""
         return self.op("ConstantOfShape", [shape], value=helper.make_tensor("value", dtype, [1], [0]))
+
+    def reduce_max(self, x: str, axis: int) -> str:
+        """``ReduceMax`` over ``axis``, that axis dropped (the form of this builder's opset)."""
+        if self.opset >= 18:
+            return self.op("ReduceMax", [x, self.const([axis], np.int64, "axes")], keepdims=0)
+        return self.op("ReduceMax", [x], axes=[axis], keepdims=0)
 
     def reshape(self, x: str, shape: list[int] | str) -> str:
         target = shape if isinstance(shape, str) else self.const(shape, np.int64, "shape")

@@ -278,7 +278,7 @@ def export_onnx(
     graph = onnx_model.graph
     levels = [o.name for o in graph.output]
     del graph.output[:]
-    g = GraphBuilder(graph, "postprocess")
+    g = GraphBuilder(graph, "postprocess", opset)
     boxes, scores, labels = append_candidates(g, cls_levels=levels[0::2], box_levels=levels[1::2], images="images",
                                               image_sizes=_image_sizes(g, image_sizes_input), spec=spec,
                                               input_size=input_size)  # fmt: skip
