@@ -8,8 +8,8 @@ name, whether this machine's TensorRT can build at all, the NMS kind, the profil
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ from typing import Any
 from retina_trt.calibration import CalibrationConfig, prepare_precision
 from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR
 from retina_trt.contract.onnx_metadata import read_metadata
+from retina_trt.errors import ModelFormatError
 from retina_trt.trt.builder import (
     BuildOptions,
     build_engine,
@@ -26,6 +27,7 @@ from retina_trt.trt.builder import (
     check_nms_buildable,
     profile_shapes,
 )
+from retina_trt.trt.compat import installed_flavour
 from retina_trt.utils import check_output_file, refuse_overwrite
 
 
@@ -74,16 +76,6 @@ class BuildResult:
     plan: dict[str, Any]
     engine: Path | None
     reused: bool
-
-
-def installed_flavour() -> str:
-    """The TensorRT flavour a build would use, without importing it (for --dry-run defaults)."""
-    wanted = os.environ.get("RETINA_TRT_TENSORRT", "auto")
-    if wanted in ("tensorrt", "tensorrt_rtx"):
-        return wanted
-    if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec("tensorrt_rtx") is not None:
-        return "tensorrt_rtx"
-    return "tensorrt"
 
 
 def _check_request(request: BuildRequest) -> str | None:
@@ -179,8 +171,57 @@ def run_build(request: BuildRequest, *, say: Callable[[str], None] = print) -> B
                                        cache_dir=request.cache_dir, use_cache=request.use_cache)  # fmt: skip
             prepared, reused = result.path, result.reused
             say(f"{precision} ONNX {'reused from the precision cache' if reused else 'prepared'}: {prepared}")
-        plan = build_plan(prepared, request.options)
+        plan = build_plan(prepared, request.options, flavour)
         if request.dry_run:
             return BuildResult(prepared, precision, plan, None, reused)
         engine = build_engine(prepared, request.output, request.options)
     return BuildResult(prepared, precision, plan, engine, reused)
+
+
+
+def deepstream_onnx(
+    model: str | os.PathLike,
+    out_onnx: str | os.PathLike,
+    *,
+    precision: str = "fp16",
+    batch: int = 1,
+    input_size: tuple[int, int] | None = None,
+    calibration: CalibrationConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    prepare: bool = True,
+) -> Path:
+    """The ONNX a DeepStream config is written beside (``scaleout.deepstream.export_deepstream``):
+    a checkpoint exported with one float input and no ``image_sizes`` (batch 1..``batch``), or a
+    given DeepStream ONNX copied, then ``precision`` prepared into it when it is FP32 and
+    ``prepare`` (False: an engine was already built from it).
+
+    Returns ``out_onnx``, written under a temporary name and renamed when complete.
+    """
+    from retina_trt.scaleout.deepstream import PRECISIONS, check_deepstream_onnx
+    from retina_trt.utils import atomic_path
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    model, out_onnx = Path(model), Path(out_onnx)
+    if not model.is_file():
+        raise ModelFormatError(f"model not found: {model}")
+    suffix = model.suffix.lower()
+    if suffix not in (".pt", ".pth", ".onnx"):
+        raise ModelFormatError(f"export-deepstream takes a checkpoint (.pt) or a DeepStream ONNX, got {model}")
+    with tempfile.TemporaryDirectory(prefix="retina-trt-deepstream-", dir=out_onnx.parent) as tmp:
+        staged = Path(tmp) / "model.onnx"
+        if suffix == ".onnx":
+            check_deepstream_onnx(model)
+            staged = model
+        else:
+            from retina_trt.export.onnx_export import export_onnx
+
+            export_onnx(model, staged, batch=(1, batch, batch), input_size=input_size,
+                        input_dtype="float32", image_sizes_input=False)  # fmt: skip
+        if prepare and precision != "fp32" and read_metadata(staged).precision == "fp32":
+            prepared = Path(tmp) / f"model.{precision}.onnx"
+            staged = prepare_precision(staged, precision, prepared, calibration=calibration, cache_dir=cache_dir).path
+        if staged.resolve() != out_onnx.resolve():
+            with atomic_path(out_onnx) as part:
+                shutil.copyfile(staged, part)
+    return out_onnx

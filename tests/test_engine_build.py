@@ -116,10 +116,29 @@ def test_plugin_nodes_are_found_by_namespace(onnx_models):
 
 
 def test_build_plan_needs_no_tensorrt(onnx_models):
-    plan = build_plan(onnx_models[("onnx", False)], BuildOptions(batch=(1, 2, 4), version_compatible=True))
+    plan = build_plan(onnx_models[("onnx", False)], BuildOptions(batch=(1, 2, 4), version_compatible=True, flavour="tensorrt"))
     assert plan["precision"] == "fp32" and plan["strongly_typed"] is True
     assert plan["profile"]["images"] == "min 1x256x384x3 / opt 2x256x384x3 / max 4x256x384x3"
     assert plan["version_compatible"] is True
+
+
+def test_build_plan_says_what_the_build_will_use(onnx_models, tmp_path):
+    """No 'flavour: None' or empty targets: the plan names the TensorRT, its targets, and what
+    happens to a timing cache (TensorRT-RTX has none; TensorRT creates or loads one)."""
+    onnx_path = onnx_models[("onnx", False)]
+    rtx = build_plan(onnx_path, BuildOptions(flavour="tensorrt_rtx", timing_cache=str(tmp_path / "t.cache")))
+    assert rtx["tensorrt"] == "TensorRT-RTX" and rtx["targets"] == "8.0, 8.6, 8.9, 12.0, 12.1 (TensorRT-RTX's defaults)"
+    assert "not used" in rtx["timing_cache / compatibility"] and "--timing-cache ignored" in rtx["timing_cache / compatibility"]
+    assert "flavour" not in rtx and "compute_capabilities" not in rtx and "hardware_compat" not in rtx
+    named = build_plan(onnx_path, BuildOptions(flavour="tensorrt_rtx", compute_capabilities=((8, 6),)))
+    assert named["targets"] == "8.6"
+    trt = build_plan(onnx_path, BuildOptions(flavour="tensorrt", timing_cache=str(tmp_path / "t.cache")))
+    assert trt["timing_cache"].endswith("(created by the build)") and "GPU the build runs on" in trt["targets"]
+    (tmp_path / "t.cache").write_bytes(b"x")
+    again = build_plan(onnx_path, BuildOptions(flavour="tensorrt", timing_cache=str(tmp_path / "t.cache")))
+    assert again["timing_cache"].endswith("(loaded, then updated)")
+    installed = build_plan(onnx_path, BuildOptions())  # this machine: TensorRT-RTX only
+    assert installed["tensorrt"] == "TensorRT-RTX (the one installed)"
 
 
 def test_build_engine_dry_run_writes_the_prepared_onnx_and_reuses_the_cache(tiny_checkpoint, tmp_path, capsys):

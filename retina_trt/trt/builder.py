@@ -37,6 +37,7 @@ from .compat import (
     flavour_of,
     hardware_compat_level,
     import_tensorrt,
+    installed_flavour,
     make_logger,
     network_flags,
     rtx_compute_capability,
@@ -132,10 +133,16 @@ def profile_shapes(meta: OnnxMetadata, options: BuildOptions) -> dict[str, tuple
     return shapes
 
 
-def build_plan(onnx_path: str | os.PathLike, options: BuildOptions) -> dict[str, Any]:
-    """What a build would do (no TensorRT needed): the ``--dry-run`` plan."""
+def build_plan(onnx_path: str | os.PathLike, options: BuildOptions, flavour: str | None = None) -> dict[str, Any]:
+    """What a build would do (no TensorRT needed): the ``--dry-run`` plan, as it will be used.
+
+    Args:
+        flavour: the TensorRT that will build (``options.flavour`` if given, else the one
+            installed, as ``compat.installed_flavour`` finds it without importing it).
+    """
     meta = read_metadata(onnx_path)
     shapes = profile_shapes(meta, options)
+    flavour = flavour or options.flavour or installed_flavour()
     return {
         "onnx": str(onnx_path),
         "precision": meta.precision,
@@ -145,8 +152,35 @@ def build_plan(onnx_path: str | os.PathLike, options: BuildOptions) -> dict[str,
             for name, s in shapes.items()
         },
         "strongly_typed": True,
-        **{k: v for k, v in asdict(options).items() if k not in ("batch", "min_hw", "opt_hw", "max_hw")},
+        "tensorrt": FLAVOUR_NAMES[flavour] + ("" if options.flavour else " (the one installed)"),
+        "targets": _planned_targets(flavour, options),
+        "workspace_mib": options.workspace_mib,
+        "optimization_level": options.optimization_level,
+        **_planned_compatibility(flavour, options),
     }
+
+
+def _planned_targets(flavour: str, options: BuildOptions) -> str:
+    if flavour == "tensorrt":
+        return "the GPU the build runs on (TensorRT 10/11 builds for the GPU at hand)"
+    ccs = ", ".join(f"{a}.{b}" for a, b in (options.compute_capabilities or RTX_DEFAULT_TARGETS))
+    return ccs + ("" if options.compute_capabilities else " (TensorRT-RTX's defaults)")
+
+
+def _planned_compatibility(flavour: str, options: BuildOptions) -> dict[str, Any]:
+    """Timing cache and hardware/version compatibility as the build will use them."""
+    if flavour == "tensorrt_rtx":
+        asked = [f"--{n}" for n, on in (("timing-cache", options.timing_cache), ("version-compat", options.version_compatible),
+                                          ("hardware-compat", options.hardware_compat != "none")) if on]  # fmt: skip
+        note = "not used: TensorRT-RTX has no timing cache and no compatibility modes; its engines run on their targets"
+        return {"timing_cache / compatibility": note + (f" ({', '.join(asked)} ignored)" if asked else "")}
+    if options.timing_cache:
+        cache = Path(options.timing_cache)
+        cache_text = f"{cache} ({'loaded, then updated' if cache.is_file() else 'created by the build'})"
+    else:
+        cache_text = "none (--timing-cache F keeps one across builds)"
+    return {"timing_cache": cache_text, "hardware_compat": options.hardware_compat,
+            "version_compatible": options.version_compatible}  # fmt: skip
 
 
 def check_nms_buildable(nms: str, flavour: str, what: str | os.PathLike) -> None:

@@ -9,6 +9,7 @@ changed in 11).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from types import ModuleType
@@ -30,6 +31,17 @@ INSTALL_HINT = (
     "GPUs); without TensorRT, run the ONNX model with ONNX Runtime (retina-trt detect model.onnx ...)"
 )
 FLAVOUR_NAMES = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
+
+
+def installed_flavour() -> str:
+    """The TensorRT flavour a build would use (``$RETINA_TRT_TENSORRT``, else the one installed,
+    TensorRT first), found without importing it (for --dry-run plans and defaults)."""
+    wanted = os.environ.get(FLAVOUR_ENV, "auto")
+    if wanted in FLAVOURS:
+        return wanted
+    if importlib.util.find_spec("tensorrt") is None and importlib.util.find_spec("tensorrt_rtx") is not None:
+        return "tensorrt_rtx"
+    return "tensorrt"
 
 
 def _import_flavour(flavour: str) -> ModuleType:
