@@ -202,6 +202,26 @@ def test_verbose_flag_works_where_the_hints_put_it(onnx_models, tmp_path):
     model = str(onnx_models[("onnx", False)])
     assert main(["info", model, "--verbose", "--cpu-precision", "f32"]) == 0
     assert main(["build-engine", "--onnx", model, "--output", str(tmp_path / "m.engine"), "--dry-run", "--verbose"]) == 0
+    assert main(["data", "synthetic", "--out", str(tmp_path / "d"), "--images", "1", "-v"]) == 0
+
+
+def test_every_command_and_nested_command_takes_verbose():
+    import argparse
+
+    from retina_trt.cli import build_parser
+
+    def leaves(parser, path=()):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield path, parser
+        for action in subs:
+            for name, child in action.choices.items():
+                yield from leaves(child, (*path, name))
+
+    found = list(leaves(build_parser()))
+    assert len(found) > 10 and any(len(path) == 2 for path, _ in found)  # data synthetic, ...
+    for path, parser in found:
+        assert any("-v" in a.option_strings for a in parser._actions), " ".join(path)
 
 
 def test_a_foreign_pt_never_gets_advice_to_load_it_unsafely(onnx_models, tmp_path):

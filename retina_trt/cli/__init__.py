@@ -39,10 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
-    for command in sub.choices.values():  # `retina-trt build-engine ... -v` works as the hints say
+    _verbose_everywhere(sub)  # `retina-trt build-engine ... -v` works as the hints say
+    return parser
+
+
+def _verbose_everywhere(sub) -> None:
+    """``-v`` on every command and nested command (``data synthetic ... -v``), not only first."""
+    for command in sub.choices.values():
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="debug logging and tracebacks")  # fmt: skip
-    return parser
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _verbose_everywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

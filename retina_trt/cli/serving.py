@@ -4,6 +4,7 @@ Inference Server; retina_trt/scaleout/)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from retina_trt.cli.args import parse_size, positive_int
 from retina_trt.contract import PRECISIONS
@@ -64,11 +65,18 @@ def _cmd_export_triton(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_deepstream(args: argparse.Namespace) -> int:
-    from retina_trt.scaleout.deepstream import export_deepstream
+    from retina_trt.calibration import CalibrationConfig
+    from retina_trt.pipeline import deepstream_onnx
+    from retina_trt.scaleout.deepstream import CONFIG_NAME, export_deepstream
+    from retina_trt.utils import check_output_file
 
-    path = export_deepstream(args.model, args.out, precision=args.precision, batch=args.batch,
-                             input_size=args.input_size, engine=args.engine, calib_data=args.calib_data,
-                             calib_images=args.calib_images, cache_dir=args.cache_dir)  # fmt: skip
+    out = Path(args.out)
+    check_output_file(out / CONFIG_NAME, "--out")  # before the export and the precision step
+    calibration = CalibrationConfig(source=args.calib_data, num_images=args.calib_images)
+    onnx = deepstream_onnx(args.model, out / "model.onnx", precision=args.precision, batch=args.batch,
+                           input_size=args.input_size, calibration=calibration, cache_dir=args.cache_dir,
+                           prepare=args.engine is None)  # fmt: skip
+    path = export_deepstream(onnx, out, batch=args.batch, engine=args.engine)
     print(f"wrote {path} (+ labels.txt, model.onnx); see its header about the bbox parser")
     return 0
 

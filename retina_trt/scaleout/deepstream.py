@@ -40,11 +40,12 @@ from retina_trt.errors import ModelFormatError
 from retina_trt.utils import atomic_path, check_output_file
 
 CONFIG_NAME = "config_infer_primary_retina_trt.txt"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")  # what model.onnx can be prepared in
 NETWORK_MODE = 0  # FP32 flags only: the prepared graph states its own precisions
 
 
-def _check_deepstream_onnx(path: Path):
+def check_deepstream_onnx(path: Path):
+    """The metadata of a DeepStream ONNX (one float input, fixed size), or ModelFormatError."""
     meta = read_metadata(path)
     if meta.info.inputs != ("images",) or not meta.info.float_input:
         raise ModelFormatError(
@@ -57,89 +58,77 @@ def _check_deepstream_onnx(path: Path):
 
 
 def export_deepstream(
-    model: str | os.PathLike,
+    onnx: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    precision: str = "fp16",
     batch: int = 1,
-    input_size: tuple[int, int] | None = None,
     engine: str | os.PathLike | None = None,
     gie_id: int = 1,
-    calib_data: str | os.PathLike | None = None,
-    calib_images: int = 512,
-    cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Write the nvinfer config, labels and the DeepStream ONNX (see the module docstring).
+    """Write the nvinfer config and labels beside a DeepStream ONNX (see the module docstring).
+
+    The writer takes an export, as ``export_triton`` does: ``retina_trt.pipeline.deepstream_onnx``
+    (what ``retina-trt export-deepstream`` runs) exports a checkpoint and prepares its precision.
 
     Args:
-        model: a checkpoint (exported here) or an ONNX exported with ``input_dtype="float32"`` and
-            ``image_sizes_input=False``.
-        precision: the precision prepared into ``model.onnx`` (``fp16``: Model Optimizer autocast
-            with an FP32 postprocess, ``int8``: Q/DQ calibrated on ``calib_data``).
-        batch: nvinfer's batch size (the ONNX's batch range is 1..batch).
+        onnx: an ONNX exported with ``input_dtype="float32"``, ``image_sizes_input=False`` and a
+            fixed input size; copied to ``out_dir/model.onnx`` unless it is that file.
+        batch: nvinfer's batch size.
         engine: a retina_trt engine built from that ONNX; its raw plan becomes ``model.plan``.
-        calib_data, calib_images: INT8 calibration images (folder, COCO .json or "synthetic").
-        cache_dir: the precision cache (default ``$RETINA_TRT_CACHE`` or ~/.cache/retina_trt).
 
     Returns:
         The config file's path.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    model, out = Path(model), Path(out_dir)
-    if not model.is_file():
-        raise ModelFormatError(f"model not found: {model}")
-    check_output_file(out / CONFIG_NAME, "--out")  # before the export and the precision step
+    onnx, out = Path(onnx), Path(out_dir)
+    check_output_file(out / CONFIG_NAME, "--out")
+    meta = check_deepstream_onnx(onnx)
     onnx_path = out / "model.onnx"
-    if model.suffix.lower() in (".pt", ".pth"):
-        from retina_trt.export.onnx_export import export_onnx
+    if onnx.resolve() != onnx_path.resolve():
+        with atomic_path(onnx_path) as tmp:
+            shutil.copyfile(onnx, tmp)
+    lines = _header_lines(meta, gie_id)
+    if engine is not None:
+        _write_plan(Path(engine), out)
+        lines.append("model-engine-file=model.plan")
+    lines += _property_lines(meta, batch)
+    with atomic_path(out / "labels.txt") as tmp:
+        tmp.write_text("\n".join(meta.spec.class_names) + "\n")
+    config = out / CONFIG_NAME
+    with atomic_path(config) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return config
 
-        export_onnx(model, onnx_path, batch=(1, batch, batch), input_size=input_size,
-                    input_dtype="float32", image_sizes_input=False)  # fmt: skip
-    elif model.suffix.lower() == ".onnx":
-        _check_deepstream_onnx(model)
-        if model.resolve() != onnx_path.resolve():
-            with atomic_path(onnx_path) as tmp:
-                shutil.copyfile(model, tmp)
-    else:
-        raise ModelFormatError(f"export-deepstream takes a checkpoint (.pt) or a DeepStream ONNX, got {model}")
-    meta = _check_deepstream_onnx(onnx_path)
-    if meta.precision == "fp32" and precision != "fp32" and engine is None:
-        from retina_trt.calibration import CalibrationConfig, prepare_precision
 
-        calibration = CalibrationConfig(source=calib_data, num_images=calib_images)
-        staged = out / f".model.{precision}.tmp-{os.getpid()}.onnx"
-        try:
-            prepare_precision(onnx_path, precision, staged, calibration=calibration, cache_dir=cache_dir)
-            os.replace(staged, onnx_path)
-        finally:
-            staged.unlink(missing_ok=True)
-        meta = _check_deepstream_onnx(onnx_path)
-    spec = meta.spec
-    height, width = meta.input_size
-    lines = [
+def _write_plan(engine: Path, out: Path) -> None:
+    header = read_engine_header(engine)
+    if header.info.inputs != ("images",):
+        raise ModelFormatError(f"{engine} was not built from a DeepStream ONNX (it has the image_sizes input)")
+    with atomic_path(out / "model.plan") as tmp:
+        tmp.write_bytes(read_plan(engine, header))
+
+
+def _header_lines(meta, gie_id: int) -> list[str]:
+    return [
         "# nvinfer configuration written by retina-trt export-deepstream.",
         "# The graph takes raw 0-255 BGR pixels (NHWC, float) and normalizes them itself.",
         f"# model.onnx is {meta.precision.upper()}: its precisions are in the graph (FP32 postprocess), hence",
         "# network-mode=0; nvinfer's FP16/INT8 modes would also lower the postprocess.",
         "# NMS runs inside the engine (cluster-mode=4). The outputs follow EfficientNMS_TRT's layout",
         "# with boxes in network-input pixels: parse-bbox-func-name must name a parser for that layout",
-        "# (see retina_trt/export/deepstream.py; retina_trt does not ship one).",
+        "# (see retina_trt/scaleout/deepstream.py; retina_trt does not ship one).",
         "[property]",
         "gpu-id=0",
         f"gie-unique-id={gie_id}",
         "onnx-file=model.onnx",
     ]
-    if engine is not None:
-        header = read_engine_header(engine)
-        if header.info.inputs != ("images",):
-            raise ModelFormatError(f"{engine} was not built from a DeepStream ONNX (it has the image_sizes input)")
-        with atomic_path(out / "model.plan") as tmp:
-            tmp.write_bytes(read_plan(engine, header))
-        lines.append("model-engine-file=model.plan")
-    lines += [
+
+
+def _property_lines(meta, batch: int) -> list[str]:
+    spec = meta.spec
+    height, width = meta.input_size
+    return [
         "labelfile-path=labels.txt",
         f"batch-size={batch}",
         f"network-mode={NETWORK_MODE}",
@@ -161,9 +150,3 @@ def export_deepstream(
         f"pre-cluster-threshold={spec.score_thresh}",
         f"topk={spec.detections_per_img}",
     ]
-    with atomic_path(out / "labels.txt") as tmp:
-        tmp.write_text("\n".join(spec.class_names) + "\n")
-    config = out / CONFIG_NAME
-    with atomic_path(config) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return config
