@@ -9,7 +9,7 @@ SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
+.PHONY: venv test test-all lint readme-check demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ test: lint
 # Everything, slow and Triton-server tests included.
 test-all: lint $(SERVE_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The README's Python block as written: a seeded torchvision ResNet-50-FPN, 512 calibration images
+# at 800x1344, an INT8 TensorRT-RTX engine (slow: tests/test_readme.py).
+readme-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_readme.py -m slow
 
 demo: $(STAMP)
 	$(BIN)/python samples/demo.py --out demo-output

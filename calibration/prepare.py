@@ -21,6 +21,7 @@ from retina_trt.utils import atomic_path, check_output_file, refuse_overwrite
 
 from .cache import PrecisionCache, default_cache_dir, file_sha256, tool_versions
 from .data import DEFAULT_CALIB_IMAGES, CalibrationData, load_calibration_data, noise_data
+from .memory import calibration_batch
 from .precision import CALIB_METHODS, DEFAULT_PERCENTILE, PRECISIONS, convert_fp16, quantize_int8
 from .split import has_nms_inputs, reattach_nms, split_at_nms
 
@@ -37,7 +38,9 @@ class CalibrationConfig:
         num_images: calibration images (default 512).
         method: ``entropy`` (default), ``max`` or ``percentile``.
         percentile: the percentile for ``method="percentile"``.
-        batch_size: images per calibration batch.
+        batch_size: images per calibration batch; None (default): the largest up to 8 whose
+            estimated memory fits in what this machine has (``calibration/memory.py``); a
+            given batch is lowered, with a warning, when it would not fit.
         seed: shuffling seed.
     """
 
@@ -45,7 +48,7 @@ class CalibrationConfig:
     num_images: int = DEFAULT_CALIB_IMAGES
     method: str = "entropy"
     percentile: float = DEFAULT_PERCENTILE
-    batch_size: int = 8
+    batch_size: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -54,7 +57,7 @@ class CalibrationConfig:
         if not 50.0 < float(self.percentile) < 100.0:
             raise ValueError(f"percentile must be in (50, 100), got {self.percentile}")
         for name in ("num_images", "batch_size"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
@@ -85,10 +88,8 @@ def _convert(
     def convert(path: Path) -> onnx.ModelProto:
         if precision == "fp16":
             return convert_fp16(path, data)
-        return quantize_int8(
-            path, data, method=calibration.method,
-            batch_size=calibration.batch_size, percentile=calibration.percentile,
-        )  # fmt: skip
+        batch = calibration_batch(path, calibration_input_size(onnx_path), calibration.batch_size, len(data))
+        return quantize_int8(path, data, method=calibration.method, batch_size=batch, percentile=calibration.percentile)
 
     full = onnx.load(str(onnx_path))
     if not has_nms_inputs(full):  # nms="none" (candidates are the outputs), or an older export

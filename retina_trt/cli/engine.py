@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--calib-images", type=positive_int, default=512, help="calibration images (default 512)")
     p.add_argument("--calib-method", choices=CALIB_METHODS, default="entropy")
     p.add_argument("--calib-percentile", type=float, default=99.999, help="for --calib-method percentile")
-    p.add_argument("--calib-batch", type=positive_int, default=8, help="images per calibration batch")
+    p.add_argument("--calib-batch", type=positive_int, default=None,
+                   help="images per calibration batch (default: the largest up to 8 that fits in memory here)")
     p.add_argument("--calib-seed", type=int, default=0, help="calibration shuffling seed")
     p.add_argument("--cache-dir", default=None, help="precision cache (default $RETINA_TRT_CACHE or ~/.cache/retina_trt)")
     p.add_argument("--no-cache", action="store_true", help="recalibrate even if a cached model matches")
