@@ -9,7 +9,7 @@ SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint readme-check demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
+.PHONY: venv test test-all lint readme-check soak demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
 
 venv: $(STAMP)
 
@@ -96,6 +96,12 @@ bench: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.graph_nms --out bench-output/graph_nms
 	$(BIN)/retina-trt export --weights samples/models/shapes_r18.pt --output bench-output/shapes_r18.onnx
 	$(BIN)/python -m retina_trt.bench.startup --model bench-output/shapes_r18.onnx --out bench-output/startup
+
+# Multi-source soak: 4 MJPEG cameras at 30 fps (localhost) into the demo model on the CPU for 10
+# minutes; RSS and p99 latency per 30 s window (bench-output/soak: soak.md, soak.png, soak.json).
+soak: $(STAMP)
+	$(BIN)/retina-trt export --weights samples/models/shapes_r18.pt --output bench-output/soak/shapes_r18.onnx
+	$(BIN)/python -m retina_trt.bench.soak --model bench-output/soak/shapes_r18.onnx --minutes 10 --out bench-output/soak
 
 # The paper's Table 1e sweep on a GPU (TensorRT FP16 engines per scale; needs TensorRT + CUDA).
 bench-gpu: $(STAMP)

@@ -27,6 +27,7 @@ LAYERS = [
     ("image", ["retina_trt.image"]),
     ("model", ["retina_trt.model"]),
     ("runtime", ["retina_trt.runtime"]),
+    ("streams", ["retina_trt.streams"]),
     ("export", ["retina_trt.export"]),
     ("precision", ["retina_trt.calibration"]),
     ("trt", ["retina_trt.trt"]),
@@ -39,7 +40,8 @@ LAYERS = [
 ]
 # Layers that must not see each other although one is "above" the other: the runtime never
 # imports the model, export, precision or trt code at module level (backends load on demand).
-FORBIDDEN = {"runtime": {"model", "export", "precision", "trt", "plugins"}}
+FORBIDDEN = {"runtime": {"model", "export", "precision", "trt", "plugins"},
+             "streams": {"model", "export", "precision", "trt", "plugins"}}  # fmt: skip
 # The one runtime module allowed to import the model: the torch backend, loaded by the registry.
 EXEMPT = {"retina_trt.runtime.torch_backend"}
 

@@ -236,6 +236,16 @@ class Detector:
 
         return DetectionStream(self, source, **options)
 
+    def streams(self, sources=(), **options):
+        """Several sources at once, frames batched across them into one model call: a
+        :class:`~retina_trt.streams.MultiStream` (list or mapping id -> source; options there:
+        ``batch_size``, ``push_timeout_ms``, ``buffer``, the reconnect policy, ...), iterating
+        :class:`~retina_trt.streams.MultiFrame` ``(source_id, index, timestamp_s, frame,
+        detections, latency_s, generation)``; ``add()``/``remove()`` while it runs."""
+        from retina_trt.streams import MultiStream
+
+        return MultiStream(self, sources, **options)
+
     def close(self) -> None:
         """Release the backend's resources (idempotent); every later call raises a clear error."""
         if not self._closed:

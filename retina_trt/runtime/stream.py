@@ -42,6 +42,7 @@ import numpy as np
 from retina_trt.errors import ImageError, VideoError
 from retina_trt.image import read_image
 from retina_trt.runtime.detections import Detections
+from retina_trt.runtime.reconnect import ReconnectPolicy, reopen
 from retina_trt.utils import check_output_file, refuse_overwrite
 
 logger = logging.getLogger(__name__)
@@ -112,10 +113,15 @@ class FrameSource:
     caller counts and skips it), or raises ``EOFError`` at the end / when the stream is lost.
     """
 
-    def __init__(self, source: str | int | os.PathLike, *, max_bad_frames: int = 25) -> None:
+    def __init__(
+        self, source: str | int | os.PathLike, *, max_bad_frames: int = 25, open_now: bool = True, timeout_s: float = 10.0
+    ) -> None:
+        """``open_now=False``: a live source is opened by the caller (``open()``), so one that
+        never connects can be retried; ``timeout_s``: how long a live open or read may block."""
         self.source = source
         self.live = is_live(source)
         self.max_bad_frames = max_bad_frames
+        self.timeout_s = float(timeout_s)
         self._files: list[Path] | None = None
         self._capture: cv2.VideoCapture | None = None
         self._position = 0
@@ -129,14 +135,18 @@ class FrameSource:
                 raise VideoError(f"folder {path} has no images")
         elif path is not None and not path.exists():
             raise VideoError(f"video not found: {path}")
-        else:
+        elif open_now or not self.live:
             self.open()
 
     def open(self) -> None:
         """(Re)open a capture; raises :class:`VideoError` when it cannot be opened."""
         self.release()
         target = int(self.source) if str(self.source).isdigit() and self.live else str(self.source)
-        capture = cv2.VideoCapture(target)
+        if self.live and isinstance(target, str):  # a stalled network source must not block for ever
+            ms = int(1000 * self.timeout_s)
+            capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            capture = cv2.VideoCapture(target)
         if not capture.isOpened():
             capture.release()
             raise VideoError(f"cannot open video {self.source}: not a video or stream OpenCV can decode, or unreachable")
@@ -306,8 +316,8 @@ class DetectionStream:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if max_frames is not None and int(max_frames) < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        if int(max_reconnect_attempts) < 1 or not float(max_outage_s) > 0:
-            raise ValueError(f"max_reconnect_attempts must be >= 1 and max_outage_s > 0, got {max_reconnect_attempts}, {max_outage_s}")
+        self.policy = ReconnectPolicy(reconnect=reconnect, max_reconnects=max_reconnects, max_attempts=max_reconnect_attempts,
+                                      max_outage_s=max_outage_s, backoff_s=backoff_s)  # fmt: skip
         self.detector = detector
         self.source = FrameSource(source, max_bad_frames=max_bad_frames)
         self.live = self.source.live
@@ -315,11 +325,6 @@ class DetectionStream:
         self.every = int(every)
         self.max_frames = max_frames
         self.drop_stale = self.live if drop_stale is None else bool(drop_stale)
-        self.reconnect = reconnect
-        self.max_reconnects = max_reconnects
-        self.max_reconnect_attempts = int(max_reconnect_attempts)
-        self.max_outage_s = float(max_outage_s)
-        self.backoff_s = backoff_s
         self.min_score = min_score
         self.stats = StreamStats()
         self._frames: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -375,40 +380,9 @@ class DetectionStream:
         return False
 
     def _reopen(self) -> bool:
-        """Reopen a lost live stream with exponential backoff; False when giving up.
-
-        Gives up after ``max_reconnect_attempts`` failed attempts in a row or ``max_outage_s``
-        seconds without a frame from the source (and after ``max_reconnects`` successful
-        reconnects over the stream's life, if set); ``stats.gave_up`` says which. The outage
-        clock runs from the last frame read, so a source that reconnects and then stalls again
-        before sending a frame (flapping) uses up the same budget."""
-        delay, cap = self.backoff_s
-        started = self._last_frame if self._last_frame is not None else time.monotonic()
-        failed = 0
-        while not self._stop.is_set():
-            if self.max_reconnects is not None and self.stats.reconnects >= self.max_reconnects:
-                self.stats.gave_up = f"{self.stats.reconnects} reconnects made (max_reconnects)"
-                return False
-            if failed >= self.max_reconnect_attempts:
-                self.stats.gave_up = f"{failed} reconnect attempts failed in a row"
-                return False
-            outage = time.monotonic() - started
-            if outage + delay > self.max_outage_s:
-                self.stats.gave_up = f"the source stayed away {outage:.1f} s (max_outage_s {self.max_outage_s:g})"
-                return False
-            self._stop.wait(delay)
-            self.stats.reconnect_attempts += 1
-            try:
-                self.source.open()
-            except VideoError as err:
-                failed += 1
-                logger.warning("reconnect attempt %d to %s failed: %s", failed, self.source.source, err)
-                delay = min(cap, delay * 2)
-                continue
-            self.stats.reconnects += 1
-            logger.info("reconnected to %s", self.source.source)
-            return True
-        return False
+        """Reopen a lost live stream under ``self.policy`` (``runtime/reconnect.py``); False when
+        giving up (``stats.gave_up`` says why)."""
+        return reopen(self.source, self.policy, self.stats, self._stop, self._last_frame)
 
     def _read_loop(self) -> None:
         index = 0
@@ -420,7 +394,7 @@ class DetectionStream:
                 try:
                     item = self.source.read()
                 except EOFError:
-                    if self.live and self.reconnect and self._reopen():
+                    if self.live and self.policy.reconnect and self._reopen():
                         continue
                     break
                 self.stats.stage_s["decode"] += time.perf_counter() - start

@@ -1,0 +1,331 @@
+"""Many sources, one model: frames of every source batched into one model call.
+
+``det.streams([src, ...])`` (or ``MultiStream(det, ...)``) starts a decode thread per source
+(``streams/source.py``) and one inference thread. The inference thread builds each batch as
+DeepStream's ``nvstreammux`` does: it takes the oldest buffered frame of each source in turn, up
+to the batch size, and pushes the batch when it is full or when ``push_timeout_ms`` has passed
+since its first frame, whichever comes first. A source with nothing buffered is passed over, so a
+stalled, reconnecting or dead source never delays the others. One backend call runs at a time
+per Detector; where the backend runs several requests at once (OpenVINO's infer requests) the
+next batch is submitted while the previous runs, and results still leave in batch order, so the
+results of one source come in frame order.
+
+Results (:class:`MultiFrame`) carry the source id, frame index, timestamp, the frame, the
+detections and the latency from decode to result. ``stats()`` gives per-source counters.
+``add()`` and ``remove()`` work while the stream runs. ``close()``, a ``with`` block, Ctrl-C in the
+consuming loop (it leaves the ``with``) and interpreter exit stop every thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from retina_trt.runtime.detections import Detections
+from retina_trt.runtime.reconnect import ReconnectPolicy
+
+from .source import SourceFrame, SourceReader
+
+logger = logging.getLogger(__name__)
+
+_END = object()
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_abandoned() -> None:
+    for stream in list(_OPEN):
+        stream.close()
+
+
+class MultiFrame(NamedTuple):
+    """One processed frame of a multi-source stream."""
+
+    source_id: str
+    index: int
+    timestamp_s: float
+    frame: np.ndarray
+    detections: Detections
+    latency_s: float  # from decode to this result
+    generation: int  # the source's reconnect count when the frame was read (reset per-source state on change)
+
+
+class MultiStream:
+    """Frames of several sources through one Detector, batched across sources (module docstring).
+
+    Args:
+        detector: a :class:`~retina_trt.Detector` (any backend) or anything with its
+            ``predict_batch``, ``max_batch`` and optionally ``submit``/``parallel_requests``.
+        sources: a list (ids "0", "1", ...) or a mapping id -> source: files, folders, stream
+            URLs, camera indices.
+        batch_size: frames per model call (default and at most: the model's max batch).
+        push_timeout_ms: a batch that is not full goes this long after its first frame.
+        buffer: frames buffered per source (live sources drop the oldest beyond it).
+        every: process every N-th frame of each source.
+        min_score: filter detections.
+        reconnect, max_reconnects, max_reconnect_attempts, max_outage_s, backoff_s: the
+            live-source reconnect policy (``runtime/reconnect.py``).
+        timeout_s: how long a live source's open or read may block before it counts as lost.
+        results: results buffered for the consumer (the pipeline waits beyond it).
+        until_closed: keep running when every source has ended (to ``add()`` more later);
+            by default the iteration ends when every source has ended or been removed.
+    """
+
+    def __init__(
+        self,
+        detector,
+        sources: Iterable[Any] | Mapping[str, Any] = (),
+        *,
+        batch_size: int | None = None,
+        push_timeout_ms: float = 40.0,
+        buffer: int = 4,
+        every: int = 1,
+        min_score: float | None = None,
+        reconnect: bool = True,
+        max_reconnects: int | None = None,
+        max_reconnect_attempts: int = 10,
+        max_outage_s: float = 120.0,
+        backoff_s: tuple[float, float] = (0.5, 8.0),
+        timeout_s: float = 10.0,
+        results: int = 16,
+        until_closed: bool = False,
+    ) -> None:
+        max_batch = int(detector.max_batch)
+        self.batch_size = max_batch if batch_size is None else int(batch_size)
+        if not 1 <= self.batch_size <= max_batch:
+            raise ValueError(f"batch_size must be in [1, {max_batch}] (the model's max batch), got {batch_size}")
+        if not 0 <= float(push_timeout_ms) < 3_600_000:
+            raise ValueError(f"push_timeout_ms must be in [0, 3600000), got {push_timeout_ms}")
+        for name, value in (("buffer", buffer), ("every", every), ("results", results)):
+            if not 1 <= int(value) <= 10_000:
+                raise ValueError(f"{name} must be in [1, 10000], got {value}")
+        self.detector = detector
+        self.push_timeout_s = float(push_timeout_ms) / 1000.0
+        self.min_score = min_score
+        self.policy = ReconnectPolicy(reconnect=reconnect, max_reconnects=max_reconnects, max_attempts=max_reconnect_attempts,
+                                      max_outage_s=max_outage_s, backoff_s=backoff_s)  # fmt: skip
+        self._reader_options = {"buffer": int(buffer), "every": int(every), "timeout_s": float(timeout_s)}
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._readers: dict[str, SourceReader] = {}
+        self._retired: dict[str, SourceReader] = {}
+        self._next_id = 0
+        self._turn = 0
+        self._stop = threading.Event()
+        self._results: queue.Queue = queue.Queue(maxsize=int(results))
+        self._error: BaseException | None = None
+        self._closed = False
+        self.until_closed = bool(until_closed)
+        self._ever_added = False
+        self.batches = 0
+        self.batch_sizes: deque[int] = deque(maxlen=1000)
+        items = sources.items() if isinstance(sources, Mapping) else ((None, s) for s in sources)
+        for source_id, source in items:
+            self.add(source, source_id)
+        _OPEN.add(self)
+        self._thread = threading.Thread(target=self._guard, name="retina_trt-multistream-infer", daemon=True)
+        self._thread.start()
+
+    # -- sources -------------------------------------------------------------------------------
+    def add(self, source: Any, source_id: str | None = None, *, drop_stale: bool | None = None) -> str:
+        """Start reading ``source`` (while the stream runs, too); returns its id.
+
+        Raises VideoError for a file or folder that does not exist or holds no images, ValueError
+        for an id in use. A live source that cannot connect is retried in the background."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this MultiStream is closed")
+            if source_id is None:
+                while str(self._next_id) in self._readers or str(self._next_id) in self._retired:
+                    self._next_id += 1
+                source_id = str(self._next_id)
+            source_id = str(source_id)
+            if source_id in self._readers:
+                raise ValueError(f"source id {source_id!r} is in use; remove it first or pass another id")
+            reader = SourceReader(source_id, source, ready=self._ready, policy=self.policy, drop_stale=drop_stale,
+                                  **self._reader_options)  # fmt: skip
+            self._readers[source_id] = reader
+            self._retired.pop(source_id, None)
+            self._ever_added = True
+        reader.start()
+        logger.info("source %s: %s (%s)", source_id, source, "live" if reader.live else "file")
+        return source_id
+
+    def remove(self, source_id: str) -> dict[str, Any]:
+        """Stop reading a source (frames it still buffers count as dropped); returns its stats."""
+        with self._lock:
+            reader = self._readers.pop(str(source_id), None)
+            if reader is None:
+                raise KeyError(f"no source {source_id!r} in this stream (ids: {', '.join(self._readers) or 'none'})")
+            self._retired[reader.id] = reader
+        reader.stop("removed")
+        self._ready.set()
+        return reader.stats.to_dict()
+
+    @property
+    def source_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._readers)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per-source counters (running and removed sources), by source id."""
+        with self._lock:
+            readers = {**self._retired, **self._readers}
+        return {source_id: reader.stats.to_dict() for source_id, reader in readers.items()}
+
+    # -- batching and inference ----------------------------------------------------------------
+    def _collect(self, in_flight: bool = False) -> list[tuple[SourceReader, SourceFrame]]:
+        """The next batch: one frame per source in turn, until full or the push timeout after the
+        first frame; [] when every source has finished (or the stream stops), or at once when
+        nothing is buffered and batches are ``in_flight`` (their results go out first)."""
+        batch: list[tuple[SourceReader, SourceFrame]] = []
+        deadline = None
+        while not self._stop.is_set():
+            self._ready.clear()
+            with self._lock:
+                readers = list(self._readers.values())
+            if readers:
+                self._turn = (self._turn + 1) % len(readers)
+                readers = readers[self._turn :] + readers[: self._turn]
+            took = True
+            while took and len(batch) < self.batch_size:
+                took = False
+                for reader in readers:
+                    if len(batch) >= self.batch_size:
+                        break
+                    item = reader.take()
+                    if item is not None:
+                        batch.append((reader, item))
+                        took = True
+            now = time.perf_counter()
+            if batch and deadline is None:
+                deadline = now + self.push_timeout_s
+            if len(batch) >= self.batch_size or (batch and now >= deadline):
+                return batch
+            if not batch and (in_flight or self._finished(readers)):
+                return []
+            self._ready.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - now)))
+        return batch
+
+    def _submit(self, frames: list[np.ndarray], depth: int) -> Future:
+        if depth > 1 and hasattr(self.detector, "submit"):
+            return self.detector.submit(frames)
+        future: Future = Future()
+        try:
+            future.set_result(self.detector.predict_batch(frames))
+        except Exception as err:  # counted per frame in _emit, never fatal to the stream
+            future.set_exception(err)
+        return future
+
+    def _guard(self) -> None:
+        try:
+            self._infer_loop()
+        except BaseException as err:  # surfaced in the consumer's thread
+            self._error = err
+        finally:
+            self._put(_END)
+
+    def _infer_loop(self) -> None:
+        depth = max(1, int(getattr(self.detector, "parallel_requests", 1)))
+        pending: deque = deque()
+        while not self._stop.is_set():
+            batch = self._collect(in_flight=bool(pending))
+            if batch:
+                self.batches += 1
+                self.batch_sizes.append(len(batch))
+                pending.append((batch, self._submit([item.frame for _, item in batch], depth)))
+            while pending and (not batch or len(pending) >= depth or pending[0][1].done()):
+                self._emit(*pending.popleft())
+            if not batch and not pending:
+                with self._lock:
+                    readers = list(self._readers.values())
+                if self._finished(readers):
+                    return
+        for batch, future in pending:  # stopped with batches in flight: their frames are dropped
+            future.exception()
+            for reader, _ in batch:
+                reader.stats.dropped += 1
+
+    def _finished(self, readers: list[SourceReader]) -> bool:
+        """Every source ended (or was removed), unless ``until_closed``."""
+        return not self.until_closed and self._ever_added and all(r.finished for r in readers)
+
+    def _emit(self, batch: list[tuple[SourceReader, SourceFrame]], future: Future) -> None:
+        try:
+            results = future.result()
+        except Exception as err:  # a failing batch is counted and skipped
+            logger.warning("inference failed for a batch of %d frames: %s: %s", len(batch), type(err).__name__, err)
+            for reader, _ in batch:
+                reader.stats.errors += 1
+                reader.stats.last_error = f"inference: {type(err).__name__}: {err}"
+            return
+        now = time.perf_counter()
+        for (reader, item), dets in zip(batch, results):
+            if self.min_score is not None:
+                dets = dets.filter(min_score=self.min_score)
+            reader.stats.latency_ms = round(1000 * (now - item.read_at), 2)
+            result = MultiFrame(reader.id, item.index, item.timestamp_s, item.frame, dets, now - item.read_at, reader.generation)
+            if self._put(result):
+                reader.stats.processed += 1
+            else:
+                reader.stats.dropped += 1  # closed before the result was handed over
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._results.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # -- the consumer's side ---------------------------------------------------------------------
+    def __iter__(self) -> Iterator[MultiFrame]:
+        return self
+
+    def __next__(self) -> MultiFrame:
+        while not self._closed:
+            try:
+                item = self._results.get(timeout=0.1)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._results.empty():
+                    item = _END
+                else:
+                    continue
+            if item is _END:
+                self.close()
+                if self._error is not None:
+                    raise self._error
+                raise StopIteration
+            return item
+        raise StopIteration
+
+    def close(self) -> dict[str, dict[str, Any]]:
+        """Stop every thread (idempotent); returns the final per-source stats. Results not yet
+        taken by the consumer stay counted as processed; frames still buffered count as dropped."""
+        if not self._closed:
+            self._closed = True
+            self._stop.set()
+            self._ready.set()
+            with self._lock:
+                readers = list(self._readers.values())
+            for reader in readers:
+                reader.stop()
+            self._thread.join(10)
+        return self.stats()
+
+    def __enter__(self) -> MultiStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

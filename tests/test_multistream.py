@@ -1,0 +1,209 @@
+"""Many sources, one model (retina_trt/streams): frames batched across sources with a push
+timeout, per-source order and counts, faults from real sources (video files and the tests' own
+MJPEG cameras on localhost: never connects, stalls, dies and comes back, garbage, frame size
+change, add/remove while running), closing, and a short bounded-under-load run (the 10-minute
+soak is ``make soak``: retina_trt/bench/soak.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from retina_trt import Detector
+from retina_trt.bench.camera import Camera
+from retina_trt.data.synthetic import write_video
+from retina_trt.errors import VideoError
+from retina_trt.streams import MultiStream
+
+FAST_GIVE_UP = {"max_outage_s": 2.0, "backoff_s": (0.1, 0.3), "timeout_s": 1.0}
+
+
+@pytest.fixture(scope="module", params=["openvino", "onnxruntime"])
+def det(request, onnx_models):
+    if request.param == "openvino":
+        pytest.importorskip("openvino")
+    with Detector(onnx_models[("onnx", False)], backend=request.param) as detector:
+        yield detector
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    return [write_video(folder / f"v{i}.avi", num_frames=n, seed=i, frame_size=(120, 160)) for i, n in enumerate((30, 21, 12))]
+
+
+def _adds_up(stats: dict) -> None:
+    for source_id, s in stats.items():
+        assert s["read"] == s["processed"] + s["dropped"] + s["skipped"] + s["decode_errors"] + s["errors"], (source_id, s)
+
+
+def _run(stream: MultiStream) -> dict[str, list]:
+    got: dict[str, list] = {}
+    with stream:
+        for result in stream:
+            got.setdefault(result.source_id, []).append(result)
+    return got
+
+
+def test_files_are_batched_across_sources_in_order_and_never_drop(det, videos):
+    stream = det.streams({"a": videos[0], "b": videos[1], "c": videos[2]}, push_timeout_ms=200)
+    got = _run(stream)
+    assert {k: len(v) for k, v in got.items()} == {"a": 30, "b": 21, "c": 12}
+    for results in got.values():
+        assert [r.index for r in results] == list(range(len(results)))  # one source: in order
+        assert [r.timestamp_s for r in results] == sorted(r.timestamp_s for r in results)
+    stats = stream.stats()
+    assert all(s["dropped"] == 0 and s["state"] == "ended" for s in stats.values())
+    _adds_up(stats)
+    assert max(stream.batch_sizes) > 1 and stream.batches < 63  # frames of several sources per call
+    assert max(stream.batch_sizes) <= det.max_batch
+
+
+def test_a_batch_goes_when_full_or_at_the_push_timeout(det):
+    """One camera at 10 fps (slower than the model): a 600 ms timeout fills batches of 4, a 10 ms
+    one sends each frame alone, soon after it was decoded."""
+    camera = Camera(fps=10, frames=40)
+    try:
+        with det.streams([camera.url], push_timeout_ms=600, batch_size=4, **FAST_GIVE_UP) as full:
+            results = list(full)
+        assert len(results) >= 35 and sum(full.batch_sizes) / len(full.batch_sizes) > 3.0
+    finally:
+        camera.stop()
+    camera = Camera(fps=10, frames=40)
+    try:
+        with det.streams([camera.url], push_timeout_ms=10, batch_size=4, **FAST_GIVE_UP) as eager:
+            results = list(eager)
+        assert len(results) >= 35 and sum(eager.batch_sizes) / len(eager.batch_sizes) < 1.5
+        latencies = sorted(r.latency_s for r in results[5:])  # (the first wait for the model's warm-up)
+        assert latencies[len(latencies) // 2] < 0.2
+    finally:
+        camera.stop()
+
+
+def _healthy_rate(stream: MultiStream, healthy: str, seconds: float) -> float:
+    """Frames of ``healthy`` per second over ``seconds`` of the run."""
+    count, start = 0, time.monotonic()
+    for result in stream:
+        if result.source_id == healthy:
+            count += 1
+        if time.monotonic() - start > seconds:
+            break
+    return count / (time.monotonic() - start)
+
+
+@pytest.mark.parametrize("fault", ["never connects", "stalls", "garbage", "size changes", "dies and comes back"])
+def test_a_faulty_source_never_slows_the_others(det, videos, fault):
+    healthy = Camera(fps=15)
+    faulty = None
+    if fault == "never connects":
+        url = "http://127.0.0.1:9/none.mjpg"
+    else:
+        faulty = Camera(fps=15, stall_after=10 if fault == "stalls" else None, garbage=fault == "garbage",
+                        resize_after=10 if fault == "size changes" else None)  # fmt: skip
+        url = faulty.url
+    if fault == "dies and comes back":
+        def outage():
+            time.sleep(1.0)
+            faulty.stop()
+            time.sleep(1.0)
+            faulty.start()
+
+        threading.Thread(target=outage, daemon=True).start()
+    try:
+        with det.streams({"ok": healthy.url, "bad": url, "file": videos[1]}, push_timeout_ms=30, **FAST_GIVE_UP) as stream:
+            rate = _healthy_rate(stream, "ok", 5.0)
+            stats = stream.close()
+    finally:
+        healthy.stop()
+        if faulty is not None:
+            faulty.stop()
+    assert rate > 0.7 * 15, (fault, rate, stats)  # the healthy camera kept its frame rate
+    assert stats["file"]["processed"] == 21 and stats["file"]["dropped"] == 0  # nothing lost from a file
+    _adds_up(stats)
+    bad = stats["bad"]
+    if fault in ("never connects", "garbage"):
+        assert bad["state"] == "gave up" and bad["processed"] == 0 and "stayed away" in bad["gave_up"]
+    if fault == "stalls":
+        assert bad["processed"] >= 5 and bad["state"] in ("gave up", "reconnecting") and bad["reconnect_attempts"] >= 1
+    if fault == "size changes":
+        assert bad["processed"] > 20 and bad["errors"] == 0
+    if fault == "dies and comes back":
+        assert bad["reconnects"] >= 1 and bad["gave_up"] is None and bad["processed"] > 20
+
+
+def test_sources_are_added_and_removed_while_running(det, videos):
+    camera = Camera(fps=15)
+    try:
+        with det.streams({"cam": camera.url}, until_closed=True, **FAST_GIVE_UP) as stream:
+            seen: dict[str, int] = {}
+            start = time.monotonic()
+            added = removed = False
+            for result in stream:
+                seen[result.source_id] = seen.get(result.source_id, 0) + 1
+                if not added and time.monotonic() - start > 0.5:
+                    assert stream.add(videos[2], "late") == "late"
+                    added = True
+                if added and not removed and seen.get("late", 0) >= 12:
+                    removed_stats = stream.remove("cam")
+                    removed = True
+                    stream.add(videos[1])  # an id is given: "0"
+                if seen.get("0", 0) >= 21:
+                    break
+            stats = stream.close()
+    finally:
+        camera.stop()
+    assert removed_stats["state"] == "removed" and stats["cam"]["state"] == "removed"
+    assert seen["late"] == 12 and seen["0"] == 21 and stats["late"]["dropped"] == 0
+    assert stream.source_ids == ["late", "0"]
+    _adds_up(stats)
+    with pytest.raises(KeyError, match="no source 'nope'"):
+        stream.remove("nope")
+
+
+def test_bad_arguments_and_sources_are_refused_at_the_door(det, tmp_path, videos):
+    with pytest.raises(VideoError, match="video not found"):
+        det.streams([tmp_path / "missing.mp4"])
+    with pytest.raises(ValueError, match="batch_size must be in"):
+        det.streams([videos[0]], batch_size=det.max_batch + 1)
+    with pytest.raises(ValueError, match="push_timeout_ms"):
+        det.streams([videos[0]], push_timeout_ms=float("nan"))
+    with det.streams({"x": videos[2]}) as stream, pytest.raises(ValueError, match="in use"):
+        stream.add(videos[1], "x")
+
+
+def test_close_and_ctrl_c_stop_every_thread(det, videos):
+    camera = Camera(fps=30)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with det.streams([camera.url, videos[0]], **FAST_GIVE_UP) as stream:
+                for i, _ in enumerate(stream):
+                    if i == 5:
+                        raise KeyboardInterrupt
+    finally:
+        camera.stop()
+    time.sleep(0.2)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("retina_trt-") and t.is_alive()]
+    _adds_up(stream.stats())
+
+
+def test_sources_faster_than_the_model_stay_bounded(det):
+    """4 cameras at 30 fps: latency stays bounded (live sources drop the stale frames, counted)."""
+    cameras = [Camera(fps=30, size=(240, 320)) for _ in range(4)]
+    latencies = []
+    try:
+        with det.streams([c.url for c in cameras], push_timeout_ms=20, **FAST_GIVE_UP) as stream:
+            start = time.monotonic()
+            for result in stream:
+                latencies.append(result.latency_s)
+                if time.monotonic() - start > 6:
+                    break
+            stats = stream.close()
+    finally:
+        for camera in cameras:
+            camera.stop()
+    latencies.sort()
+    assert latencies[int(0.99 * (len(latencies) - 1))] < 1.0
+    assert all(s["processed"] > 10 for s in stats.values())
+    _adds_up(stats)
