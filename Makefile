@@ -135,7 +135,7 @@ serve-bench: $(STAMP) $(SERVE_STAMP)
 
 # Tests against a real Triton Inference Server (needs serve-env; not part of `make test`).
 test-serve: $(STAMP) $(SERVE_STAMP)
-	$(BIN)/python -m pytest -m serve -q tests/test_serve.py
+	$(BIN)/python -m pytest -m serve -q tests/test_serve.py tests/test_triton_backend.py
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) demo-output build *.egg-info

@@ -45,6 +45,10 @@ class BackendUnavailableError(RetinaTrtError):
     """The requested runtime backend (TensorRT, ONNX Runtime, torch) is not installed here."""
 
 
+class BackendError(RetinaTrtError):
+    """A backend call failed at run time (a Triton server that is down, times out or refuses)."""
+
+
 class BatchImageError(ImageError):
     """Some images of a batch could not be read; the others were processed.
 

@@ -236,34 +236,9 @@ def train(
     if num_threads:
         torch.set_num_threads(num_threads)
     torch.manual_seed(config.seed)
-    start_iteration = 0
     sampler = BatchSampler(dataset, config.batch_size, config.seed, config.hflip)
     normalizer = PixelNormalizer(spec)
-    optimizer_state = None
-    if resume and output.exists():
-        state = read_checkpoint_file(output)
-        train_state = state.get("train") if isinstance(state, dict) else None
-        if not train_state:
-            raise CheckpointError(f"{output} has no training state to resume from")
-        model = load_checkpoint(state)
-        if model.spec != spec:
-            raise CheckpointError(f"{output} was trained with a different ModelSpec; use another --output or the same options")
-        optimizer_state = train_state["optimizer"]
-        start_iteration = int(train_state["iteration"])
-        logger.info("resuming %s at iteration %d of %d", output, start_iteration, config.iterations)
-    elif init_from is not None:
-        model = load_checkpoint(read_checkpoint_file(Path(init_from)))
-        _check_same_spec(model.spec, spec, init_from)
-        logger.info("starting from the weights of %s (fresh optimizer and schedule)", init_from)
-    else:
-        model = RetinaNet(spec)
-        if not config.prior_init:
-            with torch.no_grad():
-                model.head.cls.predictor.bias.zero_()
-        if config.backbone_bn == "frozen":
-            images, _ = sampler.batch(0)
-            batch = preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible)
-            init_frozen_bn_from_data(model, normalizer(torch.from_numpy(batch.pixels)))
+    model, optimizer_state, start_iteration = _starting_point(spec, sampler, normalizer, config, output, resume, init_from)
     if config.backbone_bn == "train":
         unfreeze_backbone_bn(model)
     optimizer = torch.optim.SGD(
@@ -274,39 +249,24 @@ def train(
     model.train()
 
     def save(iteration: int, losses: list[float]) -> None:
-        save_checkpoint(
-            model,
-            output,
-            train={
-                "iteration": iteration,
-                "optimizer": optimizer.state_dict(),
-                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
-                "recent_losses": losses[-50:],
-            },
-        )
+        save_checkpoint(model, output, train={
+            "iteration": iteration, "optimizer": optimizer.state_dict(),
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+            "recent_losses": losses[-50:],
+        })  # fmt: skip
 
     losses: list[float] = []
     started = time.perf_counter()
     bar = tqdm(range(start_iteration, config.iterations), desc="train", unit="it", initial=start_iteration, total=config.iterations, disable=None)
     for iteration in bar:
-        lr = config.lr_at(iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images, targets = sampler.batch(iteration)
-        parts = _loss_on_batch(model, normalizer, images, targets, config)
-        loss = parts["loss"]
-        if not torch.isfinite(loss):
+        parts, lr = _step(model, optimizer, normalizer, sampler, config, iteration)
+        if not torch.isfinite(parts["loss"]):
             save(iteration, losses)
             raise FloatingPointError(
-                f"loss became {loss.item()} at iteration {iteration} (lr {lr:.4g}); the run diverged. "
+                f"loss became {parts['loss'].item()} at iteration {iteration} (lr {lr:.4g}); the run diverged. "
                 "Lower --lr or raise --warmup-iters"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(parts["loss"].item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", lr=f"{lr:.2g}")
         if (iteration + 1) % config.log_every == 0:
             logger.info(
@@ -314,12 +274,59 @@ def train(
                 iteration + 1, config.iterations, np.mean(losses[-config.log_every:]),
                 parts["classification"].item(), parts["box_regression"].item(), lr,
                 (time.perf_counter() - started) / (iteration + 1 - start_iteration),
-            )
+            )  # fmt: skip
         if (iteration + 1) % config.save_every == 0:
             save(iteration + 1, losses)
     save(config.iterations, losses)
     logger.info("trained %d iterations in %.1f min -> %s", config.iterations - start_iteration, (time.perf_counter() - started) / 60, output)
     return output
+
+
+def _starting_point(spec, sampler, normalizer, config: TrainConfig, output: Path, resume: bool, init_from):
+    """(model, optimizer state or None, first iteration): resumed from ``output``, started from
+    ``init_from``'s weights, or a new model (prior init, frozen BN statistics from data)."""
+    if resume and output.exists():
+        state = read_checkpoint_file(output)
+        train_state = state.get("train") if isinstance(state, dict) else None
+        if not train_state:
+            raise CheckpointError(f"{output} has no training state to resume from")
+        model = load_checkpoint(state)
+        if model.spec != spec:
+            raise CheckpointError(f"{output} was trained with a different ModelSpec; use another --output or the same options")
+        logger.info("resuming %s at iteration %d of %d", output, int(train_state["iteration"]), config.iterations)
+        return model, train_state["optimizer"], int(train_state["iteration"])
+    if init_from is not None:
+        model = load_checkpoint(read_checkpoint_file(Path(init_from)))
+        _check_same_spec(model.spec, spec, init_from)
+        logger.info("starting from the weights of %s (fresh optimizer and schedule)", init_from)
+        return model, None, 0
+    model = RetinaNet(spec)
+    if not config.prior_init:
+        with torch.no_grad():
+            model.head.cls.predictor.bias.zero_()
+    if config.backbone_bn == "frozen":
+        images, _ = sampler.batch(0)
+        batch = preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible)
+        init_frozen_bn_from_data(model, normalizer(torch.from_numpy(batch.pixels)))
+    return model, None, 0
+
+
+def _step(model, optimizer, normalizer, sampler, config: TrainConfig, iteration: int):
+    """One SGD step at ``iteration``: (loss parts, lr); nothing is updated when the loss is not
+    finite."""
+    lr = config.lr_at(iteration)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    images, targets = sampler.batch(iteration)
+    parts = _loss_on_batch(model, normalizer, images, targets, config)
+    if not torch.isfinite(parts["loss"]):
+        return parts, lr
+    optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    if config.clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+    optimizer.step()
+    return parts, lr
 
 
 def write_deploy_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False) -> Path:

@@ -61,44 +61,17 @@ def main() -> int:
     stages: dict[str, float] = {}
     print(f"retina-trt demo: {MODEL.name}, a ResNet-18 RetinaNet trained on synthetic shapes")
 
-    start = time.perf_counter()
-    onnx_path = export_onnx(MODEL, out / "shapes_r18.onnx", nms="onnx", input_size=(IMAGE_SIZE, IMAGE_SIZE), batch=(1, 1, 8))
-    stages["export to ONNX"] = time.perf_counter() - start
-    start = time.perf_counter()
-    engine = out / "shapes_r18.engine"
-    route = _tensorrt_route()
-    engine_source = onnx_path
-    if route == "rtx":  # TensorRT-RTX carries NMS as plain layers (nms="graph")
-        engine_source = export_onnx(MODEL, out / "shapes_r18.graph.onnx", nms="graph", input_size=(IMAGE_SIZE, IMAGE_SIZE),
-                                    batch=(1, 1, 8))  # fmt: skip
-    build = ["build-engine", "--onnx", str(engine_source), "--precision", "fp16", "--batch", "1:1:8", "--output", str(engine),
-             "--cache-dir", str(out / "precision-cache")]  # fmt: skip
-    if route == "rtx":
-        build += ["--tensorrt", "tensorrt_rtx"]
-    code = cli_main(build if route != "none" else [*build, "--dry-run"])
-    if code != 0:
-        print("demo: build-engine failed", file=sys.stderr)
-        return code
-    label = {"gpu": "TensorRT engine build", "rtx": "TensorRT-RTX engine build (no GPU)", "none": "dry run"}[route]
-    stages[f"FP16 preparation + {label}"] = time.perf_counter() - start
-    engine_info = None
-    if route != "none":
-        from retina_trt.trt import read_engine_header
-
-        header = read_engine_header(engine)
-        engine_info = {"file": str(engine), "megabytes": round(engine.stat().st_size / 1e6, 1),
-                       "tensorrt": f"{header.tensorrt_flavour} {header.tensorrt_version}",
-                       "build_seconds": header.build.get("build_seconds"),
-                       "targets": [f"{a}.{b}" for a, b in header.targets],
-                       "layer_precisions": header.layer_precisions}  # fmt: skip
+    onnx_path, engine_info, route = _build(out, stages)
+    if route is None:
+        return 1
     if route == "gpu":
-        model_path, runtime = engine, "tensorrt"
-        print(f"  runtime: TensorRT engine {engine}")
+        model_path, runtime = out / "shapes_r18.engine", "tensorrt"
+        print(f"  runtime: TensorRT engine {model_path}")
     else:
         start = time.perf_counter()
         model_path, runtime = _cpu_route(onnx_path, out)
         stages["CPU route (INT8 preparation, OpenVINO compile)"] = time.perf_counter() - start
-        why = (f"TensorRT-RTX built {engine}, but running an engine needs a GPU and there is none here"
+        why = (f"TensorRT-RTX built {out / 'shapes_r18.engine'}, but running an engine needs a GPU and there is none here"
                if route == "rtx" else "no TensorRT here (no engine built)")  # fmt: skip
         print(f"  runtime: {why}, so the fastest CPU route runs: {runtime}")
 
@@ -139,9 +112,50 @@ def main() -> int:
         "stages_s": {k: round(v, 2) for k, v in stages.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _print_summary(summary, metrics, latency, cpu_latency, out, sheet)
+    return 0
+
+
+def _build(out: Path, stages: dict[str, float]):
+    """Export, then the FP16 engine build (or dry run): (onnx, engine facts or None, route), route
+    None when build-engine failed."""
+    start = time.perf_counter()
+    onnx_path = export_onnx(MODEL, out / "shapes_r18.onnx", nms="onnx", input_size=(IMAGE_SIZE, IMAGE_SIZE), batch=(1, 1, 8))
+    stages["export to ONNX"] = time.perf_counter() - start
+    start = time.perf_counter()
+    engine = out / "shapes_r18.engine"
+    route = _tensorrt_route()
+    engine_source = onnx_path
+    if route == "rtx":  # TensorRT-RTX carries NMS as plain layers (nms="graph")
+        engine_source = export_onnx(MODEL, out / "shapes_r18.graph.onnx", nms="graph", input_size=(IMAGE_SIZE, IMAGE_SIZE),
+                                    batch=(1, 1, 8))  # fmt: skip
+    build = ["build-engine", "--onnx", str(engine_source), "--precision", "fp16", "--batch", "1:1:8", "--output", str(engine),
+             "--cache-dir", str(out / "precision-cache")]  # fmt: skip
+    if route == "rtx":
+        build += ["--tensorrt", "tensorrt_rtx"]
+    if cli_main(build if route != "none" else [*build, "--dry-run"]) != 0:
+        print("demo: build-engine failed", file=sys.stderr)
+        return onnx_path, None, None
+    label = {"gpu": "TensorRT engine build", "rtx": "TensorRT-RTX engine build (no GPU)", "none": "dry run"}[route]
+    stages[f"FP16 preparation + {label}"] = time.perf_counter() - start
+    return onnx_path, (_engine_facts(engine) if route != "none" else None), route
+
+
+def _engine_facts(engine: Path) -> dict:
+    from retina_trt.trt import read_engine_header
+
+    header = read_engine_header(engine)
+    return {"file": str(engine), "megabytes": round(engine.stat().st_size / 1e6, 1),
+            "tensorrt": f"{header.tensorrt_flavour} {header.tensorrt_version}",
+            "build_seconds": header.build.get("build_seconds"), "targets": [f"{a}.{b}" for a, b in header.targets],
+            "layer_precisions": header.layer_precisions}  # fmt: skip
+
+
+def _print_summary(summary: dict, metrics, latency, cpu_latency, out: Path, sheet: Path) -> None:
+    engine_info, runtime = summary["engine"], summary["runtime"]
     print()
     print("summary")
-    for name, count in counts.items():
+    for name, count in summary["detections_at_0.4"].items():
         print(f"  {name}: {count} detections (score >= 0.4)")
     if engine_info is not None:
         precisions = engine_info["layer_precisions"] or {}
@@ -152,12 +166,11 @@ def main() -> int:
     print(f"  held-out COCO metrics ({metrics['images']} images, {runtime}):")
     print("    " + format_table(metrics).replace("\n", "\n    "))
     _print_latency(latency, cpu_latency)
-    for name, seconds in stages.items():
+    for name, seconds in summary["stages_s"].items():
         print(f"  {name}: {seconds:.1f} s")
     print(f"  outputs: {out.resolve()}")
     print(f"    {sheet.name}: the annotated images side by side; detections/: annotated images, pan.mp4, JSONL; "
           "heldout/: generated inputs; summary.json")  # fmt: skip
-    return 0
 
 
 SIDE_BY_SIDE_ROUNDS = 5

@@ -11,7 +11,7 @@ from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 def register(sub) -> None:
     """Add this group's subcommands to the ``retina-trt`` parser."""
     p = sub.add_parser("detect", help="detect objects in images, folders, globs, videos, streams and cameras")
-    p.add_argument("model", help=".engine, .onnx or .pt model")
+    p.add_argument("model", help=".engine, .onnx or .pt model, or grpc://HOST:PORT/NAME / http://... (a Triton server)")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="image files, folders, globs, video files, stream URLs (rtsp://, http://) or camera indices")
     p.add_argument("--output", required=True, help="folder for annotated outputs and JSON")

@@ -55,7 +55,7 @@ MAX_BATCH = 4096
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "max", "percentile")  # INT8 calibration (calibration/precision.py)
 # Runtimes a Detector can use ("auto": by file type; runtime/backends.py holds the registry).
-BACKENDS = ("auto", "onnxruntime", "openvino", "torch", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "openvino", "torch", "tensorrt", "triton")
 # OpenVINO CPU precision of the layers a graph does not quantize ("auto": the fastest the CPU has)
 CPU_PRECISIONS = ("auto", "f32", "bf16")
 

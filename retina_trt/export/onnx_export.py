@@ -253,28 +253,41 @@ def export_onnx(
         model = load_checkpoint(model)
     spec = model.spec
     batch, input_size, opset = _check_arguments(model, nms, batch, input_size, dynamic_shapes, opset, input_dtype)
-
     start = time.perf_counter()
-    path = Path(path)
-    logger.info(
-        "exporting %s/%d classes to %s (nms=%s, batch=%s, %s, opset %d)",
-        spec.backbone,
-        spec.num_classes,
-        path,
-        nms,
-        batch,
-        "dynamic shapes" if dynamic_shapes else f"input {input_size[0]}x{input_size[1]}",
-        opset,
-    )
+    shape = "dynamic shapes" if dynamic_shapes else f"input {input_size[0]}x{input_size[1]}"
+    logger.info("exporting %s/%d classes to %s (nms=%s, batch=%s, %s, opset %d)",
+                spec.backbone, spec.num_classes, path, nms, batch, shape, opset)  # fmt: skip
+    onnx_model = _traced_network(model, batch, input_size, opset, dynamic_shapes, input_dtype)
+    logger.info("traced the network in %.1f s", time.perf_counter() - start)
+    outputs = _append_postprocess(onnx_model, spec, nms, input_size, opset, image_sizes_input)
+    if simplify:
+        onnx_model = _simplified_or_kept(onnx_model)
+    export_options = {
+        "nms": nms, "batch": list(batch), "input_size": None if input_size is None else list(input_size),
+        "dynamic_shapes": bool(dynamic_shapes), "opset": opset, "input_layout": "NHWC",
+        "input_format": f"{input_dtype} BGR", "inputs": list(INPUT_NAMES) if image_sizes_input else ["images"],
+        "outputs": [o[0] for o in outputs], "simplified": bool(simplify), "retina_trt_version": __version__,
+    }  # fmt: skip
+    _finish_and_save(onnx_model, spec, export_options, path)
+    logger.info("wrote %s (%.1f MB, %d nodes) in %.1f s", path, path.stat().st_size / 1e6,
+                len(onnx_model.graph.node), time.perf_counter() - start)  # fmt: skip
+    return path
+
+
+def _traced_network(model: RetinaNet, batch, input_size, opset: int, dynamic_shapes: bool, input_dtype: str) -> onnx.ModelProto:
+    """The network traced to ONNX: the per-level head outputs are the graph's outputs."""
+    spec = model.spec
     core = _TracedCore(model.eval()).eval()
     example_hw = input_size or (2 * spec.size_divisible, 3 * spec.size_divisible)
     example = torch.zeros((batch[1], *example_hw, 3), dtype=torch.uint8 if input_dtype == "uint8" else torch.float32)
     try:
-        onnx_model = _trace(core, example, opset, dynamic_shapes)
+        return _trace(core, example, opset, dynamic_shapes)
     except Exception as err:  # the exporter raises many types
         raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
-    logger.info("traced the network in %.1f s", time.perf_counter() - start)
 
+
+def _append_postprocess(onnx_model: onnx.ModelProto, spec, nms: str, input_size, opset: int, image_sizes_input: bool):
+    """The candidates and the NMS kind appended after the head outputs; returns the outputs."""
     graph = onnx_model.graph
     levels = [o.name for o in graph.output]
     del graph.output[:]
@@ -282,28 +295,21 @@ def export_onnx(
     boxes, scores, labels = append_candidates(g, cls_levels=levels[0::2], box_levels=levels[1::2], images="images",
                                               image_sizes=_image_sizes(g, image_sizes_input), spec=spec,
                                               input_size=input_size)  # fmt: skip
-    outputs = _append_outputs(g, onnx_model, boxes, scores, labels, nms, spec)
+    return _append_outputs(g, onnx_model, boxes, scores, labels, nms, spec)
 
-    if simplify:
-        try:
-            onnx_model = _simplify(onnx_model)
-        except ImportError as err:
-            raise ExportError("simplify=True needs onnxslim: pip install onnxslim (or pass simplify=False)") from err
-        except Exception as err:  # onnxslim raises many types; the unsimplified model is valid
-            logger.warning("onnxslim failed (%s: %s); keeping the unsimplified graph", type(err).__name__, err)
-    export_options = {
-        "nms": nms,
-        "batch": list(batch),
-        "input_size": None if input_size is None else list(input_size),
-        "dynamic_shapes": bool(dynamic_shapes),
-        "opset": opset,
-        "input_layout": "NHWC",
-        "input_format": f"{input_dtype} BGR",
-        "inputs": list(INPUT_NAMES) if image_sizes_input else ["images"],
-        "outputs": [o[0] for o in outputs],
-        "simplified": bool(simplify),
-        "retina_trt_version": __version__,
-    }
+
+def _simplified_or_kept(onnx_model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return _simplify(onnx_model)
+    except ImportError as err:
+        raise ExportError("simplify=True needs onnxslim: pip install onnxslim (or pass simplify=False)") from err
+    except Exception as err:  # onnxslim raises many types; the unsimplified model is valid
+        logger.warning("onnxslim failed (%s: %s); keeping the unsimplified graph", type(err).__name__, err)
+        return onnx_model
+
+
+def _finish_and_save(onnx_model: onnx.ModelProto, spec, export_options: dict, path: Path) -> None:
+    """Metadata, the checker and the TensorRT operator check, then the file (temporary name first)."""
     write_metadata(onnx_model, spec, export_options)
     onnx_model.producer_name = "retina_trt"
     onnx_model.producer_version = __version__
@@ -314,11 +320,3 @@ def export_onnx(
     check_trt_compatible(onnx_model, allowed_custom=PLUGIN_NODES)
     with atomic_path(path) as tmp:
         onnx.save(onnx_model, str(tmp))
-    logger.info(
-        "wrote %s (%.1f MB, %d nodes) in %.1f s",
-        path,
-        path.stat().st_size / 1e6,
-        len(onnx_model.graph.node),
-        time.perf_counter() - start,
-    )
-    return path

@@ -242,11 +242,17 @@ def append_graph_nms(
         boxes (str): Tensor[B, N, 4] float32 xyxy. scores: Tensor[B, N] float32 (entries
             <= score_thresh are padding). labels: Tensor[B, N] int64.
     """
-    max_det = spec.detections_per_img
     valid = g.op("Greater", [scores, g.const(spec.score_thresh, hint="score_thresh")])  # [B, N]
+    n = g.op("Squeeze", [g.shape_dim(scores, 1), g.const([0], np.int64)])  # scalar N
+    first, suppress_f = _suppression(g, boxes, scores, labels, n, spec)
+    keep = _greedy_fixed_point(g, valid, suppress_f, n)
+    return _best_kept(g, keep, first, boxes, scores, labels, spec.detections_per_img)
+
+
+def _suppression(g: GraphBuilder, boxes: str, scores: str, labels: str, n: str, spec: ModelSpec) -> tuple[str, str]:
+    """(first [B, N, N] bool: i goes before j, suppress [B, N, N] float 0/1: i suppresses j if kept)."""
     # pairwise order: first[b, i, j] = candidate i goes before candidate j
     s_i, s_j = g.unsqueeze(scores, [2]), g.unsqueeze(scores, [1])  # [B, N, 1], [B, 1, N]
-    n = g.op("Squeeze", [g.shape_dim(scores, 1), g.const([0], np.int64)])  # scalar N
     index = g.op("Range", [g.const(0, np.int64), n, g.const(1, np.int64)])  # [N]
     lower_index = g.op("Less", [g.unsqueeze(index, [1]), g.unsqueeze(index, [0])])  # [N, N]
     ties = g.op("And", [g.op("Equal", [s_i, s_j]), lower_index])
@@ -272,6 +278,12 @@ def append_graph_nms(
     suppresses = g.op("And", [g.op("And", [first, same_class]), overlaps])
     suppress_f = g.cast(suppresses, FLOAT)  # [B, N, N] 0/1
 
+    return first, suppress_f
+
+
+def _greedy_fixed_point(g: GraphBuilder, valid: str, suppress_f: str, n: str) -> str:
+    """keep [B, N] bool: the Loop to the fixed point of keep_j = valid_j and no kept suppressor."""
+    zero = g.const(0.0)
     # Loop body: (iteration, cond, keep) -> (changed, keep'), reading suppress_f/valid from outside.
     body = GraphBuilder(onnx.helper.make_graph([], "graph_nms_body", [], []), "graph_nms_body")
     keep_in = "graph_nms_body/keep_in"
@@ -297,7 +309,12 @@ def append_graph_nms(
     ])  # fmt: skip
     trips = g.op("Add", [n, g.const(1, np.int64)])  # a fixed point is reached within N + 1 passes
     keep = g.op("Loop", [trips, g.const(True, np.bool_), valid], body=body.graph, hint="graph_nms_loop")
+    return keep
 
+
+def _best_kept(g: GraphBuilder, keep: str, first: str, boxes: str, scores: str, labels: str, max_det: int):
+    """The best ``max_det`` kept candidates by rank, zero-padded: the output contract."""
+    zero = g.const(0.0)
     # rank_j = number of candidates that go before j; kept ones sorted by rank, best D taken
     rank = g.op("ReduceSum", [g.cast(first, FLOAT), g.const([1], np.int64)], keepdims=0)  # [B, N]
     no_key = g.const(-1.0e9)

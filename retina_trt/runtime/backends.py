@@ -178,6 +178,7 @@ BACKEND_MODULES = {
     "openvino": ("retina_trt.runtime.openvino_backend", "OpenVinoBackend"),
     "torch": ("retina_trt.runtime.torch_backend", "TorchBackend"),
     "tensorrt": ("retina_trt.trt.runtime", "TensorRTBackend"),
+    "triton": ("retina_trt.runtime.triton_backend", "TritonBackend"),  # grpc:// or http:// model URLs
 }
 assert BACKENDS == ("auto", *BACKEND_MODULES), "contract.BACKENDS and the registry disagree"
 BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".pt": "torch", ".pth": "torch", ".engine": "tensorrt"}
@@ -195,6 +196,12 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "triton" or (backend == "auto" and _is_server_url(path)):
+        from retina_trt.runtime.triton_backend import TritonBackend
+
+        if not _is_server_url(path):
+            raise ValueError(f"backend='triton' takes a model URL grpc://HOST:PORT/MODEL or http://...; got {path}")
+        return TritonBackend(str(path), timeout_s=float(options.get("timeout_s") or 10.0))
     path = Path(path)
     if backend == "auto":
         backend = BACKEND_BY_SUFFIX.get(path.suffix.lower(), "")
@@ -206,6 +213,11 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
         if backend == "onnxruntime" and not (options.get("providers") or options.get("session_config")):
             return _auto_onnx(path, options)
     return _open(backend, path, options)
+
+
+def _is_server_url(model) -> bool:
+    text = str(model) if isinstance(model, str) else ""
+    return text.split("://", 1)[0].lower() in ("grpc", "http") and "://" in text
 
 
 def _open(backend: str, path: Path, options: dict[str, Any]):

@@ -29,8 +29,11 @@ class Detector:
     Args:
         model_path: ``.engine`` (TensorRT), ``.onnx`` (OpenVINO where installed, else ONNX
             Runtime), ``.pt``/``.pth`` (PyTorch reference); the backend is picked from the suffix
-            with ``backend="auto"`` (the log says which ran, and in which precision).
-        backend: ``"auto"``, ``"tensorrt"``, ``"openvino"``, ``"onnxruntime"`` or ``"torch"``.
+            with ``backend="auto"`` (the log says which ran, and in which precision); or a model
+            on a Triton server, ``"grpc://host:8001/name"`` / ``"http://host:8000/name"``.
+        backend: ``"auto"``, ``"tensorrt"``, ``"openvino"``, ``"onnxruntime"``, ``"torch"`` or
+            ``"triton"`` (a server URL).
+        timeout_s: Triton only: the deadline of each request (default 10 s).
         precision: OpenVINO only: ``"auto"`` (the fastest this CPU has: BF16 with AMX, else
             FP32), ``"f32"`` or ``"bf16"`` for the layers the graph does not quantize itself (an
             INT8 Q/DQ graph runs its convolutions in INT8 either way).
@@ -63,6 +66,7 @@ class Detector:
         device: int = 0,
         precision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
@@ -73,12 +77,13 @@ class Detector:
             raise ValueError(f"precision={precision!r} is OpenVINO's option; backend={backend!r} runs the precision "
                              "the model file has (prepare FP16/INT8 with prepare_precision)")  # fmt: skip
         self._closed = False
-        self.model_path = Path(model_path)
-        if not self.model_path.exists():
+        served = isinstance(model_path, str) and model_path.split("://", 1)[0].lower() in ("grpc", "http") and "://" in model_path
+        self.model_path = _ServedModel(model_path) if served else Path(model_path)  # a Triton model URL, or a file
+        if not served and not self.model_path.exists():
             raise ModelFormatError(f"model not found: {self.model_path}")
         self._backend = open_backend(
-            self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph,
-            session_config=session_config, device=device, precision=precision, cache_dir=cache_dir,
+            model_path if served else self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph,
+            session_config=session_config, device=device, precision=precision, cache_dir=cache_dir, timeout_s=timeout_s,
         )  # fmt: skip
         logger.info("%r runs in %s", self, self.precision)
         self.min_score = min_score
@@ -261,3 +266,11 @@ class Detector:
     def __repr__(self) -> str:
         size = "dynamic" if self.input_size is None else f"{self.input_size[0]}x{self.input_size[1]}"
         return f"Detector({self.model_path.name}, backend={self.backend}, input={size})"
+
+
+class _ServedModel(str):
+    """A model on a Triton server (``grpc://host:8001/name``): ``.name`` is the URL."""
+
+    @property
+    def name(self) -> str:
+        return str(self)

@@ -1,0 +1,110 @@
+"""The Triton client backend: ``Detector("grpc://host:port/model")`` / ``http://``.
+
+The first tests run everywhere (URLs, an unreachable server: one clear error, fast). The rest
+(marked ``serve``: `make test-serve`) run against a real Triton Inference Server (`make
+serve-env`): the same detections as a local Detector over gRPC and HTTP, the spec read from the
+server, a multi-source stream on the remote model, and a server restart survived by the same
+Detector (errors counted and named, no hang).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retina_trt import Detector, export_onnx
+from retina_trt.errors import BackendError, BackendUnavailableError
+from retina_trt.runtime.triton_backend import parse_url
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "samples" / "models" / "shapes_r18.pt"
+
+
+def test_model_urls_are_parsed_or_refused():
+    assert parse_url("grpc://10.0.0.2/retina") == ("grpc", "10.0.0.2:8001", "retina", "")
+    assert parse_url("http://h:9000/retina/2") == ("http", "h:9000", "retina", "2")
+    for bad in ("grpc://host", "grpc:///m", "http://h:99999/m", "grpc://h/a/b/c"):
+        with pytest.raises(ValueError, match="grpc://HOST|bad port"):
+            parse_url(bad)
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_an_unreachable_server_is_one_clear_error_fast(scheme):
+    from retina_trt.scaleout.server import free_ports
+
+    (port,) = free_ports(1)
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match=f"Triton server at 127.0.0.1:{port} .{scheme}.*is the server up"):
+        Detector(f"{scheme}://127.0.0.1:{port}/retina", timeout_s=2)
+    assert time.monotonic() - start < 10
+
+
+# -- against a real server (make serve-env) ------------------------------------------------------
+serve = pytest.mark.serve
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from retina_trt.scaleout.server import free_ports, serve_env, serve_model
+
+    try:
+        serve_env()
+    except BackendUnavailableError as err:
+        pytest.skip(str(err))
+    onnx = export_onnx(DEMO, tmp_path_factory.mktemp("triton") / "demo.onnx", batch=(1, 4, 8))
+    ports = dict(zip(("http_port", "grpc_port", "metrics_port"), free_ports(3)))
+
+    def start():
+        return serve_model(onnx, name="retina", max_batch=8, queue_delay_us=2000, timeout_s=120, **ports)
+
+    state = {"onnx": onnx, "ports": ports, "start": start, "server": start()}
+    yield state
+    state["server"].stop()
+
+
+@serve
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_remote_detections_equal_the_local_ones(served, image_dir, scheme):
+    onnx, ports = served["onnx"], served["ports"]
+    port = ports["grpc_port" if scheme == "grpc" else "http_port"]
+    images = sorted(image_dir.glob("*.jpg"))
+    with Detector(f"{scheme}://127.0.0.1:{port}/retina") as remote, Detector(onnx, backend="onnxruntime") as local:
+        assert remote.backend == "triton" and remote.spec == local.spec and remote.max_batch == 8
+        for got, want in zip(remote.predict_batch(images), local.predict_batch(images)):
+            assert len(got) == len(want) > 0
+            np.testing.assert_allclose(got.boxes_xyxy, want.boxes_xyxy, atol=1e-3)
+            np.testing.assert_array_equal(got.class_ids, want.class_ids)
+
+
+@serve
+def test_a_multi_source_stream_runs_on_the_remote_model(served, video_file):
+    ports = served["ports"]
+    with Detector(f"grpc://127.0.0.1:{ports['grpc_port']}/retina") as remote:
+        with remote.streams({"a": video_file, "b": video_file}) as stream:
+            counts = {}
+            for result in stream:
+                counts[result.source_id] = counts.get(result.source_id, 0) + 1
+    assert counts == {"a": 12, "b": 12} and max(stream.batch_sizes) > 1
+
+
+@serve
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_a_server_restart_is_survived_errors_counted_and_named(served, image_dir, scheme):
+    ports, start = served["ports"], served["start"]
+    port = ports["grpc_port" if scheme == "grpc" else "http_port"]
+    image = sorted(image_dir.glob("*.jpg"))[0]
+    with Detector(f"{scheme}://127.0.0.1:{port}/retina", timeout_s=3) as remote:
+        before = remote(image)
+        served["server"].stop()
+        started = time.monotonic()
+        for _ in range(2):
+            with pytest.raises(BackendError, match=f"Triton server 127.0.0.1:{port} .retina.:"):
+                remote(image)
+        assert time.monotonic() - started < 20  # never hangs: each request has its deadline
+        assert sum(remote._backend.errors.values()) == 2 and all(remote._backend.errors)
+        served["server"] = start()  # back on the same ports
+        after = remote(image)  # the same Detector, reconnected
+    np.testing.assert_allclose(after.boxes_xyxy, before.boxes_xyxy, atol=1e-4)
