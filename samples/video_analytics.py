@@ -4,9 +4,10 @@ crossings of tracked objects, events to JSONL and a periodic summary.
   python samples/video_analytics.py MODEL SRC [SRC ...] --zone "0.1,0.1;0.9,0.1;0.9,0.9;0.1,0.9" \
       --line "0.5,0;0.5,1" --events out/events.jsonl [--summary-every 5] [--min-score 0.4] [--max-frames N]
 
-Each source (video file, rtsp:// or http:// stream, camera index, image folder) runs its own
-`Detector.stream` in a thread; one Detector (one model, one TensorRT engine or ONNX Runtime
-session) serves them all. Zone and line coordinates are fractions of each frame.
+All sources (video files, rtsp:// or http:// streams, camera indices, image folders) run through
+one `det.streams(...)`: frames of every source are batched into one model call, a dead camera is
+left out and reconnected in the background, and each source has its own tracker (reset when the
+source reconnects). Zone and line coordinates are fractions of each frame.
 Events (JSON lines): {"type": "zone_count", ...} when a source's per-class zone counts change,
 {"type": "line_crossing", "direction": "in"|"out", "track_id", "class", ...} and
 {"type": "summary", ...} every --summary-every seconds and at the end.
@@ -44,48 +45,45 @@ class EventLog:
         self._context.__exit__(None, None, None)
 
 
-def analyze(det: Detector, source: str, args: argparse.Namespace, events: EventLog, state: dict) -> None:
-    tracker = IouTracker()
-    zone = line = None
-    last_counts: dict[str, int] = {}
-    with det.stream(source, max_frames=args.max_frames) as frames:
-        state["stream"] = frames
-        for index, timestamp, frame, dets in frames:
-            height, width = frame.shape[:2]
-            if zone is None:
-                zone = Zone(parse_points(args.zone, width, height))
-                line = Line(*parse_points(args.line, width, height))
-            keep = dets.scores >= args.min_score
-            boxes, class_ids = dets.boxes_xyxy[keep], dets.class_ids[keep]
-            names = [det.spec.class_names[c] if c < len(det.spec.class_names) else str(c) for c in class_ids]
-            counts = zone.count(boxes, names)
-            if counts != last_counts:
-                events.emit({"type": "zone_count", "source": source, "frame": index, "t": round(timestamp, 3), "counts": counts})
-                last_counts = counts
-            state["zone"] = counts
-            for track in tracker.update(boxes, class_ids):
-                if track.previous_center is None:
-                    continue
-                direction = line.crossing(track.previous_center, track.center)
-                if direction:
-                    name = det.spec.class_names[track.class_id]
-                    state["crossings"][direction] = state["crossings"].get(direction, 0) + 1
-                    events.emit({"type": "line_crossing", "source": source, "frame": index, "t": round(timestamp, 3),
-                                 "track_id": track.track_id, "class": name, "direction": direction})
-            state["frames"] = index + 1
+class SourceAnalytics:
+    """One source's tracker, zone and line (made at its first frame, from its frame size)."""
+
+    def __init__(self, source: str) -> None:
+        self.source, self.frames, self.zone_counts, self.crossings = source, 0, {}, {}
+        self.tracker, self.zone, self.line, self.generation = IouTracker(), None, None, 0
+
+    def update(self, result, names: tuple[str, ...], args: argparse.Namespace, events: EventLog) -> None:
+        if self.zone is None:
+            height, width = result.frame.shape[:2]
+            self.zone = Zone(parse_points(args.zone, width, height))
+            self.line = Line(*parse_points(args.line, width, height))
+        if result.generation != self.generation:  # the source reconnected: its tracks are gone
+            self.tracker, self.generation = IouTracker(), result.generation
+        dets = result.detections.filter(min_score=args.min_score)
+        where = {"source": self.source, "frame": result.index, "t": round(result.timestamp_s, 3)}
+        counts = self.zone.count(dets.boxes_xyxy, list(dets.class_names))
+        if counts != self.zone_counts:
+            events.emit({"type": "zone_count", **where, "counts": counts})
+            self.zone_counts = counts
+        for track in self.tracker.update(dets.boxes_xyxy, dets.class_ids):
+            direction = track.previous_center is not None and self.line.crossing(track.previous_center, track.center)
+            if direction:
+                self.crossings[direction] = self.crossings.get(direction, 0) + 1
+                events.emit({"type": "line_crossing", **where, "track_id": track.track_id,
+                             "class": names[track.class_id], "direction": direction})  # fmt: skip
+        self.frames = result.index + 1
 
 
-def summary(states: dict[str, dict]) -> dict:
+def summary(states: dict[str, SourceAnalytics], stats: dict[str, dict]) -> dict:
     return {
         "type": "summary",
         "time": round(time.time(), 3),
         "sources": {
-            src: {"frames": s["frames"], "zone": s["zone"], "crossings": s["crossings"],
-                  **({"fps": round(s["stream"].stats.fps, 2), "dropped": s["stream"].stats.frames_dropped,
-                      "decode_errors": s["stream"].stats.decode_errors} if "stream" in s else {})}
-            for src, s in states.items()
+            s.source: {"frames": s.frames, "zone": s.zone_counts, "crossings": s.crossings,
+                       **{k: stats.get(key, {}).get(k) for k in ("fps", "dropped", "decode_errors", "reconnects", "gave_up")}}
+            for key, s in states.items()
         },
-    }
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,32 +99,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     events = EventLog(args.events)
-    states = {src: {"frames": 0, "zone": {}, "crossings": {}} for src in args.sources}
-    errors: dict[str, str] = {}
-    with Detector(args.model, session_config={"session.intra_op.allow_spinning": "0"}) as det:
-        def worker(src: str) -> None:
-            try:
-                analyze(det, src, args, events, states[src])
-            except Exception as err:  # one broken source must not stop the others
-                errors[src] = f"{type(err).__name__}: {err}"
-
-        threads = [threading.Thread(target=worker, args=(src,), daemon=True) for src in args.sources]
-        for thread in threads:
-            thread.start()
+    sources = {str(i): src for i, src in enumerate(args.sources)}
+    states = {key: SourceAnalytics(src) for key, src in sources.items()}
+    with Detector(args.model) as det, det.streams(sources) as streams:
+        last = time.monotonic()
         try:
-            while any(t.is_alive() for t in threads):
-                for thread in threads:
-                    thread.join(timeout=args.summary_every / max(1, len(threads)))
-                report = summary(states)
-                events.emit(report)
-                print(json.dumps(report["sources"]))
+            for result in streams:
+                states[result.source_id].update(result, det.spec.class_names, args, events)
+                if args.max_frames and result.index + 1 >= args.max_frames and result.source_id in streams.source_ids:
+                    streams.remove(result.source_id)
+                if time.monotonic() - last >= args.summary_every:
+                    report = summary(states, streams.stats())
+                    events.emit(report)
+                    print(json.dumps(report["sources"]))
+                    last = time.monotonic()
         except KeyboardInterrupt:
-            for state in states.values():
-                if "stream" in state:
-                    state["stream"].close()
-        final = summary(states)
-        final["errors"] = errors
-        events.emit(final)
+            pass
+        stats = streams.close()
+    final = summary(states, stats)
+    errors = {sources[k]: s["gave_up"] or s["last_error"] for k, s in stats.items() if s["gave_up"] or s["last_error"]}
+    final["errors"] = errors
+    events.emit(final)
     events.close()
     for src, err in errors.items():
         print(f"{src}: {err}", file=sys.stderr)

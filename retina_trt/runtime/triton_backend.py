@@ -128,11 +128,20 @@ class TritonBackend:
         except Exception as err:  # counted by reason; the next request reconnects
             reason = _reason(err)
             self.errors[reason.split(":")[0][:80]] += 1
-            if self.scheme == "http":  # a fresh connection pool for the next request
-                self._client_module, self._client = self._connect()
+            self._reconnect()  # a fresh channel / connection pool for the next request
             raise BackendError(f"Triton server {self.address} ({self.model}): {reason} "
                                f"after {time.perf_counter() - started:.1f} s") from err  # fmt: skip
         return outputs_to_detections([result.as_numpy(n) for n in self.output_names], self.nms, self.spec)
+
+    def _reconnect(self) -> None:
+        """Drop the client after a failure: gRPC's channel would otherwise wait out its own
+        reconnect backoff (seconds) after the server is back."""
+        old = self._client
+        self._client_module, self._client = self._connect()
+        try:
+            old.close()
+        except Exception:  # closing a client whose server is gone
+            pass
 
     def close(self) -> None:
         try:
