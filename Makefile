@@ -96,6 +96,7 @@ bench: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.graph_nms --out bench-output/graph_nms
 	$(BIN)/retina-trt export --weights samples/models/shapes_r18.pt --output bench-output/shapes_r18.onnx
 	$(BIN)/python -m retina_trt.bench.startup --model bench-output/shapes_r18.onnx --out bench-output/startup
+	$(BIN)/python -m retina_trt.bench.multisource --model bench-output/shapes_r18.onnx --out bench-output/multisource
 
 # Multi-source soak: 4 MJPEG cameras at 30 fps (localhost) into the demo model on the CPU for 10
 # minutes; RSS and p99 latency per 30 s window (bench-output/soak: soak.md, soak.png, soak.json).

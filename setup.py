@@ -36,6 +36,7 @@ setup(
         "retina_trt.model",
         "retina_trt.export",
         "retina_trt.runtime",
+        "retina_trt.streams",
         "retina_trt.trt",
         "retina_trt.scaleout",
         "retina_trt.data",

@@ -68,7 +68,9 @@ class MultiStream:
             ``predict_batch``, ``max_batch`` and optionally ``submit``/``parallel_requests``.
         sources: a list (ids "0", "1", ...) or a mapping id -> source: files, folders, stream
             URLs, camera indices.
-        batch_size: frames per model call (default and at most: the model's max batch).
+        batch_size: frames per model call, at most the model's max batch; default: one frame per
+            running source (as nvstreammux's batch-size = number of sources), capped by the
+            model's max batch.
         push_timeout_ms: a batch that is not full goes this long after its first frame.
         buffer: frames buffered per source (live sources drop the oldest beyond it).
         every: process every N-th frame of each source.
@@ -101,8 +103,9 @@ class MultiStream:
         until_closed: bool = False,
     ) -> None:
         max_batch = int(detector.max_batch)
-        self.batch_size = max_batch if batch_size is None else int(batch_size)
-        if not 1 <= self.batch_size <= max_batch:
+        self.max_batch = max_batch
+        self.batch_size = None if batch_size is None else int(batch_size)
+        if self.batch_size is not None and not 1 <= self.batch_size <= max_batch:
             raise ValueError(f"batch_size must be in [1, {max_batch}] (the model's max batch), got {batch_size}")
         if not 0 <= float(push_timeout_ms) < 3_600_000:
             raise ValueError(f"push_timeout_ms must be in [0, 3600000), got {push_timeout_ms}")
@@ -197,11 +200,12 @@ class MultiStream:
             if readers:
                 self._turn = (self._turn + 1) % len(readers)
                 readers = readers[self._turn :] + readers[: self._turn]
+            limit = self.batch_size or min(self.max_batch, max(1, len(readers)))
             took = True
-            while took and len(batch) < self.batch_size:
+            while took and len(batch) < limit:
                 took = False
                 for reader in readers:
-                    if len(batch) >= self.batch_size:
+                    if len(batch) >= limit:
                         break
                     item = reader.take()
                     if item is not None:
@@ -210,7 +214,7 @@ class MultiStream:
             now = time.perf_counter()
             if batch and deadline is None:
                 deadline = now + self.push_timeout_s
-            if len(batch) >= self.batch_size or (batch and now >= deadline):
+            if len(batch) >= limit or (batch and now >= deadline):
                 return batch
             if not batch and (in_flight or self._finished(readers)):
                 return []

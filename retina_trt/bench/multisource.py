@@ -1,0 +1,135 @@
+"""What batching across sources buys: N cameras through one model, routes side by side.
+
+``python -m retina_trt.bench.multisource --model M.onnx [--sources 1,2,4,8] [--fps 15]
+[--seconds 20] [--triton grpc://host:8001/retina] --out DIR`` serves N MJPEG cameras on
+localhost (``bench/camera.py``) and runs them, for each N, through:
+
+* ``batched``: one ``det.streams`` (frames of all sources batched into one model call);
+* ``threads``: one ``Detector.stream`` thread per source on one shared Detector (what
+  ``samples/video_analytics.py`` did before ``det.streams``);
+* ``triton`` (with ``--triton``): ``det.streams`` on a Detector that is a Triton client.
+
+Per route and N: total processed fps, min/max per-source fps (fairness), p50/p99 latency from
+decode to result (live sources: time since the source opened minus the frame's timestamp), and
+frames dropped. Writes ``multisource.json`` and ``multisource.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retina_trt.bench.camera import Camera
+from retina_trt.runtime.cpu import cpu_isa, cpu_name
+from retina_trt.utils import atomic_path
+
+
+def _batched(det, urls: list[str], seconds: float) -> tuple[dict[str, int], list[float], int]:
+    counts: dict[str, int] = {}
+    latencies: list[float] = []
+    with det.streams(urls, push_timeout_ms=20, timeout_s=5) as stream:
+        start = time.monotonic()
+        for result in stream:
+            counts[result.source_id] = counts.get(result.source_id, 0) + 1
+            latencies.append(result.latency_s)
+            if time.monotonic() - start >= seconds:
+                break
+        stats = stream.close()
+    return counts, latencies, sum(s["dropped"] for s in stats.values())
+
+
+def _threads(det, urls: list[str], seconds: float) -> tuple[dict[str, int], list[float], int]:
+    counts = {str(i): 0 for i in range(len(urls))}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    dropped = [0]
+
+    def one(i: int, url: str) -> None:
+        with det.stream(url) as frames:
+            for result in frames:
+                now = time.perf_counter() - frames.source._start  # the live timestamp's clock
+                with lock:
+                    counts[str(i)] += 1
+                    latencies.append(now - result.timestamp_s)
+                if stop.is_set():
+                    break
+            dropped[0] += frames.stats.frames_dropped
+
+    threads = [threading.Thread(target=one, args=(i, u), daemon=True) for i, u in enumerate(urls)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    return counts, latencies, dropped[0]
+
+
+def _row(route: str, n: int, counts: dict[str, int], latencies: list[float], dropped: int, seconds: float) -> dict:
+    per_source = [counts.get(str(i), 0) / seconds for i in range(n)]
+    lat = np.asarray(latencies or [np.nan])
+    return {"route": route, "sources": n, "total_fps": round(sum(per_source), 1),
+            "min_source_fps": round(min(per_source), 1), "max_source_fps": round(max(per_source), 1),
+            "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1), "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1),
+            "dropped": int(dropped)}  # fmt: skip
+
+
+def run(model: Path, sources: list[int], fps: float, seconds: float, triton: str | None) -> list[dict]:
+    from retina_trt import Detector
+
+    rows = []
+    routes = [("batched", model, _batched), ("threads", model, _threads)]
+    if triton:
+        routes.append(("triton", triton, _batched))
+    for n in sources:
+        for route, target, method in routes:
+            cams = [Camera(fps=fps, size=(240, 320)) for _ in range(n)]
+            try:
+                with Detector(str(target) if route == "triton" else target) as det:
+                    det(np.zeros((240, 320, 3), np.uint8))  # warm-up outside the timing
+                    counts, latencies, dropped = method(det, [c.url for c in cams], seconds)
+                    backend = f"{det.backend} {det.precision}"
+            finally:
+                for cam in cams:
+                    cam.stop()
+            rows.append({**_row(route, n, counts, latencies, dropped, seconds), "backend": backend})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def write(rows: list[dict], out: Path, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "multisource.json") as tmp:
+        tmp.write_text(json.dumps({**meta, "rows": rows}, indent=1))
+    lines = ["| sources | route | backend | total fps | per-source fps min / max | p50 ms | p99 ms | dropped |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['sources']} | {r['route']} | {r['backend']} | {r['total_fps']} | {r['min_source_fps']} / "
+              f"{r['max_source_fps']} | {r['p50_ms']} | {r['p99_ms']} | {r['dropped']} |" for r in rows]  # fmt: skip
+    with atomic_path(out / "multisource.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--sources", default="1,2,4,8")
+    parser.add_argument("--fps", type=float, default=15.0, help="frames per second of each camera")
+    parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per route and N")
+    parser.add_argument("--triton", default=None, help="grpc://host:port/model: add the Triton client route")
+    parser.add_argument("--out", type=Path, default=Path("bench-output/multisource"))
+    args = parser.parse_args(argv)
+    sources = [int(s) for s in args.sources.split(",")]
+    rows = run(args.model, sources, args.fps, args.seconds, args.triton)
+    write(rows, args.out, {"cpu": cpu_name(), "cpu_isa": cpu_isa(), "fps_per_camera": args.fps, "seconds": args.seconds})
+    print((args.out / "multisource.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
