@@ -9,22 +9,28 @@ SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv test test-all lint readme-check soak demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
+.PHONY: venv system-deps test test-all lint readme-check soak demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
 
 venv: $(STAMP)
 
 $(STAMP): setup.py pyproject.toml constraints.txt tests/trt_bindings.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade "pip>=24" "setuptools>=68" wheel
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx,openvino]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx,openvino,analytics]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt --no-deps trackers  # not its opencv-python
 	$(BIN)/python tests/trt_bindings.py
 	@touch $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Debian packages the tests run for real (Mosquitto, Redis, headless Chromium): installed when
+# missing, as root (.ci/system-deps); elsewhere those tests skip.
+system-deps:
+	@bash .ci/system-deps
+
 # The default run: everything but tests marked `slow` and `serve` (`gpu` tests skip without a GPU).
-test: lint
+test: lint system-deps
 	$(BIN)/python -m pytest -m "not slow and not serve" -q
 
 # Everything, slow and Triton-server tests included.

@@ -100,6 +100,19 @@ setup(
         "bench": [
             "matplotlib>=3.7",  # the benchmark's latency plot
         ],
+        "analytics": [
+            # retina-trt analyze: supervision interop, event sinks. The trackers library (ByteTrack,
+            # SORT, OC-SORT) asks for opencv-python, which must not sit beside opencv-python-headless:
+            # install it without its dependencies, `pip install --no-deps trackers==2.6.1`; these
+            # are its other dependencies (make does both; docs/analytics.md).
+            "supervision>=0.26",
+            "scipy>=1.13",
+            "rich>=13",
+            "pydeprecate>=0.8",
+            "requests>=2.28",
+            "paho-mqtt>=2.0",
+            "redis>=5",
+        ],
         "dev": [
             "matplotlib>=3.7",
             "tritonclient[grpc,http]>=2.40",  # validates config.pbtxt with Triton's model-config schema
@@ -107,6 +120,7 @@ setup(
             "pytest>=8",
             "ruff>=0.6",
             "pycocotools>=2.0.7",  # cross-checks faster-coco-eval in the tests
+            "selenium>=4.20",  # drives Debian's headless Chromium in the live-view test
         ],
     },
     entry_points={"console_scripts": ["retina-trt=retina_trt.cli:main"]},

@@ -2,6 +2,7 @@
 
   model.py      export, info            engine.py    build-engine (retina_trt/pipeline.py)
   runtime.py    detect                  serving.py   export-triton, export-deepstream
+  analytics.py  analyze
   training.py   data, train, eval       bench.py     bench
   args.py       argparse types
 
@@ -20,13 +21,13 @@ import threading
 from collections.abc import Sequence
 
 from retina_trt._version import __version__
-from retina_trt.cli import bench, engine, model, runtime, serving, training
+from retina_trt.cli import analytics, bench, engine, model, runtime, serving, training
 from retina_trt.errors import RetinaTrtError
 
 logger = logging.getLogger("retina_trt.cli")
 
 EXIT_USAGE = 2
-GROUPS = (model, runtime, training, serving, bench, engine)  # the order of `retina-trt --help`
+GROUPS = (model, runtime, analytics, training, serving, bench, engine)  # the order of `retina-trt --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from retina_trt.cli.args import parse_floats, parse_range, positive_int
+from retina_trt.cli.args import parse_floats, parse_range, positive_int, score
 from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 from retina_trt.spec import ModelSpec
 from retina_trt.utils import check_output_file
@@ -21,6 +21,8 @@ def register(sub) -> None:
     q.add_argument("--split", default="train", help="split name: <out>/<split>/ and instances_<split>.json")
     q.add_argument("--height", type=parse_range, default=(256, 320), help="image height MIN:MAX (default 256:320)")
     q.add_argument("--width", type=parse_range, default=(256, 384), help="image width MIN:MAX (default 256:384)")
+    q.add_argument("--plain-fraction", type=score, default=0.0,
+                   help="share of images on a plain background (hard negatives; default 0)")
     p.set_defaults(run=_cmd_data)
 
     p = sub.add_parser("train", help="train a RetinaNet on a COCO-format dataset (paper recipe, CPU-sized)")
@@ -70,7 +72,8 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
 
     config = SyntheticConfig(
-        min_height=args.height[0], max_height=args.height[1], min_width=args.width[0], max_width=args.width[1]
+        min_height=args.height[0], max_height=args.height[1], min_width=args.width[0], max_width=args.width[1],
+        plain_fraction=args.plain_fraction,
     )
     path = generate_dataset(args.out, num_images=args.images, seed=args.seed, split=args.split, config=config)
     print(f"wrote {args.images} images to {path.parent / args.split} and annotations to {path}")

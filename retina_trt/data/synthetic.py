@@ -45,6 +45,9 @@ class SyntheticConfig:
         height, width: image size range (each image draws its size uniformly from it).
         max_objects: objects per image are drawn from 0..max_objects (skewed low).
         min_object: smallest object side in pixels; the largest is 0.9 x the shorter side.
+        plain_fraction: share of images drawn on a plain background (one flat colour, a gentle
+            gradient and light noise, no clutter) instead of the textured one: the first thing a
+            user draws, and hard negatives for the model (a fifth of them hold no object).
     """
 
     min_height: int = 256
@@ -53,6 +56,7 @@ class SyntheticConfig:
     max_width: int = 384
     max_objects: int = 30
     min_object: int = 10
+    plain_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not 32 <= self.min_height <= self.max_height or not 32 <= self.min_width <= self.max_width:
@@ -61,6 +65,8 @@ class SyntheticConfig:
             raise ValueError(f"max_objects must be in 0..200, got {self.max_objects}")
         if not 4 <= self.min_object < min(self.min_height, self.min_width) // 2:
             raise ValueError(f"min_object must be >= 4 and well below the image size, got {self.min_object}")
+        if not 0.0 <= self.plain_fraction <= 1.0:
+            raise ValueError(f"plain_fraction must be in [0, 1], got {self.plain_fraction}")
 
 
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -80,6 +86,17 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         pts = center + np.stack([np.cos(angles) * radii, np.sin(angles) * radii], 1)
         cv2.fillPoly(image, [pts.astype(np.int32)], _color(rng), cv2.LINE_AA)
     return image
+
+
+def plain_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A flat colour with a gentle linear gradient (up to +-24 levels) and light noise (sigma 0-6)."""
+    base = rng.integers(24, 232, 3).astype(np.float32)
+    slope = rng.uniform(-24, 24, 3).astype(np.float32)
+    t = np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :, None]
+    if rng.random() < 0.5:
+        t = np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None, None]
+    image = base + slope * t + rng.normal(0, rng.uniform(0, 6), (height, width, 3)).astype(np.float32)
+    return np.clip(np.broadcast_to(image, (height, width, 3)), 0, 255).astype(np.uint8)
 
 
 def _color(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -194,7 +211,12 @@ def generate_image(seed: int, index: int, config: SyntheticConfig) -> tuple[np.n
     rng = np.random.default_rng([seed, index])
     height = int(rng.integers(config.min_height, config.max_height + 1))
     width = int(rng.integers(config.min_width, config.max_width + 1))
-    image = _background(rng, height, width)
+    if config.plain_fraction and rng.random() < config.plain_fraction:
+        image = plain_background(rng, height, width)
+        if rng.random() < 0.2:  # a plain frame with nothing on it
+            return cv2.GaussianBlur(image, (3, 3), 0.6), []
+    else:
+        image = _background(rng, height, width)
     annotations = _draw_objects(rng, image, config)
     return cv2.GaussianBlur(image, (3, 3), 0.6), annotations
 

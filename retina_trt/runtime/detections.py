@@ -30,12 +30,15 @@ class Detections:
         class_ids (ndarray[N] int64): the class of each detection, an index into ``all_class_names``.
         all_class_names (tuple[str, ...]): every class name of the model (index = class id); the
             name of each detection's class is ``class_names``.
+        tracker_ids (ndarray[N] int64 | None): the track of each detection, where a tracker
+            (``retina_trt.analytics.tracking``) or ``from_supervision`` set them; else None.
     """
 
     boxes_xyxy: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
     all_class_names: tuple[str, ...] = ()
+    tracker_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes_xyxy, dtype=np.float32).reshape(-1, 4)
@@ -50,6 +53,11 @@ class Detections:
         object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "class_ids", class_ids)
         object.__setattr__(self, "all_class_names", tuple(self.all_class_names))
+        if self.tracker_ids is not None:
+            tracker_ids = np.asarray(self.tracker_ids, dtype=np.int64).reshape(-1)
+            if len(tracker_ids) != len(scores):
+                raise ValueError(f"Detections needs one tracker id per detection, got {len(tracker_ids)} for {len(scores)}")
+            object.__setattr__(self, "tracker_ids", tracker_ids)
 
     @classmethod
     def empty(cls, all_class_names: Sequence[str] = ()) -> Detections:
@@ -91,7 +99,29 @@ class Detections:
             keep &= self.scores >= float(min_score)
         if class_ids is not None:
             keep &= np.isin(self.class_ids, np.asarray(list(class_ids), dtype=np.int64))
-        return Detections(self.boxes_xyxy[keep], self.scores[keep], self.class_ids[keep], self.all_class_names)
+        return self._subset(keep)
+
+    def _subset(self, keep: np.ndarray) -> Detections:
+        ids = None if self.tracker_ids is None else self.tracker_ids[keep]
+        return Detections(self.boxes_xyxy[keep], self.scores[keep], self.class_ids[keep], self.all_class_names, ids)
+
+    def to_supervision(self):
+        """These detections as ``supervision.Detections`` (xyxy, confidence, class_id, tracker_id,
+        and ``data["class_name"]``), for supervision's annotators, zones and lines and for the
+        ``trackers`` library. Needs ``pip install supervision`` (the ``[analytics]`` extra)."""
+        sv = _supervision()
+        return sv.Detections(xyxy=self.boxes_xyxy.copy(), confidence=self.scores.copy(), class_id=self.class_ids.astype(int),
+                             tracker_id=None if self.tracker_ids is None else self.tracker_ids.astype(int),
+                             data={"class_name": np.array(self.class_names, dtype=str)})  # fmt: skip
+
+    @classmethod
+    def from_supervision(cls, detections, all_class_names: Sequence[str] = ()) -> Detections:
+        """``supervision.Detections`` -> Detections (missing confidences are 1, missing classes 0;
+        ``tracker_id`` is kept as ``tracker_ids``)."""
+        n = len(detections.xyxy)
+        scores = np.ones(n, np.float32) if detections.confidence is None else detections.confidence
+        class_ids = np.zeros(n, np.int64) if detections.class_id is None else detections.class_id
+        return cls(detections.xyxy, scores, class_ids, tuple(all_class_names), detections.tracker_id)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: ``boxes_xyxy``, ``scores``, ``class_ids``, ``class_names``."""
@@ -124,7 +154,8 @@ class Detections:
         return out
 
     def draw(self, image: np.ndarray, *, thickness: int = 2) -> np.ndarray:
-        """A copy of ``image`` (HxWx3 uint8 BGR) with boxes, class names and scores drawn."""
+        """A copy of ``image`` (HxWx3 uint8 BGR) with boxes, class names and scores drawn (and
+        ``#track`` where tracker ids are set)."""
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise TypeError(f"draw() needs an HxWx3 uint8 BGR image (as OpenCV decodes it), got {got}; "
@@ -139,6 +170,8 @@ class Detections:
             x1, y1, x2, y2 = (int(round(v)) for v in det.box_xyxy)
             cv2.rectangle(canvas, (x1, y1), (x2, y2), _color(det.class_id), thickness)
         labels = [f"{det.class_name} {det.score:.2f}" for det in dets]
+        if self.tracker_ids is not None:
+            labels = [f"#{int(t)} {label}" for t, label in zip(self.tracker_ids, labels)]
         sizes = []
         for label in labels:
             (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
@@ -148,6 +181,14 @@ class Detections:
             cv2.rectangle(canvas, (x, y), (x + lw, y + lh), _color(det.class_id), -1)
             cv2.putText(canvas, label, (x + 1, y + lh - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
         return canvas
+
+
+def _supervision():
+    try:
+        import supervision
+    except ImportError as err:
+        raise ImportError("supervision interop needs supervision: pip install 'retina-trt[analytics]'") from err
+    return supervision
 
 
 def place_labels(

@@ -1,13 +1,11 @@
-"""Small video-analytics building blocks: an IoU tracker, polygon zones and counting lines.
-
-Used by ``samples/video_analytics.py``. Coordinates are pixels of the frame; boxes are xyxy.
+"""This project's greedy per-class IoU tracker: the baseline the field's trackers are measured
+against (``retina_trt.analytics.tracking``). Coordinates are pixels; boxes are xyxy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 
@@ -84,57 +82,3 @@ class IouTracker:
 
 def _center(box: np.ndarray) -> tuple[float, float]:
     return float((box[0] + box[2]) / 2), float((box[1] + box[3]) / 2)
-
-
-@dataclass(frozen=True)
-class Zone:
-    """A polygon (pixel vertices); ``contains`` tests a point, ``count`` counts box centers per class."""
-
-    points: tuple[tuple[float, float], ...]
-
-    def contains(self, point: tuple[float, float]) -> bool:
-        contour = np.asarray(self.points, dtype=np.float32).reshape(-1, 1, 2)
-        return cv2.pointPolygonTest(contour, (float(point[0]), float(point[1])), False) >= 0
-
-    def count(self, boxes: np.ndarray, class_names: list[str]) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for box, name in zip(boxes, class_names):
-            if self.contains(_center(box)):
-                counts[name] = counts.get(name, 0) + 1
-        return counts
-
-
-@dataclass(frozen=True)
-class Line:
-    """A counting line from ``a`` to ``b``; a track crosses it when its center changes side
-    between two consecutive frames (and the crossing point lies on the segment)."""
-
-    a: tuple[float, float]
-    b: tuple[float, float]
-
-    def side(self, p: tuple[float, float]) -> float:
-        (ax, ay), (bx, by) = self.a, self.b
-        return (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)
-
-    def crossing(self, previous: tuple[float, float], current: tuple[float, float]) -> str | None:
-        """``"in"`` (to the left of a->b), ``"out"``, or None."""
-        s0, s1 = self.side(previous), self.side(current)
-        if s0 == 0 or s1 == 0 or (s0 > 0) == (s1 > 0):
-            return None
-        # the segment previous->current must intersect the line segment a->b
-        seg = Line(previous, current)
-        t0, t1 = seg.side(self.a), seg.side(self.b)
-        if (t0 > 0) == (t1 > 0) and t0 != 0 and t1 != 0:
-            return None
-        return "in" if s1 > 0 else "out"
-
-
-def parse_points(text: str, width: int, height: int) -> tuple[tuple[float, float], ...]:
-    """``"0.1,0.2;0.5,0.2;..."`` (fractions of the frame) -> pixel points."""
-    points = []
-    for pair in text.split(";"):
-        x, y = (float(v) for v in pair.split(","))
-        if not (0 <= x <= 1 and 0 <= y <= 1):
-            raise ValueError(f"points are fractions of the frame in [0, 1], got {pair!r}")
-        points.append((x * width, y * height))
-    return tuple(points)

@@ -1,0 +1,136 @@
+"""``retina-trt analyze``: several sources through one batched ``det.streams``, each with its own
+tracker, lines and zones, events to one or more sinks, and optionally the live view.
+
+:func:`run_analyze` is the whole job; the CLI (``cli/analytics.py``) only parses arguments.
+Source health becomes events: a monitor thread turns each source's state changes
+(``reconnecting``, ``running`` again, ``gave up``) into ``source_lost`` / ``source_recovered``,
+so an outage is reported while every other source keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from retina_trt.analytics.events import stamp
+from retina_trt.analytics.source import AnalyticsConfig, SourceAnalytics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How long and how often: ``max_frames`` per source (None: to the end), seconds between
+    ``summary`` events, the stream's options (``det.streams(**stream_options)``), and an event
+    that stops the run when set (from another thread)."""
+
+    max_frames: int | None = None
+    summary_every_s: float = 5.0
+    stream_options: Mapping | None = None
+    stop: threading.Event | None = None
+
+
+class _Emitter:
+    """Every event to every sink (and to the view's event list)."""
+
+    def __init__(self, sinks: Sequence, view=None) -> None:
+        self.sinks, self.view = list(sinks), view
+
+    def __call__(self, event: dict) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+        if self.view is not None and event.get("type") != "frame":
+            self.view.event(event)
+
+
+class _HealthMonitor(threading.Thread):
+    """Polls the stream's per-source state; emits ``source_lost`` / ``source_recovered``."""
+
+    def __init__(self, streams, emit, period_s: float = 0.25) -> None:
+        super().__init__(name="source health", daemon=True)
+        self.streams, self.emit, self.period_s = streams, emit, period_s
+        self.states: dict[str, str] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.period_s):
+            self.poll()
+
+    def poll(self) -> None:
+        for source_id, stats in self.streams.stats().items():
+            state, before = stats["state"], self.states.get(source_id)
+            self.states[source_id] = state
+            if state == before:
+                continue
+            if state in ("reconnecting", "gave up"):
+                reason = stats["gave_up"] or stats["last_error"] or state
+                self.emit(stamp({"type": "source_lost", "state": state, "reason": reason,
+                                 "reconnects": stats["reconnects"]}, source_id))  # fmt: skip
+            elif state == "running" and before in ("reconnecting",):
+                self.emit(stamp({"type": "source_recovered", "reconnects": stats["reconnects"]}, source_id))
+
+
+def run_analyze(det, sources: Mapping[str, object], config: AnalyticsConfig, sinks: Sequence, *,
+                options: RunOptions | None = None, view=None) -> dict:  # fmt: skip
+    """Run until every source ended (or gave up, or ``max_frames``), or Ctrl-C; returns the
+    final summary: per source its counts and stream stats, and each sink's delivery stats."""
+    options = options or RunOptions()
+    emit = _Emitter(sinks, view)
+    states = {sid: SourceAnalytics(sid, config) for sid in sources}
+    with det.streams(dict(sources), **dict(options.stream_options or {})) as streams:
+        monitor = _HealthMonitor(streams, emit)
+        monitor.start()
+        try:
+            _loop(streams, states, emit, options, view)
+        except KeyboardInterrupt:
+            logger.info("interrupted: closing the sources and the sinks")
+        finally:
+            monitor.stop.set()
+            monitor.join()
+            monitor.poll()
+            stats = streams.close()
+    final = _summary(states, stats)
+    emit(final)
+    final["sinks"] = [sink.close() for sink in sinks]
+    return final
+
+
+def _loop(streams, states: dict, emit, options: RunOptions, view) -> None:
+    last = time.monotonic()
+    for result in streams:
+        if options.stop is not None and options.stop.is_set():
+            break
+        if options.max_frames and result.index >= options.max_frames:
+            continue  # already in flight when the source was removed
+        analytics = states[result.source_id]
+        tracked, events = analytics.update(result.frame.shape, result.detections, result.index, result.timestamp_s,
+                                           result.generation)  # fmt: skip
+        for event in events:
+            emit(event)
+        if view is not None:
+            view.publish(result.source_id, result.frame, tracked)
+            view.status(result.source_id, {"frames": analytics.frames, "counts": analytics.counts(),
+                                           **_view_stats(streams, result.source_id)})  # fmt: skip
+        if options.max_frames and result.index + 1 >= options.max_frames and result.source_id in streams.source_ids:
+            streams.remove(result.source_id)
+        if time.monotonic() - last >= options.summary_every_s:
+            emit(_summary(states, streams.stats()))
+            last = time.monotonic()
+
+
+def _view_stats(streams, source_id: str) -> dict:
+    stats = streams.stats().get(source_id, {})
+    return {"state": stats.get("state"), "fps": stats.get("fps")}
+
+
+def _summary(states: dict[str, SourceAnalytics], stats: dict[str, dict]) -> dict:
+    keys = ("state", "fps", "read", "processed", "dropped", "decode_errors", "errors", "reconnects", "gave_up")
+    return {
+        "type": "summary",
+        "time": round(time.time(), 3),
+        "sources": {sid: {"frames": s.frames, **s.counts(), **{k: stats.get(sid, {}).get(k) for k in keys}}
+                    for sid, s in states.items()},
+    }  # fmt: skip

@@ -1,0 +1,284 @@
+"""Where analytics events go: a JSONL file, an MQTT broker (paho-mqtt) or a Redis stream
+(redis-py, ``XADD``), chosen by a URL.
+
+  events.jsonl | file:///path/events.jsonl   JSON lines, written under a temporary name and
+                                             renamed when the sink closes
+  mqtt://host:1883/topic                     one message per event, QoS 1 (at least once)
+  redis://host:6379/stream                   one stream entry per event, field ``event``
+
+``emit`` never blocks the analytics: broker sinks put the event in a bounded buffer that a
+background thread sends in order, reconnecting with backoff when the broker goes away. An event
+is either delivered (the broker acknowledged it) or counted in ``dropped`` (the buffer was full:
+the oldest event is dropped first); ``stats()`` says which.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from retina_trt.utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUFFER = 10_000
+BACKOFF_S = (0.05, 2.0)
+
+
+class FileSink:
+    """JSON lines in a file (the default)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.url = str(path)
+        self._context = atomic_path(Path(path))
+        self._file = open(self._context.__enter__(), "w")
+        self._lock = threading.Lock()
+        self._delivered = 0
+
+    def emit(self, event: dict) -> None:
+        with self._lock:
+            self._file.write(json.dumps(event) + "\n")
+            self._file.flush()
+            self._delivered += 1
+
+    def stats(self) -> dict:
+        return {"sink": self.url, "delivered": self._delivered, "dropped": 0, "buffered": 0, "reconnects": 0,
+                "connected": True, "last_error": None}  # fmt: skip
+
+    def close(self, timeout_s: float = 0.0) -> dict:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+                self._context.__exit__(None, None, None)
+        return self.stats()
+
+
+class BrokerSink:
+    """A bounded buffer drained in order by one sender thread; subclasses connect and send."""
+
+    def __init__(self, url: str, *, buffer: int = DEFAULT_BUFFER) -> None:
+        if not 1 <= buffer <= 10_000_000:
+            raise ValueError(f"buffer must be 1..10000000 events, got {buffer}")
+        self.url = url
+        self._queue: collections.deque = collections.deque()
+        self._bound = buffer
+        self._cond = threading.Condition()
+        self._closing = False
+        self._counts = {"delivered": 0, "dropped": 0, "reconnects": 0}
+        self._connected = False
+        self._in_flight = False
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name=f"sink {url}", daemon=True)
+        self._thread.start()
+
+    # -- what subclasses provide
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _send(self, payload: str) -> None:
+        raise NotImplementedError
+
+    def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    # -- the public side
+    def emit(self, event: dict) -> None:
+        """Queue one event (never blocks; the oldest queued event is dropped when full)."""
+        payload = json.dumps(event)
+        with self._cond:
+            if len(self._queue) >= self._bound:
+                if self._in_flight and len(self._queue) > 1:
+                    del self._queue[1]  # the head is being sent: drop the next oldest
+                else:
+                    self._queue.popleft()
+                self._counts["dropped"] += 1
+            self._queue.append(payload)
+            self._cond.notify()
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {"sink": self.url, **self._counts, "buffered": len(self._queue), "connected": self._connected,
+                    "last_error": self._last_error}  # fmt: skip
+
+    def close(self, timeout_s: float = 5.0) -> dict:
+        """Send what is buffered (up to ``timeout_s``), stop; what is left is counted as dropped."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._queue and self._connected and time.monotonic() < deadline:
+                self._cond.wait(0.05)
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=max(1.0, timeout_s))
+        with self._cond:
+            self._counts["dropped"] += len(self._queue)
+            self._queue.clear()
+        return self.stats()
+
+    # -- the sender thread
+    def _run(self) -> None:
+        backoff = BACKOFF_S[0]
+        while not self._closing:
+            if not self._connected and not self._try_connect():
+                self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_S[1])
+                continue
+            backoff = BACKOFF_S[0]
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait(0.5)
+                if self._closing:
+                    break
+                payload, self._in_flight = self._queue[0], True
+            try:
+                self._send(payload)
+            except Exception as err:
+                with self._cond:
+                    self._in_flight = False
+                self._lost(err)
+                continue
+            with self._cond:
+                self._queue.popleft()
+                self._in_flight = False
+                self._counts["delivered"] += 1
+                self._cond.notify_all()
+        self._safe_disconnect()
+
+    def _try_connect(self) -> bool:
+        try:
+            self._connect()
+        except Exception as err:
+            if self._last_error is None or self._counts["reconnects"] == 0:
+                logger.warning("event sink %s: cannot connect (%s); buffering up to %d events and retrying",
+                               self.url, err, self._bound)  # fmt: skip
+            self._last_error = f"{type(err).__name__}: {err}"
+            self._safe_disconnect()
+            return False
+        with self._cond:
+            if self._last_error is not None:
+                self._counts["reconnects"] += 1
+                logger.warning("event sink %s: connected again", self.url)
+            self._connected = True
+        return True
+
+    def _lost(self, err: Exception) -> None:
+        logger.warning("event sink %s: lost the broker (%s); buffering and reconnecting", self.url, err)
+        with self._cond:
+            self._connected = False
+            self._last_error = f"{type(err).__name__}: {err}"
+        self._safe_disconnect()
+
+    def _safe_disconnect(self) -> None:
+        try:
+            self._disconnect()
+        except Exception:
+            logger.debug("event sink %s: disconnect failed", self.url, exc_info=True)
+
+    def _sleep(self, seconds: float) -> None:
+        with self._cond:
+            if not self._closing:
+                self._cond.wait(seconds)
+
+
+class MqttSink(BrokerSink):
+    """Events published to an MQTT topic with QoS 1; delivered once the broker acknowledged."""
+
+    def __init__(self, url: str, host: str, port: int, topic: str, *, buffer: int = DEFAULT_BUFFER,
+                 timeout_s: float = 2.0) -> None:  # fmt: skip
+        import paho.mqtt.client as mqtt  # noqa: F401 - fail here, with the extra's name, not in the thread
+
+        self.host, self.port, self.topic, self.timeout_s = host, port, topic, timeout_s
+        self._client = None
+        super().__init__(url, buffer=buffer)
+
+    def _connect(self) -> None:
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        client.connect(self.host, self.port, keepalive=10)
+        client.loop_start()
+        deadline = time.monotonic() + self.timeout_s
+        while not client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self._client = client
+        if not client.is_connected():
+            raise ConnectionError(f"no CONNACK from {self.host}:{self.port} within {self.timeout_s} s")
+
+    def _send(self, payload: str) -> None:
+        info = self._client.publish(self.topic, payload, qos=1)
+        info.wait_for_publish(timeout=self.timeout_s)
+        if not info.is_published():
+            raise ConnectionError(f"no PUBACK within {self.timeout_s} s (rc {info.rc})")
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.loop_stop()
+            client.disconnect()
+
+
+class RedisSink(BrokerSink):
+    """Events appended to a Redis stream (``XADD stream * event <json>``)."""
+
+    def __init__(self, url: str, host: str, port: int, stream: str, *, buffer: int = DEFAULT_BUFFER,
+                 timeout_s: float = 2.0) -> None:  # fmt: skip
+        import redis  # noqa: F401 - fail here, with the extra's name, not in the thread
+
+        self.host, self.port, self.stream, self.timeout_s = host, port, stream, timeout_s
+        self._client = None
+        super().__init__(url, buffer=buffer)
+
+    def _connect(self) -> None:
+        import redis
+
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=self.timeout_s,
+                             socket_connect_timeout=self.timeout_s)  # fmt: skip
+        client.ping()
+        self._client = client
+
+    def _send(self, payload: str) -> None:
+        self._client.xadd(self.stream, {"event": payload})
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER):
+    """The sink a URL names (see the module docstring).
+
+    Raises:
+        ValueError: a malformed URL (unknown scheme, no host, no port, no topic or stream).
+        ImportError: the broker's client is not installed (names the extra).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("events: expected a file path or a URL such as mqtt://host:1883/topic, got an empty value")
+    if "://" not in url:
+        return FileSink(url)
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return FileSink(parts.path)
+    if parts.scheme not in ("mqtt", "redis"):
+        raise ValueError(f"events: unknown URL scheme {parts.scheme!r} in {url!r}; use a file path, "
+                         "mqtt://host:1883/topic or redis://host:6379/stream")  # fmt: skip
+    try:
+        port = parts.port
+    except ValueError as err:
+        raise ValueError(f"events: the port of {url!r} is not a number in 0..65535") from err
+    name = parts.path.lstrip("/")
+    if not parts.hostname or not name:
+        what = "topic" if parts.scheme == "mqtt" else "stream"
+        raise ValueError(f"events: {url!r} needs a host and a {what}, e.g. {parts.scheme}://localhost:"
+                         f"{1883 if parts.scheme == 'mqtt' else 6379}/{what}")  # fmt: skip
+    kind = MqttSink if parts.scheme == "mqtt" else RedisSink
+    default_port = 1883 if parts.scheme == "mqtt" else 6379
+    try:
+        return kind(url, parts.hostname, port or default_port, name, buffer=buffer)
+    except ImportError as err:
+        client = "paho-mqtt" if parts.scheme == "mqtt" else "redis"
+        raise ImportError(f"events to {parts.scheme}:// need {client}: pip install 'retina-trt[analytics]'") from err

@@ -1,0 +1,192 @@
+"""Trackers and counters measured against ground truth on the scripted scenes.
+
+For each scene of ``retina_trt.data.scenes.SCENES``: the video is written and decoded with
+OpenCV, the model detects every frame once, and each tracker candidate runs on the same
+detections. Tracking is scored with the ``trackers`` library's TrackEval-parity evaluation (HOTA,
+MOTA, IDF1, ID switches) against the MOTChallenge ground truth; line and zone counts from
+``retina_trt.analytics.counting`` are compared with the counts the script makes, and so are
+supervision's ``LineZone`` counts (its default four-corner trigger and the bottom-centre one).
+
+  python -m retina_trt.bench.tracking --model samples/models/shapes_r18.pt --out bench-output/tracking
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from retina_trt.analytics.counting import LineCounter, ZoneCounter
+from retina_trt.analytics.geometry import Line, Zone
+from retina_trt.analytics.tracking import TRACKERS, make_tracker
+from retina_trt.data.scenes import SCENES, Scene, write_scene
+from retina_trt.runtime.detections import Detections
+from retina_trt.utils import atomic_path
+
+logger = logging.getLogger(__name__)
+
+MIN_SCORE = 0.3
+
+
+def detect_video(det, video: Path) -> list[Detections]:
+    """Detections of every frame of ``video`` (decoded with OpenCV), in order."""
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    if not frames:
+        raise RuntimeError(f"OpenCV decoded no frame from {video}")
+    return det.predict_batch(frames)
+
+
+def run_tracker(name: str, detections: list[Detections], scene: Scene) -> list[Detections]:
+    """The tracked detections of every frame (one fresh tracker for the scene)."""
+    tracker = make_tracker(name, fps=scene.fps)
+    return [tracker.update(d.filter(min_score=MIN_SCORE)) for d in detections]
+
+
+def count(tracked: list[Detections], scene: Scene) -> dict:
+    """Line in/out and zone enter/leave per class, from our counters."""
+    line, zone = LineCounter(Line(*scene.line)), ZoneCounter(Zone(scene.zone))
+    for frame, dets in enumerate(tracked):
+        line.update(dets, frame)
+        zone.update(dets, frame)
+    return {"line": line.counts, "zone": zone.counts}
+
+
+def count_supervision(tracked: list[Detections], scene: Scene, anchors: str) -> dict[str, int]:
+    """Line crossings per class (both directions together) from supervision's LineZone."""
+    import supervision as sv
+
+    positions = {"corners": (sv.Position.TOP_LEFT, sv.Position.TOP_RIGHT, sv.Position.BOTTOM_LEFT, sv.Position.BOTTOM_RIGHT),
+                 "bottom_centre": (sv.Position.BOTTOM_CENTER,)}[anchors]  # fmt: skip
+    (ax, ay), (bx, by) = scene.line
+    zone = sv.LineZone(start=sv.Point(ax, ay), end=sv.Point(bx, by), triggering_anchors=positions)
+    totals: dict[str, int] = {}
+    for dets in tracked:
+        crossed_in, crossed_out = zone.trigger(dets.to_supervision())
+        for name, crossed in zip(dets.class_names, crossed_in | crossed_out):
+            if crossed:
+                totals[name] = totals.get(name, 0) + 1
+    return totals
+
+
+def _totals(line_counts: dict) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for per_class in line_counts.values():
+        for name, n in per_class.items():
+            totals[name] = totals.get(name, 0) + n
+    return totals
+
+
+def write_mot(tracked: list[Detections], path: Path) -> None:
+    """MOTChallenge tracker output: frame (from 1), id, x, y, w, h, score, -1, -1, -1."""
+    rows = []
+    for frame, dets in enumerate(tracked):
+        for box, score, track_id in zip(dets.boxes_xyxy, dets.scores, dets.tracker_ids):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            rows.append(f"{frame + 1},{int(track_id)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{float(score):.4f},-1,-1,-1")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(rows) + ("\n" if rows else ""))
+
+
+def mot_metrics(gt: Path, result: Path) -> dict[str, float]:
+    from trackers.eval import evaluate_mot_sequence
+
+    r = evaluate_mot_sequence(str(gt), str(result), metrics=["CLEAR", "HOTA", "Identity"])
+    return {"HOTA": float(r.HOTA.HOTA), "MOTA": float(r.CLEAR.MOTA), "IDF1": float(r.Identity.IDF1),
+            "IDSW": int(r.CLEAR.IDSW)}  # fmt: skip
+
+
+def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS) -> dict:
+    """Every tracker on one scene: metrics, our counts, supervision's, and whether each is exact."""
+    folder = write_scene(scene, out / "scenes")
+    detections = detect_video(det, folder / "video.avi")
+    rows = {}
+    for name in trackers:
+        tracked = run_tracker(name, detections, scene)
+        write_mot(tracked, out / "results" / scene.name / f"{name}.txt")
+        counts = count(tracked, scene)
+        expected_totals = _totals(scene.expected_line)
+        sv_counts = {a: count_supervision(tracked, scene, a) for a in ("corners", "bottom_centre")}
+        rows[name] = {
+            **mot_metrics(folder / "gt" / "gt.txt", out / "results" / scene.name / f"{name}.txt"),
+            "line": counts["line"], "zone": counts["zone"],
+            "line_exact": counts["line"] == _normalised(scene.expected_line, ("in", "out")),
+            "zone_exact": counts["zone"] == _normalised(scene.expected_zone, ("enter", "leave")),
+            "supervision_line_exact": {a: c == expected_totals for a, c in sv_counts.items()},
+        }  # fmt: skip
+        logger.info("%s %s: %s", scene.name, name, rows[name])
+    return rows
+
+
+def _normalised(counts: dict, keys: tuple[str, str]) -> dict:
+    return {k: dict(counts.get(k, {})) for k in keys}
+
+
+def markdown(results: dict, machine: str) -> str:
+    lines = [f"Tracking and counting on the scripted scenes ({machine}; detections >= {MIN_SCORE}).", "",
+             "| scene | tracker | HOTA | MOTA | IDF1 | ID switches | line counts exact | zone counts exact | supervision LineZone exact (corners / bottom centre) |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for scene, rows in results.items():
+        for name, r in rows.items():
+            sv_exact = r["supervision_line_exact"]
+            lines.append(f"| {scene} | {name} | {r['HOTA']:.3f} | {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | "
+                         f"{_yes(r['line_exact'])} | {_yes(r['zone_exact'])} | {_yes(sv_exact['corners'])} / {_yes(sv_exact['bottom_centre'])} |")  # fmt: skip
+    lines += ["", "| tracker | mean HOTA | mean MOTA | mean IDF1 | ID switches | scenes with exact line and zone counts |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, s in summary(results).items():
+        lines.append(f"| {name} | {s['HOTA']:.3f} | {s['MOTA']:.3f} | {s['IDF1']:.3f} | {s['IDSW']} | {s['exact']} of {s['scenes']} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(results: dict) -> dict:
+    """Per tracker: mean HOTA/MOTA/IDF1 over the scenes, total ID switches, scenes counted exactly."""
+    names = next(iter(results.values())).keys()
+    out = {}
+    for name in names:
+        rows = [rows[name] for rows in results.values()]
+        out[name] = {
+            **{m: float(np.mean([r[m] for r in rows])) for m in ("HOTA", "MOTA", "IDF1")},
+            "IDSW": int(sum(r["IDSW"] for r in rows)), "scenes": len(rows),
+            "exact": sum(bool(r["line_exact"] and r["zone_exact"]) for r in rows),
+        }  # fmt: skip
+    return out
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from retina_trt import Detector
+    from retina_trt.runtime.cpu import cpu_isa, cpu_name
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="samples/models/shapes_r18.pt")
+    parser.add_argument("--out", type=Path, default=Path("bench-output/tracking"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with Detector(args.model) as det:
+        results = {scene.name: evaluate_scene(det, scene, args.out) for scene in SCENES}
+        route = f"{det.backend} {det.precision}"
+    machine = f"{cpu_name()} ({', '.join(cpu_isa())}), {route}"
+    with atomic_path(args.out / "tracking.json") as tmp:
+        tmp.write_text(json.dumps({"machine": machine, "results": results, "summary": summary(results)}, indent=1))
+    with atomic_path(args.out / "tracking.md") as tmp:
+        tmp.write_text(markdown(results, machine))
+    print(markdown(results, machine))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

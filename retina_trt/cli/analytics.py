@@ -1,0 +1,92 @@
+"""``analyze``: tracking, line and zone counts and events over several sources (analytics/app.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from retina_trt.cli.args import positive_float, positive_int, score
+from retina_trt.contract import BACKENDS, CPU_PRECISIONS
+
+
+def register(sub) -> None:
+    """Add this group's subcommands to the ``retina-trt`` parser."""
+    p = sub.add_parser("analyze", help="track, count (lines, zones) and send events over several sources")
+    p.add_argument("model", help=".engine, .onnx or .pt model, or grpc://HOST:PORT/NAME (a Triton server)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="video files, folders, stream URLs or camera indices")
+    p.add_argument("--zone", action="append", default=[], metavar="[NAME=]X,Y;X,Y;X,Y...",
+                   help="a zone polygon, coordinates as fractions of the frame (repeatable)")
+    p.add_argument("--line", action="append", default=[], metavar="[NAME=]X,Y;X,Y",
+                   help="a counting line, fractions of the frame; 'in' is onto its left side (repeatable)")
+    p.add_argument("--events", action="append", default=[], metavar="URL",
+                   help="events.jsonl (default analytics-output/events.jsonl), mqtt://HOST:1883/TOPIC or "
+                        "redis://HOST:6379/STREAM (repeatable)")
+    p.add_argument("--tracker", default=None, help="bytetrack (default), sort, ocsort or iou")
+    p.add_argument("--min-score", type=score, default=0.4, help="detections below are not tracked (default 0.4)")
+    p.add_argument("--fps", type=positive_float, default=15.0, help="the sources' nominal frame rate (default 15)")
+    p.add_argument("--frame-messages", action="store_true", help="also one DeepStream-schema message per frame")
+    p.add_argument("--summary-every", type=positive_float, default=5.0, help="seconds between summary events")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="stop each source after N frames")
+    p.add_argument("--buffer", type=positive_int, default=10_000, help="events buffered per broker while it is away")
+    p.add_argument("--view", type=int, default=None, metavar="PORT", help="serve the live view on this port")
+    p.add_argument("--view-host", default="127.0.0.1", help="address of the live view (default 127.0.0.1)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS)
+    p.set_defaults(run=_cmd_analyze)
+
+
+def named(items: list[str], kind: str) -> list[tuple[str, str]]:
+    """``["gate=0,0;1,1", "0.5,0;0.5,1"]`` -> ``[("gate", ...), ("line2", ...)]``."""
+    out = []
+    for i, item in enumerate(items, 1):
+        name, sep, text = item.partition("=")
+        out.append((name.strip(), text) if sep else (f"{kind}{i}", item))
+    return out
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from retina_trt import Detector
+    from retina_trt.analytics.app import RunOptions, run_analyze
+    from retina_trt.analytics.sinks import open_sink
+    from retina_trt.analytics.source import AnalyticsConfig
+    from retina_trt.analytics.tracking import DEFAULT_TRACKER
+    from retina_trt.analytics.view import LiveView
+
+    if args.view is not None and not 0 <= args.view <= 65535:
+        raise ValueError(f"--view needs a port number in 0..65535, got {args.view}")
+    config = AnalyticsConfig(zones=named(args.zone, "zone"), lines=named(args.line, "line"),
+                             tracker=args.tracker or DEFAULT_TRACKER, min_score=args.min_score, fps=args.fps,
+                             frame_messages=args.frame_messages)  # fmt: skip
+    sources = {str(i) if len(args.sources) > 1 else "0": src for i, src in enumerate(args.sources)}
+    sinks = []
+    view = None
+    try:
+        view = LiveView(args.view, host=args.view_host) if args.view is not None else None
+        if view is not None:
+            print(f"live view: {view.url}", flush=True)
+        for url in args.events or ["analytics-output/events.jsonl"]:
+            sinks.append(open_sink(url, buffer=args.buffer))
+        precision = args.cpu_precision if args.backend in ("auto", "openvino") else None
+        with Detector(args.model, backend=args.backend, precision=precision) as det:
+            print(f"backend: {det.backend} ({det.precision}); tracker: {config.tracker}", flush=True)
+            final = run_analyze(det, sources, config, sinks, view=view,
+                                options=RunOptions(max_frames=args.max_frames, summary_every_s=args.summary_every))  # fmt: skip
+    finally:
+        for sink in sinks:
+            sink.close()
+        if view is not None:
+            view.close()
+    return _report(final, sources)
+
+
+def _report(final: dict, sources: dict) -> int:
+    failed = 0
+    for sid, s in final["sources"].items():
+        print(f"{sources[sid]}: {s['frames']} frames, lines {s['lines']}, zones "
+              f"{ {k: {'enter': v['enter'], 'leave': v['leave']} for k, v in s['zones'].items()} }")  # fmt: skip
+        if s.get("gave_up"):
+            failed += 1
+            print(f"{sources[sid]}: gave up: {s['gave_up']}", file=sys.stderr)
+    for sink in final["sinks"]:
+        print(f"events -> {sink['sink']}: {sink['delivered']} delivered, {sink['dropped']} dropped")
+    return 2 if failed else 0

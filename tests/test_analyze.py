@@ -1,0 +1,154 @@
+"""``retina-trt analyze`` end to end on the scripted scene videos, its bad input, and the live
+view in a real browser (headless Chromium from Debian's packages, driven by Selenium)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from retina_trt import Detector
+from retina_trt.analytics.app import RunOptions, run_analyze
+from retina_trt.analytics.sinks import open_sink
+from retina_trt.analytics.source import AnalyticsConfig
+from retina_trt.analytics.view import LiveView
+from retina_trt.bench.camera import Camera
+from retina_trt.data.scenes import SCENES, write_scene
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "retina_trt.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def scene_videos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenes")
+    return {s.name: write_scene(s, out) for s in SCENES}
+
+
+def _fractions(scene, points):
+    return ";".join(f"{x / scene.width:.6f},{y / scene.height:.6f}" for x, y in points)
+
+
+def test_analyze_counts_two_sources_in_one_batched_stream(demo_onnx, scene_videos, tmp_path):
+    scene = SCENES[0]  # both sources use the crossing scene's line and zone
+    events = tmp_path / "events.jsonl"
+    run = _cli("analyze", str(demo_onnx), str(scene_videos["crossing"] / "video.avi"), str(scene_videos["edge"] / "video.avi"),
+               "--line", f"mid={_fractions(scene, scene.line)}", "--zone", f"right={_fractions(scene, scene.zone)}",
+               "--events", str(events), "--frame-messages")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "tracker: bytetrack" in run.stdout
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    final = records[-1]
+    assert final["type"] == "summary"
+    assert final["sources"]["0"]["lines"]["mid"] == {"in": {"square": 1, "star": 1}, "out": {"circle": 1, "cross": 1}}
+    assert final["sources"]["0"]["frames"] == 90 and final["sources"]["1"]["frames"] == 90
+    frames = [r for r in records if r["type"] == "frame"]
+    assert len(frames) == 180 and {f["sensorId"] for f in frames} == {"0", "1"}
+    sample = next(f for f in frames if f["objects"])
+    assert sample["version"] == "4.0" and len(sample["objects"][0].split("|")) == 6
+    for source in ("0", "1"):  # per source, frame messages come in order
+        ids = [f["id"] for f in frames if f["sensorId"] == source]
+        assert ids == sorted(ids)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--zone", "0.1,0.1;0.5,0.5"], "at least 3 points"),
+    (["--zone", "0.1,0.1;1.4,0.5;0.2,0.9"], "inside it"),
+    (["--line", "0.5,0"], "two points"),
+    (["--events", "kafka://h:1/t"], "unknown URL scheme"),
+    (["--events", "mqtt://:1883/t"], "needs a host"),
+    (["--tracker", "deepsort"], "bytetrack"),
+])  # fmt: skip
+def test_bad_analytics_input_is_one_line_and_exit_2(demo_onnx, scene_videos, args, match):
+    run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), *args)
+    assert run.returncode == 2, run.stderr
+    assert match in run.stderr and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_view_port_in_use_is_one_line(demo_onnx, scene_videos):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), "--view", str(port))
+    assert run.returncode == 2 and "cannot listen" in run.stderr and "--view PORT" in run.stderr, run.stderr
+    with pytest.raises(ValueError, match="port"):
+        LiveView(port=-1)
+
+
+def test_unreachable_broker_at_start_does_not_stop_the_analytics(demo_onnx, scene_videos, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), "--events", f"redis://127.0.0.1:{port}/ev",
+               "--events", str(tmp_path / "ev.jsonl"), "--max-frames", "30")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "cannot connect" in run.stderr and "retrying" in run.stderr
+    assert "0 delivered" in run.stdout and f"redis://127.0.0.1:{port}/ev" in run.stdout
+    assert json.loads((tmp_path / "ev.jsonl").read_text().splitlines()[-1])["sources"]["0"]["frames"] == 30
+
+
+def _chromium():
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are not installed; .ci/run installs them")
+        pytest.skip("needs chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
+
+def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
+    """A live camera through the analytics with the view on: the page shows a frame (the image
+    has decoded pixels) and its frame count and counts update."""
+    camera = Camera(fps=15, size=(240, 320))
+    view = LiveView(0)
+    config = AnalyticsConfig(zones=(("z", "0.1,0.1;0.9,0.1;0.9,0.9;0.1,0.9"),), lines=(("l", "0.5,0;0.5,1"),))
+    sink = open_sink(str(tmp_path / "events.jsonl"))
+    with Detector(demo_onnx) as det:
+        stop = threading.Event()
+        runner = threading.Thread(target=run_analyze, args=(det, {"cam": camera.url}, config, [sink]),
+                                  kwargs={"view": view, "options": RunOptions(stop=stop)}, daemon=True)  # fmt: skip
+        runner.start()
+        browser = _chromium()
+        try:
+            browser.get(view.url)
+            deadline = time.monotonic() + 60
+            frames = []
+            read = "const c = document.querySelector('#status td.frames'); return c ? c.textContent : ''"
+            while time.monotonic() < deadline and len(set(frames)) < 3:
+                text = browser.execute_script(read)
+                if text.isdigit():
+                    frames.append(int(text))
+                time.sleep(0.5)
+            assert len(set(frames)) >= 3 and frames == sorted(frames), frames  # the count updates
+            width = browser.execute_script("const i = document.querySelector('#streams img'); return i ? i.naturalWidth : 0")
+            assert width == 320  # a decoded frame of the camera's size
+            counts = browser.execute_script("return document.querySelector('#status td.counts').textContent")
+            assert '"lines"' in counts and '"zones"' in counts
+            shot = tmp_path / "view.png"
+            browser.save_screenshot(str(shot))
+            import cv2
+
+            image = cv2.imread(str(shot))
+            assert image is not None and float(np.std(image)) > 10  # not a blank page
+        finally:
+            browser.quit()
+            stop.set()
+            runner.join(timeout=30)
+            camera.stop()
+            view.close()
+    assert not runner.is_alive(), "run_analyze stops when asked"

@@ -1,0 +1,164 @@
+"""Event sinks against real brokers: every event arrives in order, a broker restart loses
+nothing within the buffer, drops beyond it are counted, and the analytics never block."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from brokers import free_port, mosquitto, redis_server
+
+from retina_trt.analytics.sinks import FileSink, open_sink
+
+
+def _events(n: int, start: int = 0, source: str = "cam") -> list[dict]:
+    return [{"type": "line_crossing", "source": source, "seq": i} for i in range(start, start + n)]
+
+
+def _wait(predicate, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+class MqttSubscriber:
+    """A persistent-session QoS 1 subscriber: the broker keeps its messages across a restart."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.received: list[dict] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retina-trt-test", clean_session=False,
+                                  protocol=mqtt.MQTTv311)  # fmt: skip
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_message = lambda c, u, m: self.received.append(json.loads(m.payload))
+        self.client.reconnect_delay_set(0.05, 0.5)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert _wait(self.client.is_connected, 10)
+        time.sleep(0.3)  # the SUBACK
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_mqtt_sink_delivers_in_order_across_a_broker_restart(tmp_path):
+    broker = mosquitto(tmp_path / "mqtt")
+    subscriber = MqttSubscriber(broker.port, "retina/events")
+    sink = open_sink(f"mqtt://127.0.0.1:{broker.port}/retina/events", buffer=1000)
+    try:
+        for event in _events(50):
+            sink.emit(event)
+        assert _wait(lambda: sink.stats()["delivered"] == 50)
+        broker.stop()
+        started = time.perf_counter()
+        for event in _events(100, 50):
+            sink.emit(event)  # the broker is away: buffered, never blocking
+        assert time.perf_counter() - started < 0.5
+        assert _wait(lambda: not sink.stats()["connected"])
+        broker.start()
+        assert _wait(lambda: sink.stats()["delivered"] == 150, 30), sink.stats()
+        assert _wait(lambda: len({e["seq"] for e in subscriber.received}) == 150, 30), len(subscriber.received)
+    finally:
+        stats = sink.close()
+        subscriber.close()
+        broker.stop()
+    seqs = [e["seq"] for e in subscriber.received]
+    assert sorted(set(seqs)) == list(range(150))
+    first = [seqs.index(i) for i in range(150)]
+    assert first == sorted(first), "events of one source arrive in order"
+    assert stats["dropped"] == 0 and stats["reconnects"] >= 1
+
+
+def test_redis_sink_delivers_everything_and_counts_drops_beyond_the_buffer(tmp_path):
+    import redis
+
+    server = redis_server(tmp_path / "redis")
+    client = redis.Redis(port=server.port)
+    sink = open_sink(f"redis://127.0.0.1:{server.port}/retina", buffer=40)
+    try:
+        for event in _events(30):
+            sink.emit(event)
+        assert _wait(lambda: sink.stats()["delivered"] == 30)
+        server.stop()
+        for event in _events(60, 30):  # 60 while away, 40 fit: the 20 oldest are dropped and counted
+            sink.emit(event)
+        stats = sink.stats()
+        assert stats["dropped"] == 20 and stats["buffered"] == 40
+        server.start()
+        assert _wait(lambda: sink.stats()["delivered"] == 70, 30), sink.stats()
+    finally:
+        stats = sink.close()
+        entries = client.xrange("retina") if server.process.poll() is None else []
+        server.stop()
+    seqs = [json.loads(fields[b"event"])["seq"] for _, fields in entries]
+    assert seqs == list(range(30)) + list(range(50, 90))
+    assert stats["delivered"] + stats["dropped"] == 90 and stats["dropped"] == 20
+
+
+def test_unreachable_broker_at_start_keeps_running_and_delivers_when_it_appears(tmp_path, caplog):
+    port = free_port()
+    sink = open_sink(f"redis://127.0.0.1:{port}/late", buffer=100)
+    try:
+        for event in _events(5):
+            sink.emit(event)
+        assert _wait(lambda: sink.stats()["last_error"] is not None)
+        assert "cannot connect" in caplog.text and "retrying" in caplog.text
+        server = redis_server_on(tmp_path, port)
+        assert _wait(lambda: sink.stats()["delivered"] == 5, 30), sink.stats()
+    finally:
+        sink.close()
+    server.stop()
+
+
+def redis_server_on(tmp_path, port):
+    """A Redis server on a given port (the sink was pointed at it before it existed)."""
+    from brokers import Server, need
+
+    folder = tmp_path / "late"
+    folder.mkdir()
+    return Server([need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
+                  port, folder)  # fmt: skip
+
+
+def test_close_counts_what_could_not_be_sent():
+    sink = open_sink(f"mqtt://127.0.0.1:{free_port()}/nobody", buffer=10)
+    for event in _events(4):
+        sink.emit(event)
+    stats = sink.close(timeout_s=0.2)
+    assert stats["delivered"] == 0 and stats["dropped"] == 4
+
+
+def test_file_sink_is_atomic_and_thread_safe(tmp_path):
+    path = tmp_path / "events.jsonl"
+    sink = open_sink(str(path))
+    assert isinstance(sink, FileSink)
+    threads = [threading.Thread(target=lambda s=s: [sink.emit(e) for e in _events(200, source=s)]) for s in "abcd"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not path.exists(), "written under a temporary name until closed"
+    sink.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 800
+    for s in "abcd":
+        assert [r["seq"] for r in records if r["source"] == s] == list(range(200))
+
+
+@pytest.mark.parametrize("url, match", [
+    ("kafka://host:9092/t", "unknown URL scheme"),
+    ("mqtt://:1883/topic", "needs a host and a topic"),
+    ("mqtt://host:1883/", "needs a host and a topic"),
+    ("redis://host:99999/s", "port"),
+    ("", "empty"),
+])  # fmt: skip
+def test_malformed_urls_are_refused_with_the_reason(url, match):
+    with pytest.raises(ValueError, match=match):
+        open_sink(url)
