@@ -37,6 +37,7 @@ setup(
         "retina_trt.export",
         "retina_trt.runtime",
         "retina_trt.streams",
+        "retina_trt.analytics",
         "retina_trt.trt",
         "retina_trt.scaleout",
         "retina_trt.data",

@@ -207,3 +207,25 @@ def test_sources_faster_than_the_model_stay_bounded(det):
     assert latencies[int(0.99 * (len(latencies) - 1))] < 1.0
     assert all(s["processed"] > 10 for s in stats.values())
     _adds_up(stats)
+
+
+def test_detect_runs_several_videos_through_one_batched_stream(onnx_models, videos, tmp_path):
+    """`retina-trt detect` with several videos batches them across sources (issue #26, point 5):
+    every frame of every file, one JSON line per frame, a playable annotated video per source."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "retina_trt.cli", "detect", str(onnx_models[("onnx", False)]),
+                          *map(str, videos), "--output", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("batched with the other sources") == 3 and "3 of 3 inputs processed" in run.stdout
+    for video, frames in zip(videos, (30, 21, 12)):
+        records = [json.loads(line) for line in (out / f"{video.stem}.jsonl").read_text().splitlines()]
+        assert [r["frame"] for r in records] == list(range(frames))
+        capture = cv2.VideoCapture(str(out / f"{video.stem}.mp4"))
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+        capture.release()

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -33,19 +34,40 @@ logger = logging.getLogger(__name__)
 MIN_SCORE = 0.3
 
 
-def detect_video(det, video: Path) -> list[Detections]:
-    """Detections of every frame of ``video`` (decoded with OpenCV), in order."""
+def detect_video(det, video: Path) -> tuple[list[Detections], float]:
+    """Detections of every frame of ``video`` (decoded with OpenCV), in order, and the seconds
+    per frame from decode to detections (one frame at a time, as a camera delivers them)."""
     capture = cv2.VideoCapture(str(video))
-    frames = []
+    detections = []
+    started = time.perf_counter()
     while True:
         ok, frame = capture.read()
         if not ok:
             break
-        frames.append(frame)
+        detections.append(det(frame))
     capture.release()
-    if not frames:
+    if not detections:
         raise RuntimeError(f"OpenCV decoded no frame from {video}")
-    return det.predict_batch(frames)
+    return detections, (time.perf_counter() - started) / len(detections)
+
+
+def analytics_seconds_per_frame(detections: list[Detections], scene: Scene, events: Path) -> float:
+    """Seconds per frame of the default analytics: tracker, the scene's line and zone, and
+    every event (and a DeepStream frame message per frame) written to a JSONL sink."""
+    from retina_trt.analytics.sinks import FileSink
+    from retina_trt.analytics.source import AnalyticsConfig, SourceAnalytics
+
+    fractions = {k: ";".join(f"{x / scene.width},{y / scene.height}" for x, y in pts)
+                 for k, pts in (("line", scene.line), ("zone", scene.zone))}  # fmt: skip
+    config = AnalyticsConfig(lines=[("line", fractions["line"])], zones=[("zone", fractions["zone"])],
+                             min_score=MIN_SCORE, fps=scene.fps, frame_messages=True)  # fmt: skip
+    analytics, sink = SourceAnalytics("scene", config), FileSink(events)
+    started = time.perf_counter()
+    for frame, dets in enumerate(detections):
+        for event in analytics.update((scene.height, scene.width, 3), dets, frame, frame / scene.fps)[1]:
+            sink.emit(event)
+    sink.close()
+    return (time.perf_counter() - started) / len(detections)
 
 
 def run_tracker(name: str, detections: list[Detections], scene: Scene) -> list[Detections]:
@@ -110,8 +132,10 @@ def mot_metrics(gt: Path, result: Path) -> dict[str, float]:
 def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS) -> dict:
     """Every tracker on one scene: metrics, our counts, supervision's, and whether each is exact."""
     folder = write_scene(scene, out / "scenes")
-    detections = detect_video(det, folder / "video.avi")
-    rows = {}
+    detections, detect_s = detect_video(det, folder / "video.avi")
+    analytics_s = analytics_seconds_per_frame(detections, scene, out / "events" / f"{scene.name}.jsonl")
+    rows = {"_cost": {"detect_ms": 1000 * detect_s, "analytics_ms": 1000 * analytics_s,
+                      "analytics_share": analytics_s / (detect_s + analytics_s)}}  # fmt: skip
     for name in trackers:
         tracked = run_tracker(name, detections, scene)
         write_mot(tracked, out / "results" / scene.name / f"{name}.txt")
@@ -138,7 +162,7 @@ def markdown(results: dict, machine: str) -> str:
              "| scene | tracker | HOTA | MOTA | IDF1 | ID switches | line counts exact | zone counts exact | supervision LineZone exact (corners / bottom centre) |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for scene, rows in results.items():
-        for name, r in rows.items():
+        for name, r in _trackers(rows).items():
             sv_exact = r["supervision_line_exact"]
             lines.append(f"| {scene} | {name} | {r['HOTA']:.3f} | {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | "
                          f"{_yes(r['line_exact'])} | {_yes(r['zone_exact'])} | {_yes(sv_exact['corners'])} / {_yes(sv_exact['bottom_centre'])} |")  # fmt: skip
@@ -146,12 +170,21 @@ def markdown(results: dict, machine: str) -> str:
               "|---|---|---|---|---|---|"]  # fmt: skip
     for name, s in summary(results).items():
         lines.append(f"| {name} | {s['HOTA']:.3f} | {s['MOTA']:.3f} | {s['IDF1']:.3f} | {s['IDSW']} | {s['exact']} of {s['scenes']} |")
+    lines += ["", "| scene | detection, ms per frame (decode + model) | analytics + events, ms per frame | analytics share |",
+              "|---|---|---|---|"]  # fmt: skip
+    for scene, rows in results.items():
+        c = rows["_cost"]
+        lines.append(f"| {scene} | {c['detect_ms']:.1f} | {c['analytics_ms']:.2f} | {100 * c['analytics_share']:.1f}% |")
     return "\n".join(lines) + "\n"
+
+
+def _trackers(rows: dict) -> dict:
+    return {k: v for k, v in rows.items() if not k.startswith("_")}
 
 
 def summary(results: dict) -> dict:
     """Per tracker: mean HOTA/MOTA/IDF1 over the scenes, total ID switches, scenes counted exactly."""
-    names = next(iter(results.values())).keys()
+    names = _trackers(next(iter(results.values()))).keys()
     out = {}
     for name in names:
         rows = [rows[name] for rows in results.values()]

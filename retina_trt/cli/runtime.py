@@ -24,7 +24,9 @@ def register(sub) -> None:
     p.add_argument("--no-draw", action="store_true", help="write JSON only, no annotated images/videos")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop each video/stream after N processed frames")
     p.add_argument("--every", type=positive_int, default=1, help="process every Nth frame of videos/streams")
-    p.add_argument("--batch-size", type=positive_int, default=1, help="frames per inference batch for videos/streams")
+    p.add_argument("--batch-size", type=positive_int, default=1,
+                   help="frames per inference batch of one video/stream (two or more videos/streams are batched "
+                        "across sources, one frame of each per model call, unless this is set)")
     p.add_argument("--max-reconnect-attempts", type=positive_int, default=10,
                    help="live streams: give up after N failed reconnect attempts in a row (default 10)")
     p.add_argument("--max-outage", type=positive_float, default=120.0,
@@ -34,5 +36,6 @@ def register(sub) -> None:
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     from retina_trt.runtime.cli_detect import run_detect
+    from retina_trt.streams.detect import detect_sources
 
-    return run_detect(args)
+    return run_detect(args, detect_sources)

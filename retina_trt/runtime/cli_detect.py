@@ -249,7 +249,10 @@ def output_lock(out_dir: Path):
         handle.close()
 
 
-def run_detect(args: argparse.Namespace) -> int:
+def run_detect(args: argparse.Namespace, detect_sources=None) -> int:
+    """The command. ``detect_sources(det, videos, out_dir, args, used) -> failures``, when given
+    (the CLI gives ``retina_trt.streams.detect.detect_sources``), runs two or more videos/streams
+    through one batched multi-source stream; else each runs through ``Detector.stream`` in turn."""
     images, videos = expand_sources(args.sources)
     images, bad_images = _utf8_named(images)
     videos, bad_videos = _utf8_named(videos)
@@ -260,7 +263,7 @@ def run_detect(args: argparse.Namespace) -> int:
     print(f"backend: {det.backend} ({det.precision})")
     try:
         with output_lock(out_dir):
-            code = _detect_all(det, images, videos, out_dir, args)
+            code = _detect_all(det, images, videos, out_dir, args, detect_sources)
     finally:
         det.close()
     if bad_images + bad_videos:
@@ -270,10 +273,15 @@ def run_detect(args: argparse.Namespace) -> int:
     return code
 
 
-def _detect_all(det: Detector, images: list[Path], videos: list, out_dir: Path, args: argparse.Namespace) -> int:
+def _detect_all(det: Detector, images: list[Path], videos: list, out_dir: Path, args: argparse.Namespace,
+                detect_sources=None) -> int:  # fmt: skip
     logger.info("%r on %d images and %d videos", det, len(images), len(videos))
     used = OutputNames(out_dir, [*images, *videos])
+    total = len(images) + len(videos)
     failures = detect_images(det, images, out_dir, args, used) if images else 0
+    if detect_sources is not None and len(videos) >= 2 and args.batch_size == 1:
+        failures += detect_sources(det, videos, out_dir, args, used)
+        videos = []
     for video in videos:
         try:
             stats = detect_video(det, video, out_dir, args, used)
@@ -285,8 +293,7 @@ def _detect_all(det: Detector, images: list[Path], videos: list, out_dir: Path, 
         except VideoError as err:
             failures += 1
             print(f"skipped {video}: {err}", file=sys.stderr)
-    done = len(images) + len(videos) - failures
-    print(f"{done} of {len(images) + len(videos)} inputs processed; outputs in {out_dir}")
+    print(f"{total - failures} of {total} inputs processed; outputs in {out_dir}")
     timings = ", ".join(f"{k} {v:.1f} ms" for k, v in det.timer.mean_ms().items())
     if timings:
         print(f"mean per call: {timings}")

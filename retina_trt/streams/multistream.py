@@ -180,6 +180,14 @@ class MultiStream:
         with self._lock:
             return list(self._readers)
 
+    def source_fps(self, source_id: str) -> float:
+        """The frame rate a source declares (its container's; 25 where unknown, e.g. cameras)."""
+        with self._lock:
+            reader = self._readers.get(source_id) or self._retired.get(source_id)
+        if reader is None:
+            raise KeyError(f"no source {source_id!r}")
+        return reader.source.fps
+
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per-source counters (running and removed sources), by source id."""
         with self._lock:

@@ -1,0 +1,47 @@
+"""The whole chain measured against ground truth: the demo model (exported to ONNX, on the CPU
+route) detects the scripted scenes' shapes, the default tracker follows them, and the line and
+zone counts equal the counts the scripts make, exactly; tracking metrics are computed with the
+trackers library's TrackEval-parity evaluation (the full comparison of every tracker is
+`python -m retina_trt.bench.tracking`, in `make bench`, table in docs/analytics.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retina_trt import Detector
+from retina_trt.analytics.tracking import DEFAULT_TRACKER
+from retina_trt.bench.tracking import evaluate_scene
+from retina_trt.data.scenes import SCENES
+from retina_trt.data.synthetic import plain_background
+
+
+@pytest.fixture(scope="module")
+def results(demo_onnx, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tracking")
+    with Detector(demo_onnx) as det:
+        return {s.name: evaluate_scene(det, s, out, trackers=(DEFAULT_TRACKER,))[DEFAULT_TRACKER] for s in SCENES}
+
+
+@pytest.mark.parametrize("scene", [s.name for s in SCENES])
+def test_counts_are_exact_end_to_end(results, scene):
+    row = results[scene]
+    assert row["line_exact"], row["line"]
+    assert row["zone_exact"], row["zone"]
+
+
+def test_default_tracker_keeps_identities(results):
+    assert sum(r["IDSW"] for r in results.values()) <= 2, {k: r["IDSW"] for k, r in results.items()}
+    for name, row in results.items():
+        assert row["IDF1"] >= 0.7 and row["HOTA"] >= 0.6, (name, row)
+
+
+def test_demo_model_is_quiet_on_plain_backgrounds(demo_onnx):
+    """The first thing a user draws: flat, lightly noisy backgrounds hold no object (the
+    stage-6 fine-tuning, docs/training.md)."""
+    rng = np.random.default_rng(123)
+    with Detector(demo_onnx) as det:
+        frames = [plain_background(rng, 256, 384) for _ in range(24)]
+        frames += [np.full((256, 384, 3), g, np.uint8) for g in (40, 96, 128, 160, 220)]
+        scores = [float(d.scores.max()) if len(d) else 0.0 for d in det.predict_batch(frames)]
+    assert max(scores) < 0.4, sorted(scores)[-5:]
