@@ -152,3 +152,53 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
             camera.stop()
             view.close()
     assert not runner.is_alive(), "run_analyze stops when asked"
+
+
+class _ListSink:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def emit(self, event: dict) -> None:
+        self.events.append(event)
+
+    def close(self, timeout_s: float = 0.0) -> dict:
+        return {"sink": "list", "delivered": len(self.events), "dropped": 0}
+
+
+def test_source_lost_and_recovered_are_events_and_the_other_source_goes_on(demo_onnx, scene_videos):
+    camera = Camera(fps=15, size=(120, 160))
+    sink, stop = _ListSink(), threading.Event()
+    sources = {"cam": camera.url, "file": str(scene_videos["crossing"] / "video.avi")}
+    options = RunOptions(stop=stop, summary_every_s=0.5,
+                         stream_options={"backoff_s": (0.1, 0.3), "timeout_s": 1.0, "max_outage_s": 30})  # fmt: skip
+    with Detector(demo_onnx) as det:
+        runner = threading.Thread(target=lambda: sink.events.append(run_analyze(det, sources, AnalyticsConfig(), [sink],
+                                                                                options=options)), daemon=True)  # fmt: skip
+        runner.start()
+        try:
+            assert _wait_for(lambda: _frames(sink, "cam") > 5, 60)
+            camera.stop()
+            assert _wait_for(lambda: any(e["type"] == "source_lost" and e["source"] == "cam" for e in sink.events), 30)
+            camera.start()
+            assert _wait_for(lambda: any(e["type"] == "source_recovered" and e["source"] == "cam" for e in sink.events), 30)
+            assert _wait_for(lambda: _frames(sink, "file") == 90, 60)
+        finally:
+            stop.set()
+            runner.join(timeout=30)
+            camera.stop()
+    final = sink.events[-1]
+    assert final["type"] == "summary" and final["sources"]["file"]["frames"] == 90  # the file lost nothing
+    assert final["sources"]["cam"]["reconnects"] >= 1
+
+
+def _frames(sink: _ListSink, source: str) -> int:
+    return max([e["sources"][source]["frames"] for e in sink.events if e["type"] == "summary"] or [0])
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()

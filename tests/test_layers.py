@@ -28,6 +28,7 @@ LAYERS = [
     ("model", ["retina_trt.model"]),
     ("runtime", ["retina_trt.runtime"]),
     ("streams", ["retina_trt.streams"]),
+    ("analytics", ["retina_trt.analytics"]),
     ("export", ["retina_trt.export"]),
     ("precision", ["retina_trt.calibration"]),
     ("trt", ["retina_trt.trt"]),
@@ -35,13 +36,14 @@ LAYERS = [
     ("scaleout", ["retina_trt.scaleout", "retina_trt.export.triton", "retina_trt.export.deepstream"]),
     ("plugins", ["retina_trt.plugins"]),
     ("pipeline", ["retina_trt.pipeline"]),
-    ("applications", ["retina_trt.data", "retina_trt.train", "retina_trt.evaluate", "retina_trt.analytics",
-                      "retina_trt.bench", "retina_trt.cli", "retina_trt"]),  # fmt: skip
+    ("applications", ["retina_trt.data", "retina_trt.train", "retina_trt.evaluate", "retina_trt.bench", "retina_trt.cli",
+                      "retina_trt"]),  # fmt: skip
 ]
 # Layers that must not see each other although one is "above" the other: the runtime never
 # imports the model, export, precision or trt code at module level (backends load on demand).
 FORBIDDEN = {"runtime": {"model", "export", "precision", "trt", "plugins"},
-             "streams": {"model", "export", "precision", "trt", "plugins"}}  # fmt: skip
+             "streams": {"model", "export", "precision", "trt", "plugins"},
+             "analytics": {"model", "export", "precision", "trt", "plugins"}}  # fmt: skip
 # The one runtime module allowed to import the model: the torch backend, loaded by the registry.
 EXEMPT = {"retina_trt.runtime.torch_backend"}
 
