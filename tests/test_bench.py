@@ -174,3 +174,25 @@ def test_routes_side_by_side_with_isa_and_layer_precisions(tiny_checkpoint, tmp_
     assert report["machine"]["cpu_isa"] == cpu_isa() and report["machine"]["openvino"]
     text = write_report(report, tmp_path / "out")["markdown"].read_text()
     assert "| 128 | openvino int8 | 1 |" in text and "convolutions 78 i8" in text and "ISA " in text
+
+
+def test_bf16_route_runs_in_bf16_or_is_left_out_with_the_reason(tiny_checkpoint, tmp_path):
+    """On a CPU with BF16 the route's convolutions run in bf16; on one without (AVX2 AMD EPYC, for
+    one), the route is left out and the report says why: never an FP32 run labelled BF16."""
+    pytest.importorskip("openvino")
+    from retina_trt.runtime.openvino_backend import resolve_precision
+
+    report = benchmark(tiny_checkpoint, scales=[128], warmup_s=0.0, iterations=1, image=bench_image(240, 320),
+                       num_threads=1, routes=["onnxruntime", "openvino:bf16"])  # fmt: skip
+    import openvino
+
+    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    try:
+        resolve_precision("bf16", capabilities)
+    except ValueError:
+        assert [r["backend"] for r in report["rows"]] == ["onnxruntime fp32"]
+        assert "no BF16 support" in report["skipped_routes"]["openvino bf16"]
+        assert "left out on this CPU" in write_report(report, tmp_path / "out")["markdown"].read_text()
+    else:
+        assert report["skipped_routes"] == {}
+        assert report["rows"][1]["layer_precisions"]["convolutions"] == {"bf16": 78}

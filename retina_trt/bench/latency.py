@@ -287,12 +287,14 @@ def _backend_rows(runnable: _Runnable, backend: str, batch_sizes, image, num_thr
     return rows
 
 
-def _route_rows(runnable: _Runnable, routes: Sequence[str], image, workdir: Path, num_threads, timing) -> list[dict]:
-    """One row per route at this scale, the routes timed interleaved (``bench/routes.py``)."""
+def _route_rows(runnable: _Runnable, routes: Sequence[str], image, workdir: Path, num_threads, timing) -> tuple[list, dict]:
+    """(one row per route at this scale, the routes timed interleaved (``bench/routes.py``);
+    {route: why not} for the routes this CPU cannot run)."""
     from retina_trt.bench.routes import open_routes, parse_route
 
     parsed = [parse_route(r) for r in routes]
-    detectors = open_routes(parsed, runnable.path, workdir, num_threads)
+    detectors, skipped = open_routes(parsed, runnable.path, workdir, num_threads)
+    parsed = [r for r in parsed if r.label not in skipped]
     try:
         logger.info("timing %s at %d px, interleaved", ", ".join(r.label for r in parsed), runnable.scale)
         calls = [lambda det=det: det(image) for det in detectors]
@@ -304,7 +306,7 @@ def _route_rows(runnable: _Runnable, routes: Sequence[str], image, workdir: Path
             row.update(backend=route.label, route=f"{route.backend}:{'int8' if route.int8 else route.precision or 'fp32'}",
                        precision=det.precision, layer_precisions=det.layer_precisions())  # fmt: skip
             rows.append(row)
-        return rows
+        return rows, skipped
     finally:
         for det in detectors:
             det.close()
@@ -355,11 +357,14 @@ def benchmark(
     timing = {"warmup_s": warmup_s, "iterations": iterations, "duration_s": duration_s}
     if routes and backend not in ("auto", "onnxruntime", "openvino"):
         raise ValueError("--route compares CPU routes (ONNX Runtime, OpenVINO); leave --backend at auto")
+    skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="retina_trt_bench_") as tmp:
         for scale in scales or [None]:
             if routes:
                 runnable = _prepare(model, "onnxruntime", scale, image, Path(tmp), 1, precision)
-                rows += _route_rows(runnable, routes, image, Path(tmp), num_threads, timing)
+                route_rows, not_here = _route_rows(runnable, routes, image, Path(tmp), num_threads, timing)
+                rows += route_rows
+                skipped.update(not_here)
             else:
                 runnable = _prepare(model, backend, scale, image, Path(tmp), max(batch_sizes), precision)
                 rows += _backend_rows(runnable, backend, batch_sizes, image, num_threads, cuda_graph, timing)
@@ -395,6 +400,7 @@ def benchmark(
         "num_threads": num_threads,
         "precision": precision if backend == "tensorrt" and not routes else None,
         "routes": list(routes) if routes else None,
+        "skipped_routes": skipped,
         "median_ms": first["median_ms"],
         "rows": rows,
     }

@@ -47,6 +47,8 @@ def markdown(report: dict[str, Any]) -> str:
             lp = r["layer_precisions"]
             parts = "; ".join(f"{g} " + ", ".join(f"{n} {p}" for p, n in c.items()) for g, c in lp.items())
             lines.append(f"- {r['scale']} px, {r['backend']} ({r['precision']}): {parts}")
+    for label, why in (report.get("skipped_routes") or {}).items():
+        lines += ["", f"Route {label} left out on this CPU: {why}"]
     lines += ["", "Per-stage means (ms per iteration) and the host pre+postprocess share of end to end:", ""]
     for r in report["rows"]:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())

@@ -65,17 +65,25 @@ def int8_graph(fp32_onnx: Path, workdir: Path) -> Path:
     return prepare_precision(fp32_onnx, "int8", out, calibration=config, cache_dir=workdir / "precision-cache").path
 
 
-def open_routes(routes: Sequence[Route], fp32_onnx: Path, workdir: Path, num_threads: int | None) -> list:
-    """A Detector per route (the INT8 graph made once, when a route needs it)."""
+def open_routes(routes: Sequence[Route], fp32_onnx: Path, workdir: Path, num_threads: int | None) -> tuple[list, dict]:
+    """(a Detector per route that this CPU can run, {route label: why not} for the others): a
+    ``bf16`` route on a CPU without BF16 is left out with OpenVINO's reason, never timed as FP32.
+    The INT8 graph is made once, when a route needs it."""
     from retina_trt.runtime.detector import Detector
 
     int8: Path | None = None
-    detectors = []
+    detectors, skipped = [], {}
     for route in routes:
         path = fp32_onnx
         if route.int8:
             int8 = int8 or int8_graph(fp32_onnx, workdir)
             path = int8
-        detectors.append(Detector(path, backend=route.backend, num_threads=num_threads,
-                                  precision=route.precision if route.backend == "openvino" else None))  # fmt: skip
-    return detectors
+        try:
+            detectors.append(Detector(path, backend=route.backend, num_threads=num_threads,
+                                      precision=route.precision if route.backend == "openvino" else None))  # fmt: skip
+        except ValueError as err:
+            if route.precision != "bf16":
+                raise
+            logger.warning("route %s left out: %s", route.label, err)
+            skipped[route.label] = str(err)
+    return detectors, skipped
