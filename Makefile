@@ -46,10 +46,11 @@ demo: $(STAMP)
 	$(BIN)/python samples/demo.py --out demo-output
 
 # Reproduces samples/models/shapes_r18.pt in six stages (docs/training.md#the-demo-model gives
-# each stage's wall time on 2 CPU cores; about 6.5 hours in all): 1500 iterations from scratch,
+# each stage's wall time on 2 CPU cores; about 6 hours in all): 1500 iterations from scratch,
 # then four times 2400 more, each from the previous stage's FP16 weights with a fresh optimizer and
-# learning-rate schedule (--init-from), then 600 on data with 35% plain backgrounds (stage 6: the
-# model stopped firing frame-sized boxes on flat backgrounds). Stages 1-3 train on 2,000 images; stages 4 and 5 each on
+# learning-rate schedule (--init-from), then 500 on images of mixed aspect ratios (so the padding
+# below or beside a non-square frame is seen in training), 35% of them on plain backgrounds (stage
+# 6: the model stopped firing frame-sized boxes on flat backgrounds). Stages 1-3 train on 2,000 images; stages 4 and 5 each on
 # 20,000 fresh ones (seeds 0 and 5; held-out splits use seeds 1 and 3), because the stage-3 model
 # had memorized its 2,000 (training AP 67.4 against 41.3 held out). --resume continues an
 # interrupted stage.
@@ -74,10 +75,10 @@ demo-model: $(STAMP)
 	$(BIN)/retina-trt train $(DEMO_MODEL_OPTIONS) --annotations $(SHAPES)20k_s5/instances_train.json --images $(SHAPES)20k_s5/train \
 	  --lr 0.01 --iterations 2400 --seed 4 --init-from $(SHAPES)/shapes_r18_stage4.pt \
 	  --output $(SHAPES)/shapes_r18_stage5.train.pt --deploy $(SHAPES)/shapes_r18_stage5.pt
-	$(BIN)/retina-trt data synthetic --out $(SHAPES)_plain --images 6000 --seed 6 --split train --height 256 --width 256 \
+	$(BIN)/retina-trt data synthetic --out $(SHAPES)_plain --images 6000 --seed 6 --split train --height 192:320 --width 192:416 \
 	  --plain-fraction 0.35
 	$(BIN)/retina-trt train $(DEMO_MODEL_OPTIONS) --annotations $(SHAPES)_plain/instances_train.json --images $(SHAPES)_plain/train \
-	  --lr 0.005 --iterations 600 --seed 5 --threads 1 --init-from $(SHAPES)/shapes_r18_stage5.pt \
+	  --lr 0.005 --iterations 500 --seed 5 --init-from $(SHAPES)/shapes_r18_stage5.pt \
 	  --output $(SHAPES)/shapes_r18_stage6.train.pt --deploy samples/models/shapes_r18.pt
 	$(BIN)/retina-trt data synthetic --out $(SHAPES) --images 300 --seed 1 --split val --height 256 --width 256
 	$(BIN)/retina-trt eval samples/models/shapes_r18.pt --annotations $(SHAPES)/instances_val.json --images $(SHAPES)/val

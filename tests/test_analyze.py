@@ -45,7 +45,7 @@ def test_analyze_counts_two_sources_in_one_batched_stream(demo_onnx, scene_video
                "--line", f"mid={_fractions(scene, scene.line)}", "--zone", f"right={_fractions(scene, scene.zone)}",
                "--events", str(events), "--frame-messages")  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "tracker: bytetrack" in run.stdout
+    assert "tracker: ocsort" in run.stdout
     records = [json.loads(line) for line in events.read_text().splitlines()]
     final = records[-1]
     assert final["type"] == "summary"

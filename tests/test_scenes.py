@@ -58,7 +58,8 @@ def test_written_scene_has_video_mot_ground_truth_and_record(tmp_path):
     frames_seen = {int(r[0]) for r in rows}
     assert min(frames_seen) >= 1 and max(frames_seen) <= scene.num_frames  # MOT frames count from 1
     assert {int(r[1]) for r in rows} == {a.track_id for a in scene.actors}
-    assert all(float(r[4]) > 0 and float(r[5]) > 0 and 0.35 <= float(r[8]) <= 1.0 for r in rows)
+    assert all(float(r[4]) > 0 and float(r[5]) > 0 and r[7] == "1" and 0.35 <= float(r[8]) <= 1.0 for r in rows)
+    assert set(json.loads((folder / "scene.json").read_text())["track_classes"]) == {str(a.track_id) for a in scene.actors}
     record = json.loads((folder / "scene.json").read_text())
     assert record["expected_line"] == scene.expected_line and record["class_names"] == list(CLASS_NAMES)
 

@@ -31,9 +31,10 @@ def test_counts_are_exact_end_to_end(results, scene):
 
 
 def test_default_tracker_keeps_identities(results):
+    # measured on the 2-core CPU route: IDF1 0.90-0.96, HOTA 0.82-0.85, 1 ID switch in all
     assert sum(r["IDSW"] for r in results.values()) <= 2, {k: r["IDSW"] for k, r in results.items()}
     for name, row in results.items():
-        assert row["IDF1"] >= 0.7 and row["HOTA"] >= 0.6, (name, row)
+        assert row["IDF1"] >= 0.85 and row["HOTA"] >= 0.75 and row["MOTA"] >= 0.85, (name, row)
 
 
 def test_demo_model_is_quiet_on_plain_backgrounds(demo_onnx):

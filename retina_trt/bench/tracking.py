@@ -31,7 +31,7 @@ from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)
 
-MIN_SCORE = 0.3
+MIN_SCORE = 0.4  # the analytics default (AnalyticsConfig.min_score, retina-trt analyze --min-score)
 
 
 def detect_video(det, video: Path) -> tuple[list[Detections], float]:

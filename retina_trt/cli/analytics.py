@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--events", action="append", default=[], metavar="URL",
                    help="events.jsonl (default analytics-output/events.jsonl), mqtt://HOST:1883/TOPIC or "
                         "redis://HOST:6379/STREAM (repeatable)")
-    p.add_argument("--tracker", default=None, help="bytetrack (default), sort, ocsort or iou")
+    p.add_argument("--tracker", default=None, help="ocsort (default), bytetrack, sort or iou")
     p.add_argument("--min-score", type=score, default=0.4, help="detections below are not tracked (default 0.4)")
     p.add_argument("--fps", type=positive_float, default=15.0, help="the sources' nominal frame rate (default 15)")
     p.add_argument("--frame-messages", action="store_true", help="also one DeepStream-schema message per frame")
