@@ -1,4 +1,4 @@
-"""Video analytics over several sources with the library API: one batched stream, a ByteTrack
+"""Video analytics over several sources with the library API: one batched stream, an OC-SORT
 tracker per source, a counting line and a zone, events to a file, MQTT or Redis.
 
   python samples/video_analytics.py MODEL SRC [SRC ...] [--events out/events.jsonl | mqtt://host:1883/topic]
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     config = AnalyticsConfig(
         lines=[("middle", "0.5,0;0.5,1")],                          # fractions of the frame; "in" = onto its left
         zones=[("centre", "0.25,0.25;0.75,0.25;0.75,0.75;0.25,0.75")],
-        tracker="bytetrack", min_score=0.4,
+        tracker="ocsort", min_score=0.4,
     )  # fmt: skip
     sink = open_sink(args.events)                                   # a path, mqtt://... or redis://...
     with Detector(args.model) as det:

@@ -168,12 +168,13 @@ def test_routes_side_by_side_with_isa_and_layer_precisions(tiny_checkpoint, tmp_
     assert [r["precision"] for r in rows] == ["fp32", "f32", "int8+f32"]
     assert rows[0]["layer_precisions"] is None
     assert rows[1]["layer_precisions"]["convolutions"] == {"f32": 78}
-    assert rows[2]["layer_precisions"]["convolutions"] == {"i8": 78}
+    int8 = rows[2]["layer_precisions"]["convolutions"]  # i8 with VNNI/AMX, u8 on AVX2
+    assert len(int8) == 1 and set(int8) <= {"i8", "u8"} and sum(int8.values()) == 78
     from retina_trt.runtime.cpu import cpu_isa
 
     assert report["machine"]["cpu_isa"] == cpu_isa() and report["machine"]["openvino"]
     text = write_report(report, tmp_path / "out")["markdown"].read_text()
-    assert "| 128 | openvino int8 | 1 |" in text and "convolutions 78 i8" in text and "ISA " in text
+    assert "| 128 | openvino int8 | 1 |" in text and f"convolutions 78 {next(iter(int8))}" in text and "ISA " in text
 
 
 def test_bf16_route_runs_in_bf16_or_is_left_out_with_the_reason(tiny_checkpoint, tmp_path):

@@ -28,7 +28,8 @@ def test_int8_and_fp16_keep_the_fp32_ap(tmp_path):
     equal = rows["openvino f32"]["equal_to_onnxruntime_fp32"]
     assert equal["images_equal"] == equal["images"] == 20
     assert abs(report["delta_ap_points"]["openvino int8"]) <= 0.3
-    assert rows["openvino int8"]["layer_precisions"]["convolutions"] == {"i8": 78}
+    int8 = rows["openvino int8"]["layer_precisions"]["convolutions"]  # i8 with VNNI/AMX, u8 on AVX2
+    assert len(int8) == 1 and set(int8) <= {"i8", "u8"} and sum(int8.values()) == 78
     if "openvino bf16" in rows:
         assert abs(report["delta_ap_points"]["openvino bf16"]) <= 0.1
         assert rows["openvino bf16"]["layer_precisions"]["convolutions"] == {"bf16": 78}

@@ -55,6 +55,11 @@ def import_openvino():
     return openvino
 
 
+# OpenVINO reports a quantized convolution's runtime precision as its activation type: ``i8`` on
+# CPUs with VNNI or AMX, ``u8`` on AVX2 without VNNI (measured on an AMD EPYC, Zen 2 class).
+INT8_KINDS = ("i8", "u8")
+
+
 def resolve_precision(requested: str, capabilities: list[str], flags: frozenset[str] | None = None) -> str:
     """The inference precision hint for ``requested`` on a CPU with OpenVINO ``capabilities``.
 
