@@ -34,6 +34,31 @@ def videos(tmp_path_factory):
     return [write_video(folder / f"v{i}.avi", num_frames=n, seed=i, frame_size=(120, 160)) for i, n in enumerate((30, 21, 12))]
 
 
+@pytest.fixture(scope="module")
+def model_ms(det) -> float:
+    """Median milliseconds per frame of the test model on this CPU (warm)."""
+    import numpy as np
+
+    frame = np.random.default_rng(0).integers(0, 256, (96, 128, 3), np.uint8)
+    det(frame)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        det(frame)
+        times.append(1000 * (time.perf_counter() - started))
+    return sorted(times)[1]
+
+
+def _need_speed(model_ms: float, frames_per_second: float) -> None:
+    """The timing tests' premise: the model keeps up with the cameras with room to spare. On a
+    CPU where it cannot (the tiny model took 250-370 ms a frame on a 2-core AVX2 EPYC against a
+    few ms on the AMX Xeon), the premise fails and the test says so instead of failing."""
+    budget = 1000.0 / (2 * frames_per_second)
+    if model_ms > budget:
+        pytest.skip(f"the model takes {model_ms:.0f} ms a frame on this CPU; this timing test needs "
+                    f"<= {budget:.0f} ms ({frames_per_second:g} frames/s with room to spare)")  # fmt: skip
+
+
 def _adds_up(stats: dict) -> None:
     for source_id, s in stats.items():
         assert s["read"] == s["processed"] + s["dropped"] + s["skipped"] + s["decode_errors"] + s["errors"], (source_id, s)
@@ -61,9 +86,10 @@ def test_files_are_batched_across_sources_in_order_and_never_drop(det, videos):
     assert max(stream.batch_sizes) <= det.max_batch
 
 
-def test_a_batch_goes_when_full_or_at_the_push_timeout(det):
+def test_a_batch_goes_when_full_or_at_the_push_timeout(det, model_ms):
     """One camera at 10 fps (slower than the model): a 600 ms timeout fills batches of 4, a 10 ms
     one sends each frame alone, soon after it was decoded."""
+    _need_speed(model_ms, 10)
     camera = Camera(fps=10, frames=40)
     try:
         with det.streams([camera.url], push_timeout_ms=600, batch_size=4, **FAST_GIVE_UP) as full:
@@ -94,7 +120,8 @@ def _healthy_rate(stream: MultiStream, healthy: str, seconds: float) -> float:
 
 
 @pytest.mark.parametrize("fault", ["never connects", "stalls", "garbage", "size changes", "dies and comes back"])
-def test_a_faulty_source_never_slows_the_others(det, videos, fault):
+def test_a_faulty_source_never_slows_the_others(det, videos, fault, model_ms):
+    _need_speed(model_ms, 15 * 3)
     healthy = Camera(fps=15)
     faulty = None
     if fault == "never connects":
@@ -188,8 +215,9 @@ def test_close_and_ctrl_c_stop_every_thread(det, videos):
     _adds_up(stream.stats())
 
 
-def test_sources_faster_than_the_model_stay_bounded(det):
+def test_sources_faster_than_the_model_stay_bounded(det, model_ms):
     """4 cameras at 30 fps: latency stays bounded (live sources drop the stale frames, counted)."""
+    _need_speed(model_ms, 10)  # its latency bound assumes a model of a few tens of ms
     cameras = [Camera(fps=30, size=(240, 320)) for _ in range(4)]
     latencies = []
     try:
