@@ -20,11 +20,21 @@ from retina_trt.streams import MultiStream
 FAST_GIVE_UP = {"max_outage_s": 2.0, "backoff_s": (0.1, 0.3), "timeout_s": 1.0}
 
 
+@pytest.fixture(scope="module")
+def camera_sized_onnx(tiny_model, tmp_path_factory):
+    """The tiny model exported at 128x128, the size of the test cameras' frames (96x128, 120x160
+    letterboxed): at 256x384 it took 236-370 ms a frame on a 2-core AVX2 EPYC, slower than the
+    cameras these timing tests need it to keep up with."""
+    from retina_trt import export_onnx
+
+    return export_onnx(tiny_model, tmp_path_factory.mktemp("ms") / "tiny_128.onnx", nms="onnx", input_size=(128, 128))
+
+
 @pytest.fixture(scope="module", params=["openvino", "onnxruntime"])
-def det(request, onnx_models):
+def det(request, camera_sized_onnx):
     if request.param == "openvino":
         pytest.importorskip("openvino")
-    with Detector(onnx_models[("onnx", False)], backend=request.param) as detector:
+    with Detector(camera_sized_onnx, backend=request.param) as detector:
         yield detector
 
 
@@ -32,31 +42,6 @@ def det(request, onnx_models):
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("videos")
     return [write_video(folder / f"v{i}.avi", num_frames=n, seed=i, frame_size=(120, 160)) for i, n in enumerate((30, 21, 12))]
-
-
-@pytest.fixture(scope="module")
-def model_ms(det) -> float:
-    """Median milliseconds per frame of the test model on this CPU (warm)."""
-    import numpy as np
-
-    frame = np.random.default_rng(0).integers(0, 256, (96, 128, 3), np.uint8)
-    det(frame)
-    times = []
-    for _ in range(3):
-        started = time.perf_counter()
-        det(frame)
-        times.append(1000 * (time.perf_counter() - started))
-    return sorted(times)[1]
-
-
-def _need_speed(model_ms: float, frames_per_second: float) -> None:
-    """The timing tests' premise: the model keeps up with the cameras with room to spare. On a
-    CPU where it cannot (the tiny model took 250-370 ms a frame on a 2-core AVX2 EPYC against a
-    few ms on the AMX Xeon), the premise fails and the test says so instead of failing."""
-    budget = 1000.0 / (2 * frames_per_second)
-    if model_ms > budget:
-        pytest.skip(f"the model takes {model_ms:.0f} ms a frame on this CPU; this timing test needs "
-                    f"<= {budget:.0f} ms ({frames_per_second:g} frames/s with room to spare)")  # fmt: skip
 
 
 def _adds_up(stats: dict) -> None:
@@ -86,10 +71,9 @@ def test_files_are_batched_across_sources_in_order_and_never_drop(det, videos):
     assert max(stream.batch_sizes) <= det.max_batch
 
 
-def test_a_batch_goes_when_full_or_at_the_push_timeout(det, model_ms):
+def test_a_batch_goes_when_full_or_at_the_push_timeout(det):
     """One camera at 10 fps (slower than the model): a 600 ms timeout fills batches of 4, a 10 ms
     one sends each frame alone, soon after it was decoded."""
-    _need_speed(model_ms, 10)
     camera = Camera(fps=10, frames=40)
     try:
         with det.streams([camera.url], push_timeout_ms=600, batch_size=4, **FAST_GIVE_UP) as full:
@@ -120,8 +104,7 @@ def _healthy_rate(stream: MultiStream, healthy: str, seconds: float) -> float:
 
 
 @pytest.mark.parametrize("fault", ["never connects", "stalls", "garbage", "size changes", "dies and comes back"])
-def test_a_faulty_source_never_slows_the_others(det, videos, fault, model_ms):
-    _need_speed(model_ms, 15 * 3)
+def test_a_faulty_source_never_slows_the_others(det, videos, fault):
     healthy = Camera(fps=15)
     faulty = None
     if fault == "never connects":
@@ -215,9 +198,8 @@ def test_close_and_ctrl_c_stop_every_thread(det, videos):
     _adds_up(stream.stats())
 
 
-def test_sources_faster_than_the_model_stay_bounded(det, model_ms):
+def test_sources_faster_than_the_model_stay_bounded(det):
     """4 cameras at 30 fps: latency stays bounded (live sources drop the stale frames, counted)."""
-    _need_speed(model_ms, 10)  # its latency bound assumes a model of a few tens of ms
     cameras = [Camera(fps=30, size=(240, 320)) for _ in range(4)]
     latencies = []
     try:
@@ -237,7 +219,7 @@ def test_sources_faster_than_the_model_stay_bounded(det, model_ms):
     _adds_up(stats)
 
 
-def test_detect_runs_several_videos_through_one_batched_stream(onnx_models, videos, tmp_path):
+def test_detect_runs_several_videos_through_one_batched_stream(camera_sized_onnx, videos, tmp_path):
     """`retina-trt detect` with several videos batches them across sources (issue #26, point 5):
     every frame of every file, one JSON line per frame, a playable annotated video per source."""
     import json
@@ -247,7 +229,7 @@ def test_detect_runs_several_videos_through_one_batched_stream(onnx_models, vide
     import cv2
 
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "retina_trt.cli", "detect", str(onnx_models[("onnx", False)]),
+    run = subprocess.run([sys.executable, "-m", "retina_trt.cli", "detect", str(camera_sized_onnx),
                           *map(str, videos), "--output", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("batched with the other sources") == 3 and "3 of 3 inputs processed" in run.stdout
