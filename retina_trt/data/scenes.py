@@ -24,7 +24,6 @@ import numpy as np
 from retina_trt.data.synthetic import (
     CLASS_NAMES,
     MIN_VISIBLE_FRACTION,
-    SyntheticConfig,
     _background,
     _shape_mask,
     _texture,
