@@ -123,3 +123,15 @@ def count_matched(want, got, *, min_score: float, iou: float = 0.9) -> tuple[int
         same = gl == label
         matched += int(same.any() and iou_one_to_many(box, gb[same]).max() > iou)
     return matched, int(strong.sum())
+
+
+def wait_until(predicate, timeout_s: float = 15.0, poll_s: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passed; its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return bool(predicate())

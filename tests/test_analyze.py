@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import wait_until
 
 from retina_trt import Detector
 from retina_trt.analytics.app import RunOptions, run_analyze
@@ -176,12 +177,12 @@ def test_source_lost_and_recovered_are_events_and_the_other_source_goes_on(demo_
                                                                                 options=options)), daemon=True)  # fmt: skip
         runner.start()
         try:
-            assert _wait_for(lambda: _frames(sink, "cam") > 5, 60)
+            assert wait_until(lambda: _frames(sink, "cam") > 5, 60)
             camera.stop()
-            assert _wait_for(lambda: any(e["type"] == "source_lost" and e["source"] == "cam" for e in sink.events), 30)
+            assert wait_until(lambda: any(e["type"] == "source_lost" and e["source"] == "cam" for e in sink.events), 30)
             camera.start()
-            assert _wait_for(lambda: any(e["type"] == "source_recovered" and e["source"] == "cam" for e in sink.events), 30)
-            assert _wait_for(lambda: _frames(sink, "file") == 90, 60)
+            assert wait_until(lambda: any(e["type"] == "source_recovered" and e["source"] == "cam" for e in sink.events), 30)
+            assert wait_until(lambda: _frames(sink, "file") == 90, 60)
         finally:
             stop.set()
             runner.join(timeout=30)
@@ -195,10 +196,13 @@ def _frames(sink: _ListSink, source: str) -> int:
     return max([e["sources"][source]["frames"] for e in sink.events if e["type"] == "summary"] or [0])
 
 
-def _wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+def test_events_file_never_writes_over_an_input_or_into_a_file(demo_onnx, scene_videos, tmp_path):
+    video = scene_videos["edge"] / "video.avi"
+    before = video.read_bytes()
+    run = _cli("analyze", str(demo_onnx), str(video), "--events", str(video))
+    assert run.returncode == 2 and "also an input" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert video.read_bytes() == before
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    run = _cli("analyze", str(demo_onnx), str(video), "--events", str(blocker / "events.jsonl"))
+    assert run.returncode == 2 and "is a file, not a folder" in run.stderr, run.stderr

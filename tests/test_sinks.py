@@ -9,21 +9,13 @@ import time
 
 import pytest
 from brokers import free_port, mosquitto, redis_server
+from helpers import wait_until
 
 from retina_trt.analytics.sinks import FileSink, open_sink
 
 
 def _events(n: int, start: int = 0, source: str = "cam") -> list[dict]:
     return [{"type": "line_crossing", "source": source, "seq": i} for i in range(start, start + n)]
-
-
-def _wait(predicate, timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 class MqttSubscriber:
@@ -40,7 +32,7 @@ class MqttSubscriber:
         self.client.reconnect_delay_set(0.05, 0.5)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        assert _wait(self.client.is_connected, 10)
+        assert wait_until(self.client.is_connected, 10)
         time.sleep(0.3)  # the SUBACK
 
     def close(self) -> None:
@@ -55,16 +47,16 @@ def test_mqtt_sink_delivers_in_order_across_a_broker_restart(tmp_path):
     try:
         for event in _events(50):
             sink.emit(event)
-        assert _wait(lambda: sink.stats()["delivered"] == 50)
+        assert wait_until(lambda: sink.stats()["delivered"] == 50)
         broker.stop()
         started = time.perf_counter()
         for event in _events(100, 50):
             sink.emit(event)  # the broker is away: buffered, never blocking
         assert time.perf_counter() - started < 0.5
-        assert _wait(lambda: not sink.stats()["connected"])
+        assert wait_until(lambda: not sink.stats()["connected"])
         broker.start()
-        assert _wait(lambda: sink.stats()["delivered"] == 150, 30), sink.stats()
-        assert _wait(lambda: len({e["seq"] for e in subscriber.received}) == 150, 30), len(subscriber.received)
+        assert wait_until(lambda: sink.stats()["delivered"] == 150, 30), sink.stats()
+        assert wait_until(lambda: len({e["seq"] for e in subscriber.received}) == 150, 30), len(subscriber.received)
     finally:
         stats = sink.close()
         subscriber.close()
@@ -85,14 +77,14 @@ def test_redis_sink_delivers_everything_and_counts_drops_beyond_the_buffer(tmp_p
     try:
         for event in _events(30):
             sink.emit(event)
-        assert _wait(lambda: sink.stats()["delivered"] == 30)
+        assert wait_until(lambda: sink.stats()["delivered"] == 30)
         server.stop()
         for event in _events(60, 30):  # 60 while away, 40 fit: the 20 oldest are dropped and counted
             sink.emit(event)
         stats = sink.stats()
         assert stats["dropped"] == 20 and stats["buffered"] == 40
         server.start()
-        assert _wait(lambda: sink.stats()["delivered"] == 70, 30), sink.stats()
+        assert wait_until(lambda: sink.stats()["delivered"] == 70, 30), sink.stats()
     finally:
         stats = sink.close()
         entries = client.xrange("retina") if server.process.poll() is None else []
@@ -108,10 +100,10 @@ def test_unreachable_broker_at_start_keeps_running_and_delivers_when_it_appears(
     try:
         for event in _events(5):
             sink.emit(event)
-        assert _wait(lambda: sink.stats()["last_error"] is not None)
+        assert wait_until(lambda: sink.stats()["last_error"] is not None)
         assert "cannot connect" in caplog.text and "retrying" in caplog.text
         server = redis_server_on(tmp_path, port)
-        assert _wait(lambda: sink.stats()["delivered"] == 5, 30), sink.stats()
+        assert wait_until(lambda: sink.stats()["delivered"] == 5, 30), sink.stats()
     finally:
         sink.close()
     server.stop()

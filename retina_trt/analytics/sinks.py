@@ -15,6 +15,7 @@ the oldest event is dropped first); ``stats()`` says which.
 from __future__ import annotations
 
 import collections
+import importlib
 import json
 import logging
 import threading
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from retina_trt.utils import atomic_path
+from retina_trt.utils import atomic_path, check_output_file, refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,10 @@ BACKOFF_S = (0.05, 2.0)
 class FileSink:
     """JSON lines in a file (the default)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, inputs=()) -> None:
         self.url = str(path)
-        self._context = atomic_path(Path(path))
+        refuse_overwrite(path, inputs, "events file")
+        self._context = atomic_path(check_output_file(path, "events file"))
         self._file = open(self._context.__enter__(), "w")
         self._lock = threading.Lock()
         self._delivered = 0
@@ -59,12 +61,18 @@ class FileSink:
 
 
 class BrokerSink:
-    """A bounded buffer drained in order by one sender thread; subclasses connect and send."""
+    """A bounded buffer drained in order by one sender thread; subclasses connect and send to
+    ``host:port``, topic or stream ``name``, with ``timeout_s`` per network wait."""
 
-    def __init__(self, url: str, *, buffer: int = DEFAULT_BUFFER) -> None:
+    client_module = ""  # imported at construction, so a missing client fails here, not in the thread
+
+    def __init__(self, url: str, host: str, port: int, name: str, *, buffer: int = DEFAULT_BUFFER,
+                 timeout_s: float = 2.0) -> None:  # fmt: skip
         if not 1 <= buffer <= 10_000_000:
             raise ValueError(f"buffer must be 1..10000000 events, got {buffer}")
-        self.url = url
+        importlib.import_module(self.client_module)
+        self.url, self.host, self.port, self.name, self.timeout_s = url, host, port, name, timeout_s
+        self._client = None
         self._queue: collections.deque = collections.deque()
         self._bound = buffer
         self._cond = threading.Condition()
@@ -187,13 +195,7 @@ class BrokerSink:
 class MqttSink(BrokerSink):
     """Events published to an MQTT topic with QoS 1; delivered once the broker acknowledged."""
 
-    def __init__(self, url: str, host: str, port: int, topic: str, *, buffer: int = DEFAULT_BUFFER,
-                 timeout_s: float = 2.0) -> None:  # fmt: skip
-        import paho.mqtt.client as mqtt  # noqa: F401 - fail here, with the extra's name, not in the thread
-
-        self.host, self.port, self.topic, self.timeout_s = host, port, topic, timeout_s
-        self._client = None
-        super().__init__(url, buffer=buffer)
+    client_module = "paho.mqtt.client"
 
     def _connect(self) -> None:
         import paho.mqtt.client as mqtt
@@ -209,7 +211,7 @@ class MqttSink(BrokerSink):
             raise ConnectionError(f"no CONNACK from {self.host}:{self.port} within {self.timeout_s} s")
 
     def _send(self, payload: str) -> None:
-        info = self._client.publish(self.topic, payload, qos=1)
+        info = self._client.publish(self.name, payload, qos=1)
         info.wait_for_publish(timeout=self.timeout_s)
         if not info.is_published():
             raise ConnectionError(f"no PUBACK within {self.timeout_s} s (rc {info.rc})")
@@ -224,13 +226,7 @@ class MqttSink(BrokerSink):
 class RedisSink(BrokerSink):
     """Events appended to a Redis stream (``XADD stream * event <json>``)."""
 
-    def __init__(self, url: str, host: str, port: int, stream: str, *, buffer: int = DEFAULT_BUFFER,
-                 timeout_s: float = 2.0) -> None:  # fmt: skip
-        import redis  # noqa: F401 - fail here, with the extra's name, not in the thread
-
-        self.host, self.port, self.stream, self.timeout_s = host, port, stream, timeout_s
-        self._client = None
-        super().__init__(url, buffer=buffer)
+    client_module = "redis"
 
     def _connect(self) -> None:
         import redis
@@ -241,7 +237,7 @@ class RedisSink(BrokerSink):
         self._client = client
 
     def _send(self, payload: str) -> None:
-        self._client.xadd(self.stream, {"event": payload})
+        self._client.xadd(self.name, {"event": payload})
 
     def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -249,8 +245,9 @@ class RedisSink(BrokerSink):
             client.close()
 
 
-def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER):
-    """The sink a URL names (see the module docstring).
+def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
+    """The sink a URL names (see the module docstring); a file sink is never one of ``inputs``
+    (the files the run reads) and its folder is checked before any work.
 
     Raises:
         ValueError: a malformed URL (unknown scheme, no host, no port, no topic or stream).
@@ -259,10 +256,10 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER):
     if not isinstance(url, str) or not url.strip():
         raise ValueError("events: expected a file path or a URL such as mqtt://host:1883/topic, got an empty value")
     if "://" not in url:
-        return FileSink(url)
+        return FileSink(url, inputs=inputs)
     parts = urlsplit(url)
     if parts.scheme == "file":
-        return FileSink(parts.path)
+        return FileSink(parts.path, inputs=inputs)
     if parts.scheme not in ("mqtt", "redis"):
         raise ValueError(f"events: unknown URL scheme {parts.scheme!r} in {url!r}; use a file path, "
                          "mqtt://host:1883/topic or redis://host:6379/stream")  # fmt: skip

@@ -16,6 +16,7 @@ from retina_trt.analytics.tracking_iou import IouTracker
 from retina_trt.runtime.detections import Detections
 
 TRACKERS = ("bytetrack", "sort", "ocsort", "iou")
+MAX_CLASSES = 10_000  # ModelSpec's bound on num_classes: the id stride where class names are unknown
 DEFAULT_TRACKER = "ocsort"  # exact counts on every scripted scene (docs/analytics.md)
 
 
@@ -30,7 +31,6 @@ class LibraryTracker:
         self.name, self.per_class = name, per_class
         self._make = lambda: self._new(name, fps, lost_track_seconds)
         self._trackers: dict[int, object] = {}
-        self._ids: dict[tuple[int, int], int] = {}
 
     @staticmethod
     def _new(name: str, fps: float, lost_track_seconds: float):
@@ -61,12 +61,15 @@ class LibraryTracker:
         if tracked.tracker_ids is None:
             return tracked._subset(np.zeros(len(tracked), dtype=bool))
         tracked = tracked._subset(tracked.tracker_ids >= 0)
-        ids = [self._ids.setdefault((key, int(t)), len(self._ids) + 1) for t in tracked.tracker_ids]  # unique per source
+        if not self.per_class:
+            return tracked
+        # unique per source without a table that grows with every track: interleave the classes
+        stride = len(detections.all_class_names) or MAX_CLASSES
+        ids = tracked.tracker_ids * stride + key
         return Detections(tracked.boxes_xyxy, tracked.scores, tracked.class_ids, tracked.all_class_names, ids)
 
     def reset(self) -> None:
         self._trackers.clear()
-        self._ids.clear()
 
 
 def _concat(groups: list[Detections], names) -> Detections:

@@ -65,7 +65,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         if view is not None:
             print(f"live view: {view.url}", flush=True)
         for url in args.events or ["analytics-output/events.jsonl"]:
-            sinks.append(open_sink(url, buffer=args.buffer))
+            sinks.append(open_sink(url, buffer=args.buffer, inputs=args.sources))
         precision = args.cpu_precision if args.backend in ("auto", "openvino") else None
         with Detector(args.model, backend=args.backend, precision=precision) as det:
             print(f"backend: {det.backend} ({det.precision}); tracker: {config.tracker}", flush=True)
