@@ -206,3 +206,10 @@ def test_events_file_never_writes_over_an_input_or_into_a_file(demo_onnx, scene_
     blocker.write_text("x")
     run = _cli("analyze", str(demo_onnx), str(video), "--events", str(blocker / "events.jsonl"))
     assert run.returncode == 2 and "is a file, not a folder" in run.stderr, run.stderr
+
+
+def test_missing_source_is_one_line_and_leaves_no_events_file(demo_onnx, tmp_path):
+    events = tmp_path / "events.jsonl"
+    run = _cli("analyze", str(demo_onnx), str(tmp_path / "nope.mp4"), "--events", str(events))
+    assert run.returncode == 2 and "not found" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not events.exists() and not list(tmp_path.iterdir())

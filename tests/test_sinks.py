@@ -154,3 +154,26 @@ def test_file_sink_is_atomic_and_thread_safe(tmp_path):
 def test_malformed_urls_are_refused_with_the_reason(url, match):
     with pytest.raises(ValueError, match=match):
         open_sink(url)
+
+
+def test_file_sink_with_no_event_leaves_no_file_and_a_failed_write_is_counted(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    assert open_sink(str(empty)).close()["delivered"] == 0
+    assert not empty.exists() and not list(tmp_path.iterdir())  # nor a temporary file
+    sink = open_sink(str(tmp_path / "full.jsonl"))
+    sink.emit({"type": "summary"})
+    real = sink._out._file
+
+    class FullDisk:  # the file's writes fail as on a full disk
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    sink._out._file = FullDisk()
+    sink.emit({"type": "summary"})  # counted, not raised into the analytics
+    sink._out._file = real
+    stats = sink.close()
+    assert stats["delivered"] == 1 and stats["dropped"] == 1 and "No space" in stats["last_error"]
+    assert (tmp_path / "full.jsonl").read_text().count("\n") == 1

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from retina_trt.utils import atomic_path, check_output_file, refuse_overwrite
+from retina_trt.runtime.cli_detect import JsonlOutput
+from retina_trt.utils import check_output_file, refuse_overwrite
 
 logger = logging.getLogger(__name__)
 
@@ -32,31 +33,39 @@ BACKOFF_S = (0.05, 2.0)
 
 
 class FileSink:
-    """JSON lines in a file (the default)."""
+    """JSON lines in a file (the default), through the same writer as ``retina-trt detect``'s
+    JSONL (``runtime/cli_detect.JsonlOutput``): a temporary name until closed, only complete
+    lines under the final name, no file when no event was written. A write that fails (a full
+    disk) is counted as dropped, never raised into the analytics."""
 
     def __init__(self, path: str | Path, *, inputs=()) -> None:
         self.url = str(path)
         refuse_overwrite(path, inputs, "events file")
-        self._context = atomic_path(check_output_file(path, "events file"))
-        self._file = open(self._context.__enter__(), "w")
+        self._out = JsonlOutput(check_output_file(path, "events file"))
         self._lock = threading.Lock()
-        self._delivered = 0
+        self._dropped, self._last_error, self._closed = 0, None, False
 
     def emit(self, event: dict) -> None:
         with self._lock:
-            self._file.write(json.dumps(event) + "\n")
-            self._file.flush()
-            self._delivered += 1
+            if self._closed:
+                self._dropped += 1
+                return
+            try:
+                self._out.write(event)
+            except OSError as err:
+                if self._last_error is None:
+                    logger.warning("event sink %s: cannot write (%s); counting events as dropped", self.url, err)
+                self._dropped, self._last_error = self._dropped + 1, f"{type(err).__name__}: {err}"
 
     def stats(self) -> dict:
-        return {"sink": self.url, "delivered": self._delivered, "dropped": 0, "buffered": 0, "reconnects": 0,
-                "connected": True, "last_error": None}  # fmt: skip
+        return {"sink": self.url, "delivered": self._out.records, "dropped": self._dropped, "buffered": 0,
+                "reconnects": 0, "connected": True, "last_error": self._last_error}  # fmt: skip
 
     def close(self, timeout_s: float = 0.0) -> dict:
         with self._lock:
-            if not self._file.closed:
-                self._file.close()
-                self._context.__exit__(None, None, None)
+            if not self._closed:
+                self._closed = True
+                self._out.close()
         return self.stats()
 
 
