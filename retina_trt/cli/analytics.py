@@ -57,7 +57,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     config = AnalyticsConfig(zones=named(args.zone, "zone"), lines=named(args.line, "line"),
                              tracker=args.tracker or DEFAULT_TRACKER, min_score=args.min_score, fps=args.fps,
                              frame_messages=args.frame_messages)  # fmt: skip
-    sources = {str(i) if len(args.sources) > 1 else "0": src for i, src in enumerate(args.sources)}
+    sources = {str(i): src for i, src in enumerate(args.sources)}
     sinks = []
     view = None
     try:
