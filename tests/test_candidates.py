@@ -22,28 +22,36 @@ A, K = 3, TINY_SPEC.num_classes
 
 
 def _model(topk: int, opset: int, one_topk: bool) -> onnx.ModelProto:
-    """logits [B, M, K] -> (top scores, anchor index, class) by the two-stage selection, or by
-    the reference's sigmoid of every logit and single TopK over the flattened pairs (``one_topk``)."""
-    graph = helper.make_graph([], "candidates", [helper.make_tensor_value_info("logits", FLOAT, ["B", "M", K])], [])
+    """heads [B, A*K, H, W] (the head's layout) -> (top scores, anchor index, class) by the
+    two-stage selection, or by the reference's transpose to anchor order (B, H*W*A, K), sigmoid
+    of every logit and single TopK over the flattened pairs (``one_topk``)."""
+    graph = helper.make_graph([], "candidates", [helper.make_tensor_value_info("heads", FLOAT, ["B", A * K, "H", "W"])], [])
     g = GraphBuilder(graph, "t", opset)
     if one_topk:
-        flat = g.reshape(g.op("Sigmoid", ["logits"]), [0, -1])
+        logits = g.op("Transpose", [g.reshape("heads", [0, A, K, -1])], perm=[0, 3, 1, 2])  # [B, H*W, A, K]
+        flat = g.reshape(g.op("Sigmoid", [logits]), [0, -1])
         k = g.op("Min", [g.shape_dim(flat, 1), g.const([topk], np.int64)])
         top, idx = g.op("TopK", [flat, k], num_outputs=2, axis=1, largest=1, sorted=1)
         num = g.const(K, np.int64)
         anchor = g.op("Div", [idx, num])
         label = g.op("Sub", [idx, g.op("Mul", [anchor, num])])
     else:
-        top, anchor, label = _top_candidates(g, "logits", topk, K)
+        top, anchor, label = _top_candidates(g, "heads", topk, A, K)
     for name, tensor, dtype in (("scores", top, FLOAT), ("anchors", anchor, INT64), ("classes", label, INT64)):
         g.rename_output(tensor, name)
         graph.output.append(helper.make_tensor_value_info(name, dtype, None))
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
+def _heads(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Anchor-ordered logits [B, H*W*A, K] in the head's layout [B, A*K, H, W]."""
+    batch = logits.shape[0]
+    return np.ascontiguousarray(logits.reshape(batch, height, width, A, K).transpose(0, 3, 4, 1, 2).reshape(batch, A * K, height, width))
+
+
 def _run_ort(model, logits):
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {"logits": logits})
+    return session.run(None, {"heads": logits})
 
 
 def _run_openvino(model, logits):
@@ -55,15 +63,16 @@ def _run_openvino(model, logits):
 
 
 def _cases():
+    """(name, heads [B, A*K, H, W], topk)"""
     rng = np.random.default_rng(0)
-    yield "random", rng.normal(0, 2, (2, 8 * 8 * A, K)).astype(np.float32), 50
-    yield "many equal", rng.integers(-2, 3, (2, 8 * 8 * A, K)).astype(np.float32), 50
+    yield "random", _heads(rng.normal(0, 2, (2, 8 * 8 * A, K)).astype(np.float32), 8, 8), 50
+    yield "many equal", _heads(rng.integers(-2, 3, (2, 8 * 8 * A, K)).astype(np.float32), 8, 8), 50
     saturated = rng.integers(-2, 3, (2, 8 * 8 * A, K)).astype(np.float32)
     saturated[:, ::7, :] = rng.uniform(17.0, 40.0, saturated[:, ::7, :].shape)  # sigmoid -> 1.0f for all
-    yield "saturated", saturated, 50
-    yield "level smaller than topk", rng.normal(0, 2, (1, 4 * A, K)).astype(np.float32), 50
-    yield "odd sizes", rng.normal(-3, 3, (3, 1237, K)).astype(np.float32), 301  # vector tails
-    yield "topk above anchors", rng.integers(-1, 2, (1, 20, K)).astype(np.float32), 37
+    yield "saturated", _heads(saturated, 8, 8), 50
+    yield "level smaller than topk", _heads(rng.normal(0, 2, (1, 2 * 2 * A, K)).astype(np.float32), 2, 2), 50
+    yield "odd sizes", _heads(rng.normal(-3, 3, (3, 4 * 103 * A, K)).astype(np.float32), 4, 103), 301  # vector tails
+    yield "topk above anchors", _heads(rng.integers(-1, 2, (1, 7 * A, K)).astype(np.float32), 1, 7), 37
 
 
 @pytest.mark.parametrize("opset", [17, 18])
@@ -76,7 +85,7 @@ def test_two_stage_selection_equals_the_single_topk(case, opset):
     for g, w, what in zip(got, want, ("scores", "anchors", "classes")):
         assert g.shape == w.shape, f"{name}: {what} shape"
         np.testing.assert_array_equal(g, w, err_msg=f"{name}: {what}")
-    assert want[0].shape[1] == min(topk, logits.shape[1] * K)
+    assert want[0].shape[1] == min(topk, logits[0].size)
 
 
 @pytest.mark.parametrize("case", list(_cases()), ids=lambda c: c[0])

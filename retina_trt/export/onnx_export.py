@@ -54,22 +54,21 @@ DEFAULT_OPSET = 17
 
 
 class _TracedCore(nn.Module):
-    """uint8 NHWC BGR -> per level (cls [B, H, W, A, K], box [B, H, W, A, 4])."""
+    """uint8 NHWC BGR -> per level (cls [B, A*K, H, W], box [B, A*4, H, W]), the head
+    convolutions' own layout: the postprocess reads the few values it needs by index instead of
+    transposing every logit (a 5-D transpose OpenVINO ran as a reference kernel, a quarter of
+    the INT8 graph's time; docs/cpu.md)."""
 
     def __init__(self, model: RetinaNet) -> None:
         super().__init__()
         self.normalizer = PixelNormalizer(model.spec)
         self.model = model
-        self.num_anchors = model.spec.num_anchors_per_location
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         outputs = self.model(self.normalizer(images))
         flat = []
         for cls, box in zip(outputs.cls_logits, outputs.box_deltas):
-            batch, _, height, width = cls.shape
-            # (B, A*K, H, W) -> (B, A, K, H, W) -> (B, H, W, A, K)
-            flat.append(cls.view(batch, self.num_anchors, -1, height, width).permute(0, 3, 4, 1, 2))
-            flat.append(box.view(batch, self.num_anchors, 4, height, width).permute(0, 3, 4, 1, 2))
+            flat.extend((cls, box))
         return tuple(flat)
 
 
@@ -114,7 +113,7 @@ def _trace(
     num_levels = len(core.model.spec.anchor_sizes)
     output_names = [f"{kind}_p{lvl + 3}" for lvl in range(num_levels) for kind in ("cls", "box")]
     image_axes = {0: "batch", 1: "height", 2: "width"} if dynamic_shapes else {0: "batch"}
-    level_axes = {0: "batch", 1: "h", 2: "w"} if dynamic_shapes else {0: "batch"}
+    level_axes = {0: "batch", 2: "h", 3: "w"} if dynamic_shapes else {0: "batch"}
     dynamic_axes = {"images": image_axes, **{n: level_axes for n in output_names}}
     buffer = io.BytesIO()
     with warnings.catch_warnings():

@@ -27,7 +27,7 @@ from retina_trt.spec import ModelSpec
 
 def _level_anchors_dynamic(g: GraphBuilder, base: np.ndarray, cls_level: str, images: str) -> str:
     """Anchors of one level computed from the runtime shapes: Tensor[H*W*A, 4] float32."""
-    height, width = g.shape_dim(cls_level, 1), g.shape_dim(cls_level, 2)  # int64 [1]
+    height, width = g.shape_dim(cls_level, 2), g.shape_dim(cls_level, 3)  # int64 [1]
     stride_y = g.op("Div", [g.shape_dim(images, 1), height])  # padded size // feature size
     stride_x = g.op("Div", [g.shape_dim(images, 2), width])
     zero, one = g.const(0, np.int64), g.const(1, np.int64)
@@ -95,13 +95,14 @@ def append_candidates(
     """Merged pre-NMS candidates: boxes [B, N, 4] f32, scores [B, N] f32, labels [B, N] int64.
 
     Args:
-        cls_levels: per level tensor [B, H, W, A, K] of class logits.
-        box_levels: per level tensor [B, H, W, A, 4] of box deltas.
+        cls_levels: per level tensor [B, A*K, H, W] of class logits (the head's own layout;
+            anchors are numbered (h, w, a) as in the reference).
+        box_levels: per level tensor [B, A*4, H, W] of box deltas.
         images: the graph input (for the padded size when shapes are dynamic).
         image_sizes: [B, 2] int32 (h, w) of each image's valid region.
         input_size: fixed (H, W) of the export, or None for dynamic shapes.
     """
-    num_classes = spec.num_classes
+    num_classes, num_anchors = spec.num_classes, spec.num_anchors_per_location
     sizes_f = g.cast(image_sizes, FLOAT)
     img_h = g.unsqueeze(g.op("Gather", [sizes_f, g.const([0], np.int64)], axis=1), [2])  # [B,1,1]
     img_w = g.unsqueeze(g.op("Gather", [sizes_f, g.const([1], np.int64)], axis=1), [2])
@@ -112,14 +113,12 @@ def append_candidates(
     bases = [b.numpy() for b in base_anchors_per_level(spec)]
     boxes_all, scores_all, labels_all = [], [], []
     for level, (cls_level, box_level) in enumerate(zip(cls_levels, box_levels)):
-        logits = g.reshape(cls_level, [0, -1, num_classes])  # (B, H*W*A, K)
         if static_anchors is not None:
             anchors = g.const(static_anchors[level], hint=f"anchors_p{level + 3}")
         else:
             anchors = _level_anchors_dynamic(g, bases[level], cls_level, images)
-        top_scores, anchor_idx, labels = _top_candidates(g, logits, spec.topk_candidates, num_classes)
-        deltas = g.reshape(box_level, [0, -1, 4])  # (B, H, W, A, 4) -> (B, H*W*A, 4)
-        level_deltas = g.op("GatherND", [deltas, g.unsqueeze(anchor_idx, [2])], batch_dims=1)
+        top_scores, anchor_idx, labels = _top_candidates(g, cls_level, spec.topk_candidates, num_anchors, num_classes)
+        level_deltas = _anchor_rows(g, box_level, anchor_idx, num_anchors, 4)
         level_anchors = g.op("Gather", [anchors, anchor_idx], axis=0)  # [B, k, 4]
         boxes_all.append(_decode_and_clip(g, level_deltas, level_anchors, (img_h, img_w), spec))
         scores_all.append(top_scores)
@@ -130,9 +129,38 @@ def append_candidates(
     return boxes, scores, labels
 
 
-def _top_candidates(g: GraphBuilder, logits: str, topk: int, num_classes: int) -> tuple[str, str, str]:
+def _anchor_rows(g: GraphBuilder, heads: str, anchor_idx: str, num_anchors: int, width: int) -> str:
+    """The ``width`` values of the given anchors from a head output in its own layout:
+    heads [B, A*width, H, W], anchor_idx [B, k] int64 (anchor n = (h*W + w)*A + a) -> [B, k, width].
+    Value c of anchor n lies at channel a*width + c, location h*W + w: one GatherElements of
+    k*width values, no transpose of the whole map."""
+    return _rows(g, _by_anchor(g, heads, num_anchors, width), anchor_idx, num_anchors, width)
+
+
+def _by_anchor(g: GraphBuilder, heads: str, num_anchors: int, width: int) -> str:
+    """[B, A*width, H, W] -> [B, A, width, H*W]: the same memory, one view for every reader (so
+    OpenVINO converts the convolution's blocked layout once)."""
+    return g.reshape(heads, [0, num_anchors, width, -1])
+
+
+def _rows(g: GraphBuilder, by_anchor: str, anchor_idx: str, num_anchors: int, width: int) -> str:
+    locations = g.shape_dim(by_anchor, 3)  # H*W, int64 [1]
+    a_const = g.const(num_anchors, np.int64, "num_anchors")
+    location = g.op("Div", [anchor_idx, a_const])  # [B, k]
+    anchor = g.op("Sub", [anchor_idx, g.op("Mul", [location, a_const])])
+    first = g.op("Add", [g.op("Mul", [g.op("Mul", [anchor, g.const(width, np.int64)]), locations]), location])
+    steps = g.op("Mul", [g.const(np.arange(width).reshape(1, 1, -1), np.int64, "channels"), locations])
+    index = g.reshape(g.op("Add", [g.unsqueeze(first, [2]), steps]), [0, -1])  # [B, k*width]
+    rows = g.op("GatherElements", [g.reshape(by_anchor, [0, -1]), index], axis=1)
+    return g.reshape(rows, [0, -1, width])
+
+
+def _top_candidates(
+    g: GraphBuilder, heads: str, topk: int, num_anchors: int, num_classes: int
+) -> tuple[str, str, str]:
     """The reference's TopK over a level's anchors x classes, exactly, without a TopK over all
-    of them: (scores [B, k], anchor index [B, k] int64, class [B, k] int64), k = min(topk, A*K).
+    of them: heads [B, A*K, H, W] -> (scores [B, k], anchor index [B, k] int64, class [B, k]
+    int64), k = min(topk, H*W*A*K).
 
     The top k (anchor, class) pairs, in the reference's order (score descending, equal scores
     lower anchor * K + class first), all lie in the k anchors whose best class scores highest
@@ -141,15 +169,18 @@ def _top_candidates(g: GraphBuilder, logits: str, topk: int, num_classes: int) -
     sigmoid is monotonic), a TopK of k anchors, those anchors' K logits gathered in anchor order
     and their sigmoids, a TopK of k over the k * K (the sigmoid of 8M logits costs OpenVINO 6 ms). On a ResNet-50 level
     of 600x1000 px that is a TopK over 100k and one over 91k instead of one over 8M (OpenVINO
-    spent a quarter of the INT8 graph's time in it)."""
-    num_anchors = g.shape_dim(logits, 1)
-    k_anchors = g.op("Min", [num_anchors, g.const([topk], np.int64)])
-    best_score = g.op("Sigmoid", [g.reduce_max(logits, 2)])  # = the best sigmoid: it is monotonic
+    spent a quarter of the INT8 graph's time in it). The maxima are taken in the head's layout
+    and only they are transposed to anchor order (B, H*W*A)."""
+    per_anchor = _by_anchor(g, heads, num_anchors, num_classes)  # [B, A, K, H*W]
+    best_logit = g.op("Transpose", [g.reduce_max(per_anchor, 2)], perm=[0, 2, 1])  # [B, H*W, A]
+    best_score = g.op("Sigmoid", [g.reshape(best_logit, [0, -1])])  # = the best sigmoid: it is monotonic
+    num = g.shape_dim(best_score, 1)
+    k_anchors = g.op("Min", [num, g.const([topk], np.int64)])
     _, best = g.op("TopK", [best_score, k_anchors], num_outputs=2, axis=1, largest=1, sorted=1)
     # the chosen anchors in ascending index order, so that ties below break as the reference's do
     ascending, _ = g.op("TopK", [g.cast(best, FLOAT), k_anchors], num_outputs=2, axis=1, largest=0, sorted=1)
     chosen = g.cast(ascending, INT64)  # [B, k_a] (anchor indices < 2^24: exact in float32)
-    chosen_logits = g.op("GatherND", [logits, g.unsqueeze(chosen, [2])], batch_dims=1)  # [B, k_a, K]
+    chosen_logits = _rows(g, per_anchor, chosen, num_anchors, num_classes)  # [B, k_a, K]
     pairs = g.op("Sigmoid", [g.reshape(chosen_logits, [0, -1])])  # [B, k_a*K]: sigmoid of these only
     k = g.op("Min", [g.shape_dim(pairs, 1), g.const([topk], np.int64)])
     top_scores, position = g.op("TopK", [pairs, k], num_outputs=2, axis=1, largest=1, sorted=1)
