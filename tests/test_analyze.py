@@ -18,6 +18,7 @@ from helpers import wait_until
 
 from retina_trt import Detector
 from retina_trt.analytics.app import RunOptions, run_analyze
+from retina_trt.analytics.overlay import LINE_COLOUR
 from retina_trt.analytics.sinks import open_sink
 from retina_trt.analytics.source import AnalyticsConfig
 from retina_trt.analytics.view import LiveView
@@ -115,6 +116,7 @@ def _chromium():
 def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
     """A live camera through the analytics with the view on: the page shows a frame (the image
     has decoded pixels) and its frame count and counts update."""
+    browser = _chromium()  # first: a skip must not leave the analytics running
     camera = Camera(fps=15, size=(240, 320))
     view = LiveView(0)
     config = AnalyticsConfig(zones=(("z", "0.1,0.1;0.9,0.1;0.9,0.9;0.1,0.9"),), lines=(("l", "0.5,0;0.5,1"),))
@@ -124,7 +126,6 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
         runner = threading.Thread(target=run_analyze, args=(det, {"cam": camera.url}, config, [sink]),
                                   kwargs={"view": view, "options": RunOptions(stop=stop)}, daemon=True)  # fmt: skip
         runner.start()
-        browser = _chromium()
         try:
             browser.get(view.url)
             deadline = time.monotonic() + 60
@@ -146,6 +147,15 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
 
             image = cv2.imread(str(shot))
             assert image is not None and float(np.std(image)) > 10  # not a blank page
+            frame = _one_streamed_frame(view.url + "stream/cam.mjpg")
+
+            def amber_rows(columns: slice) -> float:  # LINE_COLOUR through JPEG: strong red and green, little blue
+                b, g, r = (frame[:, columns, i].astype(int) for i in range(3))
+                return float(((b < 130) & (g > 150) & (r > 180)).any(axis=1).mean())
+
+            assert LINE_COLOUR[0] < 130 < 150 < LINE_COLOUR[1] and LINE_COLOUR[2] > 180
+            assert amber_rows(slice(157, 164)) > 0.8, "the line x = 0.5 is drawn over the frame"
+            assert amber_rows(slice(60, 67)) < 0.3, "and not everywhere"
         finally:
             browser.quit()
             stop.set()
@@ -153,6 +163,24 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
             camera.stop()
             view.close()
     assert not runner.is_alive(), "run_analyze stops when asked"
+
+
+def _one_streamed_frame(url: str) -> np.ndarray:
+    """The first JPEG of an MJPEG stream, decoded."""
+    import urllib.request
+
+    import cv2
+
+    data, start, end = b"", -1, -1
+    with urllib.request.urlopen(url, timeout=30) as response:
+        while end < 0:
+            chunk = response.read(4096)
+            assert chunk, "the stream ended before a whole frame"
+            data += chunk
+            start = data.find(b"\xff\xd8")
+            end = data.find(b"\xff\xd9", start + 2) if start >= 0 else -1
+    end += 2
+    return cv2.imdecode(np.frombuffer(data[start:end], np.uint8), cv2.IMREAD_COLOR)
 
 
 class _ListSink:

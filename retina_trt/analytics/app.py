@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from retina_trt.analytics.events import stamp
+from retina_trt.analytics.overlay import snapshot
 from retina_trt.analytics.source import AnalyticsConfig, SourceAnalytics
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def _loop(streams, states: dict, emit, options: RunOptions, view) -> None:
         for event in events:
             emit(event)
         if view is not None:
-            view.publish(result.source_id, result.frame, tracked)
+            view.publish(result.source_id, result.frame, tracked, snapshot(analytics))
             view.status(result.source_id, {"frames": analytics.frames, "counts": analytics.counts(),
                                            **_view_stats(streams, result.source_id)})  # fmt: skip
         if options.max_frames and result.index + 1 >= options.max_frames and result.source_id in streams.source_ids:

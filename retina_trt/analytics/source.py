@@ -3,7 +3,7 @@
 :class:`SourceAnalytics` takes one processed frame at a time (a ``MultiFrame`` of
 ``det.streams`` or any frame with its detections) and returns the events of that frame. Zones
 and lines are given as fractions of the frame (``"x,y;x,y;..."``) and placed when the first
-frame shows the frame size. A new ``generation`` (the source reconnected) starts a fresh
+frame shows the frame size (and again, keeping the counts, if the size changes). A new ``generation`` (the source reconnected) starts a fresh
 tracker, so ids stay unique per source run and no track jumps across an outage.
 """
 
@@ -61,23 +61,35 @@ class SourceAnalytics:
         self.zones: list[ZoneCounter] = []
         self.generation = 0
         self.frames = 0
+        self.frame_size: tuple[int, int] | None = None
         self._occupancy: dict[str, dict] = {}
 
-    def _place(self, height: int, width: int) -> None:
-        self.lines = [LineCounter(parse_line(text, width, height), name=name) for name, text in self.config.lines]
-        self.zones = [ZoneCounter(parse_zone(text, width, height), name=name) for name, text in self.config.zones]
+    def _place(self, height: int, width: int) -> list[dict]:
+        """Lines and zones in this frame size's pixels. At a new size (a camera that came back at
+        another resolution) the counters keep their counts and forget their tracks (their last
+        points were in the old pixels); zones say who left (``reason: reset``)."""
+        self.frame_size = (height, width)
+        if not self.lines and not self.zones:
+            self.lines = [LineCounter(parse_line(text, width, height), name=name) for name, text in self.config.lines]
+            self.zones = [ZoneCounter(parse_zone(text, width, height), name=name) for name, text in self.config.zones]
+            return []
+        for counter, (_, text) in zip(self.lines, self.config.lines):
+            counter.line = parse_line(text, width, height)
+        for counter, (_, text) in zip(self.zones, self.config.zones):
+            counter.zone = parse_zone(text, width, height)
+        return [event for counter in self.lines + self.zones for event in counter.reset_tracks()]
 
     def update(self, frame_shape: tuple[int, ...], detections: Detections, index: int, t: float,
                generation: int = 0) -> tuple[Detections, list[dict]]:  # fmt: skip
         """Track one frame's detections; returns (tracked detections, this frame's events)."""
-        if not self.lines and not self.zones and (self.config.lines or self.config.zones):
-            self._place(*frame_shape[:2])
         events = []
         if generation != self.generation:  # reconnected: a fresh tracker, the counts go on
             self.tracker.reset()
             for counter in self.lines + self.zones:
                 events += counter.reset_tracks()
             self.generation = generation
+        if tuple(frame_shape[:2]) != self.frame_size:
+            events += self._place(*frame_shape[:2])
         tracked = self.tracker.update(detections.filter(min_score=self.config.min_score))
         for counter in self.lines:
             events += counter.update(tracked, index)

@@ -6,7 +6,8 @@
 
 ``publish`` only keeps a reference to the newest frame of each source (older ones are dropped,
 never queued), so the view cannot slow the analytics; frames are drawn and encoded in the
-server's threads, only while someone watches. It binds to 127.0.0.1 unless given a host.
+server's threads, only while someone watches, with each source's lines and zones and their
+counts over the tracked boxes (``analytics.overlay``). It binds to 127.0.0.1 unless given a host.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import unquote
 import cv2
 import numpy as np
 
+from retina_trt.analytics.overlay import draw_geometry
 from retina_trt.errors import RetinaTrtError
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ class _Slot:
 class LiveView:
     """The view server (see the module docstring). ``publish``/``status`` feed it; ``close`` stops it."""
 
-    def __init__(self, port: int, *, host: str = "127.0.0.1", overlay=None) -> None:
+    def __init__(self, port: int, *, host: str = "127.0.0.1", overlay=draw_geometry) -> None:
         self._slots: dict[str, _Slot] = collections.defaultdict(_Slot)
         self._status: dict[str, dict] = {}
         self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
