@@ -30,6 +30,13 @@ def test_counts_are_exact_end_to_end(results, scene):
     assert row["zone_exact"], row["zone"]
 
 
+def test_zone_occupancy_follows_the_ground_truth_frame_by_frame(results):
+    # measured: 97.8-98.9% of frames; the others are single frames where a counting point is
+    # within the 2 px dead band of the border on one side and not the other (docs/analytics.md)
+    for name, row in results.items():
+        assert row["occupancy_frames_equal"] >= 0.95, (name, row["occupancy_differs_at"])
+
+
 def test_default_tracker_keeps_identities(results):
     # measured on the 2-core CPU route: IDF1 0.90-0.96, HOTA 0.82-0.85, 1 ID switch in all
     assert sum(r["IDSW"] for r in results.values()) <= 2, {k: r["IDSW"] for k, r in results.items()}

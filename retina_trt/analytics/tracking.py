@@ -47,38 +47,41 @@ class LibraryTracker:
         return kinds[name](lost_track_buffer=max(1, int(round(lost_track_seconds * 30))), frame_rate=fps)
 
     def update(self, detections: Detections) -> Detections:
+        boxes, scores, classes = detections.boxes_xyxy, detections.scores, detections.class_ids
+        stride = len(detections.all_class_names) or MAX_CLASSES
         if not self.per_class:
-            return self._track(0, detections)
-        groups = [self._track(int(c), detections._subset(detections.class_ids == c))
-                  for c in sorted(set(detections.class_ids.tolist()) | set(self._trackers))]  # fmt: skip
-        return _concat(groups, detections.all_class_names)
+            groups = [self._track(0, stride, boxes, scores, classes)]
+        else:
+            keys = sorted(set(classes.tolist()) | set(self._trackers))
+            groups = [self._track(c, stride, boxes[classes == c], scores[classes == c], classes[classes == c]) for c in keys]
+        ids = np.concatenate([g[3] for g in groups]) if groups else np.zeros(0, np.int64)
+        stacked = (np.concatenate([g[i] for g in groups]) if groups else empty for i, empty in
+                   enumerate((np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))))  # fmt: skip
+        return Detections(*stacked, detections.all_class_names, ids)
 
-    def _track(self, key: int, detections: Detections) -> Detections:
+    def _track(self, key: int, stride: int, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> tuple:
+        """One tracker's update on plain arrays: (boxes, scores, classes, ids) of its confirmed tracks.
+        A tracker with no tracks and nothing to track is not called (the library returns nothing
+        then and keeps no per-call state when no timestamps are given)."""
         tracker = self._trackers.get(key)
         if tracker is None:
             tracker = self._trackers[key] = self._make()
-        tracked = Detections.from_supervision(tracker.update(detections.to_supervision()), detections.all_class_names)
-        if tracked.tracker_ids is None:
-            return tracked._subset(np.zeros(len(tracked), dtype=bool))
-        tracked = tracked._subset(tracked.tracker_ids >= 0)
-        if not self.per_class:
-            return tracked
-        # unique per source without a table that grows with every track: interleave the classes
-        stride = len(detections.all_class_names) or MAX_CLASSES
-        ids = tracked.tracker_ids * stride + key
-        return Detections(tracked.boxes_xyxy, tracked.scores, tracked.class_ids, tracked.all_class_names, ids)
+        if not len(boxes) and not tracker.tracks:
+            return boxes, scores, classes, np.zeros(0, np.int64)
+        import supervision as sv  # a dependency of the trackers library
+
+        tracked = tracker.update(sv.Detections(xyxy=boxes.astype(np.float32), confidence=scores, class_id=classes.astype(int)))
+        if tracked.tracker_id is None or not len(tracked.xyxy):
+            return boxes[:0], scores[:0], classes[:0], np.zeros(0, np.int64)
+        keep = tracked.tracker_id >= 0
+        ids = tracked.tracker_id[keep].astype(np.int64)
+        if self.per_class:  # unique per source without a table that grows with every track: interleave the classes
+            ids = ids * stride + key
+        confidence = tracked.confidence if tracked.confidence is not None else np.ones(len(keep), np.float32)
+        return tracked.xyxy[keep], confidence[keep], tracked.class_id[keep], ids
 
     def reset(self) -> None:
         self._trackers.clear()
-
-
-def _concat(groups: list[Detections], names) -> Detections:
-    groups = [g for g in groups if len(g)]
-    if not groups:
-        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), names, np.zeros(0))
-    return Detections(np.concatenate([g.boxes_xyxy for g in groups]), np.concatenate([g.scores for g in groups]),
-                      np.concatenate([g.class_ids for g in groups]), names,
-                      np.concatenate([g.tracker_ids for g in groups]))  # fmt: skip
 
 
 class GreedyIouTracker:

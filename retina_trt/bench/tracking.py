@@ -4,7 +4,9 @@ For each scene of ``retina_trt.data.scenes.SCENES``: the video is written and de
 OpenCV, the model detects every frame once, and each tracker candidate runs on the same
 detections. Tracking is scored with the ``trackers`` library's TrackEval-parity evaluation (HOTA,
 MOTA, IDF1, ID switches) against the MOTChallenge ground truth; line and zone counts from
-``retina_trt.analytics.counting`` are compared with the counts the script makes, and so are
+``retina_trt.analytics.counting`` are compared with the counts the script makes, the zone's
+occupancy frame by frame with the occupancy of the ground-truth tracks through the same counter,
+and so are
 supervision's ``LineZone`` counts (its default four-corner trigger and the bottom-centre one).
 
   python -m retina_trt.bench.tracking --model samples/models/shapes_r18.pt --out bench-output/tracking
@@ -77,12 +79,35 @@ def run_tracker(name: str, detections: list[Detections], scene: Scene) -> list[D
 
 
 def count(tracked: list[Detections], scene: Scene) -> dict:
-    """Line in/out and zone enter/leave per class, from our counters."""
+    """Line in/out and zone enter/leave per class, and the zone's occupancy after each frame,
+    from our counters."""
     line, zone = LineCounter(Line(*scene.line)), ZoneCounter(Zone(scene.zone))
+    occupancy = []
     for frame, dets in enumerate(tracked):
         line.update(dets, frame)
         zone.update(dets, frame)
-    return {"line": line.counts, "zone": zone.counts}
+        occupancy.append(zone.occupancy)
+    return {"line": line.counts, "zone": zone.counts, "occupancy": occupancy}
+
+
+def ground_truth_tracks(folder: Path, scene: Scene) -> list[Detections]:
+    """The written scene's ``gt/gt.txt`` as tracked detections per frame (ids, and each track's
+    shape class from ``scene.json``)."""
+    record = json.loads((folder / "scene.json").read_text())
+    names = record["class_names"]
+    classes = {int(k): names.index(v) for k, v in record["track_classes"].items()}
+    per_frame: list[list] = [[] for _ in range(scene.num_frames)]
+    for row in (folder / "gt" / "gt.txt").read_text().split():
+        frame, track_id, x, y, w, h = (float(v) for v in row.split(",")[:6])
+        per_frame[int(frame) - 1].append((int(track_id), (x, y, x + w, y + h)))
+    return [Detections(np.array([b for _, b in rows], np.float32).reshape(-1, 4), np.ones(len(rows), np.float32),
+                       [classes[t] for t, _ in rows], names, [t for t, _ in rows]) for rows in per_frame]  # fmt: skip
+
+
+def occupancy_agreement(got: list[dict], truth: list[dict]) -> dict:
+    """Frames whose zone occupancy (per class) equals the ground truth's, and the frames that differ."""
+    differ = [frame for frame, (g, t) in enumerate(zip(got, truth)) if g != t]
+    return {"occupancy_frames_equal": 1 - len(differ) / max(len(truth), 1), "occupancy_differs_at": differ}
 
 
 def count_supervision(tracked: list[Detections], scene: Scene, anchors: str) -> dict[str, int]:
@@ -136,8 +161,11 @@ def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS) -> dict:
     analytics_s = analytics_seconds_per_frame(detections, scene, out / "events" / f"{scene.name}.jsonl")
     rows = {"_cost": {"detect_ms": 1000 * detect_s, "analytics_ms": 1000 * analytics_s,
                       "analytics_share": analytics_s / (detect_s + analytics_s)}}  # fmt: skip
+    truth_occupancy = count(ground_truth_tracks(folder, scene), scene)["occupancy"]
     for name in trackers:
+        started = time.perf_counter()
         tracked = run_tracker(name, detections, scene)
+        track_ms = 1000 * (time.perf_counter() - started) / len(detections)
         write_mot(tracked, out / "results" / scene.name / f"{name}.txt")
         counts = count(tracked, scene)
         expected_totals = _totals(scene.expected_line)
@@ -147,6 +175,8 @@ def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS) -> dict:
             "line": counts["line"], "zone": counts["zone"],
             "line_exact": counts["line"] == _normalised(scene.expected_line, ("in", "out")),
             "zone_exact": counts["zone"] == _normalised(scene.expected_zone, ("enter", "leave")),
+            **occupancy_agreement(counts["occupancy"], truth_occupancy),
+            "track_ms": track_ms,
             "supervision_line_exact": {a: c == expected_totals for a, c in sv_counts.items()},
         }  # fmt: skip
         logger.info("%s %s: %s", scene.name, name, rows[name])
@@ -159,13 +189,13 @@ def _normalised(counts: dict, keys: tuple[str, str]) -> dict:
 
 def markdown(results: dict, machine: str) -> str:
     lines = [f"Tracking and counting on the scripted scenes ({machine}; detections >= {MIN_SCORE}).", "",
-             "| scene | tracker | HOTA | MOTA | IDF1 | ID switches | line counts exact | zone counts exact | supervision LineZone exact (corners / bottom centre) |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| scene | tracker | HOTA | MOTA | IDF1 | ID switches | line counts exact | zone counts exact | frames with the zone's occupancy exact | supervision LineZone exact (corners / bottom centre) | tracker ms per frame |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for scene, rows in results.items():
         for name, r in _trackers(rows).items():
             sv_exact = r["supervision_line_exact"]
             lines.append(f"| {scene} | {name} | {r['HOTA']:.3f} | {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | "
-                         f"{_yes(r['line_exact'])} | {_yes(r['zone_exact'])} | {_yes(sv_exact['corners'])} / {_yes(sv_exact['bottom_centre'])} |")  # fmt: skip
+                         f"{_yes(r['line_exact'])} | {_yes(r['zone_exact'])} | {100 * r['occupancy_frames_equal']:.1f}% | {_yes(sv_exact['corners'])} / {_yes(sv_exact['bottom_centre'])} | {r['track_ms']:.2f} |")  # fmt: skip
     lines += ["", "| tracker | mean HOTA | mean MOTA | mean IDF1 | ID switches | scenes with exact line and zone counts |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for name, s in summary(results).items():
