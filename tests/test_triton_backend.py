@@ -4,18 +4,22 @@ The first tests run everywhere (URLs, an unreachable server: one clear error, fa
 (marked ``serve``: `make test-serve`) run against a real Triton Inference Server (`make
 serve-env`): the same detections as a local Detector over gRPC and HTTP, the spec read from the
 server, a multi-source stream on the remote model, and a server restart survived by the same
-Detector (errors counted and named, no hang).
+Detector (errors counted and named, no hang), also in the middle of a running stream of live
+cameras.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import wait_until
 
 from retina_trt import Detector, export_onnx
+from retina_trt.bench.camera import Camera
 from retina_trt.errors import BackendError, BackendUnavailableError
 from retina_trt.runtime.triton_backend import parse_url
 
@@ -108,3 +112,39 @@ def test_a_server_restart_is_survived_errors_counted_and_named(served, image_dir
         served["server"] = start()  # back on the same ports
         after = remote(image)  # the same Detector, reconnected
     np.testing.assert_allclose(after.boxes_xyxy, before.boxes_xyxy, atol=1e-4)
+
+
+@serve
+def test_a_server_restart_mid_stream_is_survived_and_counted(served):
+    """Two live cameras stream through the remote model; the server is killed and started again
+    on the same ports while the stream runs: the failing batches are counted as errors, named,
+    and skipped, the stream never stops, frames are processed again once the server is back, and
+    every frame read is accounted for."""
+    ports, start = served["ports"], served["start"]
+    cameras = {name: Camera(fps=10, size=(96, 128)) for name in ("a", "b")}
+    received: dict[str, int] = {"a": 0, "b": 0}
+    try:
+        with Detector(f"grpc://127.0.0.1:{ports['grpc_port']}/retina", timeout_s=2) as remote:
+            stream = remote.streams({name: cam.url for name, cam in cameras.items()})
+            consumer = threading.Thread(target=lambda: [received.__setitem__(r.source_id, received[r.source_id] + 1)
+                                                        for r in stream], daemon=True)  # fmt: skip
+            consumer.start()
+            assert wait_until(lambda: min(received.values()) >= 10, 60), received
+            served["server"].stop()
+            assert wait_until(lambda: sum(s["errors"] for s in stream.stats().values()) >= 2, 60), stream.stats()
+            before = dict(received)
+            served["server"] = start()  # back on the same ports
+            assert wait_until(lambda: all(received[k] >= before[k] + 10 for k in received), 90), (before, received)
+            stats = stream.stats()
+            stream.close()
+            consumer.join(timeout=30)
+    finally:
+        for cam in cameras.values():
+            cam.stop()
+    assert not consumer.is_alive()
+    for name, st in stats.items():
+        assert st["errors"] >= 1 and "Triton server 127.0.0.1" in (st["last_error"] or ""), (name, st)
+        assert st["state"] == "running", (name, st)  # the cameras never failed: only the server did
+    final = stream.stats()
+    for name, st in final.items():
+        assert st["read"] == st["processed"] + st["dropped"] + st["skipped"] + st["decode_errors"] + st["errors"], (name, st)
