@@ -130,6 +130,22 @@ def test_gpu_check_runs_what_it_can_and_says_what_it_skipped(tmp_path):
     assert "| graph_nms_equals_reference | pass |" in (tmp_path / "gpu_check.md").read_text()
 
 
+def test_a_capped_cpu_isa_is_recorded_and_reported(monkeypatch):
+    """A run with oneDNN held below the CPU's ISA (ONEDNN_MAX_CPU_ISA, e.g. an AMX Xeon measured
+    as an AVX-512-VNNI machine) says so in bench.json and bench.md; an uncapped run says nothing."""
+    from retina_trt.bench.latency import machine_info
+    from retina_trt.bench.report import markdown
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert "onednn_max_cpu_isa" not in machine_info()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    machine = machine_info()
+    assert machine["onednn_max_cpu_isa"] == "AVX512_CORE_VNNI"
+    report = {"model": "m.onnx", "backbone": "resnet18", "machine": machine, "image": [240, 320],
+              "timing": {"warmup_s": 0, "iterations": 1, "duration_s": None}, "rows": []}  # fmt: skip
+    assert "oneDNN kernels capped at AVX512_CORE_VNNI" in markdown(report)
+
+
 def test_route_parsing():
     from retina_trt.bench.routes import parse_route
 

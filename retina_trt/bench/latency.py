@@ -75,6 +75,9 @@ class LatencyStats:
         }
 
 
+ONEDNN_ISA_CAP = "ONEDNN_MAX_CPU_ISA"  # read by oneDNN in OpenVINO and PyTorch: the highest ISA its kernels use
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, GPU and library versions of this machine."""
     from importlib.metadata import PackageNotFoundError, version
@@ -89,6 +92,8 @@ def machine_info() -> dict[str, Any]:
 
     info: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": cpu_isa(),
                             "python": platform.python_version(), "gpu": None}  # fmt: skip
+    if os.environ.get(ONEDNN_ISA_CAP):  # the CPU's kernels capped below what it has (e.g. no AMX)
+        info["onednn_max_cpu_isa"] = os.environ[ONEDNN_ISA_CAP]
     try:
         import torch
 

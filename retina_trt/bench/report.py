@@ -10,13 +10,19 @@ from typing import Any
 from retina_trt.utils import atomic_path
 
 
+def _isa_cap(machine: dict[str, Any]) -> str:
+    cap = machine.get("onednn_max_cpu_isa")
+    return f", **oneDNN kernels capped at {cap}** (ONEDNN_MAX_CPU_ISA; ONNX Runtime is not)" if cap else ""
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     here = m["gpu"] or m["cpu"]
     lines = [
         f"# retina-trt bench: {Path(report['model']).name} ({report.get('backbone')})",
         "",
-        f"Measured on: {here} ({m['cpu_cores']} cores, ISA {' '.join(m.get('cpu_isa') or []) or 'unknown'}; "
+        f"Measured on: {here} ({m['cpu_cores']} cores, ISA {' '.join(m.get('cpu_isa') or []) or 'unknown'}"
+        f"{_isa_cap(m)}; "
         f"torch {m.get('torch')}, onnxruntime {m.get('onnxruntime-gpu') or m.get('onnxruntime')}, openvino "
         f"{m.get('openvino', 'not installed')}, tensorrt {m.get('tensorrt', 'not installed')}); "
         f"input: one {report['image'][1]}x{report['image'][0]} frame; warm-up {report['timing']['warmup_s']} s, "
