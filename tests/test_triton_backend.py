@@ -126,8 +126,12 @@ def test_a_server_restart_mid_stream_is_survived_and_counted(served):
     try:
         with Detector(f"grpc://127.0.0.1:{ports['grpc_port']}/retina", timeout_s=2) as remote:
             stream = remote.streams({name: cam.url for name, cam in cameras.items()})
-            consumer = threading.Thread(target=lambda: [received.__setitem__(r.source_id, received[r.source_id] + 1)
-                                                        for r in stream], daemon=True)  # fmt: skip
+
+            def consume() -> None:
+                for result in stream:
+                    received[result.source_id] += 1
+
+            consumer = threading.Thread(target=consume, daemon=True)
             consumer.start()
             assert wait_until(lambda: min(received.values()) >= 10, 60), received
             served["server"].stop()

@@ -3,8 +3,9 @@
 :class:`SourceAnalytics` takes one processed frame at a time (a ``MultiFrame`` of
 ``det.streams`` or any frame with its detections) and returns the events of that frame. Zones
 and lines are given as fractions of the frame (``"x,y;x,y;..."``) and placed when the first
-frame shows the frame size (and again, keeping the counts, if the size changes). A new ``generation`` (the source reconnected) starts a fresh
-tracker, so ids stay unique per source run and no track jumps across an outage.
+frame shows the frame size (and again, keeping the counts, when the size changes). A new
+``generation`` (the source reconnected) starts a fresh tracker, so ids stay unique per source
+run and no track jumps across an outage.
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ class LibraryTracker:
         else:
             keys = sorted(set(classes.tolist()) | set(self._trackers))
             groups = [self._track(c, stride, boxes[classes == c], scores[classes == c], classes[classes == c]) for c in keys]
-        ids = np.concatenate([g[3] for g in groups]) if groups else np.zeros(0, np.int64)
-        stacked = (np.concatenate([g[i] for g in groups]) if groups else empty for i, empty in
-                   enumerate((np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))))  # fmt: skip
-        return Detections(*stacked, detections.all_class_names, ids)
+        if not groups:  # per class, and no class seen yet
+            groups = [(boxes, scores, classes, np.zeros(0, np.int64))]
+        boxes, scores, classes, ids = (np.concatenate(part) for part in zip(*groups))
+        return Detections(boxes, scores, classes, detections.all_class_names, ids)
 
     def _track(self, key: int, stride: int, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> tuple:
         """One tracker's update on plain arrays: (boxes, scores, classes, ids) of its confirmed tracks.

@@ -3,8 +3,9 @@ and every NMS kind in one place (``NMS_APPENDERS``).
 
 Per level: sigmoid, the TopK over anchors x classes (K = min(topk_candidates, level size), so the
 candidates are exactly the reference's once scores <= score_thresh are dropped; taken in two
-small TopKs, ``_top_candidates``), anchor/class split, GatherND of the deltas, box decoding with the clamp, clipping to each image's valid
-region (``image_sizes`` input). Levels are merged; then either the merged candidates are the
+small TopKs, ``_top_candidates``, read from the head outputs in the convolutions' own layout),
+anchor/class split, GatherElements of the chosen anchors' deltas (``_anchor_rows``), box decoding
+with the clamp, clipping to each image's valid region (``image_sizes`` input). Levels are merged; then either the merged candidates are the
 outputs (``nms="none"``) or class-aware ``NonMaxSuppression`` and a TopK of ``detections_per_img``
 give the fixed-shape output contract: ``NonMaxSuppression`` (``nms="onnx"``), exact greedy NMS
 from plain operators (``nms="graph"``), the retina_trt plugin's three nodes (``nms="plugin"``) or
@@ -144,6 +145,7 @@ def _by_anchor(g: GraphBuilder, heads: str, num_anchors: int, width: int) -> str
 
 
 def _rows(g: GraphBuilder, by_anchor: str, anchor_idx: str, num_anchors: int, width: int) -> str:
+    """``_anchor_rows`` on the view ``_by_anchor`` made: by_anchor [B, A, width, H*W] -> [B, k, width]."""
     locations = g.shape_dim(by_anchor, 3)  # H*W, int64 [1]
     a_const = g.const(num_anchors, np.int64, "num_anchors")
     location = g.op("Div", [anchor_idx, a_const])  # [B, k]
