@@ -4,10 +4,10 @@ For each scene of ``retina_trt.data.scenes.SCENES``: the video is written and de
 OpenCV, the model detects every frame once, and each tracker candidate runs on the same
 detections. Tracking is scored with the ``trackers`` library's TrackEval-parity evaluation (HOTA,
 MOTA, IDF1, ID switches) against the MOTChallenge ground truth; line and zone counts from
-``retina_trt.analytics.counting`` are compared with the counts the script makes, the zone's
-occupancy frame by frame with the occupancy of the ground-truth tracks through the same counter,
-and so are
-supervision's ``LineZone`` counts (its default four-corner trigger and the bottom-centre one).
+``retina_trt.analytics.counting`` are compared with the counts the script makes (and so are
+supervision's ``LineZone`` counts, with its default four-corner trigger and the bottom-centre
+one), and the zone's occupancy, frame by frame, with that of the ground-truth tracks through the
+same counter.
 
   python -m retina_trt.bench.tracking --model samples/models/shapes_r18.pt --out bench-output/tracking
 """
