@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file output, timing."""
+"""Small shared helpers: atomic file output, timing, a bounded pool of worker threads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 CACHE_ENV = "RETINA_TRT_CACHE"
@@ -142,3 +143,28 @@ class Timer:
         """Mean milliseconds per call of each stage."""
         with self._lock:
             return {k: 1000.0 * v / self.counts[k] for k, v in self.totals_s.items()}
+
+
+class BoundedWorkers:
+    """``workers`` threads that run ``fn(item)``; :meth:`submit` returns a Future and blocks while
+    every worker is busy, so at most ``workers`` items are in flight (a backend's parallel
+    requests: one per TensorRT execution context)."""
+
+    def __init__(self, fn: Callable, workers: int, name: str = "retina-trt-worker") -> None:
+        self.fn, self.workers = fn, max(1, int(workers))
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=name)
+        self._slots = threading.BoundedSemaphore(self.workers)
+
+    def submit(self, item) -> Future:
+        self._slots.acquire()
+        try:
+            future = self._pool.submit(self.fn, item)
+        except BaseException:  # shut down: the slot is not taken
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        return future
+
+    def close(self) -> None:
+        """Wait for the items in flight, then stop the threads (idempotent)."""
+        self._pool.shutdown(wait=True)

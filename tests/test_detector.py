@@ -142,6 +142,40 @@ def test_detector_timer_is_thread_safe():
     assert timer.mean_ms()["inference"] >= 0
 
 
+def test_bounded_workers_keep_at_most_n_in_flight():
+    """The pool behind the TensorRT backend's ``submit`` (one worker per execution context): two
+    items run at once and no more, submit blocks meanwhile, results and errors reach the futures."""
+    import threading
+    import time
+
+    from retina_trt.utils import BoundedWorkers
+
+    running, most, lock = [0], [0], threading.Lock()
+
+    def work(item):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        if item == 3:
+            raise ValueError("item 3 fails")
+        return item * 10
+
+    workers = BoundedWorkers(work, 2)
+    futures, in_flight = [], []
+    for item in range(8):
+        futures.append(workers.submit(item))
+        in_flight.append(sum(not f.done() for f in futures))
+    workers.close()
+    assert most[0] == 2 and max(in_flight) <= 2, (most, in_flight)
+    assert [f.result() for f in futures if f.exception() is None] == [0, 10, 20, 40, 50, 60, 70]
+    assert "item 3 fails" in str(futures[3].exception())
+    with pytest.raises(RuntimeError):
+        workers.submit(9)  # closed
+
+
 def test_torch_backend_threads_do_not_change_the_process(tiny_checkpoint, images):
     import torch
 

@@ -85,6 +85,32 @@ def test_thread_safety_under_8_threads(engines):
         np.testing.assert_allclose(result.boxes_xyxy, expected[i % 16].boxes_xyxy, atol=1e-3)
 
 
+def test_streams_keep_two_contexts_busy_and_equal_single_calls(engines, tmp_path):
+    """det.streams on an engine: batches across sources go through ``submit``, two at once (one
+    per execution context), and every frame's detections equal a single call's."""
+    import cv2
+
+    from retina_trt.data.synthetic import write_video
+
+    videos = [write_video(tmp_path / f"v{i}.avi", num_frames=24, seed=i, frame_size=(256, 256)) for i in range(3)]
+    with Detector(engines["fp16"][0]) as det:
+        assert det.parallel_requests == 2
+        stream = det.streams({f"s{i}": v for i, v in enumerate(videos)}, push_timeout_ms=50)
+        with stream:
+            got = {(r.source_id, r.index): r for r in stream}
+        assert len(got) == 72 and max(stream.batch_sizes) > 1
+        matched = total = 0
+        for i, video in enumerate(videos):
+            capture = cv2.VideoCapture(str(video))
+            for index in range(24):
+                ok, frame = capture.read()
+                assert ok and np.array_equal(frame, got[(f"s{i}", index)].frame)
+                m, n = count_matched(det(frame), got[(f"s{i}", index)].detections, min_score=0.4)
+                matched, total = matched + m, total + n
+            capture.release()
+    assert total >= 30 and matched >= 0.97 * total, (matched, total)  # batched FP16 kernels may differ slightly
+
+
 def test_cuda_graph_on_off_equal(engines):
     images = [generate_image(1, i, CONFIG)[0] for i in range(6)]
     with Detector(engines["fp16"][0]) as plain, Detector(engines["fp16"][0], cuda_graph=True) as graph:

@@ -14,6 +14,8 @@
   and replayed; engines whose output shapes depend on the data (``nms="onnx"``: TensorRT's
   INMSLayer copies shapes to the host, which a capture cannot hold) fall back to plain enqueues
   with one log line.
+* ``submit`` runs batches on worker threads, one per context of the pool, so ``det.streams`` keeps
+  ``parallel_requests`` (= ``max_contexts``) batches in flight on the GPU at once.
 * ``run_torch`` takes CUDA torch tensors and binds their memory directly (zero copy).
 
 CUDA goes through NVIDIA's CUDA Python binding (``cuda-python``: ``cuda.bindings.runtime``).
@@ -27,6 +29,7 @@ import logging
 import os
 import queue
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from retina_trt.contract import CANDIDATE_OUTPUTS, TENSOR_DTYPES, ExportInfo, Ra
 from retina_trt.contract.engine_file import check_engine_compatible, read_engine_header, read_plan
 from retina_trt.contract.nms import finish_candidates
 from retina_trt.errors import ModelFormatError
+from retina_trt.utils import BoundedWorkers
 
 from .compat import (
     FLAVOUR_NAMES,
@@ -310,6 +314,7 @@ class TensorRTBackend:
             )
         self.input_names, self.output_names, self._np_dtypes = check_io(engine_io(trt, self._engine), header.info, path)
         self._profile = [tuple(s) for s in header.build["profile"]["images"]]
+        self.min_batch = int(self._profile[0][0])  # a request is never split below it
         self._cuda_graph = bool(cuda_graph)
         if self._cuda_graph and not cuda_graph_capturable(self.nms):
             logger.warning("nms=%r engines have data-dependent output shapes, which CUDA graphs cannot capture; "
@@ -319,6 +324,7 @@ class TensorRTBackend:
         self._pool: queue.LifoQueue[_Context] = queue.LifoQueue()
         self._created: list[_Context] = []
         self._lock = threading.Lock()
+        self._workers: BoundedWorkers | None = None
         self.last_ms: dict[str, float] = {}
 
     def _contract_max_shape(self, name: str) -> tuple[int, ...]:
@@ -351,6 +357,8 @@ class TensorRTBackend:
             )
         if batch > self.max_batch:
             raise ValueError(f"batch {batch} exceeds the engine's maximum {self.max_batch}")
+        if batch < self.min_batch:
+            raise ValueError(f"batch {batch} is below the engine's minimum {self.min_batch}; rebuild with --batch 1:OPT:MAX")
 
     def _raw(self, outputs: dict[str, np.ndarray]):
         if self.nms == "none":  # candidates out: the reference NMS on the host
@@ -380,6 +388,19 @@ class TensorRTBackend:
             results.extend(self._raw(outputs))
         return results
 
+    @property
+    def parallel_requests(self) -> int:
+        """How many :meth:`submit` batches run at once: one per execution context."""
+        return self._max_contexts
+
+    def submit(self, batch) -> Future:
+        """Start ``batch`` on a worker thread with a context of its own; the future's result is
+        ``run``'s list. Blocks while every context is busy (at most ``parallel_requests`` in flight)."""
+        with self._lock:
+            if self._workers is None:
+                self._workers = BoundedWorkers(self.run, self._max_contexts, "retina-trt-context")
+        return self._workers.submit(batch)
+
     def run_torch(self, images, image_sizes) -> list:
         """Zero-copy inference on CUDA tensors: ``images`` uint8 [B, H, W, 3] (contiguous),
         ``image_sizes`` int32 [B, 2]; returns RawDetections per image."""
@@ -399,7 +420,10 @@ class TensorRTBackend:
         return self._raw(outputs)
 
     def close(self) -> None:
-        """Free every context, buffer, stream and graph now (idempotent)."""
+        """Free every context, buffer, stream and graph now (idempotent); batches in flight finish first."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
         for ctx in self._created:
             ctx.close()
         self._created.clear()
