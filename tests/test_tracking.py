@@ -48,6 +48,38 @@ def test_every_tracker_keeps_one_id_for_a_moving_object(name):
     assert len(tracker.update(_dets([]))) == 0
 
 
+@pytest.mark.parametrize("name", TRACKERS)
+def test_a_track_never_changes_class(name):
+    """Two objects of two classes pass through each other (IoU up to 1 across classes), then a
+    box of the other class takes the place of one that left: every id keeps one class."""
+    tracker, classes_of = make_tracker(name, fps=15), {}
+    for frame in range(16):
+        x = 10 + 8 * frame
+        out = tracker.update(_dets([[x, 20, x + 40, 60], [130 - x, 22, 170 - x, 62]], [0, 1]))
+        for track_id, class_id in zip(out.tracker_ids.tolist(), out.class_ids.tolist()):
+            classes_of.setdefault(track_id, set()).add(class_id)
+    last = {c: i for i, c in zip(out.tracker_ids.tolist(), out.class_ids.tolist())}
+    for _ in range(6):  # the circle's place is taken by a square that stands still
+        out = tracker.update(_dets([[138, 20, 178, 60]], [1]))
+        for track_id, class_id in zip(out.tracker_ids.tolist(), out.class_ids.tolist()):
+            classes_of.setdefault(track_id, set()).add(class_id)
+    assert all(len(c) == 1 for c in classes_of.values()), classes_of
+    assert last[0] not in out.tracker_ids.tolist()
+
+
+def test_class_gate_scores_pairs_across_classes_far_below_any_iou():
+    pytest.importorskip("trackers")
+    from retina_trt.analytics.class_gate import CROSS_PENALTY, ClassGatedIoU, from_bands, to_bands
+
+    boxes = np.array([[0.5, 1.25, 30.75, 40], [0.5, 1.25, 30.75, 40], [10, 10, 20, 20]], np.float32)
+    classes = np.array([0, 7, 7])
+    banded = to_bands(boxes, classes)
+    assert np.array_equal(from_bands(banded, classes), boxes)  # no pixel lost on the way
+    scores = ClassGatedIoU().compute(banded, banded)
+    assert scores[0, 1] == scores[1, 0] == -CROSS_PENALTY  # the same box, two classes
+    assert scores[0, 0] == scores[1, 1] == 1.0 and 0 < scores[1, 2] < 1
+
+
 def test_unknown_tracker_and_bad_rates_are_refused():
     with pytest.raises(ValueError, match="bytetrack"):
         make_tracker("deepsort")

@@ -18,17 +18,25 @@ from retina_trt.runtime.detections import Detections
 TRACKERS = ("bytetrack", "sort", "ocsort", "iou")
 MAX_CLASSES = 10_000  # ModelSpec's bound on num_classes: the id stride where class names are unknown
 DEFAULT_TRACKER = "ocsort"  # exact counts on every scripted scene (docs/analytics.md)
+# OC-SORT gives a track its id after this many frames in a row (the library's default is 3): a
+# detection seen in one frame only never becomes a track, and the scripted scenes' HOTA and
+# occupancy are those of the per-class trackers it replaced (docs/analytics.md measures 1, 2, 3).
+OCSORT_CONFIRM_FRAMES = 2
 
 
 class LibraryTracker:
     """A tracker of the ``trackers`` library (``bytetrack``, ``sort``, ``ocsort``).
 
-    The library's trackers ignore classes; with ``per_class`` (the default) one runs per class,
-    so a track never jumps to an object of another class where two cross or one hides the other
-    (measured on the scripted scenes, docs/analytics.md). Ids stay unique per source."""
+    The library's trackers ignore classes; a track must never jump to an object of another class
+    where two cross or one hides the other (measured on the scripted scenes, docs/analytics.md).
+    ByteTrack and OC-SORT take an IoU of ours, so one tracker follows every class with each
+    association kept inside a class (``analytics/class_gate.py``: one call per frame); SORT takes
+    none and runs once per class (ids interleaved by class). Ids stay unique per source."""
 
-    def __init__(self, name: str, *, fps: float = 15.0, lost_track_seconds: float = 2.0, per_class: bool = True) -> None:
-        self.name, self.per_class = name, per_class
+    GATED = ("bytetrack", "ocsort")  # the library trackers that take ``iou=``
+
+    def __init__(self, name: str, *, fps: float = 15.0, lost_track_seconds: float = 2.0) -> None:
+        self.name = name
         self._make = lambda: self._new(name, fps, lost_track_seconds)
         self._trackers: dict[int, object] = {}
 
@@ -36,6 +44,8 @@ class LibraryTracker:
     def _new(name: str, fps: float, lost_track_seconds: float):
         try:
             import trackers
+
+            from retina_trt.analytics.class_gate import ClassGatedIoU
         except ImportError as err:
             raise ImportError(
                 f"tracker {name!r} needs the trackers library: pip install 'retina-trt[analytics]' and "
@@ -44,22 +54,29 @@ class LibraryTracker:
             ) from err
         kinds = {"bytetrack": trackers.ByteTrackTracker, "sort": trackers.SORTTracker, "ocsort": trackers.OCSORTTracker}
         # lost_track_buffer is in frames at 30 fps: scale it so a track survives lost_track_seconds.
-        return kinds[name](lost_track_buffer=max(1, int(round(lost_track_seconds * 30))), frame_rate=fps)
+        options = {"lost_track_buffer": max(1, int(round(lost_track_seconds * 30))), "frame_rate": fps}
+        if name in LibraryTracker.GATED:
+            options["iou"] = ClassGatedIoU()
+        if name == "ocsort":
+            options["minimum_consecutive_frames"] = OCSORT_CONFIRM_FRAMES
+        return kinds[name](**options)
 
     def update(self, detections: Detections) -> Detections:
         boxes, scores, classes = detections.boxes_xyxy, detections.scores, detections.class_ids
+        if self.name in self.GATED:
+            from retina_trt.analytics.class_gate import from_bands, to_bands
+
+            boxes, scores, classes, ids = self._track(0, to_bands(boxes, classes), scores, classes)
+            return Detections(from_bands(boxes, classes), scores, classes, detections.all_class_names, ids)
         stride = len(detections.all_class_names) or MAX_CLASSES
-        if not self.per_class:
-            groups = [self._track(0, stride, boxes, scores, classes)]
-        else:
-            keys = sorted(set(classes.tolist()) | set(self._trackers))
-            groups = [self._track(c, stride, boxes[classes == c], scores[classes == c], classes[classes == c]) for c in keys]
-        if not groups:  # per class, and no class seen yet
-            groups = [(boxes, scores, classes, np.zeros(0, np.int64))]
+        groups = [(boxes[:0], scores[:0], classes[:0], np.zeros(0, np.int64))]
+        for c in sorted(set(classes.tolist()) | set(self._trackers)):
+            b, s, k, ids = self._track(c, boxes[classes == c], scores[classes == c], classes[classes == c])
+            groups.append((b, s, k, ids * stride + c))  # unique per source: the classes' ids interleaved
         boxes, scores, classes, ids = (np.concatenate(part) for part in zip(*groups))
         return Detections(boxes, scores, classes, detections.all_class_names, ids)
 
-    def _track(self, key: int, stride: int, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> tuple:
+    def _track(self, key: int, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> tuple:
         """One tracker's update on plain arrays: (boxes, scores, classes, ids) of its confirmed tracks.
         A tracker with no tracks and nothing to track is not called (the library returns nothing
         then and keeps no per-call state when no timestamps are given)."""
@@ -70,15 +87,12 @@ class LibraryTracker:
             return boxes, scores, classes, np.zeros(0, np.int64)
         import supervision as sv  # a dependency of the trackers library
 
-        tracked = tracker.update(sv.Detections(xyxy=boxes.astype(np.float32), confidence=scores, class_id=classes.astype(int)))
+        tracked = tracker.update(sv.Detections(xyxy=boxes, confidence=scores, class_id=classes.astype(int)))
         if tracked.tracker_id is None or not len(tracked.xyxy):
             return boxes[:0], scores[:0], classes[:0], np.zeros(0, np.int64)
         keep = tracked.tracker_id >= 0
-        ids = tracked.tracker_id[keep].astype(np.int64)
-        if self.per_class:  # unique per source without a table that grows with every track: interleave the classes
-            ids = ids * stride + key
         confidence = tracked.confidence if tracked.confidence is not None else np.ones(len(keep), np.float32)
-        return tracked.xyxy[keep], confidence[keep], tracked.class_id[keep], ids
+        return tracked.xyxy[keep], confidence[keep], tracked.class_id[keep], tracked.tracker_id[keep].astype(np.int64)
 
     def reset(self) -> None:
         self._trackers.clear()
