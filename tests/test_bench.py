@@ -213,3 +213,22 @@ def test_bf16_route_runs_in_bf16_or_is_left_out_with_the_reason(tiny_checkpoint,
     else:
         assert report["skipped_routes"] == {}
         assert report["rows"][1]["layer_precisions"]["convolutions"] == {"bf16": 78}
+
+
+def test_capacity_estimate_from_batch_throughput(onnx_models):
+    """bench/capacity.py: the batch-1/batch-8 throughput of a real Detector, and the estimate
+    of N cameras' total fps (capped by the cameras, interpolated between the batch sizes)."""
+    from retina_trt import Detector
+    from retina_trt.bench.capacity import batch_throughput, estimate_fps, estimate_rows
+
+    with Detector(onnx_models[("onnx", False)]) as det:
+        rates = batch_throughput(det, np.zeros((120, 160, 3), np.uint8), seconds=0.2)
+    assert set(rates) == {1, 8} and all(r > 0 for r in rates.values())
+    rates = {1: 50.0, 8: 120.0}
+    assert estimate_fps(rates, 1, 15.0) == 15.0  # the camera is the limit
+    assert estimate_fps(rates, 4, 15.0) == 60.0
+    assert estimate_fps(rates, 8, 30.0) == 120.0  # the model is the limit
+    assert estimate_fps(rates, 4, 100.0) == pytest.approx(50 + 70 * 3 / 7)  # between batch 1 and 8
+    assert estimate_fps(rates, 16, 100.0) == 120.0  # beyond batch 8: batch 8's rate
+    rows = estimate_rows(rates, [1, 8], 15.0, "openvino bf16")
+    assert [r["total_fps"] for r in rows] == [15.0, 120.0] and rows[0]["route"] == "estimate"

@@ -19,7 +19,9 @@ Checks, in order:
    (``submit``, as ``det.streams`` runs them), a batch beyond the profile, ``run_torch``; a
    version-compatible engine (TensorRT 10/11);
 6. a short ``bench`` sweep: FP16 TensorRT engines of ResNet-50-FPN at the paper's scales, beside
-   its M40 column (TensorRT 10/11 only).
+   its M40 column (TensorRT 10/11 only);
+7. the many-cameras table's GPU estimate: the demo model's FP16 engine at batch 1 and 8, and the
+   total fps 1-8 cameras at 15 fps would get (``bench/capacity.py``: an estimate, said so).
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` under ``--out``.
 """
@@ -330,6 +332,35 @@ def check_tensorrt_latency(quick: bool) -> dict:
     return {"rows": report["rows"]}
 
 
+def check_multisource_estimate(quick: bool) -> dict:
+    """The many-cameras table's GPU figure, as an estimate: an FP16 engine of the demo model
+    (batch 1:4:8), its batch-1 and batch-8 throughput, and the total fps 1, 2, 4 and 8 cameras at
+    15 fps would get through ``det.streams`` (``bench/capacity.py``; not measured with cameras)."""
+    _cuda()
+    import numpy as np
+
+    from retina_trt import Detector, export_onnx
+    from retina_trt.bench.capacity import batch_throughput, estimate_rows
+    from retina_trt.calibration import prepare_precision
+    from retina_trt.errors import BackendUnavailableError
+    from retina_trt.trt import BuildOptions, build_engine
+    from retina_trt.trt.compat import import_tensorrt
+
+    try:
+        import_tensorrt()
+    except BackendUnavailableError as err:
+        raise Skip(f"no TensorRT here: {err}") from err
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        source = export_onnx(MODEL, tmp / "demo.onnx", batch=(1, 4, 8))
+        prepared = prepare_precision(source, "fp16", tmp / "demo.fp16.onnx").path
+        engine = build_engine(prepared, tmp / "demo.fp16.engine", BuildOptions(batch=(1, 4, 8)))
+        with Detector(engine) as det:
+            rates = batch_throughput(det, np.zeros((240, 320, 3), np.uint8), seconds=1.0 if quick else 3.0)
+            rows = estimate_rows(rates, [1, 2, 4, 8], 15.0, f"{det.backend} {det.precision}")
+    return {"estimate": True, "rows": rows}
+
+
 CHECKS = {
     "environment": check_environment,
     "graph_nms_equals_reference": check_graph_nms,
@@ -337,6 +368,7 @@ CHECKS = {
     "torch_cuda_latency": check_torch_cuda,
     "tensorrt_engines": check_tensorrt_engines,
     "tensorrt_latency_sweep": check_tensorrt_latency,
+    "multisource_estimate": check_multisource_estimate,
 }
 
 

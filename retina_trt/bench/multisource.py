@@ -7,7 +7,10 @@ localhost (``bench/camera.py``) and runs them, for each N, through:
 * ``batched``: one ``det.streams`` (frames of all sources batched into one model call);
 * ``threads``: one ``Detector.stream`` thread per source on one shared Detector (what
   ``samples/video_analytics.py`` did before ``det.streams``);
-* ``triton`` (with ``--triton``): ``det.streams`` on a Detector that is a Triton client.
+* ``triton`` (with ``--triton``): ``det.streams`` on a Detector that is a Triton client;
+* ``estimate``: the total fps estimated from the model's batch-1 and batch-8 throughput alone
+  (``bench/capacity.py``), the figure a GPU machine gives without the cameras, checked here
+  against the measured ``batched`` rows.
 
 Per route and N: total processed fps, min/max per-source fps (fairness), p50/p99 latency from
 decode to result (live sources: time since the source opened minus the frame's timestamp), and
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from retina_trt.bench.camera import Camera
+from retina_trt.bench.capacity import batch_throughput, estimate_rows
 from retina_trt.runtime.cpu import cpu_isa, cpu_name
 from retina_trt.utils import atomic_path
 
@@ -100,6 +104,10 @@ def run(model: Path, sources: list[int], fps: float, seconds: float, triton: str
                     cam.stop()
             rows.append({**_row(route, n, counts, latencies, dropped, seconds), "backend": backend})
             print(json.dumps(rows[-1]), flush=True)
+    with Detector(model) as det:
+        rates = batch_throughput(det, np.zeros((240, 320, 3), np.uint8))
+        rows += estimate_rows(rates, sources, fps, f"{det.backend} {det.precision}")
+    print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -109,8 +117,8 @@ def write(rows: list[dict], out: Path, meta: dict) -> None:
         tmp.write_text(json.dumps({**meta, "rows": rows}, indent=1))
     lines = ["| sources | route | backend | total fps | per-source fps min / max | p50 ms | p99 ms | dropped |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {r['sources']} | {r['route']} | {r['backend']} | {r['total_fps']} | {r['min_source_fps']} / "
-              f"{r['max_source_fps']} | {r['p50_ms']} | {r['p99_ms']} | {r['dropped']} |" for r in rows]  # fmt: skip
+    lines += [f"| {r['sources']} | {r['route']} | {r['backend']} | {r['total_fps']} | {r.get('min_source_fps', '-')} / "
+              f"{r.get('max_source_fps', '-')} | {r.get('p50_ms', '-')} | {r.get('p99_ms', '-')} | {r.get('dropped', '-')} |" for r in rows]  # fmt: skip
     with atomic_path(out / "multisource.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
