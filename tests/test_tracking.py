@@ -85,6 +85,20 @@ def test_unknown_tracker_and_bad_rates_are_refused():
         make_tracker("deepsort")
     with pytest.raises(ValueError, match="positive"):
         make_tracker("sort", fps=float("nan"))
+    with pytest.raises(ValueError, match="confirm_frames"):
+        make_tracker("ocsort", confirm_frames=0)
+
+
+def test_confirm_frames_sets_when_a_track_gets_its_id():
+    """OC-SORT gives a new object (seen after the tracker's first frames) its id once it has been
+    matched ``confirm_frames`` times in a row after the frame that started its track."""
+    pytest.importorskip("trackers")
+    for confirm in (1, 2, 3):
+        tracker = make_tracker("ocsort", fps=15, confirm_frames=confirm)
+        for _ in range(5):  # past the library's start-up frames, where every track is confirmed
+            tracker.update(_dets([[200, 200, 240, 240]]))
+        first = next(frame for frame in range(1, 8) if len(tracker.update(_dets([[200, 200, 240, 240], [10 + 4 * frame, 20, 50 + 4 * frame, 60]], [0, 1]))) == 2)
+        assert first == confirm + 1, (confirm, first)  # the first sighting starts the track
 
 
 def test_environment_has_exactly_one_opencv():

@@ -18,9 +18,10 @@ from retina_trt.runtime.detections import Detections
 TRACKERS = ("bytetrack", "sort", "ocsort", "iou")
 MAX_CLASSES = 10_000  # ModelSpec's bound on num_classes: the id stride where class names are unknown
 DEFAULT_TRACKER = "ocsort"  # exact counts on every scripted scene (docs/analytics.md)
-# OC-SORT gives a track its id after this many frames in a row (the library's default is 3): a
-# detection seen in one frame only never becomes a track, and the scripted scenes' HOTA and
-# occupancy are those of the per-class trackers it replaced (docs/analytics.md measures 1, 2, 3).
+# OC-SORT gives a track its id once it was matched this many frames in a row after the frame that
+# started it (the library's default is 3): at 2, an object gets its id on its third frame, and a
+# false detection of one or two frames never becomes a track (nor a zone event). docs/analytics.md
+# measures 1, 2 and 3 on the scripted scenes.
 OCSORT_CONFIRM_FRAMES = 2
 
 
@@ -35,13 +36,13 @@ class LibraryTracker:
 
     GATED = ("bytetrack", "ocsort")  # the library trackers that take ``iou=``
 
-    def __init__(self, name: str, *, fps: float = 15.0, lost_track_seconds: float = 2.0) -> None:
+    def __init__(self, name: str, *, fps: float = 15.0, lost_track_seconds: float = 2.0, confirm_frames: int | None = None) -> None:
         self.name = name
-        self._make = lambda: self._new(name, fps, lost_track_seconds)
+        self._make = lambda: self._new(name, fps, lost_track_seconds, confirm_frames)
         self._trackers: dict[int, object] = {}
 
     @staticmethod
-    def _new(name: str, fps: float, lost_track_seconds: float):
+    def _new(name: str, fps: float, lost_track_seconds: float, confirm_frames: int | None = None):
         try:
             import trackers
 
@@ -58,7 +59,9 @@ class LibraryTracker:
         if name in LibraryTracker.GATED:
             options["iou"] = ClassGatedIoU()
         if name == "ocsort":
-            options["minimum_consecutive_frames"] = OCSORT_CONFIRM_FRAMES
+            options["minimum_consecutive_frames"] = confirm_frames or OCSORT_CONFIRM_FRAMES
+        elif confirm_frames is not None:
+            options["minimum_consecutive_frames"] = confirm_frames
         return kinds[name](**options)
 
     def update(self, detections: Detections) -> Detections:
@@ -127,15 +130,20 @@ def _scores_of(detections: Detections, boxes: np.ndarray) -> np.ndarray:
     return scores
 
 
-def make_tracker(name: str = DEFAULT_TRACKER, *, fps: float = 15.0, lost_track_seconds: float = 2.0):
-    """A new tracker by name (one of ``TRACKERS``) for a source of ``fps`` frames per second."""
+def make_tracker(name: str = DEFAULT_TRACKER, *, fps: float = 15.0, lost_track_seconds: float = 2.0,
+                 confirm_frames: int | None = None):  # fmt: skip
+    """A new tracker by name (one of ``TRACKERS``) for a source of ``fps`` frames per second.
+    ``confirm_frames``: matches in a row (after the frame that starts a track) before a library
+    tracker's track gets its id (the library's default; ``OCSORT_CONFIRM_FRAMES`` for OC-SORT)."""
     if name not in TRACKERS:
         raise ValueError(f"tracker must be one of {', '.join(TRACKERS)}, got {name!r}")
     if not (np.isfinite(fps) and fps > 0 and np.isfinite(lost_track_seconds) and lost_track_seconds > 0):
         raise ValueError(f"fps and lost_track_seconds must be positive, got {fps!r}, {lost_track_seconds!r}")
-    if name == "iou":
+    if confirm_frames is not None and not (isinstance(confirm_frames, int) and confirm_frames >= 1):
+        raise ValueError(f"confirm_frames must be an integer >= 1, got {confirm_frames!r}")
+    if name == "iou":  # confirms at once
         return GreedyIouTracker(fps=fps, lost_track_seconds=lost_track_seconds)
-    tracker = LibraryTracker(name, fps=fps, lost_track_seconds=lost_track_seconds)
-    tracker._new(name, fps, lost_track_seconds)  # a missing library fails here, not at the first frame
+    tracker = LibraryTracker(name, fps=fps, lost_track_seconds=lost_track_seconds, confirm_frames=confirm_frames)
+    tracker._new(name, fps, lost_track_seconds, confirm_frames)  # a missing library fails here, not at the first frame
     return tracker
 

@@ -7,7 +7,7 @@ MOTA, IDF1, ID switches) against the MOTChallenge ground truth; line and zone co
 ``retina_trt.analytics.counting`` are compared with the counts the script makes (and so are
 supervision's ``LineZone`` counts, with its default four-corner trigger and the bottom-centre
 one), and the zone's occupancy, frame by frame, with that of the ground-truth tracks through the
-same counter.
+same counter. OC-SORT also runs with 1, 2 and 3 matches in a row before a track gets its id.
 
   python -m retina_trt.bench.tracking --model samples/models/shapes_r18.pt --out bench-output/tracking
 """
@@ -34,6 +34,7 @@ from retina_trt.utils import atomic_path
 logger = logging.getLogger(__name__)
 
 MIN_SCORE = 0.4  # the analytics default (AnalyticsConfig.min_score, retina-trt analyze --min-score)
+CONFIRM_SWEEP = (1, 2, 3)  # OC-SORT's matches in a row before a track gets its id: ours (2), the library's (3), and 1
 
 
 def detect_video(det, video: Path) -> tuple[list[Detections], float]:
@@ -72,9 +73,9 @@ def analytics_seconds_per_frame(detections: list[Detections], scene: Scene, even
     return (time.perf_counter() - started) / len(detections)
 
 
-def run_tracker(name: str, detections: list[Detections], scene: Scene) -> list[Detections]:
+def run_tracker(name: str, detections: list[Detections], scene: Scene, confirm_frames: int | None = None) -> list[Detections]:
     """The tracked detections of every frame (one fresh tracker for the scene)."""
-    tracker = make_tracker(name, fps=scene.fps)
+    tracker = make_tracker(name, fps=scene.fps, confirm_frames=confirm_frames)
     return [tracker.update(d.filter(min_score=MIN_SCORE)) for d in detections]
 
 
@@ -154,33 +155,43 @@ def mot_metrics(gt: Path, result: Path) -> dict[str, float]:
             "IDSW": int(r.CLEAR.IDSW)}  # fmt: skip
 
 
-def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS) -> dict:
-    """Every tracker on one scene: metrics, our counts, supervision's, and whether each is exact."""
+def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS, confirm_sweep=CONFIRM_SWEEP) -> dict:
+    """Every tracker on one scene: metrics, our counts, supervision's, and whether each is exact;
+    and OC-SORT with each of ``confirm_sweep`` matches in a row before a track gets its id (``_confirm``)."""
     folder = write_scene(scene, out / "scenes")
     detections, detect_s = detect_video(det, folder / "video.avi")
     analytics_s = analytics_seconds_per_frame(detections, scene, out / "events" / f"{scene.name}.jsonl")
     rows = {"_cost": {"detect_ms": 1000 * detect_s, "analytics_ms": 1000 * analytics_s,
-                      "analytics_share": analytics_s / (detect_s + analytics_s)}}  # fmt: skip
+                      "analytics_share": analytics_s / (detect_s + analytics_s)}, "_confirm": {}}  # fmt: skip
     truth_occupancy = count(ground_truth_tracks(folder, scene), scene)["occupancy"]
     for name in trackers:
         started = time.perf_counter()
         tracked = run_tracker(name, detections, scene)
         track_ms = 1000 * (time.perf_counter() - started) / len(detections)
-        write_mot(tracked, out / "results" / scene.name / f"{name}.txt")
-        counts = count(tracked, scene)
-        expected_totals = _totals(scene.expected_line)
         sv_counts = {a: count_supervision(tracked, scene, a) for a in ("corners", "bottom_centre")}
-        rows[name] = {
-            **mot_metrics(folder / "gt" / "gt.txt", out / "results" / scene.name / f"{name}.txt"),
-            "line": counts["line"], "zone": counts["zone"],
-            "line_exact": counts["line"] == _normalised(scene.expected_line, ("in", "out")),
-            "zone_exact": counts["zone"] == _normalised(scene.expected_zone, ("enter", "leave")),
-            **occupancy_agreement(counts["occupancy"], truth_occupancy),
-            "track_ms": track_ms,
-            "supervision_line_exact": {a: c == expected_totals for a, c in sv_counts.items()},
-        }  # fmt: skip
+        rows[name] = {**score(tracked, scene, folder, out / "results" / scene.name / f"{name}.txt", truth_occupancy),
+                      "track_ms": track_ms,
+                      "supervision_line_exact": {a: c == _totals(scene.expected_line) for a, c in sv_counts.items()}}  # fmt: skip
         logger.info("%s %s: %s", scene.name, name, rows[name])
+    for frames in confirm_sweep:
+        tracked = run_tracker("ocsort", detections, scene, confirm_frames=frames)
+        result = out / "results" / scene.name / f"ocsort_confirm{frames}.txt"
+        rows["_confirm"][str(frames)] = score(tracked, scene, folder, result, truth_occupancy)
     return rows
+
+
+def score(tracked: list[Detections], scene: Scene, folder: Path, result: Path, truth_occupancy: list) -> dict:
+    """MOT metrics of ``tracked`` (written to ``result``), its counts and whether they are exact,
+    and its zone occupancy against the ground truth's, frame by frame."""
+    write_mot(tracked, result)
+    counts = count(tracked, scene)
+    return {
+        **mot_metrics(folder / "gt" / "gt.txt", result),
+        "line": counts["line"], "zone": counts["zone"],
+        "line_exact": counts["line"] == _normalised(scene.expected_line, ("in", "out")),
+        "zone_exact": counts["zone"] == _normalised(scene.expected_zone, ("enter", "leave")),
+        **occupancy_agreement(counts["occupancy"], truth_occupancy),
+    }  # fmt: skip
 
 
 def _normalised(counts: dict, keys: tuple[str, str]) -> dict:
@@ -200,6 +211,10 @@ def markdown(results: dict, machine: str) -> str:
               "|---|---|---|---|---|---|"]  # fmt: skip
     for name, s in summary(results).items():
         lines.append(f"| {name} | {s['HOTA']:.3f} | {s['MOTA']:.3f} | {s['IDF1']:.3f} | {s['IDSW']} | {s['exact']} of {s['scenes']} |")
+    lines += ["", "| OC-SORT, matches in a row before a track gets its id | mean HOTA | mean MOTA | mean IDF1 | scenes with exact line and zone counts | frames with the zone's occupancy exact (worst scene) |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for frames, s in confirm_summary(results).items():
+        lines.append(f"| {frames} | {s['HOTA']:.3f} | {s['MOTA']:.3f} | {s['IDF1']:.3f} | {s['exact']} of {s['scenes']} | {100 * s['worst_occupancy']:.1f}% |")
     lines += ["", "| scene | detection, ms per frame (decode + model) | analytics + events, ms per frame | analytics share |",
               "|---|---|---|---|"]  # fmt: skip
     for scene, rows in results.items():
@@ -226,6 +241,19 @@ def summary(results: dict) -> dict:
     return out
 
 
+def confirm_summary(results: dict) -> dict:
+    """Per OC-SORT confirm setting: mean metrics, scenes counted exactly, the worst occupancy."""
+    out = {}
+    for frames in next(iter(results.values()))["_confirm"]:
+        rows = [rows["_confirm"][frames] for rows in results.values()]
+        out[frames] = {
+            **{m: float(np.mean([r[m] for r in rows])) for m in ("HOTA", "MOTA", "IDF1")}, "scenes": len(rows),
+            "exact": sum(bool(r["line_exact"] and r["zone_exact"]) for r in rows),
+            "worst_occupancy": min(r["occupancy_frames_equal"] for r in rows),
+        }  # fmt: skip
+    return out
+
+
 def _yes(flag: bool) -> str:
     return "yes" if flag else "**no**"
 
@@ -244,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         route = f"{det.backend} {det.precision}"
     machine = f"{cpu_name()} ({', '.join(cpu_isa())}), {route}"
     with atomic_path(args.out / "tracking.json") as tmp:
-        tmp.write_text(json.dumps({"machine": machine, "results": results, "summary": summary(results)}, indent=1))
+        tmp.write_text(json.dumps({"machine": machine, "results": results, "summary": summary(results),
+                                   "ocsort_confirm": confirm_summary(results)}, indent=1))  # fmt: skip
     with atomic_path(args.out / "tracking.md") as tmp:
         tmp.write_text(markdown(results, machine))
     print(markdown(results, machine))
