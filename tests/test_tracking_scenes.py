@@ -46,7 +46,7 @@ def test_default_tracker_keeps_identities(results):
 
 def test_demo_model_is_quiet_on_plain_backgrounds(demo_onnx):
     """The first thing a user draws: flat, lightly noisy backgrounds hold no object (the
-    stage-6 fine-tuning, docs/training.md)."""
+    plain-background stages 6 and 7, docs/training.md)."""
     rng = np.random.default_rng(123)
     with Detector(demo_onnx) as det:
         frames = [plain_background(rng, 256, 384) for _ in range(24)]
