@@ -53,3 +53,34 @@ def test_demo_model_is_quiet_on_plain_backgrounds(demo_onnx):
         frames += [np.full((256, 384, 3), g, np.uint8) for g in (40, 96, 128, 160, 220)]
         scores = [float(d.scores.max()) if len(d) else 0.0 for d in det.predict_batch(frames)]
     assert max(scores) < 0.4, sorted(scores)[-5:]
+
+
+def test_one_class_gated_bytetrack_equals_one_bytetrack_per_class(demo_onnx, tmp_path):
+    """analytics/class_gate.py: one ByteTrack for all classes, associations kept inside a class,
+    gives the tracks of one plain library ByteTrack per class (ids up to renaming) on every
+    scripted scene's real detections."""
+    trackers = pytest.importorskip("trackers")
+    sv = pytest.importorskip("supervision")
+    from retina_trt.analytics.tracking import make_tracker
+    from retina_trt.bench.tracking import MIN_SCORE, detect_video
+    from retina_trt.data.scenes import write_scene
+
+    with Detector(demo_onnx) as det:
+        for scene in SCENES:
+            detections, _ = detect_video(det, write_scene(scene, tmp_path) / "video.avi")
+            gated, per_class, renamed = make_tracker("bytetrack", fps=scene.fps), {}, {}
+            for frame in detections:
+                frame = frame.filter(min_score=MIN_SCORE)
+                got = gated.update(frame)
+                want = []
+                for c in sorted(set(frame.class_ids.tolist()) | set(per_class)):
+                    tracker = per_class.setdefault(c, trackers.ByteTrackTracker(lost_track_buffer=60, frame_rate=scene.fps))
+                    keep = frame.class_ids == c
+                    out = tracker.update(sv.Detections(xyxy=frame.boxes_xyxy[keep], confidence=frame.scores[keep],
+                                                       class_id=frame.class_ids[keep].astype(int)))  # fmt: skip
+                    want += [((c, int(i)), tuple(np.round(b, 2)), c) for b, i in zip(out.xyxy, out.tracker_id) if i >= 0]
+                have = sorted((tuple(np.round(b, 2)), int(c), int(i)) for b, c, i in zip(got.boxes_xyxy, got.class_ids, got.tracker_ids))
+                assert sorted(w[1:] for w in want) == [h[:2] for h in have], scene.name
+                for (key, _, _), (_, _, track_id) in zip(sorted(want, key=lambda w: (w[1], w[2])), have):
+                    assert renamed.setdefault(key, track_id) == track_id, scene.name
+            assert len(set(renamed.values())) == len(renamed)
