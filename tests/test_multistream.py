@@ -239,3 +239,16 @@ def test_detect_runs_several_videos_through_one_batched_stream(camera_sized_onnx
         capture = cv2.VideoCapture(str(out / f"{video.stem}.mp4"))
         assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
         capture.release()
+
+
+def test_detect_with_an_explicit_batch_size_runs_one_source_at_a_time(camera_sized_onnx, videos, tmp_path, capsys):
+    """`--batch-size N`, 1 included, keeps the one-source-at-a-time route (each video its own
+    stream); without it several videos are batched across sources (the test above)."""
+    from retina_trt.cli import main
+
+    out = tmp_path / "out"
+    assert main(["detect", str(camera_sized_onnx), *map(str, videos[1:]), "--output", str(out), "--batch-size", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "batched with the other sources" not in printed
+    assert f"{videos[1]}: 21 frames at" in printed and f"{videos[2]}: 12 frames at" in printed
+    assert len((out / f"{videos[1].stem}.jsonl").read_text().splitlines()) == 21

@@ -24,9 +24,9 @@ def register(sub) -> None:
     p.add_argument("--no-draw", action="store_true", help="write JSON only, no annotated images/videos")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop each video/stream after N processed frames")
     p.add_argument("--every", type=positive_int, default=1, help="process every Nth frame of videos/streams")
-    p.add_argument("--batch-size", type=positive_int, default=1,
-                   help="frames per inference batch of one video/stream (two or more videos/streams are batched "
-                        "across sources, one frame of each per model call, unless this is set)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="frames per inference batch of one video/stream (default 1; two or more videos/streams are "
+                        "batched across sources, one frame of each per model call, unless this is given)")
     p.add_argument("--max-reconnect-attempts", type=positive_int, default=10,
                    help="live streams: give up after N failed reconnect attempts in a row (default 10)")
     p.add_argument("--max-outage", type=positive_float, default=120.0,

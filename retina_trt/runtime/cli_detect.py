@@ -176,7 +176,7 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
     stem = used.add(_stream_stem(source), (".mp4", ".jsonl"))
     stream = det.stream(
         source,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 1,
         every=args.every,
         max_frames=args.max_frames,
         output=None if args.no_draw else out_dir / f"{stem}.mp4",
@@ -279,7 +279,7 @@ def _detect_all(det: Detector, images: list[Path], videos: list, out_dir: Path, 
     used = OutputNames(out_dir, [*images, *videos])
     total = len(images) + len(videos)
     failures = detect_images(det, images, out_dir, args, used) if images else 0
-    if detect_sources is not None and len(videos) >= 2 and args.batch_size == 1:
+    if detect_sources is not None and len(videos) >= 2 and args.batch_size is None:
         failures += detect_sources(det, videos, out_dir, args, used)
         videos = []
     for video in videos:
