@@ -171,7 +171,8 @@ class LiveView:
 
 
 def _page(snapshot: dict) -> str:
-    """The status page: a stream per source and a table refreshed from /status.json every second."""
+    """The status page: a stream per source and a table refreshed from /status.json four times a
+    second (so it trails the counts drawn on the frames by about 0.25 s at most)."""
     streams = "".join(
         f'<figure><img src="/stream/{html.escape(s)}.mjpg" alt="{html.escape(s)}"><figcaption>{html.escape(s)}</figcaption></figure>'
         for s in snapshot["sources"]
@@ -214,6 +215,6 @@ async function refresh() {
     }
   } catch (e) { /* the run ended: keep the last state */ }
 }
-refresh(); setInterval(refresh, 1000);
+refresh(); setInterval(refresh, 250);
 </script></body></html>
 """
