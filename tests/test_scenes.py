@@ -11,7 +11,14 @@ import pytest
 
 from retina_trt.analytics.counting import LineCounter, ZoneCounter
 from retina_trt.analytics.geometry import Line, Zone
-from retina_trt.data.scenes import SCENES, Actor, Scene, render_scene, write_scene
+from retina_trt.data.scenes import (
+    SCENES,
+    Actor,
+    Scene,
+    read_ground_truth,
+    render_scene,
+    write_scene,
+)
 from retina_trt.data.synthetic import CLASS_NAMES
 from retina_trt.runtime.detections import Detections
 
@@ -62,6 +69,12 @@ def test_written_scene_has_video_mot_ground_truth_and_record(tmp_path):
     assert set(json.loads((folder / "scene.json").read_text())["track_classes"]) == {str(a.track_id) for a in scene.actors}
     record = json.loads((folder / "scene.json").read_text())
     assert record["expected_line"] == scene.expected_line and record["class_names"] == list(CLASS_NAMES)
+    per_frame, track_classes = read_ground_truth(folder)  # the reader gives the script's boxes back
+    assert track_classes == {a.track_id: CLASS_NAMES[a.class_id] for a in scene.actors}
+    for frame, _, truth in render_scene(scene):
+        assert sorted(t for t, _ in per_frame[frame]) == sorted(t.track_id for t in truth)
+        for (_, box), t in zip(sorted(per_frame[frame]), sorted(truth, key=lambda t: t.track_id)):
+            np.testing.assert_allclose(box, t.box, atol=0.011)
 
 
 def test_actor_and_scene_refuse_bad_scripts():

@@ -27,7 +27,8 @@ import numpy as np
 from retina_trt.analytics.counting import LineCounter, ZoneCounter
 from retina_trt.analytics.geometry import Line, Zone
 from retina_trt.analytics.tracking import TRACKERS, make_tracker
-from retina_trt.data.scenes import SCENES, Scene, write_scene
+from retina_trt.data.scenes import SCENES, Scene, read_ground_truth, write_scene
+from retina_trt.data.synthetic import CLASS_NAMES
 from retina_trt.runtime.detections import Detections
 from retina_trt.utils import atomic_path
 
@@ -91,18 +92,14 @@ def count(tracked: list[Detections], scene: Scene) -> dict:
     return {"line": line.counts, "zone": zone.counts, "occupancy": occupancy}
 
 
-def ground_truth_tracks(folder: Path, scene: Scene) -> list[Detections]:
-    """The written scene's ``gt/gt.txt`` as tracked detections per frame (ids, and each track's
-    shape class from ``scene.json``)."""
-    record = json.loads((folder / "scene.json").read_text())
-    names = record["class_names"]
-    classes = {int(k): names.index(v) for k, v in record["track_classes"].items()}
-    per_frame: list[list] = [[] for _ in range(scene.num_frames)]
-    for row in (folder / "gt" / "gt.txt").read_text().split():
-        frame, track_id, x, y, w, h = (float(v) for v in row.split(",")[:6])
-        per_frame[int(frame) - 1].append((int(track_id), (x, y, x + w, y + h)))
+def ground_truth_tracks(folder: Path) -> list[Detections]:
+    """The written scene's ground truth (``data.scenes.read_ground_truth``) as tracked detections
+    per frame, each track with its shape class."""
+    per_frame, track_classes = read_ground_truth(folder)
+    names = list(CLASS_NAMES)
     return [Detections(np.array([b for _, b in rows], np.float32).reshape(-1, 4), np.ones(len(rows), np.float32),
-                       [classes[t] for t, _ in rows], names, [t for t, _ in rows]) for rows in per_frame]  # fmt: skip
+                       [names.index(track_classes[t]) for t, _ in rows], names, [t for t, _ in rows])
+            for rows in per_frame]  # fmt: skip
 
 
 def occupancy_agreement(got: list[dict], truth: list[dict]) -> dict:
@@ -163,7 +160,7 @@ def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS, confirm_swee
     analytics_s = analytics_seconds_per_frame(detections, scene, out / "events" / f"{scene.name}.jsonl")
     rows = {"_cost": {"detect_ms": 1000 * detect_s, "analytics_ms": 1000 * analytics_s,
                       "analytics_share": analytics_s / (detect_s + analytics_s)}, "_confirm": {}}  # fmt: skip
-    truth_occupancy = count(ground_truth_tracks(folder, scene), scene)["occupancy"]
+    truth_occupancy = count(ground_truth_tracks(folder), scene)["occupancy"]
     for name in trackers:
         started = time.perf_counter()
         tracked = run_tracker(name, detections, scene)

@@ -190,6 +190,18 @@ def mot_rows(truth: list[GroundTruthBox]) -> list[str]:
     return rows
 
 
+def read_ground_truth(folder: str | os.PathLike) -> tuple[list[list[tuple[int, tuple]]], dict[int, str]]:
+    """A written scene's ground truth back: per frame ``(track id, (x1, y1, x2, y2))`` from
+    ``gt/gt.txt`` (the rows of :func:`mot_rows`), and each track's class name from ``scene.json``."""
+    folder = Path(folder)
+    record = json.loads((folder / "scene.json").read_text())
+    per_frame: list[list[tuple[int, tuple]]] = [[] for _ in range(record["num_frames"])]
+    for row in (folder / "gt" / "gt.txt").read_text().split():
+        frame, track_id, x, y, w, h = (float(v) for v in row.split(",")[:6])
+        per_frame[int(frame) - 1].append((int(track_id), (x, y, x + w, y + h)))
+    return per_frame, {int(k): v for k, v in record["track_classes"].items()}
+
+
 def write_scene(scene: Scene, out_dir: str | os.PathLike) -> Path:
     """Write ``<out_dir>/<name>/{video.avi, gt/gt.txt, scene.json}``; returns that folder."""
     folder = Path(out_dir) / scene.name
