@@ -20,8 +20,9 @@ MAX_CLASSES = 10_000  # ModelSpec's bound on num_classes: the id stride where cl
 DEFAULT_TRACKER = "ocsort"  # exact counts on every scripted scene (docs/analytics.md)
 # OC-SORT gives a track its id once it was matched this many frames in a row after the frame that
 # started it (the library's default is 3): at 2, an object gets its id on its third frame, and a
-# false detection of one or two frames never becomes a track (nor a zone event). docs/analytics.md
-# measures 1, 2 and 3 on the scripted scenes.
+# false detection of one or two frames never becomes a track. Chosen by measurement
+# (docs/analytics.md: 1, 2 and 3 on the scripted scenes, also with flickering false detections
+# added inside the zone): 1 scores best without flicker but miscounts zone entries with it.
 OCSORT_CONFIRM_FRAMES = 2
 
 
