@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from retina_trt.analytics import IouTracker
 from retina_trt.data.synthetic import write_video
@@ -51,3 +52,25 @@ def test_samples_run_on_generated_videos(onnx_models, tmp_path):
     lines = minimal.stdout.splitlines()
     assert len(lines) == 12 and lines[0].startswith("frame 0 at 0.00 s:")
     assert len((SAMPLES / "embed_minimal.py").read_text().splitlines()) <= 10
+
+
+def test_confirm_frames_reaches_the_tracker_from_the_config():
+    """AnalyticsConfig(confirm_frames=N) (retina-trt analyze --confirm-frames N) sets when a
+    track gets its id; a bad value fails when the config is made."""
+    pytest.importorskip("trackers")
+    from retina_trt.analytics.source import AnalyticsConfig, SourceAnalytics
+    from retina_trt.runtime.detections import Detections
+
+    def first_id_frame(confirm):
+        analytics = SourceAnalytics("cam", AnalyticsConfig(confirm_frames=confirm))
+        for frame in range(10):  # one object from the start, one that appears at frame 5
+            boxes = [[200, 200, 240, 240]] + ([[10 + 4 * frame, 20, 50 + 4 * frame, 60]] if frame >= 5 else [])
+            tracked, _ = analytics.update((256, 384, 3), Detections(np.array(boxes, np.float32), [0.9] * len(boxes),
+                                                                    [0, 1][: len(boxes)], ("a", "b")), frame, frame / 15)  # fmt: skip
+            if len(tracked) == 2:
+                return frame
+        return None
+
+    assert first_id_frame(1) == 6 and first_id_frame(3) == 8
+    with pytest.raises(ValueError, match="confirm_frames"):
+        AnalyticsConfig(confirm_frames=0)

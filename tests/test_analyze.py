@@ -69,6 +69,7 @@ def test_analyze_counts_two_sources_in_one_batched_stream(demo_onnx, scene_video
     (["--events", "kafka://h:1/t"], "unknown URL scheme"),
     (["--events", "mqtt://:1883/t"], "needs a host"),
     (["--tracker", "deepsort"], "bytetrack"),
+    (["--confirm-frames", "0"], "expected a positive integer"),
 ])  # fmt: skip
 def test_bad_analytics_input_is_one_line_and_exit_2(demo_onnx, scene_videos, args, match):
     run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), *args)

@@ -85,8 +85,10 @@ def test_unknown_tracker_and_bad_rates_are_refused():
         make_tracker("deepsort")
     with pytest.raises(ValueError, match="positive"):
         make_tracker("sort", fps=float("nan"))
-    with pytest.raises(ValueError, match="confirm_frames"):
-        make_tracker("ocsort", confirm_frames=0)
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match="confirm_frames"):
+            make_tracker("ocsort", confirm_frames=bad)
+    assert make_tracker("ocsort", confirm_frames=np.int64(3)) is not None  # numpy integers are integers
 
 
 def test_confirm_frames_sets_when_a_track_gets_its_id():

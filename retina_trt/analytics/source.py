@@ -29,6 +29,8 @@ class AnalyticsConfig:
         tracker: one of ``retina_trt.analytics.TRACKERS``.
         min_score: detections below it are not tracked.
         fps: the sources' nominal frame rate (sets the trackers' lost-track time in frames).
+        confirm_frames: matches in a row before a library tracker's track gets its id (None: the
+            tracker's default, ``OCSORT_CONFIRM_FRAMES`` for OC-SORT).
         frame_messages: also emit one DeepStream-schema ``frame`` message per frame.
     """
 
@@ -37,6 +39,7 @@ class AnalyticsConfig:
     tracker: str = DEFAULT_TRACKER
     min_score: float = 0.4
     fps: float = 15.0
+    confirm_frames: int | None = None
     frame_messages: bool = False
 
     def __post_init__(self) -> None:
@@ -49,7 +52,7 @@ class AnalyticsConfig:
             parse = parse_zone if kind == "zone" else parse_line
             for _, text in items:
                 parse(text, 100, 100)  # fails early, with the coordinates named
-        make_tracker(self.tracker, fps=self.fps)  # an unknown tracker or a missing library fails here
+        make_tracker(self.tracker, fps=self.fps, confirm_frames=self.confirm_frames)  # bad options fail here
 
 
 class SourceAnalytics:
@@ -57,7 +60,7 @@ class SourceAnalytics:
 
     def __init__(self, source_id: str, config: AnalyticsConfig) -> None:
         self.source_id, self.config = source_id, config
-        self.tracker = make_tracker(config.tracker, fps=config.fps)
+        self.tracker = make_tracker(config.tracker, fps=config.fps, confirm_frames=config.confirm_frames)
         self.lines: list[LineCounter] = []
         self.zones: list[ZoneCounter] = []
         self.generation = 0

@@ -10,6 +10,8 @@ source that reconnected).
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from retina_trt.analytics.tracking_iou import IouTracker
@@ -60,9 +62,9 @@ class LibraryTracker:
         if name in LibraryTracker.GATED:
             options["iou"] = ClassGatedIoU()
         if name == "ocsort":
-            options["minimum_consecutive_frames"] = confirm_frames or OCSORT_CONFIRM_FRAMES
+            options["minimum_consecutive_frames"] = int(confirm_frames or OCSORT_CONFIRM_FRAMES)
         elif confirm_frames is not None:
-            options["minimum_consecutive_frames"] = confirm_frames
+            options["minimum_consecutive_frames"] = int(confirm_frames)
         return kinds[name](**options)
 
     def update(self, detections: Detections) -> Detections:
@@ -140,7 +142,8 @@ def make_tracker(name: str = DEFAULT_TRACKER, *, fps: float = 15.0, lost_track_s
         raise ValueError(f"tracker must be one of {', '.join(TRACKERS)}, got {name!r}")
     if not (np.isfinite(fps) and fps > 0 and np.isfinite(lost_track_seconds) and lost_track_seconds > 0):
         raise ValueError(f"fps and lost_track_seconds must be positive, got {fps!r}, {lost_track_seconds!r}")
-    if confirm_frames is not None and not (isinstance(confirm_frames, int) and confirm_frames >= 1):
+    if confirm_frames is not None and (isinstance(confirm_frames, bool) or not isinstance(confirm_frames, numbers.Integral)
+                                       or confirm_frames < 1):  # fmt: skip
         raise ValueError(f"confirm_frames must be an integer >= 1, got {confirm_frames!r}")
     if name == "iou":  # confirms at once
         return GreedyIouTracker(fps=fps, lost_track_seconds=lost_track_seconds)

@@ -190,13 +190,14 @@ def with_flicker(detections: list[Detections], scene: Scene, every: int = 10, se
     rng = np.random.default_rng(seed)
     names, zone = detections[0].all_class_names, Zone(scene.zone)
     (x0, y0), (x1, y1) = np.min(scene.zone, axis=0), np.max(scene.zone, axis=0)
+    points = [p for p in zip(rng.uniform(x0, x1, 1000), rng.uniform(y0, y1, 1000)) if zone.distance(p) > 4]
+    if not points:  # counting points inside the zone, clear of its border's dead band
+        raise ValueError(f"scene {scene.name!r}: its zone has no point 4 px inside its border to place a false detection")
     out = list(detections)
     frame = int(rng.integers(0, every))
     while frame < len(out):
         w, h = rng.uniform(20, 50, 2)
-        bx, by = rng.uniform(x0, x1), rng.uniform(y0, y1)  # the counting point
-        if zone.distance((bx, by)) <= 4:  # outside, or within 4 px of the border: draw again
-            continue
+        bx, by = points[int(rng.integers(len(points)))]  # the counting point
         box, cls = [bx - w / 2, by - h, bx + w / 2, by], int(rng.integers(len(names)))
         for f in range(frame, min(frame + int(rng.integers(1, 3)), len(out))):
             d = out[f]

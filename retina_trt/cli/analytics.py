@@ -22,6 +22,9 @@ def register(sub) -> None:
                    help="events.jsonl (default analytics-output/events.jsonl), mqtt://HOST:1883/TOPIC or "
                         "redis://HOST:6379/STREAM (repeatable)")
     p.add_argument("--tracker", default=None, help="ocsort (default), bytetrack, sort or iou")
+    p.add_argument("--confirm-frames", type=positive_int, default=None, metavar="N",
+                   help="matches in a row before a track gets its id (default: 2 for ocsort, the library's for "
+                        "bytetrack and sort); 2 or more keeps 1-2-frame false detections from being counted")
     p.add_argument("--min-score", type=score, default=0.4, help="detections below are not tracked (default 0.4)")
     p.add_argument("--fps", type=positive_float, default=15.0, help="the sources' nominal frame rate (default 15)")
     p.add_argument("--frame-messages", action="store_true", help="also one DeepStream-schema message per frame")
@@ -56,7 +59,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ValueError(f"--view needs a port number in 0..65535, got {args.view}")
     config = AnalyticsConfig(zones=named(args.zone, "zone"), lines=named(args.line, "line"),
                              tracker=args.tracker or DEFAULT_TRACKER, min_score=args.min_score, fps=args.fps,
-                             frame_messages=args.frame_messages)  # fmt: skip
+                             confirm_frames=args.confirm_frames, frame_messages=args.frame_messages)  # fmt: skip
     sources = {str(i): src for i, src in enumerate(args.sources)}
     sinks = []
     view = None
