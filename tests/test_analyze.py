@@ -69,12 +69,18 @@ def test_analyze_counts_two_sources_in_one_batched_stream(demo_onnx, scene_video
     (["--events", "kafka://h:1/t"], "unknown URL scheme"),
     (["--events", "mqtt://:1883/t"], "needs a host"),
     (["--tracker", "deepsort"], "bytetrack"),
-    (["--confirm-frames", "0"], "expected a positive integer"),
 ])  # fmt: skip
 def test_bad_analytics_input_is_one_line_and_exit_2(demo_onnx, scene_videos, args, match):
     run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), *args)
     assert run.returncode == 2, run.stderr
     assert match in run.stderr and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_bad_confirm_frames_is_a_usage_error_with_exit_2(demo_onnx, scene_videos):
+    """Like every bad number on the command line, argparse's usage and one error line."""
+    run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), "--confirm-frames", "0")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "argument --confirm-frames: expected a positive integer, got '0'" in run.stderr.strip().splitlines()[-1]
 
 
 def test_view_port_in_use_is_one_line(demo_onnx, scene_videos):
