@@ -115,6 +115,7 @@ bench: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.graph_nms --out bench-output/graph_nms
 	$(BIN)/retina-trt export --weights samples/models/shapes_r18.pt --output bench-output/shapes_r18.onnx
 	$(BIN)/python -m retina_trt.bench.startup --model bench-output/shapes_r18.onnx --out bench-output/startup
+	$(BIN)/python -m retina_trt.bench.ov_shapes --model bench-output/shapes_r18.onnx --out bench-output/ov_shapes
 	$(BIN)/python -m retina_trt.bench.multisource --model bench-output/shapes_r18.onnx --out bench-output/multisource
 	$(BIN)/python -m retina_trt.bench.tracking --model bench-output/shapes_r18.onnx --out bench-output/tracking
 

@@ -232,3 +232,23 @@ def test_capacity_estimate_from_batch_throughput(onnx_models):
     assert estimate_fps(rates, 16, 100.0) == 120.0  # beyond batch 8: batch 8's rate
     rows = estimate_rows(rates, [1, 8], 15.0, "openvino bf16")
     assert [r["total_fps"] for r in rows] == [15.0, 120.0] and rows[0]["route"] == "estimate"
+
+
+def test_ov_shapes_times_static_and_dynamic_side_by_side(onnx_models, tmp_path):
+    """bench/ov_shapes.py: each graph in a static and a dynamic OpenVINO backend, both timed,
+    the INT8 graph made and run in INT8, the machine recorded (no speed asserted)."""
+    pytest.importorskip("openvino")
+    from retina_trt.bench import ov_shapes
+
+    assert ov_shapes.main(["--model", str(onnx_models[("onnx", False)]), "--out", str(tmp_path), "--rounds", "2",
+                           "--images", "4", "--threads", "1"]) == 0  # fmt: skip
+    report = json.loads((tmp_path / "ov_shapes.json").read_text())
+    rows = {r["graph"]: r for r in report["rows"]}
+    assert {"fp32 graph, f32", "int8 graph"} <= set(rows)
+    assert rows["int8 graph"]["precision"].startswith("int8+") and rows["fp32 graph, f32"]["precision"] == "f32"
+    for row in rows.values():
+        assert row["input"] == [256, 384]
+        assert min(row["static_ms"], row["dynamic_ms"], row["static_img_s"], row["dynamic_img_s"]) > 0
+        assert row["latency_ratio"] == round(row["dynamic_ms"] / row["static_ms"], 3)
+    text = (tmp_path / "ov_shapes.md").read_text()
+    assert report["machine"]["cpu"] in text and "| int8 graph |" in text

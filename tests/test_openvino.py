@@ -347,3 +347,55 @@ def test_precision_on_a_backend_that_has_none_is_refused(demo_onnx, tmp_path, ca
     assert main(["eval", str(demo_onnx), "--annotations", str(annotations), "--images", str(tmp_path / "ds" / "val"),
                  "--backend", "onnxruntime", "--cpu-precision", "f32"]) == 2  # fmt: skip
     assert "is OpenVINO's option" in capsys.readouterr().err
+
+
+def _is_static(compiled) -> bool:
+    return all(port.get_partial_shape().is_static for port in compiled.inputs)
+
+
+def test_single_images_run_on_a_static_shape_model_and_batches_on_the_dynamic_one(onnx_models, images, tmp_path):
+    fixed = OpenVinoBackend(onnx_models[("onnx", False)], precision="f32", cache_dir=tmp_path / "c")
+    assert _is_static(fixed._compiled)  # batch 1 of a fixed-size export: compiled for [1, 256, 384, 3]
+    assert [p.get_partial_shape().to_shape()[0] for p in fixed._compiled.inputs] == [1, 1]
+    with Detector(onnx_models[("onnx", False)], backend="openvino", precision="f32") as det:
+        batch = det.predict_batch(images)  # 3 images: one request on the dynamic model
+        assert {static for _, static in det._backend._models} == {True, False}
+        for got, image in zip(batch, images):
+            assert_same_detections(got, det(image), box_tol=0.05, score_tol=2e-4, min_count=0)
+    again = OpenVinoBackend(onnx_models[("onnx", False)], precision="f32", cache_dir=tmp_path / "c")
+    assert again.loaded_from_cache and _is_static(again._compiled)  # the static entry, not the dynamic one
+    dynamic = OpenVinoBackend(onnx_models[("onnx", True)], precision="f32", cache_dir=tmp_path / "c")
+    assert dynamic._static is None and not _is_static(dynamic._compiled)  # any H x W: one dynamic model
+
+
+def test_submitted_batches_never_exceed_the_parallel_requests_in_all(demo_onnx, monkeypatch):
+    backend = OpenVinoBackend(demo_onnx, precision="f32")
+    jobs, started, done, most = backend.parallel_requests, [0], [0], [0]
+    lock = threading.Lock()
+    feeds, outputs = backend._feeds, backend._outputs
+
+    def counted_feeds(batch):
+        with lock:
+            started[0] += 1
+            most[0] = max(most[0], started[0] - done[0])
+        return feeds(batch)
+
+    def counted_outputs(request):
+        result = outputs(request)
+        with lock:
+            done[0] += 1
+        return result
+
+    monkeypatch.setattr(backend, "_feeds", counted_feeds)
+    monkeypatch.setattr(backend, "_outputs", counted_outputs)
+    from retina_trt.image import preprocess_batch
+
+    frames = [scene(256, 256, s) for s in range(3)]
+    batches = [preprocess_batch(frames[: 1 + i % 3], min_size=256, max_size=256, size_divisible=128, input_size=(256, 256))
+               for i in range(12)]  # fmt: skip
+    futures = [backend.submit(b) for b in batches]  # batch sizes 1, 2, 3: the static and the dynamic queue
+    results = [f.result(timeout=120) for f in futures]
+    assert [len(r) for r in results] == [1 + i % 3 for i in range(12)]
+    assert {static for hint, static in backend._models if hint == "THROUGHPUT"} == {True, False}
+    assert 1 <= most[0] <= jobs, (most[0], jobs)
+    backend.close()

@@ -12,7 +12,13 @@ INT8. ``precision="auto"`` picks the fastest the CPU has (BF16 where it has AMX-
 * **Threads.** One compiled model serves every thread: :meth:`run` uses an infer request per
   calling thread. :meth:`submit` runs batches asynchronously on a second, throughput-compiled
   model (compiled on first use, one CPU stream per core), so streams and batches keep every core
-  busy while the caller decodes and preprocesses the next frames.
+  busy while the caller decodes and preprocesses the next frames; at most
+  :attr:`parallel_requests` batches are in flight in all.
+* **Static shapes.** An export of fixed height and width runs a single image on a model compiled
+  for exactly that input shape (batch 1), without the dynamic model's shape work per inference
+  (1.2x on the demo model's BF16 and INT8 routes; docs/cpu.md, ``bench/ov_shapes.py``). Other
+  batch sizes, and exports of dynamic height and width, run on the dynamic-shape model, compiled
+  when first needed (a static model per batch size costs 260+ MB each for R50-FPN).
 * **Cache.** Compiled models are cached under ``$RETINA_TRT_CACHE/openvino`` (default
   ``~/.cache/retina_trt``), keyed by the ONNX content, the OpenVINO version and every compile
   option, each entry checked against its digest before it is imported (``openvino_cache.py``).
@@ -114,6 +120,17 @@ def _ov_dims(shape) -> list:
     return [d.get_length() if d.is_static else None for d in shape]
 
 
+def _static_shapes(model, batch: int = 1) -> dict[str, list[int]] | None:
+    """Every input's shape at ``batch`` images, or None when another dimension is dynamic."""
+    shapes = {}
+    for port in model.inputs:
+        rest = list(port.get_partial_shape())[1:]
+        if not all(d.is_static for d in rest):
+            return None
+        shapes[port.get_any_name()] = [batch, *(d.get_length() for d in rest)]
+    return shapes
+
+
 def _framework_props(model) -> dict[str, str]:
     """The ONNX ``metadata_props`` OpenVINO keeps in the model's ``rt_info["framework"]``."""
     if not model.has_rt_info(["framework"]):
@@ -131,6 +148,8 @@ class OpenVinoBackend:
             quantize itself (``auto``: the fastest this CPU has).
         num_threads: CPU threads of one inference (default: OpenVINO's, every core).
         cache_dir: compiled-model cache folder (default ``$RETINA_TRT_CACHE/openvino/<version>``).
+        static_shapes: run single images of a fixed-size export on a static-shape model (default;
+            ``False``: the dynamic-shape model for everything, as ``bench.ov_shapes`` compares).
     """
 
     name = "openvino"
@@ -142,6 +161,7 @@ class OpenVinoBackend:
         precision: str = "auto",
         num_threads: int | None = None,
         cache_dir: str | os.PathLike | None = None,
+        static_shapes: bool = True,
     ) -> None:
         ov = import_openvino()
         path = Path(path)
@@ -169,12 +189,15 @@ class OpenVinoBackend:
             raise ModelFormatError(str(err)) from err
         self.output_names, self.input_names, self.float_input = list(info.outputs), list(info.inputs), info.float_input
         self._cache = CompiledModelCache(cache_dir)
-        self.loaded_from_cache = False
-        self._compiled = self._compile("LATENCY")
-        self._throughput = None
-        self._local = threading.local()
+        self._static = _static_shapes(self._model) if static_shapes and self.min_batch <= 1 else None
+        self._models: dict[tuple[str, bool], Any] = {}  # (performance hint, static) -> compiled model
         self._lock = threading.Lock()
-        self._queue = None
+        self._local = threading.local()
+        self._queues: dict[tuple[str, bool], Any] = {}
+        self._submit_lock = threading.Lock()
+        self._slots: threading.Semaphore | None = None
+        self._compiled, self.loaded_from_cache = self._compile("LATENCY", self._static)
+        self._models[("LATENCY", self._static is not None)] = self._compiled
         logger.debug("OpenVINO %s on %s: %s graph, %s precision for the rest, %s", ov.__version__, path.name,
                     self.graph_precision, self.hint, "from the cache" if self.loaded_from_cache else "compiled")  # fmt: skip
 
@@ -185,20 +208,32 @@ class OpenVinoBackend:
             config["INFERENCE_NUM_THREADS"] = int(self.num_threads)
         return config
 
-    def _compile(self, hint: str):
-        """The compiled model for ``hint`` (LATENCY / THROUGHPUT), imported from the cache if there."""
+    def _compile(self, hint: str, static: dict[str, list[int]] | None) -> tuple[Any, bool]:
+        """(the compiled model for ``hint`` (LATENCY / THROUGHPUT), for the ``static`` input shapes
+        or dynamic ones, whether it came from the cache)."""
         config = self._config(hint)
-        key = self._cache.key(self.path, self._ov.__version__, config)
+        key = self._cache.key(self.path, self._ov.__version__, {**config, "static_shapes": static})
         compiled = self._cache.load(self._core, key, config)
         if compiled is not None:
-            self.loaded_from_cache = self.loaded_from_cache or hint == "LATENCY"
-            return compiled
+            return compiled, True
+        model = self._model
+        if static is not None:
+            model = model.clone()
+            model.reshape(static)
         try:
-            compiled = self._core.compile_model(self._model, "CPU", config)
+            compiled = self._core.compile_model(model, "CPU", config)
         except Exception as err:
             raise ModelFormatError(f"OpenVINO cannot compile {self.path}: {_one_line(err)}") from err
         self._cache.store(compiled, key)
-        return compiled
+        return compiled, False
+
+    def _model_for(self, hint: str, batch_size: int):
+        """The compiled model that runs a batch of ``batch_size`` (static when there is one for it)."""
+        static = self._static is not None and batch_size == 1
+        with self._lock:
+            if (hint, static) not in self._models:
+                self._models[(hint, static)] = self._compile(hint, self._static if static else None)[0]
+            return self._models[(hint, static)], static
 
     @property
     def precision(self) -> str:
@@ -208,7 +243,8 @@ class OpenVinoBackend:
     @property
     def parallel_requests(self) -> int:
         """How many :meth:`submit` batches run at once (one CPU stream each)."""
-        return max(1, int(self._throughput_model().get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        compiled, _ = self._model_for("THROUGHPUT", 1)
+        return max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
 
     # -- run ---------------------------------------------------------------------------------
     def _feeds(self, batch: PreprocessedBatch) -> dict[str, np.ndarray]:
@@ -221,29 +257,37 @@ class OpenVinoBackend:
 
     def run(self, batch: PreprocessedBatch) -> list:
         """Detections of a preprocessed batch (thread-safe: one infer request per thread)."""
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
-        request.infer(self._feeds(batch))
-        return self._outputs(request)
-
-    def _throughput_model(self):
-        with self._lock:
-            if self._throughput is None:
-                self._throughput = self._compile("THROUGHPUT")
-            return self._throughput
+        compiled, static = self._model_for("LATENCY", len(batch.pixels))
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        if static not in requests:
+            requests[static] = compiled.create_infer_request()
+        requests[static].infer(self._feeds(batch))
+        return self._outputs(requests[static])
 
     def submit(self, batch: PreprocessedBatch) -> Future:
-        """Start ``batch`` on the throughput model; the future's result is ``run``'s list.
+        """Start ``batch`` on a throughput model; the future's result is ``run``'s list.
 
-        Blocks while every infer request is busy (the queue is bounded by the CPU's streams)."""
-        compiled, jobs = self._throughput_model(), self.parallel_requests
-        with self._lock:
-            if self._queue is None:
-                self._queue = self._ov.AsyncInferQueue(compiled, jobs)
-                self._queue.set_callback(self._done)
-            future: Future = Future()
-            self._queue.start_async(self._feeds(batch), userdata=future)
+        Blocks while :attr:`parallel_requests` batches are in flight (one per CPU stream), however
+        they are split between the static and the dynamic model."""
+        jobs = self.parallel_requests
+        compiled, static = self._model_for("THROUGHPUT", len(batch.pixels))
+        with self._submit_lock:
+            if self._slots is None:
+                self._slots = threading.BoundedSemaphore(jobs)
+            if static not in self._queues:
+                self._queues[static] = self._ov.AsyncInferQueue(compiled, jobs)
+                self._queues[static].set_callback(self._done)
+            queue, slots = self._queues[static], self._slots
+        slots.acquire()
+        future: Future = Future()
+        try:
+            with self._submit_lock:
+                queue.start_async(self._feeds(batch), userdata=future)
+        except BaseException:
+            slots.release()
+            raise
         return future
 
     def _done(self, request, future: Future) -> None:
@@ -251,6 +295,8 @@ class OpenVinoBackend:
             future.set_result(self._outputs(request))
         except Exception as err:  # delivered to whoever waits on the future
             future.set_exception(err)
+        finally:
+            self._slots.release()
 
     # -- what ran ----------------------------------------------------------------------------
     def layer_precisions(self) -> dict[str, dict[str, int]]:
@@ -273,10 +319,12 @@ class OpenVinoBackend:
         return {"convolutions": dict(convolutions), "postprocess": dict(postprocess)}
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._queue is not None:
-                self._queue.wait_all()
-        self._queue = self._throughput = self._compiled = None
+        for queue in list(self._queues.values()):
+            with contextlib.suppress(Exception):
+                queue.wait_all()
+        self._queues.clear()
+        self._models.clear()
+        self._compiled = None
         self._local = threading.local()
 
 
