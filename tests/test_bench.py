@@ -241,7 +241,7 @@ def test_ov_shapes_times_static_and_dynamic_side_by_side(onnx_models, tmp_path):
     from retina_trt.bench import ov_shapes
 
     assert ov_shapes.main(["--model", str(onnx_models[("onnx", False)]), "--out", str(tmp_path), "--rounds", "2",
-                           "--images", "4", "--threads", "1"]) == 0  # fmt: skip
+                           "--seconds", "0.3", "--threads", "1"]) == 0  # fmt: skip
     report = json.loads((tmp_path / "ov_shapes.json").read_text())
     rows = {r["graph"]: r for r in report["rows"]}
     assert {"fp32 graph, f32", "int8 graph"} <= set(rows)
@@ -252,3 +252,23 @@ def test_ov_shapes_times_static_and_dynamic_side_by_side(onnx_models, tmp_path):
         assert row["latency_ratio"] == round(row["dynamic_ms"] / row["static_ms"], 3)
     text = (tmp_path / "ov_shapes.md").read_text()
     assert report["machine"]["cpu"] in text and "| int8 graph |" in text
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ("missing", "no such file"),
+    ("dynamic", "dynamic height and width"),
+    ("not_onnx", "not a retina_trt ONNX export"),
+    ("rounds", "--rounds"),
+])  # fmt: skip
+def test_ov_shapes_bad_input_is_a_usage_error(model, message, onnx_models, tmp_path, capsys):
+    from retina_trt.bench import ov_shapes
+
+    paths = {"missing": tmp_path / "none.onnx", "dynamic": onnx_models[("onnx", True)], "not_onnx": tmp_path / "x.onnx",
+             "rounds": onnx_models[("onnx", False)]}  # fmt: skip
+    (tmp_path / "x.onnx").write_text("not a model")
+    extra = ["--rounds", "0"] if model == "rounds" else []
+    with pytest.raises(SystemExit) as exit_info:
+        ov_shapes.main(["--model", str(paths[model]), "--out", str(tmp_path / "out"), *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written, nothing half-written

@@ -366,6 +366,8 @@ def test_single_images_run_on_a_static_shape_model_and_batches_on_the_dynamic_on
     assert again.loaded_from_cache and _is_static(again._compiled)  # the static entry, not the dynamic one
     dynamic = OpenVinoBackend(onnx_models[("onnx", True)], precision="f32", cache_dir=tmp_path / "c")
     assert dynamic._static is None and not _is_static(dynamic._compiled)  # any H x W: one dynamic model
+    with Detector(onnx_models[("onnx", False)], backend="openvino", precision="f32", static_shapes=False) as det:
+        assert det._backend._static is None and not _is_static(det._backend._compiled)  # the user's choice
 
 
 def test_submitted_batches_never_exceed_the_parallel_requests_in_all(demo_onnx, monkeypatch):

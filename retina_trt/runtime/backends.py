@@ -192,7 +192,8 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", **options):
     cannot run, or a machine without it, falls back to ONNX Runtime, and the log says so.
 
     Options: ``providers``, ``session_config`` (ONNX Runtime), ``num_threads`` (ONNX Runtime,
-    OpenVINO, torch), ``precision``, ``cache_dir`` (OpenVINO), ``cuda_graph``, ``device`` (TensorRT).
+    OpenVINO, torch), ``precision``, ``cache_dir``, ``static_shapes`` (OpenVINO), ``cuda_graph``,
+    ``device`` (TensorRT).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -229,7 +230,7 @@ def _open(backend: str, path: Path, options: dict[str, Any]):
         return cls(path, num_threads=options.get("num_threads"))
     if backend == "openvino":
         return cls(path, precision=options.get("precision") or "auto", num_threads=options.get("num_threads"),
-                   cache_dir=options.get("cache_dir"))  # fmt: skip
+                   cache_dir=options.get("cache_dir"), static_shapes=options.get("static_shapes", True))  # fmt: skip
     return cls(path, providers=options.get("providers"), num_threads=options.get("num_threads"),
                session_config=options.get("session_config"))  # fmt: skip
 

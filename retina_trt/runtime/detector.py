@@ -38,6 +38,9 @@ class Detector:
             FP32), ``"f32"`` or ``"bf16"`` for the layers the graph does not quantize itself (an
             INT8 Q/DQ graph runs its convolutions in INT8 either way).
         cache_dir: OpenVINO only: compiled-model cache (default ``$RETINA_TRT_CACHE/openvino``).
+        static_shapes: OpenVINO only: run single images of a fixed-size export on a model
+            compiled for that one shape (default; faster on small models, docs/cpu.md), or
+            ``False``: one dynamic-shape model for every batch.
         cuda_graph: TensorRT only: replay captured CUDA graphs, one per input shape (engines with
             data-dependent shapes, nms="onnx", run without them and log it).
         min_score: drop detections below this score (default: keep all the model returns).
@@ -67,6 +70,7 @@ class Detector:
         precision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         timeout_s: float | None = None,
+        static_shapes: bool = True,
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
@@ -84,6 +88,7 @@ class Detector:
         self._backend = open_backend(
             model_path if served else self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph,
             session_config=session_config, device=device, precision=precision, cache_dir=cache_dir, timeout_s=timeout_s,
+            static_shapes=static_shapes,
         )  # fmt: skip
         logger.info("%r runs in %s", self, self.precision)
         self.min_score = min_score

@@ -120,14 +120,14 @@ def _ov_dims(shape) -> list:
     return [d.get_length() if d.is_static else None for d in shape]
 
 
-def _static_shapes(model, batch: int = 1) -> dict[str, list[int]] | None:
-    """Every input's shape at ``batch`` images, or None when another dimension is dynamic."""
+def _static_shapes(model) -> dict[str, list[int]] | None:
+    """Every input's shape at one image, or None when another dimension is dynamic."""
     shapes = {}
     for port in model.inputs:
         rest = list(port.get_partial_shape())[1:]
         if not all(d.is_static for d in rest):
             return None
-        shapes[port.get_any_name()] = [batch, *(d.get_length() for d in rest)]
+        shapes[port.get_any_name()] = [1, *(d.get_length() for d in rest)]
     return shapes
 
 
@@ -149,7 +149,7 @@ class OpenVinoBackend:
         num_threads: CPU threads of one inference (default: OpenVINO's, every core).
         cache_dir: compiled-model cache folder (default ``$RETINA_TRT_CACHE/openvino/<version>``).
         static_shapes: run single images of a fixed-size export on a static-shape model (default;
-            ``False``: the dynamic-shape model for everything, as ``bench.ov_shapes`` compares).
+            ``False``: the dynamic-shape model for everything, ``Detector(static_shapes=False)``).
     """
 
     name = "openvino"
@@ -193,9 +193,10 @@ class OpenVinoBackend:
         self._models: dict[tuple[str, bool], Any] = {}  # (performance hint, static) -> compiled model
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._queues: dict[tuple[str, bool], Any] = {}
+        self._queues: dict[bool, Any] = {}  # static -> AsyncInferQueue of that throughput model
         self._submit_lock = threading.Lock()
         self._slots: threading.Semaphore | None = None
+        self._jobs = 1
         self._compiled, self.loaded_from_cache = self._compile("LATENCY", self._static)
         self._models[("LATENCY", self._static is not None)] = self._compiled
         logger.debug("OpenVINO %s on %s: %s graph, %s precision for the rest, %s", ov.__version__, path.name,
@@ -271,13 +272,13 @@ class OpenVinoBackend:
 
         Blocks while :attr:`parallel_requests` batches are in flight (one per CPU stream), however
         they are split between the static and the dynamic model."""
-        jobs = self.parallel_requests
         compiled, static = self._model_for("THROUGHPUT", len(batch.pixels))
         with self._submit_lock:
-            if self._slots is None:
-                self._slots = threading.BoundedSemaphore(jobs)
+            if self._slots is None:  # asked once, not per batch
+                self._jobs = self.parallel_requests
+                self._slots = threading.BoundedSemaphore(self._jobs)
             if static not in self._queues:
-                self._queues[static] = self._ov.AsyncInferQueue(compiled, jobs)
+                self._queues[static] = self._ov.AsyncInferQueue(compiled, self._jobs)
                 self._queues[static].set_callback(self._done)
             queue, slots = self._queues[static], self._slots
         slots.acquire()
