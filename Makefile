@@ -21,7 +21,9 @@ $(STAMP): setup.py pyproject.toml constraints.txt tests/trt_bindings.py
 	$(BIN)/python tests/trt_bindings.py
 	@touch $(STAMP)
 
+# ruff decides the layout (line length 120, E501 enforced): both checks run in `make test`.
 lint: $(STAMP)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 # Debian packages the tests run for real (Mosquitto, Redis, headless Chromium): installed when

@@ -104,8 +104,9 @@ class PrecisionCache:
             if record.get("key") != key:
                 logger.warning(
                     "precision cache: %s does not belong to this key (differs in %s); rebuilding",
-                    record_path.name, describe_difference(key, record.get("key") or {}),
-                )  # fmt: skip
+                    record_path.name,
+                    describe_difference(key, record.get("key") or {}),
+                )
                 return None
             if file_sha256(model) != record.get("model_sha256"):
                 logger.warning("precision cache: %s was modified or damaged (sha256 mismatch); rebuilding", model)
@@ -124,8 +125,11 @@ class PrecisionCache:
             if cached.get("onnx_sha256") == key.get("onnx_sha256") and cached.get("precision") == key.get("precision"):
                 reasons.append(describe_difference(key, cached))
         if reasons:
-            logger.info("precision cache: rebuilding; the cached %s model(s) of this ONNX differ in: %s",
-                        key.get("precision"), "; ".join(reasons))  # fmt: skip
+            logger.info(
+                "precision cache: rebuilding; the cached %s model(s) of this ONNX differ in: %s",
+                key.get("precision"),
+                "; ".join(reasons),
+            )
         else:
             logger.info("precision cache: nothing cached for this model and data; building")
         return None
@@ -141,7 +145,10 @@ class PrecisionCache:
             with atomic_path(record_path) as tmp:
                 tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
         except OSError as err:
-            logger.warning("precision cache %s cannot be written (%s); the prepared model is kept without it",
-                           self.root, err.strerror or err)  # fmt: skip
+            logger.warning(
+                "precision cache %s cannot be written (%s); the prepared model is kept without it",
+                self.root,
+                err.strerror or err,
+            )
             return None
         return model

@@ -79,7 +79,10 @@ class CalibrationData:
 
     def _feed(self, rows: slice) -> dict[str, np.ndarray]:
         images = self.images[rows]
-        feed = {"images": images.astype(np.float32) if self.float_images else images, "image_sizes": self.image_sizes[rows]}
+        feed = {
+            "images": images.astype(np.float32) if self.float_images else images,
+            "image_sizes": self.image_sizes[rows],
+        }
         return {name: feed[name] for name in self.input_names}
 
 
@@ -147,13 +150,12 @@ def load_calibration_data(
         from retina_trt.data.synthetic import SyntheticConfig, generate_image
 
         config = SyntheticConfig(
-            min_height=spec.min_size, max_height=spec.min_size,
-            min_width=spec.min_size, max_width=spec.max_size,
-        )  # fmt: skip
-        loaders = [
-            (lambda i=i: generate_image(SYNTHETIC_SEED_OFFSET + seed, i, config)[0])
-            for i in range(num_images)
-        ]
+            min_height=spec.min_size,
+            max_height=spec.min_size,
+            min_width=spec.min_size,
+            max_width=spec.max_size,
+        )
+        loaders = [(lambda i=i: generate_image(SYNTHETIC_SEED_OFFSET + seed, i, config)[0]) for i in range(num_images)]
         described = f"synthetic (seed {SYNTHETIC_SEED_OFFSET + seed}, {num_images} images)"
     else:
         path = Path(source)
@@ -167,13 +169,10 @@ def load_calibration_data(
         elif path.is_file() and path.suffix.lower() == ".json":
             files = _coco_image_files(path)
         elif path.exists():
-            raise CalibrationDataError(
-                f"calibration source {path} is neither an image folder nor a COCO .json file"
-            )
+            raise CalibrationDataError(f"calibration source {path} is neither an image folder nor a COCO .json file")
         else:
             raise CalibrationDataError(
-                f"calibration source not found: {path} (give an image folder, a COCO .json, "
-                "or 'synthetic')"
+                f"calibration source not found: {path} (give an image folder, a COCO .json, or 'synthetic')"
             )
         files = _spread(files, num_images, seed)
         loaders = [(lambda f=f: read_image(f)) for f in files]
@@ -201,9 +200,7 @@ def load_calibration_data(
     if not pixels:
         raise CalibrationDataError(f"no calibration image could be decoded from {described}")
     logger.info("calibration data: %s, %d skipped", described, skipped)
-    return CalibrationData(
-        images=np.stack(pixels), image_sizes=np.stack(sizes), source=described, skipped=skipped
-    )
+    return CalibrationData(images=np.stack(pixels), image_sizes=np.stack(sizes), source=described, skipped=skipped)
 
 
 def noise_data(input_size: tuple[int, int], num_images: int = 4, seed: int = 0) -> CalibrationData:

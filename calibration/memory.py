@@ -1,12 +1,11 @@
 """How many images an INT8 calibration batch may hold on this machine.
 
 Model Optimizer calibrates through ONNX Runtime with every intermediate tensor made an output, so
-its peak memory grows with the batch (measured: the demo model at 512x512 rose by about 290 MB per
-image of batch, and not with the number of images), and a ResNet-50-FPN at 800x1344 needs about
-6 GB per image. The estimate here is the sum of the network's float tensors for one image at the
+its peak memory grows with the batch, not with the number of images (measured figures:
+docs/engines.md). The estimate here is the sum of the network's float tensors for one image at the
 calibration size (ONNX shape inference), times ``OVERHEAD``, plus ``MODEL_COPIES`` times the model
-file and twice the calibration images (held as uint8 feeds); the batch is the largest up to the asked one whose estimate fits in ``BUDGET`` of the memory
-available now (``MemAvailable``).
+file and twice the calibration images (held as uint8 feeds); the batch is the largest up to the
+asked one whose estimate fits in ``BUDGET`` of the memory available now (``MemAvailable``).
 """
 
 from __future__ import annotations
@@ -80,8 +79,18 @@ def calibration_batch(
         )
     batch = min(asked or MAX_AUTO_BATCH, fits)
     if asked and batch < asked:
-        logger.warning("calibration batch %d lowered to %d: about %.1f GB per image, %.1f GB available",
-                       asked, batch, per_image / gb, available_bytes() / gb)  # fmt: skip
-    logger.info("calibration batch %d (about %.1f GB per image + %.1f GB; %.1f GB available)",
-                batch, per_image / gb, base / gb, available_bytes() / gb)  # fmt: skip
+        logger.warning(
+            "calibration batch %d lowered to %d: about %.1f GB per image, %.1f GB available",
+            asked,
+            batch,
+            per_image / gb,
+            available_bytes() / gb,
+        )
+    logger.info(
+        "calibration batch %d (about %.1f GB per image + %.1f GB; %.1f GB available)",
+        batch,
+        per_image / gb,
+        base / gb,
+        available_bytes() / gb,
+    )
     return batch

@@ -107,7 +107,10 @@ def _tool_chatter_at_debug():
         yield
         return
     tool = logging.getLogger("modelopt")
-    loggers = [tool, *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("modelopt."))]
+    loggers = [
+        tool,
+        *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict) if n.startswith("modelopt.")),
+    ]
     levels = [(lg, lg.level) for lg in loggers]
     for lg, _ in levels:
         lg.setLevel(logging.WARNING)
@@ -225,14 +228,20 @@ def _percentile_cache(
     island = set(islands)
     inferred = onnx.shape_inference.infer_shapes(model)
     float_tensors = {
-        v.name for v in [*inferred.graph.value_info, *inferred.graph.input]
+        v.name
+        for v in [*inferred.graph.value_info, *inferred.graph.input]
         if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    }  # fmt: skip
+    }
     initializers = {i.name for i in model.graph.initializer}
-    names = sorted({
-        i for n in model.graph.node if n.name not in island
-        for i in n.input if i in float_tensors and i not in initializers
-    })  # fmt: skip
+    names = sorted(
+        {
+            i
+            for n in model.graph.node
+            if n.name not in island
+            for i in n.input
+            if i in float_tensors and i not in initializers
+        }
+    )
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
     options = ort.SessionOptions()

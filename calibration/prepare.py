@@ -80,9 +80,7 @@ def calibration_input_size(onnx_path: str | os.PathLike) -> tuple[int, int]:
     return math.ceil(meta.spec.min_size / d) * d, math.ceil(meta.spec.max_size / d) * d
 
 
-def _convert(
-    onnx_path: Path, precision: str, data: CalibrationData, calibration: CalibrationConfig
-) -> onnx.ModelProto:
+def _convert(onnx_path: Path, precision: str, data: CalibrationData, calibration: CalibrationConfig) -> onnx.ModelProto:
     """The FP16 / INT8 model; for exports with NMS only the part before it is converted."""
 
     def convert(path: Path) -> onnx.ModelProto:
@@ -147,13 +145,15 @@ def prepare_precision(
     if data is None:
         if calibration.source is not None:
             data = load_calibration_data(
-                calibration.source, meta.spec, input_size,
-                num_images=calibration.num_images, seed=calibration.seed,
-            )  # fmt: skip
+                calibration.source,
+                meta.spec,
+                input_size,
+                num_images=calibration.num_images,
+                seed=calibration.seed,
+            )
         elif precision == "int8":
             raise ValueError(
-                "INT8 needs calibration data: give an image folder, a COCO .json or 'synthetic' "
-                "(--calib-data)"
+                "INT8 needs calibration data: give an image folder, a COCO .json or 'synthetic' (--calib-data)"
             )
         else:
             data = noise_data(input_size, seed=calibration.seed)

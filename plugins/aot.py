@@ -37,8 +37,20 @@ from pathlib import Path
 from typing import Any
 
 # The PTX ISA each CUDA release brings (the newest a driver of that release loads) ...
-CUDA_PTX_ISA = {(12, 0): "8.0", (12, 1): "8.1", (12, 2): "8.2", (12, 3): "8.3", (12, 4): "8.4", (12, 5): "8.5",
-                (12, 6): "8.5", (12, 8): "8.7", (12, 9): "8.8", (13, 0): "9.0", (13, 1): "9.1", (13, 2): "9.2"}  # fmt: skip
+CUDA_PTX_ISA = {
+    (12, 0): "8.0",
+    (12, 1): "8.1",
+    (12, 2): "8.2",
+    (12, 3): "8.3",
+    (12, 4): "8.4",
+    (12, 5): "8.5",
+    (12, 6): "8.5",
+    (12, 8): "8.7",
+    (12, 9): "8.8",
+    (13, 0): "9.0",
+    (13, 1): "9.1",
+    (13, 2): "9.2",
+}
 # ... and the oldest ISA each target exists in (PTX ISA documentation, "PTX ISA version" notes).
 TARGET_MIN_ISA = {75: "6.3", 80: "7.0", 86: "7.1", 87: "7.4", 89: "7.8", 90: "7.8", 100: "8.6", 120: "8.7"}
 TARGETS = (75, 80, 86, 89, 90, 100, 120)
@@ -112,13 +124,17 @@ def launchable_ptx(kernel: Any, *, trt_args: int, ptx_isa: str | None = None, sa
     hidden = params[trt_args:]
     for field in ("global_scratch_size", "profile_scratch_size"):
         if int(getattr(md, field, 0) or 0) != 0:
-            raise PTXError(f"{entry} needs Triton's {field.replace('_size', '')} ({getattr(md, field)} bytes), which "
-                           "TensorRT's launcher does not pass: this kernel cannot be registered")  # fmt: skip
+            raise PTXError(
+                f"{entry} needs Triton's {field.replace('_size', '')} ({getattr(md, field)} bytes), which "
+                "TensorRT's launcher does not pass: this kernel cannot be registered"
+            )
     body = ptx[end:]
     used = [name for name in hidden if re.search(rf"\b{re.escape(name)}\b", body)]
     if used:
-        raise PTXError(f"{entry} reads its hidden parameters {used}, which TensorRT's launcher does not pass: "
-                       "this kernel cannot be registered")  # fmt: skip
+        raise PTXError(
+            f"{entry} reads its hidden parameters {used}, which TensorRT's launcher does not pass: "
+            "this kernel cannot be registered"
+        )
     kept_decls = [decl for decl in ptx[start:end].split(",") if not any(re.search(rf"\b{h}\b", decl) for h in hidden)]
     ptx = ptx[:start] + ",".join(kept_decls).rstrip() + "\n" + ptx[end:]
     target_match = re.search(r"^\.target\s+sm_(\d+)(a?)", ptx, flags=re.M)
@@ -132,12 +148,21 @@ def launchable_ptx(kernel: Any, *, trt_args: int, ptx_isa: str | None = None, sa
     if ptx_isa is not None and _isa(ptx_isa) < _isa(isa):
         floor = TARGET_MIN_ISA.get(cc, isa)
         if _isa(ptx_isa) < _isa(floor):
-            raise PTXError(f"PTX ISA {ptx_isa} (the driver's) is older than {target} needs ({floor}): update the "
-                           "GPU driver")  # fmt: skip
+            raise PTXError(
+                f"PTX ISA {ptx_isa} (the driver's) is older than {target} needs ({floor}): update the GPU driver"
+            )
         isa = ptx_isa
         ptx = re.sub(r"^\.version\s+\d+\.\d+", f".version {isa}", ptx, count=1, flags=re.M)
-    return KernelPTX(name=entry, entry=entry, ptx=ptx, target=target, ptx_isa=isa, params=len(_entry(ptx)[1]),
-                     trt_args=trt_args, removed_params=len(hidden))  # fmt: skip
+    return KernelPTX(
+        name=entry,
+        entry=entry,
+        ptx=ptx,
+        target=target,
+        ptx_isa=isa,
+        params=len(_entry(ptx)[1]),
+        trt_args=trt_args,
+        removed_params=len(hidden),
+    )
 
 
 def ptxas_path() -> Path:
@@ -162,7 +187,9 @@ def assemble(ptx: str, target: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         source, cubin = Path(tmp) / "k.ptx", Path(tmp) / "k.cubin"
         source.write_text(ptx)
-        run = subprocess.run([str(binary), f"-arch={target}", str(source), "-o", str(cubin)], capture_output=True, text=True)
+        run = subprocess.run(
+            [str(binary), f"-arch={target}", str(source), "-o", str(cubin)], capture_output=True, text=True
+        )
         if run.returncode != 0:
             raise PTXError(f"ptxas ({target}) refused the PTX: {run.stderr.strip()[:500]}")
         return cubin.stat().st_size
@@ -200,18 +227,27 @@ def write(out: Path, archs: list[int], *, ptx_isa: str | None, batch: int, candi
             cubin = assemble(fixed.ptx, fixed.target)
             record = {k: v for k, v in asdict(fixed).items() if k != "ptx"}
             warps = kernel.metadata.num_warps
-            record.update(ptx=name, grid=grid, block=[warps * 32, 1, 1], shared_mem=kernel.metadata.shared,
-                          cubin_bytes=cubin, triton_params=fixed.params + fixed.removed_params)  # fmt: skip
+            record.update(
+                ptx=name,
+                grid=grid,
+                block=[warps * 32, 1, 1],
+                shared_mem=kernel.metadata.shared,
+                cubin_bytes=cubin,
+                triton_params=fixed.params + fixed.removed_params,
+            )
             manifest["kernels"].append(record)
-            print(f"{name}: {fixed.params} params (TensorRT passes {trt_args}), {fixed.target}, PTX ISA {fixed.ptx_isa}, "
-                  f"ptxas ok ({cubin} bytes)")  # fmt: skip
+            print(
+                f"{name}: {fixed.params} params (TensorRT passes {trt_args}), {fixed.target}, PTX ISA {fixed.ptx_isa}, "
+                f"ptxas ok ({cubin} bytes)"
+            )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
     cli = argparse.ArgumentParser(  # (not `parser`: the TensorRT API scan reads that name as an OnnxParser)
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     cli.add_argument("--arch", default=",".join(f"sm_{t}" for t in TARGETS), help="comma-separated sm_XX targets")
     cli.add_argument("--out", required=True, help="folder for the PTX files and manifest.json")
     cli.add_argument("--ptx-isa", default=None, help="cap the PTX ISA (e.g. 8.4 for CUDA 12.4 drivers)")
@@ -226,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         # `import retina_trt` put Triton in interpreter mode (no NVIDIA driver here) before the
         # kernels were decorated: compile in a fresh process where Triton compiles for real.
         env = {**os.environ, "TRITON_INTERPRET": "0"}
-        os.execve(sys.executable, [sys.executable, "-m", "retina_trt.plugins.aot", *(argv if argv is not None else sys.argv[1:])], env)
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "retina_trt.plugins.aot", *(argv if argv is not None else sys.argv[1:])],
+            env,
+        )
     try:
         archs = [int(a.strip().removeprefix("sm_")) for a in args.arch.split(",")]
     except ValueError:

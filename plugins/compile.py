@@ -22,18 +22,36 @@ def _target(cc: int | None) -> GPUTarget | None:
 
 def compile_sort(*, score_thresh: float, cc: int | None = None):
     """The rank kernel compiled for compute capability ``cc`` (None: the current GPU)."""
-    signature = {"scores_ptr": "*fp32", "N": "i32", "order_ptr": "*i32", "SCORE_THRESH": "constexpr", "CHUNK": "constexpr"}
-    source = ASTSource(fn=sort_kernel, signature=signature, constexprs={"SCORE_THRESH": float(score_thresh), "CHUNK": SORT_CHUNK})
+    signature = {
+        "scores_ptr": "*fp32",
+        "N": "i32",
+        "order_ptr": "*i32",
+        "SCORE_THRESH": "constexpr",
+        "CHUNK": "constexpr",
+    }
+    source = ASTSource(
+        fn=sort_kernel, signature=signature, constexprs={"SCORE_THRESH": float(score_thresh), "CHUNK": SORT_CHUNK}
+    )
     return triton.compile(source, target=_target(cc))
 
 
 def compile_mask(*, nms_thresh: float, cc: int | None = None):
     """The suppression-bitmask kernel compiled for compute capability ``cc`` (None: the current GPU)."""
-    signature = {"boxes_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "N": "i32", "mask_ptr": "*i64",
-                 "NMS_THRESH": "constexpr", "ROWS": "constexpr"}  # fmt: skip
+    signature = {
+        "boxes_ptr": "*fp32",
+        "classes_ptr": "*i32",
+        "order_ptr": "*i32",
+        "N": "i32",
+        "mask_ptr": "*i64",
+        "NMS_THRESH": "constexpr",
+        "ROWS": "constexpr",
+    }
     constexprs = {"NMS_THRESH": nms_threshold(nms_thresh), "ROWS": MASK_ROWS}
-    return triton.compile(ASTSource(fn=mask_kernel, signature=signature, constexprs=constexprs),
-                          target=_target(cc), options={"num_warps": MASK_WARPS})  # fmt: skip
+    return triton.compile(
+        ASTSource(fn=mask_kernel, signature=signature, constexprs=constexprs),
+        target=_target(cc),
+        options={"num_warps": MASK_WARPS},
+    )
 
 
 def compile_nms(*, detections_per_img: int, block: int, cc: int | None = None, nms_thresh: float | None = None):
@@ -41,11 +59,24 @@ def compile_nms(*, detections_per_img: int, block: int, cc: int | None = None, n
     GPU). ``block``: a power of two >= the candidate count (the walk holds block / 64 mask words);
     ``nms_thresh`` is the mask kernel's and unused here."""
     signature = {
-        "boxes_ptr": "*fp32", "scores_ptr": "*fp32", "classes_ptr": "*i32", "order_ptr": "*i32", "mask_ptr": "*i64",
-        "N": "i32", "num_ptr": "*i32", "out_boxes_ptr": "*fp32", "out_scores_ptr": "*fp32", "out_classes_ptr": "*i32",
-        "D": "constexpr", "WBLOCK": "constexpr", "KBLOCK": "constexpr",
-    }  # fmt: skip
+        "boxes_ptr": "*fp32",
+        "scores_ptr": "*fp32",
+        "classes_ptr": "*i32",
+        "order_ptr": "*i32",
+        "mask_ptr": "*i64",
+        "N": "i32",
+        "num_ptr": "*i32",
+        "out_boxes_ptr": "*fp32",
+        "out_scores_ptr": "*fp32",
+        "out_classes_ptr": "*i32",
+        "D": "constexpr",
+        "WBLOCK": "constexpr",
+        "KBLOCK": "constexpr",
+    }
     wblock, kblock = block_sizes(int(block), int(detections_per_img))
     constexprs = {"D": int(detections_per_img), "WBLOCK": wblock, "KBLOCK": kblock}
-    return triton.compile(ASTSource(fn=scan_kernel, signature=signature, constexprs=constexprs),
-                          target=_target(cc), options={"num_warps": NMS_WARPS})  # fmt: skip
+    return triton.compile(
+        ASTSource(fn=scan_kernel, signature=signature, constexprs=constexprs),
+        target=_target(cc),
+        options={"num_warps": NMS_WARPS},
+    )

@@ -79,9 +79,7 @@ def sort_kernel(scores_ptr, N, order_ptr, SCORE_THRESH: tl.constexpr, CHUNK: tl.
 
 
 @triton.jit
-def mask_kernel(
-    boxes_ptr, classes_ptr, order_ptr, N, mask_ptr, NMS_THRESH: tl.constexpr, ROWS: tl.constexpr
-):
+def mask_kernel(boxes_ptr, classes_ptr, order_ptr, N, mask_ptr, NMS_THRESH: tl.constexpr, ROWS: tl.constexpr):
     """Grid (B, cdiv(N, ROWS)): the suppression bitmask. For each of ROWS ranked candidates r of
     its image and each 64-wide word w of ranks at or after r's own word, bit k of
     ``mask[b, r, w]`` is set when the candidate ranked 64 w + k comes after r, has r's class and
@@ -151,7 +149,9 @@ def scan_kernel(
     num_valid = 0  # valid candidates rank first (padding is -1 at the end)
     for start in range(0, N, 1024):
         ranks = start + tl.arange(0, 1024)
-        num_valid += tl.sum((tl.load(order_ptr + image * N + ranks, mask=ranks < N, other=-1) >= 0).to(tl.int32), axis=0)
+        num_valid += tl.sum(
+            (tl.load(order_ptr + image * N + ranks, mask=ranks < N, other=-1) >= 0).to(tl.int32), axis=0
+        )
     slots = tl.arange(0, KBLOCK)
     kept_ranks = tl.zeros([KBLOCK], dtype=tl.int32)
     removed = tl.zeros([WBLOCK], dtype=tl.int64)
@@ -163,7 +163,9 @@ def scan_kernel(
             if (rank < num_valid) & (kept < D) & (((current >> k) & 1) == 0):
                 kept_ranks = tl.where(slots == kept, rank, kept_ranks)
                 kept += 1
-                row_bits = tl.load(mask_ptr + (image * N + rank) * words + lanes, mask=(lanes >= w) & (lanes < words), other=0)
+                row_bits = tl.load(
+                    mask_ptr + (image * N + rank) * words + lanes, mask=(lanes >= w) & (lanes < words), other=0
+                )
                 removed = removed | row_bits
                 current = tl.sum(tl.where(lanes == w, removed, 0), axis=0)
     tl.store(num_ptr + image, kept)
@@ -173,6 +175,10 @@ def scan_kernel(
     out = image * D + slots
     inside = slots < D
     for j in range(4):
-        tl.store(out_boxes_ptr + out * 4 + j, tl.load(boxes_ptr + row * 4 + j, mask=taken, other=0.0).to(tl.float32), mask=inside)
+        tl.store(
+            out_boxes_ptr + out * 4 + j,
+            tl.load(boxes_ptr + row * 4 + j, mask=taken, other=0.0).to(tl.float32),
+            mask=inside,
+        )
     tl.store(out_scores_ptr + out, tl.load(scores_ptr + row, mask=taken, other=0.0).to(tl.float32), mask=inside)
     tl.store(out_classes_ptr + out, tl.load(classes_ptr + row, mask=taken, other=0), mask=inside)

@@ -47,8 +47,10 @@ def retina_nms(
         ``num_detections`` are 0. Equal to the reference postprocess, including its tie order.
     """
     if boxes.dim() != 3 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:2] or classes.shape != scores.shape:
-        raise ValueError(f"expected boxes [B, N, 4], scores [B, N], classes [B, N]; got {tuple(boxes.shape)}, "
-                         f"{tuple(scores.shape)}, {tuple(classes.shape)}")  # fmt: skip
+        raise ValueError(
+            f"expected boxes [B, N, 4], scores [B, N], classes [B, N]; got {tuple(boxes.shape)}, "
+            f"{tuple(scores.shape)}, {tuple(classes.shape)}"
+        )
     if detections_per_img < 1:
         raise ValueError(f"detections_per_img must be >= 1, got {detections_per_img}")
     order = rank_candidates(scores, score_thresh=score_thresh)
@@ -61,8 +63,9 @@ def rank_candidates(scores: torch.Tensor, *, score_thresh: float, out: torch.Ten
     batch, n = scores.shape
     order = torch.empty((batch, n), dtype=torch.int32, device=scores.device) if out is None else out
     if batch and n:
-        sort_kernel[(batch, triton.cdiv(n, SORT_CHUNK))](scores.contiguous(), n, order, SCORE_THRESH=float(score_thresh),
-                                                          CHUNK=SORT_CHUNK)  # fmt: skip
+        sort_kernel[(batch, triton.cdiv(n, SORT_CHUNK))](
+            scores.contiguous(), n, order, SCORE_THRESH=float(score_thresh), CHUNK=SORT_CHUNK
+        )
     return order
 
 
@@ -76,8 +79,15 @@ def suppression_mask(boxes, classes, order, *, nms_thresh: float, out=None, rows
     words = -(-n // 64)
     mask = torch.empty((batch, n, words), dtype=torch.int64, device=boxes.device) if out is None else out
     if batch and n:
-        mask_kernel[(batch, triton.cdiv(n, rows))](boxes.contiguous(), classes.to(torch.int32).contiguous(), order, n, mask,
-                                                    NMS_THRESH=nms_threshold(nms_thresh), ROWS=rows)  # fmt: skip
+        mask_kernel[(batch, triton.cdiv(n, rows))](
+            boxes.contiguous(),
+            classes.to(torch.int32).contiguous(),
+            order,
+            n,
+            mask,
+            NMS_THRESH=nms_threshold(nms_thresh),
+            ROWS=rows,
+        )
     return mask
 
 
@@ -102,13 +112,27 @@ def nms_from_mask(boxes, scores, classes, order, mask, *, detections_per_img: in
             t.zero_()
         return out
     wblock, kblock = block_sizes(n, d)
-    scan_kernel[(batch,)](boxes.contiguous(), scores.contiguous(), classes.to(torch.int32).contiguous(), order, mask, n,
-                          num, out_boxes, out_scores, out_classes, D=d, WBLOCK=wblock, KBLOCK=kblock)  # fmt: skip
+    scan_kernel[(batch,)](
+        boxes.contiguous(),
+        scores.contiguous(),
+        classes.to(torch.int32).contiguous(),
+        order,
+        mask,
+        n,
+        num,
+        out_boxes,
+        out_scores,
+        out_classes,
+        D=d,
+        WBLOCK=wblock,
+        KBLOCK=kblock,
+    )
     return out
 
 
-def nms_from_order(boxes, scores, classes, order, *, nms_thresh: float, detections_per_img: int, out=None,
-                   rows: int | None = None):  # fmt: skip
+def nms_from_order(
+    boxes, scores, classes, order, *, nms_thresh: float, detections_per_img: int, out=None, rows: int | None = None
+):
     """The second and third plugins together: greedy NMS over ``order``; the output contract."""
     mask = suppression_mask(boxes, classes, order, nms_thresh=nms_thresh, rows=rows)
     return nms_from_mask(boxes, scores, classes, order, mask, detections_per_img=detections_per_img, out=out)

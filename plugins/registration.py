@@ -36,15 +36,20 @@ embedded_ptx: list[dict[str, Any]] = []
 def configure_ptx(*, hardware_compat: str = "none", ptx_isa: str | None = None) -> None:
     """Choose the PTX the next engine build embeds (aot.py: launchable_ptx) and clear the record
     of what was embedded. ``ptx_isa`` None: the build machine's driver's (aot.driver_ptx_isa)."""
-    _ptx_options.update(cc=80 if hardware_compat == "ampere_plus" else None, same_cc=hardware_compat == "same_cc",
-                        ptx_isa=ptx_isa or driver_ptx_isa())  # fmt: skip
+    _ptx_options.update(
+        cc=80 if hardware_compat == "ampere_plus" else None,
+        same_cc=hardware_compat == "same_cc",
+        ptx_isa=ptx_isa or driver_ptx_isa(),
+    )
     embedded_ptx.clear()
 
 
 def _launchable(kernel, trt_args: int) -> tuple[str, str]:
     """(entry, PTX) as TensorRT launches it; records what was embedded for the engine header."""
     fixed = launchable_ptx(kernel, trt_args=trt_args, ptx_isa=_ptx_options["ptx_isa"], same_cc=_ptx_options["same_cc"])
-    embedded_ptx.append({"entry": fixed.entry, "target": fixed.target, "ptx_isa": fixed.ptx_isa, "params": fixed.params})
+    embedded_ptx.append(
+        {"entry": fixed.entry, "target": fixed.target, "ptx_isa": fixed.ptx_isa, "params": fixed.params}
+    )
     return fixed.entry, fixed.ptx
 
 
@@ -65,9 +70,9 @@ def register_plugin(*, lazy: bool = True) -> None:
         return (trtp.from_shape_expr(scores.shape_expr, dtype=trt.int32),)
 
     @trtp.aot_impl(SORT_ID)
-    def sort_aot(scores: trtp.TensorDesc, score_thresh: float, outputs: tuple[trtp.TensorDesc], tactic: int) -> tuple[
-        str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymExprs
-    ]:
+    def sort_aot(
+        scores: trtp.TensorDesc, score_thresh: float, outputs: tuple[trtp.TensorDesc], tactic: int
+    ) -> tuple[str | bytes, str | bytes, trtp.KernelLaunchParams, trtp.SymExprs]:
         return sort_launch(trtp, scores, score_thresh)
 
     @trtp.register(MASK_ID, lazy_register=lazy)

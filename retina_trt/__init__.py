@@ -21,7 +21,10 @@ if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not 
 # retina_trt does not read itself: the same pixel limit (runtime/preprocess.py).
 # (a bad RETINA_TRT_MAX_IMAGE_PIXELS is reported by the image reader, not passed to OpenCV)
 # (only values OpenCV can parse: its std::stoull aborts the process on numbers past 2^64)
-if os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", "1").isdigit() and 0 < int(os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", "1")) <= 1 << 40:
+if (
+    os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", "1").isdigit()
+    and 0 < int(os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", "1")) <= 1 << 40
+):
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", str(1 << 27)))
 from typing import TYPE_CHECKING, Any
 

@@ -40,7 +40,9 @@ def category_mapping(class_names: tuple[str, ...], dataset: CocoDataset) -> list
     return list(dataset.category_ids)
 
 
-def coco_metrics(annotations: str | os.PathLike | dict, results: list[dict[str, Any]], image_ids: list[int] | None = None) -> dict[str, float]:
+def coco_metrics(
+    annotations: str | os.PathLike | dict, results: list[dict[str, Any]], image_ids: list[int] | None = None
+) -> dict[str, float]:
     """AP, AP50, AP75, APs, APm, APl (fractions in [0, 1]) of COCO ``results`` with faster-coco-eval."""
     from faster_coco_eval import COCO, COCOeval_faster
 
@@ -90,8 +92,14 @@ def evaluate(
         image_ids.append(int(record["id"]))
         results.extend(dets.to_coco(int(record["id"]), categories)[:MAX_DETECTIONS])  # best first
     metrics = coco_metrics(dataset.annotation_path, results, image_ids)
-    return {**metrics, "images": len(image_ids), "detections": len(results), "failed_images": failed,
-            "backend": det.backend, "runs_in": det.precision}  # fmt: skip
+    return {
+        **metrics,
+        "images": len(image_ids),
+        "detections": len(results),
+        "failed_images": failed,
+        "backend": det.backend,
+        "runs_in": det.precision,
+    }
 
 
 def format_table(metrics: dict[str, Any]) -> str:

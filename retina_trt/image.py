@@ -46,7 +46,9 @@ def declared_size(head: bytes) -> tuple[int, int] | None:
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     if head[:2] == b"BM" and len(head) >= 26:
-        return abs(int.from_bytes(head[18:22], "little", signed=True)), abs(int.from_bytes(head[22:26], "little", signed=True))
+        return abs(int.from_bytes(head[18:22], "little", signed=True)), abs(
+            int.from_bytes(head[22:26], "little", signed=True)
+        )
     if head[:2] == b"\xff\xd8":  # JPEG: walk the markers to the first start-of-frame
         i = 2
         while i + 9 < len(head):
@@ -86,8 +88,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"image file is empty: {path}")
     # no image within the pixel limit is larger than 8 bytes a pixel (16-bit RGBA, uncompressed)
     if size > 8 * max_image_pixels() + (1 << 20):
-        raise ImageError(f"{path} is {size / 2**30:.1f} GiB, larger than any image within the pixel limit "
-                         "(RETINA_TRT_MAX_IMAGE_PIXELS): not read")  # fmt: skip
+        raise ImageError(
+            f"{path} is {size / 2**30:.1f} GiB, larger than any image within the pixel limit "
+            "(RETINA_TRT_MAX_IMAGE_PIXELS): not read"
+        )
     with open(path, "rb") as f:
         check_declared_size(f.read(1 << 16), str(path))
     try:
@@ -107,9 +111,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 def to_bgr(image: np.ndarray, *, source: str = "image") -> np.ndarray:
     """HxW / HxWx1 grayscale, HxWx3 BGR or HxWx4 BGRA uint8 -> contiguous HxWx3 uint8 BGR."""
     if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"{source}: expected a numpy array (HxWx3 uint8 BGR) or a path, got {type(image).__name__}"
-        )
+        raise TypeError(f"{source}: expected a numpy array (HxWx3 uint8 BGR) or a path, got {type(image).__name__}")
     if image.dtype != np.uint8:
         if image.dtype == np.uint16 and image.size:
             image = (image >> 8).astype(np.uint8)  # 16-bit files: keep the high byte
@@ -125,9 +127,7 @@ def to_bgr(image: np.ndarray, *, source: str = "image") -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     elif not (image.ndim == 3 and image.shape[2] == 3):
-        raise ImageError(
-            f"{source}: expected HxW, HxWx1, HxWx3 or HxWx4 pixels, got shape {image.shape}"
-        )
+        raise ImageError(f"{source}: expected HxW, HxWx1, HxWx3 or HxWx4 pixels, got shape {image.shape}")
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ImageError(f"{source}: image has no pixels (shape {image.shape})")
     return np.ascontiguousarray(image)
@@ -232,9 +232,7 @@ def _round_up(value: int, multiple: int) -> int:
     return int(math.ceil(value / multiple) * multiple)
 
 
-def boxes_to_original(
-    boxes_xyxy: np.ndarray, scale_yx: np.ndarray, original_size: tuple[int, int]
-) -> np.ndarray:
+def boxes_to_original(boxes_xyxy: np.ndarray, scale_yx: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
     """Map boxes from network-input to original-image pixels and clip to the image.
 
     Args:

@@ -148,8 +148,14 @@ def run_build(request: BuildRequest, *, say: Callable[[str], None] = print) -> B
         if request.weights is not None:
             from retina_trt.export.onnx_export import export_onnx
 
-            source = export_onnx(request.weights, Path(tmp) / "model.onnx", nms=nms, batch=request.export_batch,
-                                 input_size=request.input_size, dynamic_shapes=request.dynamic_shapes)  # fmt: skip
+            source = export_onnx(
+                request.weights,
+                Path(tmp) / "model.onnx",
+                nms=nms,
+                batch=request.export_batch,
+                input_size=request.input_size,
+                dynamic_shapes=request.dynamic_shapes,
+            )
         else:
             source = Path(request.onnx)
         meta = read_metadata(source)
@@ -166,9 +172,17 @@ def run_build(request: BuildRequest, *, say: Callable[[str], None] = print) -> B
             say(f"using the prepared {precision} ONNX {source}")
         else:
             output = request.output
-            save_onnx = Path(request.save_onnx) if request.save_onnx else output.with_name(f"{output.stem}.{precision}.onnx")
-            result = prepare_precision(source, precision, save_onnx, calibration=request.calibration,
-                                       cache_dir=request.cache_dir, use_cache=request.use_cache)  # fmt: skip
+            save_onnx = (
+                Path(request.save_onnx) if request.save_onnx else output.with_name(f"{output.stem}.{precision}.onnx")
+            )
+            result = prepare_precision(
+                source,
+                precision,
+                save_onnx,
+                calibration=request.calibration,
+                cache_dir=request.cache_dir,
+                use_cache=request.use_cache,
+            )
             prepared, reused = result.path, result.reused
             say(f"{precision} ONNX {'reused from the precision cache' if reused else 'prepared'}: {prepared}")
         plan = build_plan(prepared, request.options, flavour)
@@ -176,7 +190,6 @@ def run_build(request: BuildRequest, *, say: Callable[[str], None] = print) -> B
             return BuildResult(prepared, precision, plan, None, reused)
         engine = build_engine(prepared, request.output, request.options)
     return BuildResult(prepared, precision, plan, engine, reused)
-
 
 
 def deepstream_onnx(
@@ -216,8 +229,14 @@ def deepstream_onnx(
         else:
             from retina_trt.export.onnx_export import export_onnx
 
-            export_onnx(model, staged, batch=(1, batch, batch), input_size=input_size,
-                        input_dtype="float32", image_sizes_input=False)  # fmt: skip
+            export_onnx(
+                model,
+                staged,
+                batch=(1, batch, batch),
+                input_size=input_size,
+                input_dtype="float32",
+                image_sizes_input=False,
+            )
         if prepare and precision != "fp32" and read_metadata(staged).precision == "fp32":
             prepared = Path(tmp) / f"model.{precision}.onnx"
             staged = prepare_precision(staged, precision, prepared, calibration=calibration, cache_dir=cache_dir).path

@@ -53,11 +53,14 @@ def _tuple_of(value: Any, kind: type, name: str) -> tuple:
 def _check_class_name(name: str) -> None:
     """Names are written to files and terminals: no control or formatting characters."""
     if not name or len(name) > MAX_CLASS_NAME:
-        raise SpecError(f"ModelSpec.class_names: each name must have 1 to {MAX_CLASS_NAME} characters, got {name[:40]!r}")
+        raise SpecError(
+            f"ModelSpec.class_names: each name must have 1 to {MAX_CLASS_NAME} characters, got {name[:40]!r}"
+        )
     bad = [ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")]
     if bad:
-        raise SpecError(f"ModelSpec.class_names: {name[:40]!r} holds control characters {bad[:3]!r}; "
-                        "give printable names")  # fmt: skip
+        raise SpecError(
+            f"ModelSpec.class_names: {name[:40]!r} holds control characters {bad[:3]!r}; give printable names"
+        )
 
 
 MAX_IMAGE_SIDE = 8192
@@ -132,9 +135,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalize through object.__setattr__
         if self.backbone not in BACKBONES:
-            raise SpecError(
-                f"ModelSpec.backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}"
-            )
+            raise SpecError(f"ModelSpec.backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}")
         # Sane upper bounds first: a spec may come from an untrusted file (engine header, ONNX
         # metadata, checkpoint), and these sizes allocate (class names, anchors, tensors).
         for name, limit in SPEC_LIMITS.items():
@@ -164,7 +165,8 @@ class ModelSpec:
         if head_params > MAX_HEAD_PARAMS:
             raise SpecError(
                 f"ModelSpec asks for {self.fpn_channels} FPN channels and {self.num_head_convs} head convolutions, "
-                f"about {head_params / 1e9:.1f} G weights (limit {MAX_HEAD_PARAMS / 1e9:.1f} G): a damaged or foreign file?"
+                f"about {head_params / 1e9:.1f} G weights (limit {MAX_HEAD_PARAMS / 1e9:.1f} G): a damaged or "
+                "foreign file?"
             )
         if self.head_norm == "group_norm" and self.fpn_channels % 32:
             raise SpecError(
@@ -183,8 +185,7 @@ class ModelSpec:
             )
         if self.anchor_rounding not in ANCHOR_ROUNDINGS:
             raise SpecError(
-                f"ModelSpec.anchor_rounding must be one of {ANCHOR_ROUNDINGS}, "
-                f"got {self.anchor_rounding!r}"
+                f"ModelSpec.anchor_rounding must be one of {ANCHOR_ROUNDINGS}, got {self.anchor_rounding!r}"
             )
         weights = _tuple_of(self.box_coder_weights, float, "box_coder_weights")
         if len(weights) != 4 or any(w <= 0 for w in weights):
@@ -196,9 +197,7 @@ class ModelSpec:
         for name in ("min_size", "max_size", "size_divisible"):
             self._check_positive_int(name)
         if self.max_size < self.min_size:
-            raise SpecError(
-                f"ModelSpec.max_size ({self.max_size}) must be >= min_size ({self.min_size})"
-            )
+            raise SpecError(f"ModelSpec.max_size ({self.max_size}) must be >= min_size ({self.min_size})")
         for name in ("pixel_mean", "pixel_std"):
             values = _tuple_of(getattr(self, name), float, name)
             if len(values) != 3:
@@ -214,8 +213,7 @@ class ModelSpec:
         self._check_positive_int("topk_candidates")
         if self.topk_candidates >= MAX_TOPK:
             raise SpecError(
-                f"ModelSpec.topk_candidates must be < {MAX_TOPK} (TensorRT's TopK limit), "
-                f"got {self.topk_candidates}"
+                f"ModelSpec.topk_candidates must be < {MAX_TOPK} (TensorRT's TopK limit), got {self.topk_candidates}"
             )
         self._check_positive_int("detections_per_img")
 

@@ -110,7 +110,9 @@ def init_frozen_bn_from_data(model: RetinaNet, images: torch.Tensor) -> None:
         module.weight.fill_(1.0)
         module.bias.zero_()
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.backbone.body.modules() if isinstance(m, FrozenBatchNorm2d)]
+    handles = [
+        m.register_forward_pre_hook(hook) for m in model.backbone.body.modules() if isinstance(m, FrozenBatchNorm2d)
+    ]
     try:
         with torch.no_grad():
             model.backbone.body(images)
@@ -173,13 +175,19 @@ class BatchSampler:
             if self.hflip and np.random.default_rng([self.seed, epoch, position, 1]).random() < 0.5:
                 image = image[:, ::-1].copy()
                 width = image.shape[1]
-                boxes = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1) if len(boxes) else boxes
+                boxes = (
+                    np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+                    if len(boxes)
+                    else boxes
+                )
             images.append(image)
             targets.append({"boxes": boxes, "labels": sample.labels})
         return images, targets
 
 
-def _loss_on_batch(model: RetinaNet, normalizer: nn.Module, images, targets, config: TrainConfig) -> dict[str, torch.Tensor]:
+def _loss_on_batch(
+    model: RetinaNet, normalizer: nn.Module, images, targets, config: TrainConfig
+) -> dict[str, torch.Tensor]:
     spec = model.spec
     batch = preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible)
     scales = batch.scale_factors()  # (sy, sx)
@@ -194,7 +202,13 @@ def _loss_on_batch(model: RetinaNet, normalizer: nn.Module, images, targets, con
     deltas = torch.cat([flatten_level(o, 4) for o in out.box_deltas], dim=1)
     gamma = config.gamma if config.loss == "focal" else 0.0
     return retinanet_loss(
-        logits, deltas, anchors, scaled, box_coder_weights=spec.box_coder_weights, alpha=config.alpha, gamma=gamma,
+        logits,
+        deltas,
+        anchors,
+        scaled,
+        box_coder_weights=spec.box_coder_weights,
+        alpha=config.alpha,
+        gamma=gamma,
         allow_low_quality_matches=config.allow_low_quality_matches,
     )
 
@@ -208,8 +222,7 @@ def _check_same_spec(found: ModelSpec, wanted: ModelSpec, source: str | os.PathL
         if getattr(found, f.name) != getattr(wanted, f.name)
     ]
     raise CheckpointError(
-        f"{source} has a different ModelSpec ({'; '.join(differ)}); "
-        "pass the training options it was trained with"
+        f"{source} has a different ModelSpec ({'; '.join(differ)}); pass the training options it was trained with"
     )
 
 
@@ -238,26 +251,43 @@ def train(
     torch.manual_seed(config.seed)
     sampler = BatchSampler(dataset, config.batch_size, config.seed, config.hflip)
     normalizer = PixelNormalizer(spec)
-    model, optimizer_state, start_iteration = _starting_point(spec, sampler, normalizer, config, output, resume, init_from)
+    model, optimizer_state, start_iteration = _starting_point(
+        spec, sampler, normalizer, config, output, resume, init_from
+    )
     if config.backbone_bn == "train":
         unfreeze_backbone_bn(model)
     optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     model.train()
 
     def save(iteration: int, losses: list[float]) -> None:
-        save_checkpoint(model, output, train={
-            "iteration": iteration, "optimizer": optimizer.state_dict(),
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
-            "recent_losses": losses[-50:],
-        })  # fmt: skip
+        save_checkpoint(
+            model,
+            output,
+            train={
+                "iteration": iteration,
+                "optimizer": optimizer.state_dict(),
+                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+                "recent_losses": losses[-50:],
+            },
+        )
 
     losses: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(range(start_iteration, config.iterations), desc="train", unit="it", initial=start_iteration, total=config.iterations, disable=None)
+    bar = tqdm(
+        range(start_iteration, config.iterations),
+        desc="train",
+        unit="it",
+        initial=start_iteration,
+        total=config.iterations,
+        disable=None,
+    )
     for iteration in bar:
         parts, lr = _step(model, optimizer, normalizer, sampler, config, iteration)
         if not torch.isfinite(parts["loss"]):
@@ -271,14 +301,23 @@ def train(
         if (iteration + 1) % config.log_every == 0:
             logger.info(
                 "it %d/%d loss %.4f (cls %.4f box %.4f) lr %.4g %.2f s/it",
-                iteration + 1, config.iterations, np.mean(losses[-config.log_every:]),
-                parts["classification"].item(), parts["box_regression"].item(), lr,
+                iteration + 1,
+                config.iterations,
+                np.mean(losses[-config.log_every :]),
+                parts["classification"].item(),
+                parts["box_regression"].item(),
+                lr,
                 (time.perf_counter() - started) / (iteration + 1 - start_iteration),
-            )  # fmt: skip
+            )
         if (iteration + 1) % config.save_every == 0:
             save(iteration + 1, losses)
     save(config.iterations, losses)
-    logger.info("trained %d iterations in %.1f min -> %s", config.iterations - start_iteration, (time.perf_counter() - started) / 60, output)
+    logger.info(
+        "trained %d iterations in %.1f min -> %s",
+        config.iterations - start_iteration,
+        (time.perf_counter() - started) / 60,
+        output,
+    )
     return output
 
 
@@ -292,7 +331,9 @@ def _starting_point(spec, sampler, normalizer, config: TrainConfig, output: Path
             raise CheckpointError(f"{output} has no training state to resume from")
         model = load_checkpoint(state)
         if model.spec != spec:
-            raise CheckpointError(f"{output} was trained with a different ModelSpec; use another --output or the same options")
+            raise CheckpointError(
+                f"{output} was trained with a different ModelSpec; use another --output or the same options"
+            )
         logger.info("resuming %s at iteration %d of %d", output, int(train_state["iteration"]), config.iterations)
         return model, train_state["optimizer"], int(train_state["iteration"])
     if init_from is not None:
@@ -306,7 +347,9 @@ def _starting_point(spec, sampler, normalizer, config: TrainConfig, output: Path
             model.head.cls.predictor.bias.zero_()
     if config.backbone_bn == "frozen":
         images, _ = sampler.batch(0)
-        batch = preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible)
+        batch = preprocess_batch(
+            images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible
+        )
         init_frozen_bn_from_data(model, normalizer(torch.from_numpy(batch.pixels)))
     return model, None, 0
 
@@ -342,4 +385,3 @@ def export_weights(checkpoint: str | os.PathLike, output: str | os.PathLike, *, 
     """Deprecated name of :func:`write_deploy_checkpoint` (kept for one release)."""
     warnings.warn("retina_trt.train.export_weights is now write_deploy_checkpoint", DeprecationWarning, stacklevel=2)
     return write_deploy_checkpoint(checkpoint, output, fp16=fp16)
-

@@ -95,8 +95,10 @@ def printable(text: str) -> str:
     escaped, for printing strings read from untrusted files to a terminal."""
     import unicodedata
 
-    return "".join(ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
-                   else ch for ch in str(text))  # fmt: skip
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
+        for ch in str(text)
+    )
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -113,8 +115,10 @@ def refuse_overwrite(output: str | os.PathLike, inputs, what: str = "output") ->
     entries and non-paths are skipped): no command writes over its own input."""
     for source in inputs:
         if isinstance(source, (str, os.PathLike)) and str(source) and same_file(output, source):
-            raise ValueError(f"{what} {output} is also an input ({source}): refusing to write over a file this "
-                             "command reads; give the output another name")  # fmt: skip
+            raise ValueError(
+                f"{what} {output} is also an input ({source}): refusing to write over a file this "
+                "command reads; give the output another name"
+            )
 
 
 class Timer:

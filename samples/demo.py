@@ -71,19 +71,35 @@ def main() -> int:
         start = time.perf_counter()
         model_path, runtime = _cpu_route(onnx_path, out)
         stages["CPU route (INT8 preparation, OpenVINO compile)"] = time.perf_counter() - start
-        why = (f"TensorRT-RTX built {out / 'shapes_r18.engine'}, but running an engine needs a GPU and there is none here"
-               if route == "rtx" else "no TensorRT here (no engine built)")  # fmt: skip
+        why = (
+            f"TensorRT-RTX built {out / 'shapes_r18.engine'}, but running an engine needs a GPU and there is none here"
+            if route == "rtx"
+            else "no TensorRT here (no engine built)"
+        )
         print(f"  runtime: {why}, so the fastest CPU route runs: {runtime}")
 
     start = time.perf_counter()
     config = SyntheticConfig(min_height=IMAGE_SIZE, max_height=IMAGE_SIZE, min_width=IMAGE_SIZE, max_width=IMAGE_SIZE)
-    annotations = generate_dataset(out / "heldout", num_images=args.eval_images, seed=EVAL_SEED, split="val", config=config)
+    annotations = generate_dataset(
+        out / "heldout", num_images=args.eval_images, seed=EVAL_SEED, split="val", config=config
+    )
     video = write_video(out / "heldout" / "pan.avi", num_frames=60, seed=7, frame_size=(IMAGE_SIZE, IMAGE_SIZE))
     stages["generate held-out images + video"] = time.perf_counter() - start
 
     images = sorted((out / "heldout" / "val").glob("*.jpg"))[:4]
     start = time.perf_counter()
-    code = cli_main(["detect", str(model_path), *map(str, images), str(video), "--output", str(out / "detections"), "--min-score", "0.4"])
+    code = cli_main(
+        [
+            "detect",
+            str(model_path),
+            *map(str, images),
+            str(video),
+            "--output",
+            str(out / "detections"),
+            "--min-score",
+            "0.4",
+        ]
+    )
     stages["detect (4 images + 60 frames)"] = time.perf_counter() - start
     if code != 0:
         print("demo: detect failed", file=sys.stderr)
@@ -107,7 +123,9 @@ def main() -> int:
         "engine": engine_info,
         "detections_at_0.4": counts,
         "heldout_coco": {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()},
-        "latency_ms_per_image_during_eval": {k: round(v, 2) for k, v in latency.items()},  # mean, cold first call included
+        "latency_ms_per_image_during_eval": {
+            k: round(v, 2) for k, v in latency.items()
+        },  # mean, cold first call included
         "cpu_routes_side_by_side_ms": cpu_latency,
         "stages_s": {k: round(v, 2) for k, v in stages.items()},
     }
@@ -120,17 +138,31 @@ def _build(out: Path, stages: dict[str, float]):
     """Export, then the FP16 engine build (or dry run): (onnx, engine facts or None, route), route
     None when build-engine failed."""
     start = time.perf_counter()
-    onnx_path = export_onnx(MODEL, out / "shapes_r18.onnx", nms="onnx", input_size=(IMAGE_SIZE, IMAGE_SIZE), batch=(1, 1, 8))
+    onnx_path = export_onnx(
+        MODEL, out / "shapes_r18.onnx", nms="onnx", input_size=(IMAGE_SIZE, IMAGE_SIZE), batch=(1, 1, 8)
+    )
     stages["export to ONNX"] = time.perf_counter() - start
     start = time.perf_counter()
     engine = out / "shapes_r18.engine"
     route = _tensorrt_route()
     engine_source = onnx_path
     if route == "rtx":  # TensorRT-RTX carries NMS as plain layers (nms="graph")
-        engine_source = export_onnx(MODEL, out / "shapes_r18.graph.onnx", nms="graph", input_size=(IMAGE_SIZE, IMAGE_SIZE),
-                                    batch=(1, 1, 8))  # fmt: skip
-    build = ["build-engine", "--onnx", str(engine_source), "--precision", "fp16", "--batch", "1:1:8", "--output", str(engine),
-             "--cache-dir", str(out / "precision-cache")]  # fmt: skip
+        engine_source = export_onnx(
+            MODEL, out / "shapes_r18.graph.onnx", nms="graph", input_size=(IMAGE_SIZE, IMAGE_SIZE), batch=(1, 1, 8)
+        )
+    build = [
+        "build-engine",
+        "--onnx",
+        str(engine_source),
+        "--precision",
+        "fp16",
+        "--batch",
+        "1:1:8",
+        "--output",
+        str(engine),
+        "--cache-dir",
+        str(out / "precision-cache"),
+    ]
     if route == "rtx":
         build += ["--tensorrt", "tensorrt_rtx"]
     if cli_main(build if route != "none" else [*build, "--dry-run"]) != 0:
@@ -145,10 +177,14 @@ def _engine_facts(engine: Path) -> dict:
     from retina_trt.trt import read_engine_header
 
     header = read_engine_header(engine)
-    return {"file": str(engine), "megabytes": round(engine.stat().st_size / 1e6, 1),
-            "tensorrt": f"{header.tensorrt_flavour} {header.tensorrt_version}",
-            "build_seconds": header.build.get("build_seconds"), "targets": [f"{a}.{b}" for a, b in header.targets],
-            "layer_precisions": header.layer_precisions}  # fmt: skip
+    return {
+        "file": str(engine),
+        "megabytes": round(engine.stat().st_size / 1e6, 1),
+        "tensorrt": f"{header.tensorrt_flavour} {header.tensorrt_version}",
+        "build_seconds": header.build.get("build_seconds"),
+        "targets": [f"{a}.{b}" for a, b in header.targets],
+        "layer_precisions": header.layer_precisions,
+    }
 
 
 def _print_summary(summary: dict, metrics, latency, cpu_latency, out: Path, sheet: Path) -> None:
@@ -160,17 +196,21 @@ def _print_summary(summary: dict, metrics, latency, cpu_latency, out: Path, shee
     if engine_info is not None:
         precisions = engine_info["layer_precisions"] or {}
         convs = ", ".join(f"{n} {t}" for t, n in precisions.get("convolutions", {}).items())
-        print(f"  engine: {engine_info['file']} ({engine_info['megabytes']} MB, {engine_info['tensorrt']}, built in "
-              f"{engine_info['build_seconds']} s for compute capability {', '.join(engine_info['targets'])}; "
-              f"convolutions {convs or '?'})")  # fmt: skip
+        print(
+            f"  engine: {engine_info['file']} ({engine_info['megabytes']} MB, {engine_info['tensorrt']}, built in "
+            f"{engine_info['build_seconds']} s for compute capability {', '.join(engine_info['targets'])}; "
+            f"convolutions {convs or '?'})"
+        )
     print(f"  held-out COCO metrics ({metrics['images']} images, {runtime}):")
     print("    " + format_table(metrics).replace("\n", "\n    "))
     _print_latency(latency, cpu_latency)
     for name, seconds in summary["stages_s"].items():
         print(f"  {name}: {seconds:.1f} s")
     print(f"  outputs: {out.resolve()}")
-    print(f"    {sheet.name}: the annotated images side by side; detections/: annotated images, pan.mp4, JSONL; "
-          "heldout/: generated inputs; summary.json")  # fmt: skip
+    print(
+        f"    {sheet.name}: the annotated images side by side; detections/: annotated images, pan.mp4, JSONL; "
+        "heldout/: generated inputs; summary.json"
+    )
 
 
 SIDE_BY_SIDE_ROUNDS = 5
@@ -181,24 +221,29 @@ def _print_latency(eval_latency: dict[str, float], side_by_side: dict[str, dict[
     (the evaluation's means include its first, cold call and stay in summary.json), else the
     evaluation's means, labelled as such."""
     if not side_by_side:
-        print("  latency per image, mean over the evaluation, first (cold) call included (ms): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in eval_latency.items()))  # fmt: skip
+        print(
+            "  latency per image, mean over the evaluation, first (cold) call included (ms): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in eval_latency.items())
+        )
         return
     for name, per_stage in side_by_side.items():
-        print(f"  latency, {name} (ms per image on decoded frames, warm, median of {SIDE_BY_SIDE_ROUNDS} rounds): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in per_stage.items()))  # fmt: skip
+        print(
+            f"  latency, {name} (ms per image on decoded frames, warm, median of {SIDE_BY_SIDE_ROUNDS} rounds): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in per_stage.items())
+        )
 
 
 def _cpu_route(onnx_path: Path, out: Path) -> tuple[Path, str]:
     """(model, description) of the fastest CPU route: OpenVINO on the INT8 Q/DQ graph where
     OpenVINO is installed, else ONNX Runtime on the FP32 export."""
     if importlib.util.find_spec("openvino") is None:
-        return onnx_path, "ONNX Runtime FP32 (OpenVINO is not installed: pip install \"retina-trt[openvino]\")"
+        return onnx_path, 'ONNX Runtime FP32 (OpenVINO is not installed: pip install "retina-trt[openvino]")'
     from retina_trt.calibration import CalibrationConfig, prepare_precision
 
     calibration = CalibrationConfig(source="synthetic", num_images=128)
-    int8 = prepare_precision(onnx_path, "int8", out / "shapes_r18.int8.onnx", calibration=calibration,
-                             cache_dir=out / "precision-cache").path  # fmt: skip
+    int8 = prepare_precision(
+        onnx_path, "int8", out / "shapes_r18.int8.onnx", calibration=calibration, cache_dir=out / "precision-cache"
+    ).path
     with Detector(int8) as det:
         convs = ", ".join(f"{n} {p}" for p, n in det.layer_precisions()["convolutions"].items())
         return int8, f"OpenVINO {det.precision} ({int8.name}: convolutions {convs})"

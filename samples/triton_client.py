@@ -48,8 +48,14 @@ def to_detections(outputs: dict[str, np.ndarray], batch: PreprocessedBatch, spec
     for i in range(len(batch.pixels)):
         n = int(outputs["num_detections"][i, 0])
         boxes = boxes_to_original(outputs["detection_boxes"][i, :n], scales[i], tuple(batch.original_sizes[i]))
-        results.append(Detections(boxes, outputs["detection_scores"][i, :n],
-                                  outputs["detection_classes"][i, :n].astype(np.int64), spec.class_names))  # fmt: skip
+        results.append(
+            Detections(
+                boxes,
+                outputs["detection_scores"][i, :n],
+                outputs["detection_classes"][i, :n].astype(np.int64),
+                spec.class_names,
+            )
+        )
     return results
 
 
@@ -82,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         ok, frame = capture.read()
         if not ok:
             break
-        batch = preprocess_batch([frame], min_size=spec.min_size, max_size=spec.max_size,
-                                 size_divisible=spec.size_divisible, input_size=input_size)  # fmt: skip
+        batch = preprocess_batch(
+            [frame],
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            size_divisible=spec.size_divisible,
+            input_size=input_size,
+        )
         result = client.infer(args.model, build_inputs(client_module, batch), outputs=outputs)
         arrays = {name: result.as_numpy(name) for name in OUTPUTS}
         dets = to_detections(arrays, batch, spec)[0].filter(min_score=args.min_score)

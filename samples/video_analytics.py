@@ -25,11 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = AnalyticsConfig(
-        lines=[("middle", "0.5,0;0.5,1")],                          # fractions of the frame; "in" = onto its left
+        lines=[("middle", "0.5,0;0.5,1")],  # fractions of the frame; "in" = onto its left
         zones=[("centre", "0.25,0.25;0.75,0.25;0.75,0.75;0.25,0.75")],
-        tracker="ocsort", min_score=0.4,
-    )  # fmt: skip
-    sink = open_sink(args.events)                                   # a path, mqtt://... or redis://...
+        tracker="ocsort",
+        min_score=0.4,
+    )
+    sink = open_sink(args.events)  # a path, mqtt://... or redis://...
     with Detector(args.model) as det:
         final = run_analyze(det, {str(i): s for i, s in enumerate(args.sources)}, config, [sink])
     for source, summary in final["sources"].items():

@@ -64,8 +64,10 @@ def mosquitto(folder: Path) -> Server:
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                    f"persistence_location {folder}/\nautosave_interval 1\n")  # fmt: skip
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {folder}/\nautosave_interval 1\n"
+    )
     return Server([binary, "-c", str(conf)], port, folder)
 
 
@@ -73,5 +75,24 @@ def redis_server(folder: Path) -> Server:
     binary = need("redis-server")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
-    return Server([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
-                   "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no"], port, folder)  # fmt: skip
+    return Server(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+        ],
+        port,
+        folder,
+    )

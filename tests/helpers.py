@@ -54,13 +54,9 @@ def assert_same_detections(got, expected, *, box_tol=1e-3, score_tol=1e-5, min_c
         candidates = [
             j
             for j in unmatched
-            if gl[j] == el[i]
-            and abs(gs[j] - es[i]) <= score_tol
-            and np.abs(gb[j] - eb[i]).max() <= box_tol
+            if gl[j] == el[i] and abs(gs[j] - es[i]) <= score_tol and np.abs(gb[j] - eb[i]).max() <= box_tol
         ]
-        assert candidates, (
-            f"expected detection {i} (label {el[i]}, score {es[i]:.6f}, box {eb[i]}) has no match"
-        )
+        assert candidates, f"expected detection {i} (label {el[i]}, score {es[i]:.6f}, box {eb[i]}) has no match"
         unmatched.remove(min(candidates, key=lambda j: np.abs(gb[j] - eb[i]).max()))
 
 
@@ -97,7 +93,7 @@ def assert_identical_up_to_ties(got, expected, *, box_tol=1e-3, score_tol=1e-5, 
                 f"row {i} (label {el[i]}, score {es[i]!r}, box {eb[i]}) has no equal row among rows "
                 f"{rows[0]}..{rows[-1]} of the result"
                 + (" (its tie group)" if len(rows) > 1 else "")
-                + f": got labels {gl[rows[0]:rows[-1] + 1]}, scores {gs[rows[0]:rows[-1] + 1]}"
+                + f": got labels {gl[rows[0] : rows[-1] + 1]}, scores {gs[rows[0] : rows[-1] + 1]}"
             )
             unmatched.remove(min(partners, key=lambda j: np.abs(gb[j] - eb[i]).max()))
 

@@ -34,8 +34,12 @@ def test_samples_run_on_generated_videos(onnx_models, tmp_path):
     a = write_video(tmp_path / "a.avi", num_frames=12, seed=5, frame_size=(256, 256))
     b = write_video(tmp_path / "b.avi", num_frames=8, seed=6, frame_size=(256, 320))
     events = tmp_path / "out" / "events.jsonl"
-    run = subprocess.run([sys.executable, str(SAMPLES / "video_analytics.py"), model, str(a), str(b),
-                          "--events", str(events)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(SAMPLES / "video_analytics.py"), model, str(a), str(b), "--events", str(events)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     records = [json.loads(line) for line in events.read_text().splitlines()]
     final = records[-1]
@@ -46,8 +50,9 @@ def test_samples_run_on_generated_videos(onnx_models, tmp_path):
     assert all(r["type"] in kinds for r in records)
     assert len((SAMPLES / "video_analytics.py").read_text().splitlines()) <= 50
 
-    minimal = subprocess.run([sys.executable, str(SAMPLES / "embed_minimal.py"), model, str(a)],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    minimal = subprocess.run(
+        [sys.executable, str(SAMPLES / "embed_minimal.py"), model, str(a)], capture_output=True, text=True, timeout=300
+    )
     assert minimal.returncode == 0, minimal.stderr[-2000:]
     lines = minimal.stdout.splitlines()
     assert len(lines) == 12 and lines[0].startswith("frame 0 at 0.00 s:")
@@ -65,8 +70,12 @@ def test_confirm_frames_reaches_the_tracker_from_the_config():
         analytics = SourceAnalytics("cam", AnalyticsConfig(confirm_frames=confirm))
         for frame in range(10):  # one object from the start, one that appears at frame 5
             boxes = [[200, 200, 240, 240]] + ([[10 + 4 * frame, 20, 50 + 4 * frame, 60]] if frame >= 5 else [])
-            tracked, _ = analytics.update((256, 384, 3), Detections(np.array(boxes, np.float32), [0.9] * len(boxes),
-                                                                    [0, 1][: len(boxes)], ("a", "b")), frame, frame / 15)  # fmt: skip
+            tracked, _ = analytics.update(
+                (256, 384, 3),
+                Detections(np.array(boxes, np.float32), [0.9] * len(boxes), [0, 1][: len(boxes)], ("a", "b")),
+                frame,
+                frame / 15,
+            )
             if len(tracked) == 2:
                 return frame
         return None

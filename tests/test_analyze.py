@@ -27,7 +27,9 @@ from retina_trt.data.scenes import SCENES, write_scene
 
 
 def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "retina_trt.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "retina_trt.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +45,19 @@ def _fractions(scene, points):
 def test_analyze_counts_two_sources_in_one_batched_stream(demo_onnx, scene_videos, tmp_path):
     scene = SCENES[0]  # both sources use the crossing scene's line and zone
     events = tmp_path / "events.jsonl"
-    run = _cli("analyze", str(demo_onnx), str(scene_videos["crossing"] / "video.avi"), str(scene_videos["edge"] / "video.avi"),
-               "--line", f"mid={_fractions(scene, scene.line)}", "--zone", f"right={_fractions(scene, scene.zone)}",
-               "--events", str(events), "--frame-messages")  # fmt: skip
+    run = _cli(
+        "analyze",
+        str(demo_onnx),
+        str(scene_videos["crossing"] / "video.avi"),
+        str(scene_videos["edge"] / "video.avi"),
+        "--line",
+        f"mid={_fractions(scene, scene.line)}",
+        "--zone",
+        f"right={_fractions(scene, scene.zone)}",
+        "--events",
+        str(events),
+        "--frame-messages",
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "tracker: ocsort" in run.stdout
     records = [json.loads(line) for line in events.read_text().splitlines()]
@@ -62,14 +74,17 @@ def test_analyze_counts_two_sources_in_one_batched_stream(demo_onnx, scene_video
         assert ids == sorted(ids)
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--zone", "0.1,0.1;0.5,0.5"], "at least 3 points"),
-    (["--zone", "0.1,0.1;1.4,0.5;0.2,0.9"], "inside it"),
-    (["--line", "0.5,0"], "two points"),
-    (["--events", "kafka://h:1/t"], "unknown URL scheme"),
-    (["--events", "mqtt://:1883/t"], "needs a host"),
-    (["--tracker", "deepsort"], "bytetrack"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--zone", "0.1,0.1;0.5,0.5"], "at least 3 points"),
+        (["--zone", "0.1,0.1;1.4,0.5;0.2,0.9"], "inside it"),
+        (["--line", "0.5,0"], "two points"),
+        (["--events", "kafka://h:1/t"], "unknown URL scheme"),
+        (["--events", "mqtt://:1883/t"], "needs a host"),
+        (["--tracker", "deepsort"], "bytetrack"),
+    ],
+)
 def test_bad_analytics_input_is_one_line_and_exit_2(demo_onnx, scene_videos, args, match):
     run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), *args)
     assert run.returncode == 2, run.stderr
@@ -98,8 +113,17 @@ def test_unreachable_broker_at_start_does_not_stop_the_analytics(demo_onnx, scen
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), "--events", f"redis://127.0.0.1:{port}/ev",
-               "--events", str(tmp_path / "ev.jsonl"), "--max-frames", "30")  # fmt: skip
+    run = _cli(
+        "analyze",
+        str(demo_onnx),
+        str(scene_videos["edge"] / "video.avi"),
+        "--events",
+        f"redis://127.0.0.1:{port}/ev",
+        "--events",
+        str(tmp_path / "ev.jsonl"),
+        "--max-frames",
+        "30",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "cannot connect" in run.stderr and "retrying" in run.stderr
     assert "0 delivered" in run.stdout and f"redis://127.0.0.1:{port}/ev" in run.stdout
@@ -115,7 +139,13 @@ def _chromium():
     webdriver = pytest.importorskip("selenium.webdriver")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
 
@@ -130,8 +160,12 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
     sink = open_sink(str(tmp_path / "events.jsonl"))
     with Detector(demo_onnx) as det:
         stop = threading.Event()
-        runner = threading.Thread(target=run_analyze, args=(det, {"cam": camera.url}, config, [sink]),
-                                  kwargs={"view": view, "options": RunOptions(stop=stop)}, daemon=True)  # fmt: skip
+        runner = threading.Thread(
+            target=run_analyze,
+            args=(det, {"cam": camera.url}, config, [sink]),
+            kwargs={"view": view, "options": RunOptions(stop=stop)},
+            daemon=True,
+        )
         runner.start()
         try:
             browser.get(view.url)
@@ -144,7 +178,9 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
                     frames.append(int(text))
                 time.sleep(0.5)
             assert len(set(frames)) >= 3 and frames == sorted(frames), frames  # the count updates
-            width = browser.execute_script("const i = document.querySelector('#streams img'); return i ? i.naturalWidth : 0")
+            width = browser.execute_script(
+                "const i = document.querySelector('#streams img'); return i ? i.naturalWidth : 0"
+            )
             assert width == 320  # a decoded frame of the camera's size
             counts = browser.execute_script("return document.querySelector('#status td.counts').textContent")
             assert '"lines"' in counts and '"zones"' in counts
@@ -205,18 +241,23 @@ def test_source_lost_and_recovered_are_events_and_the_other_source_goes_on(demo_
     camera = Camera(fps=15, size=(120, 160))
     sink, stop = _ListSink(), threading.Event()
     sources = {"cam": camera.url, "file": str(scene_videos["crossing"] / "video.avi")}
-    options = RunOptions(stop=stop, summary_every_s=0.5,
-                         stream_options={"backoff_s": (0.1, 0.3), "timeout_s": 1.0, "max_outage_s": 30})  # fmt: skip
+    options = RunOptions(
+        stop=stop, summary_every_s=0.5, stream_options={"backoff_s": (0.1, 0.3), "timeout_s": 1.0, "max_outage_s": 30}
+    )
     with Detector(demo_onnx) as det:
-        runner = threading.Thread(target=lambda: sink.events.append(run_analyze(det, sources, AnalyticsConfig(), [sink],
-                                                                                options=options)), daemon=True)  # fmt: skip
+        runner = threading.Thread(
+            target=lambda: sink.events.append(run_analyze(det, sources, AnalyticsConfig(), [sink], options=options)),
+            daemon=True,
+        )
         runner.start()
         try:
             assert wait_until(lambda: _frames(sink, "cam") > 5, 60)
             camera.stop()
             assert wait_until(lambda: any(e["type"] == "source_lost" and e["source"] == "cam" for e in sink.events), 30)
             camera.start()
-            assert wait_until(lambda: any(e["type"] == "source_recovered" and e["source"] == "cam" for e in sink.events), 30)
+            assert wait_until(
+                lambda: any(e["type"] == "source_recovered" and e["source"] == "cam" for e in sink.events), 30
+            )
             assert wait_until(lambda: _frames(sink, "file") == 90, 60)
         finally:
             stop.set()

@@ -34,8 +34,13 @@ def test_statistics():
 def test_time_calls_warms_up_then_times():
     calls = []
     events = []
-    samples = time_calls(lambda: calls.append(1), warmup_s=0.0, iterations=5, duration_s=None,
-                         after_warmup=lambda: events.append(len(calls)))  # fmt: skip
+    samples = time_calls(
+        lambda: calls.append(1),
+        warmup_s=0.0,
+        iterations=5,
+        duration_s=None,
+        after_warmup=lambda: events.append(len(calls)),
+    )
     assert len(samples) == 5 and len(calls) == 6 and events == [1]  # one warm-up call at least
     samples = time_calls(lambda: None, warmup_s=0.0, iterations=None, duration_s=0.05)
     assert len(samples) >= 1
@@ -49,8 +54,16 @@ def test_paper_table_and_depths():
 
 def test_benchmark_checkpoint_per_scale_with_stages_and_report(tiny_checkpoint, tmp_path):
     image = bench_image(240, 320)
-    report = benchmark(tiny_checkpoint, scales=[128, 256], batch_sizes=[1, 2], warmup_s=0.0, iterations=2,
-                       compare_paper=True, image=image, num_threads=1)  # fmt: skip
+    report = benchmark(
+        tiny_checkpoint,
+        scales=[128, 256],
+        batch_sizes=[1, 2],
+        warmup_s=0.0,
+        iterations=2,
+        compare_paper=True,
+        image=image,
+        num_threads=1,
+    )
     rows = report["rows"]
     assert [(r["scale"], r["batch"]) for r in rows] == [(128, 1), (128, 2), (256, 1), (256, 2)]
     assert rows[0]["input"] == [128, 256]  # 128x171 padded to 128
@@ -63,7 +76,12 @@ def test_benchmark_checkpoint_per_scale_with_stages_and_report(tiny_checkpoint, 
     written = write_report(report, tmp_path / "out", tmp_path / "summary.json")
     assert json.loads((tmp_path / "summary.json").read_text())["median_ms"] == report["median_ms"]
     text = written["markdown"].read_text()
-    assert f"| 128 | {rows[1]['backend']} | 2 |" in text and rows[1]["backend"] in ("openvino", "onnxruntime") and "n/a" in text and "Nvidia M40" in text
+    assert (
+        f"| 128 | {rows[1]['backend']} | 2 |" in text
+        and rows[1]["backend"] in ("openvino", "onnxruntime")
+        and "n/a" in text
+        and "Nvidia M40" in text
+    )
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -71,11 +89,21 @@ def test_compare_torchvision_same_weights(tmp_path):
     from retina_trt.bench.weights import make_torchvision_weights
 
     weights = make_torchvision_weights(tmp_path / "r50.pth")
-    report = benchmark(weights, scales=[128], warmup_s=0.0, iterations=1, compare_paper=True,
-                       compare_torchvision=True, image=bench_image(120, 160), num_threads=2)  # fmt: skip
+    report = benchmark(
+        weights,
+        scales=[128],
+        warmup_s=0.0,
+        iterations=1,
+        compare_paper=True,
+        compare_torchvision=True,
+        image=bench_image(120, 160),
+        num_threads=2,
+    )
     row = report["rows"][0]
     assert report["torchvision_median_ms"] == row["torchvision"]["median_ms"] > 0
-    assert report["speedup_vs_torchvision"] == pytest.approx(row["torchvision"]["median_ms"] / row["median_ms"], rel=1e-2)
+    assert report["speedup_vs_torchvision"] == pytest.approx(
+        row["torchvision"]["median_ms"] / row["median_ms"], rel=1e-2
+    )
     assert row["paper_ms"] is None  # 128 px is not a Table 1e scale
     assert report["machine"]["cpu_cores"] >= 1 and "torch" in report["machine"]
 
@@ -99,8 +127,20 @@ def test_bench_cli_user_errors(args, message, onnx_models, tmp_path, capsys):
 
 
 def test_bench_cli_on_an_onnx(onnx_models, tmp_path, capsys):
-    code = main(["bench", str(onnx_models[("onnx", False)]), "--iterations", "2", "--warmup", "0",
-                 "--out", str(tmp_path / "r"), "--json", str(tmp_path / "b.json")])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            str(onnx_models[("onnx", False)]),
+            "--iterations",
+            "2",
+            "--warmup",
+            "0",
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+            str(tmp_path / "b.json"),
+        ]
+    )
     assert code == 0
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["rows"][0]["scale"] == 256 and data["rows"][0]["iterations"] == 2
@@ -114,7 +154,12 @@ def test_gpu_check_runs_what_it_can_and_says_what_it_skipped(tmp_path):
 
     from retina_trt.bench.gpu_check import main as gpu_check
 
-    assert gpu_check(["--out", str(tmp_path), "--quick", "--only", "environment,graph_nms_equals_reference,torch_cuda_latency"]) == 0
+    assert (
+        gpu_check(
+            ["--out", str(tmp_path), "--quick", "--only", "environment,graph_nms_equals_reference,torch_cuda_latency"]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     checks = report["checks"]
     assert checks["graph_nms_equals_reference"]["status"] == "pass"
@@ -141,8 +186,14 @@ def test_a_capped_cpu_isa_is_recorded_and_reported(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
     machine = machine_info()
     assert machine["onednn_max_cpu_isa"] == "AVX512_CORE_VNNI"
-    report = {"model": "m.onnx", "backbone": "resnet18", "machine": machine, "image": [240, 320],
-              "timing": {"warmup_s": 0, "iterations": 1, "duration_s": None}, "rows": []}  # fmt: skip
+    report = {
+        "model": "m.onnx",
+        "backbone": "resnet18",
+        "machine": machine,
+        "image": [240, 320],
+        "timing": {"warmup_s": 0, "iterations": 1, "duration_s": None},
+        "rows": [],
+    }
     assert "oneDNN kernels capped at AVX512_CORE_VNNI" in markdown(report)
 
 
@@ -169,16 +220,24 @@ def test_interleaved_timing_alternates_calls():
     from retina_trt.bench.latency import time_interleaved
 
     order = []
-    samples = time_interleaved([lambda: order.append("a"), lambda: order.append("b")], warmup_s=0.0,
-                               iterations=3, duration_s=None)  # fmt: skip
+    samples = time_interleaved(
+        [lambda: order.append("a"), lambda: order.append("b")], warmup_s=0.0, iterations=3, duration_s=None
+    )
     assert [len(s) for s in samples] == [3, 3] and order == ["a", "b"] + ["a", "b"] * 3
 
 
 def test_routes_side_by_side_with_isa_and_layer_precisions(tiny_checkpoint, tmp_path):
     pytest.importorskip("openvino")
     image = bench_image(240, 320)
-    report = benchmark(tiny_checkpoint, scales=[128], warmup_s=0.0, iterations=2, image=image, num_threads=1,
-                       routes=["onnxruntime", "openvino:f32", "openvino:int8"])  # fmt: skip
+    report = benchmark(
+        tiny_checkpoint,
+        scales=[128],
+        warmup_s=0.0,
+        iterations=2,
+        image=image,
+        num_threads=1,
+        routes=["onnxruntime", "openvino:f32", "openvino:int8"],
+    )
     rows = report["rows"]
     assert [r["backend"] for r in rows] == ["onnxruntime fp32", "openvino f32", "openvino int8"]
     assert [r["precision"] for r in rows] == ["fp32", "f32", "int8+f32"]
@@ -199,8 +258,15 @@ def test_bf16_route_runs_in_bf16_or_is_left_out_with_the_reason(tiny_checkpoint,
     pytest.importorskip("openvino")
     from retina_trt.runtime.openvino_backend import resolve_precision
 
-    report = benchmark(tiny_checkpoint, scales=[128], warmup_s=0.0, iterations=1, image=bench_image(240, 320),
-                       num_threads=1, routes=["onnxruntime", "openvino:bf16"])  # fmt: skip
+    report = benchmark(
+        tiny_checkpoint,
+        scales=[128],
+        warmup_s=0.0,
+        iterations=1,
+        image=bench_image(240, 320),
+        num_threads=1,
+        routes=["onnxruntime", "openvino:bf16"],
+    )
     import openvino
 
     capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -240,8 +306,23 @@ def test_ov_shapes_times_static_and_dynamic_side_by_side(onnx_models, tmp_path):
     pytest.importorskip("openvino")
     from retina_trt.bench import ov_shapes
 
-    assert ov_shapes.main(["--model", str(onnx_models[("onnx", False)]), "--out", str(tmp_path), "--rounds", "2",
-                           "--seconds", "0.3", "--threads", "1"]) == 0  # fmt: skip
+    assert (
+        ov_shapes.main(
+            [
+                "--model",
+                str(onnx_models[("onnx", False)]),
+                "--out",
+                str(tmp_path),
+                "--rounds",
+                "2",
+                "--seconds",
+                "0.3",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "ov_shapes.json").read_text())
     rows = {r["graph"]: r for r in report["rows"]}
     assert {"fp32 graph, f32", "int8 graph"} <= set(rows)
@@ -254,17 +335,24 @@ def test_ov_shapes_times_static_and_dynamic_side_by_side(onnx_models, tmp_path):
     assert report["machine"]["cpu"] in text and "| int8 graph |" in text
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    ("missing", "no such file"),
-    ("dynamic", "dynamic height and width"),
-    ("not_onnx", "not a retina_trt ONNX export"),
-    ("rounds", "--rounds"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("missing", "no such file"),
+        ("dynamic", "dynamic height and width"),
+        ("not_onnx", "not a retina_trt ONNX export"),
+        ("rounds", "--rounds"),
+    ],
+)
 def test_ov_shapes_bad_input_is_a_usage_error(model, message, onnx_models, tmp_path, capsys):
     from retina_trt.bench import ov_shapes
 
-    paths = {"missing": tmp_path / "none.onnx", "dynamic": onnx_models[("onnx", True)], "not_onnx": tmp_path / "x.onnx",
-             "rounds": onnx_models[("onnx", False)]}  # fmt: skip
+    paths = {
+        "missing": tmp_path / "none.onnx",
+        "dynamic": onnx_models[("onnx", True)],
+        "not_onnx": tmp_path / "x.onnx",
+        "rounds": onnx_models[("onnx", False)],
+    }
     (tmp_path / "x.onnx").write_text("not a model")
     extra = ["--rounds", "0"] if model == "rounds" else []
     with pytest.raises(SystemExit) as exit_info:

@@ -43,7 +43,10 @@ def prepared(demo_onnx, tmp_path_factory):
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     inferred = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    }
     types.update({i.name: i.data_type for i in model.graph.initializer})
     return types
 
@@ -73,8 +76,13 @@ def test_calibration_data_from_folder_coco_and_synthetic(image_dir, tmp_path):
 
     from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
 
-    annotations = generate_dataset(tmp_path / "coco", num_images=3, seed=3, split="val",
-                                   config=SyntheticConfig(min_height=64, max_height=64, min_width=64, max_width=96))
+    annotations = generate_dataset(
+        tmp_path / "coco",
+        num_images=3,
+        seed=3,
+        split="val",
+        config=SyntheticConfig(min_height=64, max_height=64, min_width=64, max_width=96),
+    )
     coco = load_calibration_data(annotations, TINY_SPEC, SIZE, num_images=10)
     assert len(coco) == 3  # fewer images than asked: all of them
     synthetic = load_calibration_data("synthetic", TINY_SPEC, SIZE, num_images=3)
@@ -169,7 +177,11 @@ def test_cache_reuses_and_says_why_it_rebuilds(fp32_onnx, tmp_path, caplog):
 
     # a damaged entry is never used
     seed0 = first.info["calibration"]["sha256"]
-    target = next(p for p in cache.glob("*.onnx") if json.loads(p.with_suffix(".json").read_text())["key"]["calib_sha256"] == seed0)
+    target = next(
+        p
+        for p in cache.glob("*.onnx")
+        if json.loads(p.with_suffix(".json").read_text())["key"]["calib_sha256"] == seed0
+    )
     target.write_bytes(target.read_bytes()[:-10] + b"0123456789")
     caplog.clear()
     again = run()
@@ -187,10 +199,14 @@ def test_cache_reuses_and_says_why_it_rebuilds(fp32_onnx, tmp_path, caplog):
 
 def test_percentile_method_and_bad_arguments(fp32_onnx, tmp_path):
     result = prepare_precision(
-        fp32_onnx, "int8", tmp_path / "p.onnx",
-        calibration=CalibrationConfig(source="synthetic", num_images=4, batch_size=4, method="percentile", percentile=99.9),
+        fp32_onnx,
+        "int8",
+        tmp_path / "p.onnx",
+        calibration=CalibrationConfig(
+            source="synthetic", num_images=4, batch_size=4, method="percentile", percentile=99.9
+        ),
         cache_dir=tmp_path / "cache",
-    )  # fmt: skip
+    )
     info = read_metadata(result.path).precision_info
     assert info["method"] == "percentile" and info["percentile"] == 99.9
     with pytest.raises(ValueError, match="calibration data"):
@@ -227,8 +243,9 @@ def test_precision_converts_the_network_and_reattaches_nms_unchanged(tiny_model,
     source = export_onnx(tiny_model, tmp_path / f"{nms}.onnx", nms=nms, input_size=(256, 384))
     _, tail = split_at_nms(onnx.load(str(source)))
     calibration = CalibrationConfig(source="synthetic", num_images=4, batch_size=4)
-    path = prepare_precision(source, precision, tmp_path / f"{nms}.{precision}.onnx", calibration=calibration,
-                             cache_dir=tmp_path / "cache").path  # fmt: skip
+    path = prepare_precision(
+        source, precision, tmp_path / f"{nms}.{precision}.onnx", calibration=calibration, cache_dir=tmp_path / "cache"
+    ).path
     model = onnx.load(str(path))
     nodes = {n.name: n for n in model.graph.node}
     for node in tail.nodes:  # the NMS part, unchanged

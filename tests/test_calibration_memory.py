@@ -34,6 +34,11 @@ def test_no_room_for_one_image_is_refused_before_any_work(onnx_models, tmp_path,
     monkeypatch.setattr(memory, "available_bytes", lambda: 50_000_000)
     out = tmp_path / "m.int8.onnx"
     with pytest.raises(PrecisionError, match=r"needs about .* GB for one image and 0\.1 GB are available; calibrate"):
-        prepare_precision(onnx_models[("onnx", False)], "int8", out,
-                          calibration=CalibrationConfig(source="synthetic", num_images=2), use_cache=False)  # fmt: skip
+        prepare_precision(
+            onnx_models[("onnx", False)],
+            "int8",
+            out,
+            calibration=CalibrationConfig(source="synthetic", num_images=2),
+            use_cache=False,
+        )
     assert not out.exists() and not list(tmp_path.iterdir())

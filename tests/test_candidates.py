@@ -25,7 +25,9 @@ def _model(topk: int, opset: int, one_topk: bool) -> onnx.ModelProto:
     """heads [B, A*K, H, W] (the head's layout) -> (top scores, anchor index, class) by the
     two-stage selection, or by the reference's transpose to anchor order (B, H*W*A, K), sigmoid
     of every logit and single TopK over the flattened pairs (``one_topk``)."""
-    graph = helper.make_graph([], "candidates", [helper.make_tensor_value_info("heads", FLOAT, ["B", A * K, "H", "W"])], [])
+    graph = helper.make_graph(
+        [], "candidates", [helper.make_tensor_value_info("heads", FLOAT, ["B", A * K, "H", "W"])], []
+    )
     g = GraphBuilder(graph, "t", opset)
     if one_topk:
         logits = g.op("Transpose", [g.reshape("heads", [0, A, K, -1])], perm=[0, 3, 1, 2])  # [B, H*W, A, K]
@@ -46,7 +48,9 @@ def _model(topk: int, opset: int, one_topk: bool) -> onnx.ModelProto:
 def _heads(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     """Anchor-ordered logits [B, H*W*A, K] in the head's layout [B, A*K, H, W]."""
     batch = logits.shape[0]
-    return np.ascontiguousarray(logits.reshape(batch, height, width, A, K).transpose(0, 3, 4, 1, 2).reshape(batch, A * K, height, width))
+    return np.ascontiguousarray(
+        logits.reshape(batch, height, width, A, K).transpose(0, 3, 4, 1, 2).reshape(batch, A * K, height, width)
+    )
 
 
 def _run_ort(model, logits):

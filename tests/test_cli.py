@@ -16,7 +16,21 @@ def _retina_trt(*args, **kwargs):
 
 def test_export_then_detect_images_and_video(tiny_checkpoint, image_dir, video_file, tmp_path):
     model = tmp_path / "tiny.onnx"
-    assert main(["export", "--weights", str(tiny_checkpoint), "--output", str(model), "--dynamic-shapes", "--batch", "1:2:4"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--weights",
+                str(tiny_checkpoint),
+                "--output",
+                str(model),
+                "--dynamic-shapes",
+                "--batch",
+                "1:2:4",
+            ]
+        )
+        == 0
+    )
     assert model.is_file()
     out = tmp_path / "out"
     code = main(["detect", str(model), str(image_dir), str(video_file), "--output", str(out), "--min-score", "0.1"])
@@ -35,7 +49,17 @@ def test_export_then_detect_images_and_video(tiny_checkpoint, image_dir, video_f
 
 def test_detect_json_per_image_and_glob(onnx_models, image_dir, tmp_path):
     out = tmp_path / "out"
-    code = main(["detect", str(onnx_models[("none", True)]), str(image_dir / "img*.jpg"), "--output", str(out), "--json", "--no-draw"])
+    code = main(
+        [
+            "detect",
+            str(onnx_models[("none", True)]),
+            str(image_dir / "img*.jpg"),
+            "--output",
+            str(out),
+            "--json",
+            "--no-draw",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == ["img0.json", "img1.json", "img2.json"]
     record = json.loads((out / "img1.json").read_text())

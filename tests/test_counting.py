@@ -15,8 +15,13 @@ NAMES = ("circle", "square")
 def _tracked(*objects) -> Detections:
     """objects: (track_id, class_id, bottom-centre x, bottom-centre y) -> 20x20 boxes."""
     boxes = [[x - 10, y - 20, x + 10, y] for _, _, x, y in objects]
-    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(objects)), [o[1] for o in objects],
-                      NAMES, [o[0] for o in objects])  # fmt: skip
+    return Detections(
+        np.array(boxes, np.float32).reshape(-1, 4),
+        np.ones(len(objects)),
+        [o[1] for o in objects],
+        NAMES,
+        [o[0] for o in objects],
+    )
 
 
 def test_counting_point_is_the_bottom_centre():
@@ -87,12 +92,15 @@ def test_counters_need_tracked_detections():
         LineCounter(Line((0, 0), (1, 1))).update(Detections.empty(NAMES), 0)
 
 
-@pytest.mark.parametrize("text, match", [
-    ("0.1,0.1;0.5,0.5", "at least 3 points"),
-    ("0.1,0.1;0.5,0.5;0.9,0.9", "one line"),
-    ("0.1,0.1;1.5,0.5;0.9,0.2", r"inside it"),
-    ("0.1,0.1;x,0.5;0.9,0.2", "pairs"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("0.1,0.1;0.5,0.5", "at least 3 points"),
+        ("0.1,0.1;0.5,0.5;0.9,0.9", "one line"),
+        ("0.1,0.1;1.5,0.5;0.9,0.2", r"inside it"),
+        ("0.1,0.1;x,0.5;0.9,0.2", "pairs"),
+    ],
+)
 def test_bad_zones_are_refused_with_the_reason(text, match):
     with pytest.raises(ValueError, match=match):
         parse_zone(text, 640, 480)

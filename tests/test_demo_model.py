@@ -28,7 +28,9 @@ def test_shipped_model_is_small_and_loads():
 def test_heldout_ap_matches_the_recorded_figure(tmp_path):
     recorded = json.loads(RECORDED.read_text())
     split = recorded["heldout"]
-    config = SyntheticConfig(min_height=split["size"], max_height=split["size"], min_width=split["size"], max_width=split["size"])
+    config = SyntheticConfig(
+        min_height=split["size"], max_height=split["size"], min_width=split["size"], max_width=split["size"]
+    )
     ann = generate_dataset(tmp_path, num_images=split["images"], seed=split["seed"], split="val", config=config)
     metrics = evaluate(MODEL, ann, tmp_path / "val")
     for name in METRICS:
@@ -43,7 +45,9 @@ def test_second_unseen_seed_matches_the_recorded_figure(tmp_path):
     config = SyntheticConfig(min_height=size, max_height=size, min_width=size, max_width=size)
     ann = generate_dataset(tmp_path, num_images=other["images"], seed=other["seed"], split="val", config=config)
     metrics = evaluate(MODEL, ann, tmp_path / "val")
-    assert metrics["AP"] == pytest.approx(other["AP"], abs=2e-3) and metrics["AP50"] == pytest.approx(other["AP50"], abs=2e-3)
+    assert metrics["AP"] == pytest.approx(other["AP"], abs=2e-3) and metrics["AP50"] == pytest.approx(
+        other["AP50"], abs=2e-3
+    )
     assert metrics["AP"] >= 0.579  # no lower than stage 5 (57.9); 59.4 after stage 7
 
 
@@ -55,18 +59,27 @@ def test_make_demo_model_runs_the_recorded_stages():
     import subprocess
 
     root = Path(__file__).parent.parent
-    lines = subprocess.run(["make", "-n", "-o", ".venv/.installed", "demo-model"], cwd=root, capture_output=True,
-                           text=True, check=True).stdout.replace("\\\n", " ").splitlines()  # fmt: skip
+    lines = (
+        subprocess.run(
+            ["make", "-n", "-o", ".venv/.installed", "demo-model"], cwd=root, capture_output=True, text=True, check=True
+        )
+        .stdout.replace("\\\n", " ")
+        .splitlines()
+    )
     splits = {}
     for line in lines:
         if " data synthetic " in line and "--split train" in line:
             out = re.search(r"--out (\S+)", line).group(1)
-            splits[out] = {"images": int(re.search(r"--images (\d+)", line).group(1)), "seed": int(re.search(r"--seed (\d+)", line).group(1))}
+            splits[out] = {
+                "images": int(re.search(r"--images (\d+)", line).group(1)),
+                "seed": int(re.search(r"--seed (\d+)", line).group(1)),
+            }
     trains = [line for line in lines if " train " in line and "retina-trt train" in line]
     stages = json.loads(RECORDED.read_text())["training"]["stages"]
     assert len(trains) == len(stages)
     previous_deploy = None
     for line, stage in zip(trains, stages):
+
         def option(name, line=line):
             found = re.search(rf"--{name} (\S+)", line)
             return found.group(1) if found else None

@@ -12,8 +12,10 @@ from retina_trt.image import preprocess_batch, resize_scale, to_bgr
 
 def test_detections_api():
     dets = Detections(
-        np.array([[1, 2, 11, 22], [5, 5, 6, 6]], np.float32), np.array([0.9, 0.2], np.float32),
-        np.array([1, 0]), ("cat", "dog"),
+        np.array([[1, 2, 11, 22], [5, 5, 6, 6]], np.float32),
+        np.array([0.9, 0.2], np.float32),
+        np.array([1, 0]),
+        ("cat", "dog"),
     )
     assert len(dets) == 2 and dets.class_names == ["dog", "cat"]
     first = next(iter(dets))
@@ -50,13 +52,17 @@ def test_resize_rules():
     assert resize_scale(480, 640, min_size=800, max_size=1333, input_size=(512, 512)) == pytest.approx(512 / 640)
     batch = preprocess_batch(
         [np.zeros((1, 1, 3), np.uint8), np.zeros((10000, 100, 3), np.uint8)],
-        min_size=256, max_size=384, size_divisible=128,
+        min_size=256,
+        max_size=384,
+        size_divisible=128,
     )
     assert batch.pixels.shape[1] % 128 == 0 and batch.pixels.shape[2] % 128 == 0
     assert batch.image_sizes.tolist() == [[256, 256], [384, 3]]
 
 
-@pytest.mark.parametrize("shape, detects", [((1, 1), False), ((10000, 100), True), ((100, 10000), True), ((37, 53), False)])
+@pytest.mark.parametrize(
+    "shape, detects", [((1, 1), False), ((10000, 100), True), ((100, 10000), True), ((37, 53), False)]
+)
 def test_extreme_image_sizes(onnx_models, images, shape, detects):
     """A scene squeezed to extreme sizes: valid Detections; where the model finds objects, every
     box lies inside the original image."""
@@ -126,6 +132,7 @@ def test_detector_timer_is_thread_safe():
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible: a lost update would show
     try:
+
         def work():
             for _ in range(calls):
                 with timer("inference"):
@@ -198,7 +205,8 @@ def test_bad_model_files(tmp_path, images):
     import onnx
 
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
     )
@@ -216,9 +224,17 @@ def test_bad_model_files(tmp_path, images):
 
         from retina_trt.contract.engine_file import make_header, write_engine
 
-        header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="GPU", compute_capability=(8, 9),
-                             precision="fp16", onnx_sha256="0" * 64, export={"nms": "onnx"}, build={"batch": [1, 1, 1]},
-                             plan=b"plan")  # fmt: skip
+        header = make_header(
+            spec=TINY_SPEC,
+            tensorrt_version="10.13.3.9",
+            device_name="GPU",
+            compute_capability=(8, 9),
+            precision="fp16",
+            onnx_sha256="0" * 64,
+            export={"nms": "onnx"},
+            build={"batch": [1, 1, 1]},
+            plan=b"plan",
+        )
         write_engine(tmp_path / "ok.engine", header, b"plan")
         # a TensorRT 10/11 engine needs TensorRT 10/11 (TensorRT-RTX cannot run it): says how to get it
         with pytest.raises(BackendUnavailableError, match=r"pip install 'retina-trt\[trt-cu12\]'"):
@@ -269,7 +285,9 @@ def test_atomic_output_cleanup_never_masks_the_real_error(tmp_path, monkeypatch)
     assert not (tmp_path / "out.json").exists()
 
 
-def test_cli_reports_file_system_errors_in_one_line_and_bugs_with_a_traceback(onnx_models, image_dir, tmp_path, capsys, monkeypatch):
+def test_cli_reports_file_system_errors_in_one_line_and_bugs_with_a_traceback(
+    onnx_models, image_dir, tmp_path, capsys, monkeypatch
+):
     from retina_trt import cli
 
     blocker = tmp_path / "a-file"
@@ -279,8 +297,16 @@ def test_cli_reports_file_system_errors_in_one_line_and_bugs_with_a_traceback(on
         code = cli.main(["export", "--weights", "nonexistent.pt", "--output", str(output)])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and message in err[0], err
-        code = cli.main(["build-engine", "--onnx", str(onnx_models[("onnx", False)]), "--dry-run",
-                         "--output", str(blocker / "m.engine")])  # fmt: skip
+        code = cli.main(
+            [
+                "build-engine",
+                "--onnx",
+                str(onnx_models[("onnx", False)]),
+                "--dry-run",
+                "--output",
+                str(blocker / "m.engine"),
+            ]
+        )
         assert code == 2 and "is a file, not a folder" in capsys.readouterr().err
 
     def buggy(args):

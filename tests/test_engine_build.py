@@ -28,12 +28,16 @@ PLAN = b"placeholder plan bytes, not a TensorRT plan" * 10
 
 def _engine(tmp_path, **changes):
     fields = {
-        "spec": TINY_SPEC, "tensorrt_version": "10.13.3.9", "device_name": "NVIDIA L4",
-        "compute_capability": (8, 9), "precision": "int8", "onnx_sha256": "ab" * 32,
+        "spec": TINY_SPEC,
+        "tensorrt_version": "10.13.3.9",
+        "device_name": "NVIDIA L4",
+        "compute_capability": (8, 9),
+        "precision": "int8",
+        "onnx_sha256": "ab" * 32,
         "export": {"nms": "onnx", "input_size": [256, 384], "batch": [1, 1, 8]},
         "build": {"batch": [1, 4, 8], "hardware_compat": "none", "version_compatible": False},
         "plan": PLAN,
-    }  # fmt: skip
+    }
     fields.update(changes)
     path = tmp_path / "model.engine"
     write_engine(path, make_header(**fields), fields["plan"])
@@ -116,7 +120,9 @@ def test_plugin_nodes_are_found_by_namespace(onnx_models):
 
 
 def test_build_plan_needs_no_tensorrt(onnx_models):
-    plan = build_plan(onnx_models[("onnx", False)], BuildOptions(batch=(1, 2, 4), version_compatible=True, flavour="tensorrt"))
+    plan = build_plan(
+        onnx_models[("onnx", False)], BuildOptions(batch=(1, 2, 4), version_compatible=True, flavour="tensorrt")
+    )
     assert plan["precision"] == "fp32" and plan["strongly_typed"] is True
     assert plan["profile"]["images"] == "min 1x256x384x3 / opt 2x256x384x3 / max 4x256x384x3"
     assert plan["version_compatible"] is True
@@ -128,7 +134,10 @@ def test_build_plan_says_what_the_build_will_use(onnx_models, tmp_path):
     onnx_path = onnx_models[("onnx", False)]
     rtx = build_plan(onnx_path, BuildOptions(flavour="tensorrt_rtx", timing_cache=str(tmp_path / "t.cache")))
     assert rtx["tensorrt"] == "TensorRT-RTX" and rtx["targets"] == "8.0, 8.6, 8.9, 12.0, 12.1 (TensorRT-RTX's defaults)"
-    assert "not used" in rtx["timing_cache / compatibility"] and "--timing-cache ignored" in rtx["timing_cache / compatibility"]
+    assert (
+        "not used" in rtx["timing_cache / compatibility"]
+        and "--timing-cache ignored" in rtx["timing_cache / compatibility"]
+    )
     assert "flavour" not in rtx and "compute_capabilities" not in rtx and "hardware_compat" not in rtx
     named = build_plan(onnx_path, BuildOptions(flavour="tensorrt_rtx", compute_capabilities=((8, 6),)))
     assert named["targets"] == "8.6"
@@ -143,10 +152,25 @@ def test_build_plan_says_what_the_build_will_use(onnx_models, tmp_path):
 
 def test_build_engine_dry_run_writes_the_prepared_onnx_and_reuses_the_cache(tiny_checkpoint, tmp_path, capsys):
     args = [
-        "build-engine", "--weights", str(tiny_checkpoint), "--precision", "int8", "--calib-data", "synthetic",
-        "--calib-images", "4", "--calib-batch", "4", "--batch", "1:2:4", "--dry-run",
-        "--output", str(tmp_path / "out" / "tiny.engine"), "--cache-dir", str(tmp_path / "cache"),
-    ]  # fmt: skip
+        "build-engine",
+        "--weights",
+        str(tiny_checkpoint),
+        "--precision",
+        "int8",
+        "--calib-data",
+        "synthetic",
+        "--calib-images",
+        "4",
+        "--calib-batch",
+        "4",
+        "--batch",
+        "1:2:4",
+        "--dry-run",
+        "--output",
+        str(tmp_path / "out" / "tiny.engine"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     prepared = tmp_path / "out" / "tiny.int8.onnx"
@@ -170,7 +194,16 @@ def test_build_engine_profile_sizes_of_a_dynamic_onnx(onnx_models, tmp_path, cap
     dynamic = onnx_models[("onnx", True)]
     d = read_metadata(dynamic).spec.size_divisible
     sizes = ["--min-input-size", f"{d}x{d}", "--input-size", f"{2 * d}x{3 * d}", "--max-input-size", f"{4 * d}x{4 * d}"]
-    args = ["build-engine", "--onnx", str(dynamic), "--precision", "fp32", "--dry-run", "--output", str(tmp_path / "d.engine")]
+    args = [
+        "build-engine",
+        "--onnx",
+        str(dynamic),
+        "--precision",
+        "fp32",
+        "--dry-run",
+        "--output",
+        str(tmp_path / "d.engine"),
+    ]
     assert main([*args, *sizes, "--batch", "1:2:4"]) == 0
     out = capsys.readouterr().out
     assert f"min 1x{d}x{d}x3 / opt 2x{2 * d}x{3 * d}x3 / max 4x{4 * d}x{4 * d}x3" in out
@@ -178,7 +211,14 @@ def test_build_engine_profile_sizes_of_a_dynamic_onnx(onnx_models, tmp_path, cap
     code = main([*args, "--input-size", f"{2 * d}x{2 * d}", "--max-input-size", f"{d}x{d}"])
     assert code == 2 and "ordered min <= opt <= max" in capsys.readouterr().err
     # a fixed-size model has no size range to set
-    fixed = ["build-engine", "--onnx", str(onnx_models[("onnx", False)]), "--dry-run", "--output", str(tmp_path / "f.engine")]
+    fixed = [
+        "build-engine",
+        "--onnx",
+        str(onnx_models[("onnx", False)]),
+        "--dry-run",
+        "--output",
+        str(tmp_path / "f.engine"),
+    ]
     assert main([*fixed, "--max-input-size", "512x512"]) == 2
     assert "dynamic-shape models" in capsys.readouterr().err
 
@@ -217,7 +257,9 @@ def test_no_tensorrt_message_names_the_install_and_the_alternative(onnx_models, 
     except ImportError:
         pass
     monkeypatch.setenv("RETINA_TRT_TENSORRT", "tensorrt")  # TensorRT 10/11 asked for, not installed here
-    assert main(["build-engine", "--onnx", str(onnx_models[("onnx", False)]), "--output", str(tmp_path / "m.engine")]) == 2
+    assert (
+        main(["build-engine", "--onnx", str(onnx_models[("onnx", False)]), "--output", str(tmp_path / "m.engine")]) == 2
+    )
     err = capsys.readouterr().err
     assert "retina-trt[trt-cu12]" in err and "retina-trt[trt-rtx]" in err and "ONNX Runtime" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m.engine").exists()
@@ -227,39 +269,88 @@ def test_prepared_onnx_with_another_precision_is_refused(tmp_path, capsys, onnx_
     from retina_trt.calibration import prepare_precision
 
     fp16 = prepare_precision(onnx_models[("onnx", False)], "fp16", tmp_path / "m.fp16.onnx", cache_dir=tmp_path / "c")
-    code = main(["build-engine", "--onnx", str(fp16.path), "--precision", "int8", "--dry-run", "--output", str(tmp_path / "m.engine")])
+    code = main(
+        [
+            "build-engine",
+            "--onnx",
+            str(fp16.path),
+            "--precision",
+            "int8",
+            "--dry-run",
+            "--output",
+            str(tmp_path / "m.engine"),
+        ]
+    )
     assert code == 2 and "already prepared as fp16" in capsys.readouterr().err
 
 
 def test_loading_checks_the_tensorrt_flavour_and_rtx_targets(tmp_path):
     """A TensorRT-RTX engine runs only under TensorRT-RTX, on the compute capabilities it was
     built for; a TensorRT 10/11 engine not under TensorRT-RTX. Each refusal says what to do."""
-    rtx = _engine(tmp_path, tensorrt_flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", device_name=None,
-                  compute_capability=None, targets=((8, 6), (8, 9)))  # fmt: skip
+    rtx = _engine(
+        tmp_path,
+        tensorrt_flavour="tensorrt_rtx",
+        tensorrt_version="1.7.1.116",
+        device_name=None,
+        compute_capability=None,
+        targets=((8, 6), (8, 9)),
+    )
     header = read_engine_header(rtx)
-    assert header.tensorrt_flavour == "tensorrt_rtx" and header.targets == ((8, 6), (8, 9)) and header.device_name is None
-    check_engine_compatible(rtx, header, tensorrt_flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", compute_capability=(8, 9))
-    with pytest.raises(EngineMismatchError, match=r"built with TensorRT-RTX 1\.7\.1\.116.*TensorRT 10/11 10\.13.*tensorrt-rtx-cu13"):
-        check_engine_compatible(rtx, header, tensorrt_flavour="tensorrt", tensorrt_version="10.13.3.9", compute_capability=(8, 9))
+    assert (
+        header.tensorrt_flavour == "tensorrt_rtx" and header.targets == ((8, 6), (8, 9)) and header.device_name is None
+    )
+    check_engine_compatible(
+        rtx, header, tensorrt_flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", compute_capability=(8, 9)
+    )
+    with pytest.raises(
+        EngineMismatchError, match=r"built with TensorRT-RTX 1\.7\.1\.116.*TensorRT 10/11 10\.13.*tensorrt-rtx-cu13"
+    ):
+        check_engine_compatible(
+            rtx, header, tensorrt_flavour="tensorrt", tensorrt_version="10.13.3.9", compute_capability=(8, 9)
+        )
     with pytest.raises(EngineMismatchError, match=r"compute capabilities it was built for: 8\.6, 8\.9.*rebuild"):
-        check_engine_compatible(rtx, header, tensorrt_flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", compute_capability=(9, 0))
+        check_engine_compatible(
+            rtx, header, tensorrt_flavour="tensorrt_rtx", tensorrt_version="1.7.1.116", compute_capability=(9, 0)
+        )
     trt10 = _engine(tmp_path)
     with pytest.raises(EngineMismatchError, match=r"TensorRT 10/11 10\.13\.3\.9, and this is TensorRT-RTX"):
-        check_engine_compatible(trt10, read_engine_header(trt10), tensorrt_flavour="tensorrt_rtx",
-                                tensorrt_version="1.7.1.116", compute_capability=(8, 9))  # fmt: skip
+        check_engine_compatible(
+            trt10,
+            read_engine_header(trt10),
+            tensorrt_flavour="tensorrt_rtx",
+            tensorrt_version="1.7.1.116",
+            compute_capability=(8, 9),
+        )
     # headers from before the flavour and targets were recorded read as TensorRT 10/11 on their build GPU
-    old = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="NVIDIA L4", compute_capability=(8, 9),
-                      precision="fp16", onnx_sha256="ab" * 32, export={"nms": "onnx"}, build={"batch": [1, 1, 8]}, plan=PLAN)  # fmt: skip
+    old = make_header(
+        spec=TINY_SPEC,
+        tensorrt_version="10.13.3.9",
+        device_name="NVIDIA L4",
+        compute_capability=(8, 9),
+        precision="fp16",
+        onnx_sha256="ab" * 32,
+        export={"nms": "onnx"},
+        build={"batch": [1, 1, 8]},
+        plan=PLAN,
+    )
     del old["tensorrt_flavour"], old["targets"]
     write_engine(tmp_path / "old.engine", old, PLAN)
     header = read_engine_header(tmp_path / "old.engine")
     assert header.tensorrt_flavour == "tensorrt" and header.targets == ((8, 9),)
 
 
-ROUTES = [(nms, precision, source) for nms in ("onnx", "graph", "plugin", "efficient")
-          for precision in ("fp32", "fp16", "int8") for source in ("weights", "onnx")]  # fmt: skip
-DEFAULT_ROUTES = [("plugin", "fp16", "weights"), ("efficient", "int8", "onnx"), ("graph", "int8", "weights"),
-                  ("onnx", "fp16", "onnx")]  # fmt: skip
+ROUTES = [
+    (nms, precision, source)
+    for nms in ("onnx", "graph", "plugin", "efficient")
+    for precision in ("fp32", "fp16", "int8")
+    for source in ("weights", "onnx")
+]
+DEFAULT_ROUTES = [
+    ("plugin", "fp16", "weights"),
+    ("efficient", "int8", "onnx"),
+    ("graph", "int8", "weights"),
+    ("onnx", "fp16", "onnx"),
+]
 
 
 def _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys):
@@ -272,8 +363,20 @@ def _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys
         src = ["--onnx", str(export_onnx(tiny_model, tmp_path / f"{nms}.onnx", nms=nms, input_size=(256, 384)))]
     calib = ["--calib-data", "synthetic", "--calib-images", "4", "--calib-batch", "4"] if precision == "int8" else []
     output = tmp_path / "out" / "m.engine"
-    code = main(["build-engine", *src, "--precision", precision, *calib, "--dry-run", "--output", str(output),
-                 "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    code = main(
+        [
+            "build-engine",
+            *src,
+            "--precision",
+            precision,
+            *calib,
+            "--dry-run",
+            "--output",
+            str(output),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     prepared = tmp_path / "out" / f"m.{precision}.onnx"
     meta = read_metadata(prepared)
@@ -285,12 +388,16 @@ def _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys
 
 
 @pytest.mark.parametrize(("nms", "precision", "source"), DEFAULT_ROUTES)
-def test_build_engine_routes_reach_the_prepared_onnx(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys):
+def test_build_engine_routes_reach_the_prepared_onnx(
+    nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys
+):
     _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("nms", "precision", "source"), [r for r in ROUTES if r not in DEFAULT_ROUTES])
-def test_every_build_engine_route_reaches_the_prepared_onnx(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys):
+def test_every_build_engine_route_reaches_the_prepared_onnx(
+    nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys
+):
     """The whole matrix (--nms x --precision x --weights/--onnx); `make test-all` runs it."""
     _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys)

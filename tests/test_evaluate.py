@@ -11,7 +11,10 @@ from retina_trt.cli import main
 from retina_trt.evaluate import METRICS, coco_metrics, evaluate
 
 GT = {
-    "images": [{"id": 1, "width": 200, "height": 200, "file_name": "a.jpg"}, {"id": 2, "width": 200, "height": 200, "file_name": "b.jpg"}],
+    "images": [
+        {"id": 1, "width": 200, "height": 200, "file_name": "a.jpg"},
+        {"id": 2, "width": 200, "height": 200, "file_name": "b.jpg"},
+    ],
     "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
     "annotations": [
         {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 50, 50], "area": 2500, "iscrowd": 0},
@@ -24,7 +27,12 @@ GT = {
 
 def _det(ann, score, shift=0.0):
     x, y, w, h = ann["bbox"]
-    return {"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": [x + shift, y, w, h], "score": score}
+    return {
+        "image_id": ann["image_id"],
+        "category_id": ann["category_id"],
+        "bbox": [x + shift, y, w, h],
+        "score": score,
+    }
 
 
 def test_perfect_detections_give_ap_1(tmp_path):
@@ -55,9 +63,14 @@ def test_faster_coco_eval_agrees_with_pycocotools(tmp_path):
         for k in range(3):  # noisy duplicates with varying scores, some false positives
             x, y, w, h = ann["bbox"]
             jitter = rng.normal(0, 4, 4)
-            results.append({"image_id": ann["image_id"], "category_id": int(rng.integers(1, 3)) if k == 2 else ann["category_id"],
-                            "bbox": [x + jitter[0], y + jitter[1], max(2, w + jitter[2]), max(2, h + jitter[3])],
-                            "score": float(rng.uniform(0.1, 1.0))})
+            results.append(
+                {
+                    "image_id": ann["image_id"],
+                    "category_id": int(rng.integers(1, 3)) if k == 2 else ann["category_id"],
+                    "bbox": [x + jitter[0], y + jitter[1], max(2, w + jitter[2]), max(2, h + jitter[3])],
+                    "score": float(rng.uniform(0.1, 1.0)),
+                }
+            )
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(GT))
     ours = coco_metrics(path, results)
@@ -79,8 +92,23 @@ def test_evaluate_a_model_end_to_end(tiny_checkpoint, tmp_path):
     ann = generate_dataset(tmp_path, num_images=4, seed=5, split="val")
     out = tmp_path / "metrics.json"
     # the tiny model's 5 class names are among the 6 synthetic categories: mapped by name
-    assert main(["eval", str(tiny_checkpoint), "--annotations", str(ann), "--images", str(tmp_path / "val"),
-                 "--json", str(out), "--max-images", "2"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(tiny_checkpoint),
+                "--annotations",
+                str(ann),
+                "--images",
+                str(tmp_path / "val"),
+                "--json",
+                str(out),
+                "--max-images",
+                "2",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(out.read_text())
     assert set(METRICS) <= set(metrics) and metrics["images"] == 2
     assert all(0.0 <= metrics[m] <= 1.0 for m in METRICS)
@@ -108,7 +136,9 @@ def test_demo_model_analysis_accounts_for_every_object(tmp_path):
     model = Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt"
     report = analyse(model, annotations, tmp_path / "val", min_score=0.3)
     dataset = CocoDataset.load(annotations, tmp_path / "val")
-    per_class = np.bincount(np.concatenate([dataset.targets(i)[1] for i in range(len(dataset))]), minlength=len(report["classes"]))
+    per_class = np.bincount(
+        np.concatenate([dataset.targets(i)[1] for i in range(len(dataset))]), minlength=len(report["classes"])
+    )
     confusion = np.array(report["confusion"])
     assert confusion.sum(axis=1).tolist() == per_class.tolist()
     assert np.trace(confusion) > confusion[:, :-1].sum() - np.trace(confusion)  # mostly right where found
@@ -121,10 +151,14 @@ def _one_image_set(tmp_path, boxes_xywh):
 
     (tmp_path / "img").mkdir()
     cv2.imwrite(str(tmp_path / "img" / "a.png"), np.zeros((256, 256, 3), np.uint8))
-    data = {"images": [{"id": 1, "file_name": "a.png", "height": 256, "width": 256}],
-            "categories": [{"id": i + 1, "name": f"c{i}"} for i in range(6)],
-            "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": list(b), "iscrowd": 0, "area": b[2] * b[3]}
-                            for k, b in enumerate(boxes_xywh)]}  # fmt: skip
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 256, "width": 256}],
+        "categories": [{"id": i + 1, "name": f"c{i}"} for i in range(6)],
+        "annotations": [
+            {"id": k + 1, "image_id": 1, "category_id": 1, "bbox": list(b), "iscrowd": 0, "area": b[2] * b[3]}
+            for k, b in enumerate(boxes_xywh)
+        ],
+    }
     (tmp_path / "a.json").write_text(json.dumps(data))
     return tmp_path / "a.json", tmp_path / "img"
 
@@ -163,9 +197,29 @@ def test_analysis_cli_reports_anchor_coverage_and_the_generalization_gap(tmp_pat
     config = SyntheticConfig(min_height=256, max_height=256, min_width=256, max_width=256)
     annotations = generate_dataset(tmp_path, num_images=6, seed=5, split="val", config=config)
     model = str(Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt")
-    common = [model, "--annotations", str(annotations), "--images", str(tmp_path / "val"), "--out", str(tmp_path / "out")]
-    assert main([*common, "--anchor-sizes", "12,24,48,96,192", "--train-annotations", str(annotations),
-                 "--train-images", str(tmp_path / "val")]) == 0  # fmt: skip
+    common = [
+        model,
+        "--annotations",
+        str(annotations),
+        "--images",
+        str(tmp_path / "val"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert (
+        main(
+            [
+                *common,
+                "--anchor-sizes",
+                "12,24,48,96,192",
+                "--train-annotations",
+                str(annotations),
+                "--train-images",
+                str(tmp_path / "val"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert [row["anchor_sizes"] for row in report["anchor_coverage"]] == [[16, 32, 64, 128, 256], [12, 24, 48, 96, 192]]
     assert report["generalization"]["gap"] == 0.0 and report["generalization"]["train_images"] == 6
@@ -198,7 +252,20 @@ def test_analysis_cli_refuses_bad_input_before_the_work(tmp_path, capsys):
     assert main([*common, "--out", str(blocker)]) == 2
     assert "is a file" in capsys.readouterr().err and blocker.read_text() == "keep me"
     missing = tmp_path / "missing.json"
-    assert main([*common, "--out", str(tmp_path / "out2"), "--train-annotations", str(missing), "--train-images", str(images)]) == 2
+    assert (
+        main(
+            [
+                *common,
+                "--out",
+                str(tmp_path / "out2"),
+                "--train-annotations",
+                str(missing),
+                "--train-images",
+                str(images),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert str(missing) in err and err.count("\n") == 1
     assert not (tmp_path / "out2" / "analysis.json").exists()

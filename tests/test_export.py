@@ -79,7 +79,9 @@ def test_bad_arguments(tiny_model, tmp_path):
 
 
 def test_export_from_checkpoint_path_and_opset(tiny_checkpoint, tmp_path):
-    path = export_onnx(tiny_checkpoint, tmp_path / "m.onnx", input_size=(128, 128), nms="none", opset=13, simplify=False)
+    path = export_onnx(
+        tiny_checkpoint, tmp_path / "m.onnx", input_size=(128, 128), nms="none", opset=13, simplify=False
+    )
     model = onnx.load(str(path))
     assert model.opset_import[0].version == 13
     assert json.loads({p.key: p.value for p in model.metadata_props}["retina_trt.export"])["simplified"] is False

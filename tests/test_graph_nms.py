@@ -27,8 +27,9 @@ def graph_nms(boxes, scores, classes, *, nms_thresh=0.5, d=100, cache={}):  # no
     key = (nms_thresh, d)
     if key not in cache:
         cache[key] = _session(spec)
-    outputs = cache[key].run(None, {"boxes": boxes.float().numpy(), "scores": scores.float().numpy(),
-                                    "labels": classes.long().numpy()})  # fmt: skip
+    outputs = cache[key].run(
+        None, {"boxes": boxes.float().numpy(), "scores": scores.float().numpy(), "labels": classes.long().numpy()}
+    )
     return tuple(torch.from_numpy(o) for o in outputs)
 
 
@@ -49,11 +50,15 @@ def test_random_inputs_equal_the_reference(seed):
 
 def test_hard_cases():
     box = torch.tensor([10.0, 10.0, 50.0, 60.0])
-    num = assert_equal_to_reference(box.repeat(1, 5, 1), torch.full((1, 5), 0.01), torch.zeros((1, 5), dtype=torch.int32))[0]
+    num = assert_equal_to_reference(
+        box.repeat(1, 5, 1), torch.full((1, 5), 0.01), torch.zeros((1, 5), dtype=torch.int32)
+    )[0]
     assert int(num) == 0  # only padding
     assert_equal_to_reference(box.view(1, 1, 4), torch.tensor([[0.9]]), torch.tensor([[2]], dtype=torch.int32))
     # identical boxes, exact score ties: the lowest index survives
-    got = assert_equal_to_reference(box.repeat(1, 50, 1), torch.full((1, 50), 0.5), torch.zeros((1, 50), dtype=torch.int32))
+    got = assert_equal_to_reference(
+        box.repeat(1, 50, 1), torch.full((1, 50), 0.5), torch.zeros((1, 50), dtype=torch.int32)
+    )
     assert int(got[0]) == 1
     classes = torch.arange(6, dtype=torch.int32).repeat_interleave(5).view(1, 30)
     assert int(assert_equal_to_reference(box.repeat(1, 30, 1), torch.rand(1, 30), classes)[0]) == 6

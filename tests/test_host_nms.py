@@ -13,8 +13,13 @@ from retina_trt.model import postprocess as reference
 
 
 def _torch_nms(boxes, scores, labels, thresh, limit):
-    result = reference.nms_per_image(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels),
-                                     nms_thresh=thresh, detections_per_img=limit)  # fmt: skip
+    result = reference.nms_per_image(
+        torch.from_numpy(boxes),
+        torch.from_numpy(scores),
+        torch.from_numpy(labels),
+        nms_thresh=thresh,
+        detections_per_img=limit,
+    )
     return result["boxes"].numpy(), result["scores"].numpy(), result["labels"].numpy()
 
 
@@ -39,14 +44,17 @@ def random_boxes(rng, n, *, classes=3, span=200.0, ties=False):
 def test_equal_to_the_torch_reference(seed, thresh):
     rng = np.random.default_rng(seed)
     boxes, scores, labels = random_boxes(rng, 400, ties=seed % 2 == 1)
-    _assert_same(nms_per_image(boxes, scores, labels, nms_thresh=thresh, detections_per_img=100),
-                 _torch_nms(boxes, scores, labels, thresh, 100))  # fmt: skip
+    _assert_same(
+        nms_per_image(boxes, scores, labels, nms_thresh=thresh, detections_per_img=100),
+        _torch_nms(boxes, scores, labels, thresh, 100),
+    )
 
 
 def test_degenerate_boxes_and_exact_threshold():
     """Identical boxes, zero-area boxes (0/0 IoU), and a pair whose float32 IoU is exactly 0.5."""
-    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 20], [0, 0, 10, 10]],
-                     dtype=np.float32)  # fmt: skip
+    boxes = np.array(
+        [[0, 0, 10, 10], [0, 0, 10, 10], [5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 20], [0, 0, 10, 10]], dtype=np.float32
+    )
     scores = np.array([0.9, 0.9, 0.8, 0.8, 0.7, 0.6], dtype=np.float32)
     labels = np.array([0, 0, 0, 0, 1, 1], dtype=np.int64)  # boxes 4, 5: IoU exactly 0.5
     for thresh in (0.5, np.nextafter(0.5, 0.0), 0.49):
@@ -67,7 +75,9 @@ def test_finish_candidates_equals_postprocess_candidates():
         boxes.append(b), scores.append(s), classes.append(c)
     boxes, scores, classes = np.stack(boxes), np.stack(scores), np.stack(classes).astype(np.int32)
     got = finish_candidates(boxes, scores, classes, TINY_SPEC)
-    want = reference.postprocess_candidates(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes), TINY_SPEC)
+    want = reference.postprocess_candidates(
+        torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(classes), TINY_SPEC
+    )
     assert len(got) == len(want) == 3
     for g, w in zip(got, want):
         _assert_same(g, (w["boxes"].numpy(), w["scores"].numpy(), w["labels"].numpy()))

@@ -44,4 +44,3 @@ def test_public_api_has_docstrings():
         obj = getattr(retina_trt, name)
         if callable(obj):
             assert obj.__doc__ and len(obj.__doc__.strip()) > 20, name
-

@@ -18,12 +18,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = {"retina_trt": ROOT / "retina_trt", "retina_trt.calibration": ROOT / "calibration",
-           "retina_trt.plugins": ROOT / "plugins"}  # fmt: skip
+SOURCES = {
+    "retina_trt": ROOT / "retina_trt",
+    "retina_trt.calibration": ROOT / "calibration",
+    "retina_trt.plugins": ROOT / "plugins",
+}
 
 # Lower layers never import higher ones at module level (same layer: allowed, no cycles).
 LAYERS = [
-    ("contract", ["retina_trt._version", "retina_trt.errors", "retina_trt.spec", "retina_trt.utils", "retina_trt.contract"]),
+    (
+        "contract",
+        ["retina_trt._version", "retina_trt.errors", "retina_trt.spec", "retina_trt.utils", "retina_trt.contract"],
+    ),
     ("image", ["retina_trt.image"]),
     ("model", ["retina_trt.model"]),
     ("runtime", ["retina_trt.runtime"]),
@@ -36,14 +42,25 @@ LAYERS = [
     ("scaleout", ["retina_trt.scaleout", "retina_trt.export.triton", "retina_trt.export.deepstream"]),
     ("plugins", ["retina_trt.plugins"]),
     ("pipeline", ["retina_trt.pipeline"]),
-    ("applications", ["retina_trt.data", "retina_trt.train", "retina_trt.evaluate", "retina_trt.bench", "retina_trt.cli",
-                      "retina_trt"]),  # fmt: skip
+    (
+        "applications",
+        [
+            "retina_trt.data",
+            "retina_trt.train",
+            "retina_trt.evaluate",
+            "retina_trt.bench",
+            "retina_trt.cli",
+            "retina_trt",
+        ],
+    ),
 ]
 # Layers that must not see each other although one is "above" the other: the runtime never
 # imports the model, export, precision or trt code at module level (backends load on demand).
-FORBIDDEN = {"runtime": {"model", "export", "precision", "trt", "plugins"},
-             "streams": {"model", "export", "precision", "trt", "plugins"},
-             "analytics": {"model", "export", "precision", "trt", "plugins"}}  # fmt: skip
+FORBIDDEN = {
+    "runtime": {"model", "export", "precision", "trt", "plugins"},
+    "streams": {"model", "export", "precision", "trt", "plugins"},
+    "analytics": {"model", "export", "precision", "trt", "plugins"},
+}
 # The one runtime module allowed to import the model: the torch backend, loaded by the registry.
 EXEMPT = {"retina_trt.runtime.torch_backend"}
 
@@ -135,7 +152,7 @@ def test_no_import_cycles():
             if node.startswith(target + "."):
                 continue
             if state.get(target) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(target):], target]))
+                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
             elif target not in state:
                 walk(target, [*stack, target])
         state[node] = 2
@@ -149,8 +166,10 @@ def test_no_import_cycles():
 def test_the_checker_sees_an_upward_import(tmp_path):
     """The graph reader finds a module-level import and ignores function-local ones."""
     source = tmp_path / "x.py"
-    source.write_text("import retina_trt.trt.builder\nfrom retina_trt.model import retinanet\n"
-                      "def f():\n    import retina_trt.export.onnx_export\n")  # fmt: skip
+    source.write_text(
+        "import retina_trt.trt.builder\nfrom retina_trt.model import retinanet\n"
+        "def f():\n    import retina_trt.export.onnx_export\n"
+    )
     known = set(modules())
     found = module_level_imports("retina_trt.runtime.x", source, known)
     assert found == {"retina_trt.trt.builder", "retina_trt.model", "retina_trt.model.retinanet"}
@@ -170,8 +189,9 @@ BLOCK = textwrap.dedent("""
 
 
 def _without_torch(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", BLOCK + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK + textwrap.dedent(code)], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
 
 
 @pytest.mark.parametrize("nms", ["onnx", "none"])
@@ -210,7 +230,8 @@ def test_detect_cli_without_torch(onnx_models, image_dir, tmp_path):
     result = _without_torch(f"""
         import sys
         from retina_trt.cli import main
-        sys.exit(main(["detect", {str(onnx_models[("onnx", False)])!r}, {str(image_dir)!r}, "--output", {str(tmp_path / "out")!r}]))
+        model, images, out = {str(onnx_models[("onnx", False)])!r}, {str(image_dir)!r}, {str(tmp_path / "out")!r}
+        sys.exit(main(["detect", model, images, "--output", out]))
     """)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = (tmp_path / "out" / "detections.jsonl").read_text().splitlines()
@@ -223,8 +244,9 @@ def test_engine_load_without_torch_reaches_tensorrt(onnx_models, tmp_path):
     rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is installed by `make`")
     from test_trt_routes import engine_file
 
-    engine = engine_file(onnx_models[("none", False)], tmp_path / "none.engine", flavour="tensorrt_rtx",
-                         version=rtx.__version__)  # fmt: skip
+    engine = engine_file(
+        onnx_models[("none", False)], tmp_path / "none.engine", flavour="tensorrt_rtx", version=rtx.__version__
+    )
     result = _without_torch(f"""
         import sys
         from retina_trt import Detector
@@ -248,26 +270,58 @@ def test_runtime_only_install_in_a_fresh_venv(onnx_models, image_dir, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), "-r", str(ROOT / "requirements-runtime.txt")], check=True, timeout=900)
+    subprocess.run(
+        [*pip, "-c", str(ROOT / "constraints.txt"), "-r", str(ROOT / "requirements-runtime.txt")],
+        check=True,
+        timeout=900,
+    )
     source = tmp_path / "src"  # a copy of the tracked files: building in the work tree would leave build/ there
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
     subprocess.run([*pip, "--no-deps", str(source)], check=True, timeout=900)
     python = str(venv / "bin" / "python")
-    probe = subprocess.run([python, "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
-                           capture_output=True, text=True, check=True)  # fmt: skip
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('torch') is None)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == "True"
     model = onnx_models[("none", False)]
-    out = subprocess.run([python, "-c", f"from retina_trt import Detector\nd = Detector({str(model)!r})\n"
-                          f"print(len(d({str(next(image_dir.glob('*.jpg')))!r}).scores))"],
-                         capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    out = subprocess.run(
+        [
+            python,
+            "-c",
+            f"from retina_trt import Detector\nd = Detector({str(model)!r})\n"
+            f"print(len(d({str(next(image_dir.glob('*.jpg')))!r}).scores))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0 and int(out.stdout.strip()) > 0, out.stderr[-3000:]
-    detect = subprocess.run([str(venv / "bin" / "retina-trt"), "detect", str(onnx_models[("onnx", False)]), str(image_dir),
-                             "--output", str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    detect = subprocess.run(
+        [
+            str(venv / "bin" / "retina-trt"),
+            "detect",
+            str(onnx_models[("onnx", False)]),
+            str(image_dir),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert detect.returncode == 0, detect.stderr[-3000:]
     assert (tmp_path / "out" / "detections.jsonl").read_text().count("\n") == len(list(image_dir.glob("*.jpg")))
     size = sum(f.stat().st_size for f in (venv / "lib").rglob("*") if f.is_file())
@@ -278,6 +332,10 @@ def test_setup_py_lists_every_package():
     """A package missing from setup.py's explicit list is missing from every installed copy
     (the fresh-venv test above found retina_trt.cli that way)."""
     tree = ast.parse((ROOT / "setup.py").read_text())
-    listed = next(ast.literal_eval(node.value) for node in ast.walk(tree) if isinstance(node, ast.keyword) and node.arg == "packages")
+    listed = next(
+        ast.literal_eval(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.keyword) and node.arg == "packages"
+    )
     found = {name for name, path in modules().items() if path.name == "__init__.py"}
     assert found == set(listed), f"missing: {sorted(found - set(listed))}, stale: {sorted(set(listed) - found)}"

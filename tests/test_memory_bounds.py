@@ -62,25 +62,36 @@ def tampered(tiny_checkpoint, onnx_models, tmp_path_factory) -> tuple[Path, dict
         "onnx spec": ["detect", str(root / "huge_classes.onnx"), str(images), "--output", str(root / "out1")],
         "engine spec": ["info", str(root / "huge_classes.engine")],
         "30000x30000 png": ["detect", onnx_model, str(images), "--output", str(root / "out2")],
-        "input size flag": ["export", "--weights", str(tiny_checkpoint), "--input-size", "65536x65536",
-                            "--output", str(root / "m.onnx")],  # fmt: skip
+        "input size flag": [
+            "export",
+            "--weights",
+            str(tiny_checkpoint),
+            "--input-size",
+            "65536x65536",
+            "--output",
+            str(root / "m.onnx"),
+        ],
         "pt spec export": ["export", "--weights", str(root / "huge_classes.pt"), "--output", str(root / "m2.onnx")],
     }
 
 
 WHAT = {
-    "pt spec": "num_classes", "onnx spec": "num_classes", "engine spec": "damaged header",
-    "30000x30000 png": "1 input(s) failed", "input size flag": "each side must be in 1..8192",
+    "pt spec": "num_classes",
+    "onnx spec": "num_classes",
+    "engine spec": "damaged header",
+    "30000x30000 png": "1 input(s) failed",
+    "input size flag": "each side must be in 1..8192",
     "pt spec export": "num_classes",
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", sorted(WHAT))
 def test_tampered_input_is_refused_in_well_under_a_gigabyte(tampered, case):
     root, cases = tampered
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
-    run = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(cases[case])], capture_output=True, text=True,
-                         timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(cases[case])], capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     code, err, peak_mib = json.loads(run.stdout.strip().splitlines()[-1])
     assert code == 2, (code, err)

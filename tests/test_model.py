@@ -45,7 +45,9 @@ def test_forward_returns_p3_to_p7_shared_heads(paper_model):
 
 
 def test_p6_from_p5_and_group_norm_variants():
-    model = RetinaNet(ModelSpec(backbone="resnet18", num_classes=3, p6_from="p5", head_norm="group_norm", fpn_channels=64))
+    model = RetinaNet(
+        ModelSpec(backbone="resnet18", num_classes=3, p6_from="p5", head_norm="group_norm", fpn_channels=64)
+    )
     assert model.backbone.fpn.p6.in_channels == 64
     assert isinstance(model.head.cls.convs[0].norm, torch.nn.GroupNorm)
     assert model.head.cls.convs[0].conv.bias is None

@@ -41,12 +41,18 @@ def det(request, camera_sized_onnx):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("videos")
-    return [write_video(folder / f"v{i}.avi", num_frames=n, seed=i, frame_size=(120, 160)) for i, n in enumerate((30, 21, 12))]
+    return [
+        write_video(folder / f"v{i}.avi", num_frames=n, seed=i, frame_size=(120, 160))
+        for i, n in enumerate((30, 21, 12))
+    ]
 
 
 def _adds_up(stats: dict) -> None:
     for source_id, s in stats.items():
-        assert s["read"] == s["processed"] + s["dropped"] + s["skipped"] + s["decode_errors"] + s["errors"], (source_id, s)
+        assert s["read"] == s["processed"] + s["dropped"] + s["skipped"] + s["decode_errors"] + s["errors"], (
+            source_id,
+            s,
+        )
 
 
 def _run(stream: MultiStream) -> dict[str, list]:
@@ -110,10 +116,15 @@ def test_a_faulty_source_never_slows_the_others(det, videos, fault):
     if fault == "never connects":
         url = "http://127.0.0.1:9/none.mjpg"
     else:
-        faulty = Camera(fps=15, stall_after=10 if fault == "stalls" else None, garbage=fault == "garbage",
-                        resize_after=10 if fault == "size changes" else None)  # fmt: skip
+        faulty = Camera(
+            fps=15,
+            stall_after=10 if fault == "stalls" else None,
+            garbage=fault == "garbage",
+            resize_after=10 if fault == "size changes" else None,
+        )
         url = faulty.url
     if fault == "dies and comes back":
+
         def outage():
             time.sleep(1.0)
             faulty.stop()
@@ -122,7 +133,9 @@ def test_a_faulty_source_never_slows_the_others(det, videos, fault):
 
         threading.Thread(target=outage, daemon=True).start()
     try:
-        with det.streams({"ok": healthy.url, "bad": url, "file": videos[1]}, push_timeout_ms=30, **FAST_GIVE_UP) as stream:
+        with det.streams(
+            {"ok": healthy.url, "bad": url, "file": videos[1]}, push_timeout_ms=30, **FAST_GIVE_UP
+        ) as stream:
             rate = _healthy_rate(stream, "ok", 5.0)
             stats = stream.close()
     finally:
@@ -229,8 +242,21 @@ def test_detect_runs_several_videos_through_one_batched_stream(camera_sized_onnx
     import cv2
 
     out = tmp_path / "out"
-    run = subprocess.run([sys.executable, "-m", "retina_trt.cli", "detect", str(camera_sized_onnx),
-                          *map(str, videos), "--output", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retina_trt.cli",
+            "detect",
+            str(camera_sized_onnx),
+            *map(str, videos),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("batched with the other sources") == 3 and "3 of 3 inputs processed" in run.stdout
     for video, frames in zip(videos, (30, 21, 12)):
@@ -247,7 +273,9 @@ def test_detect_with_an_explicit_batch_size_runs_one_source_at_a_time(camera_siz
     from retina_trt.cli import main
 
     out = tmp_path / "out"
-    assert main(["detect", str(camera_sized_onnx), *map(str, videos[1:]), "--output", str(out), "--batch-size", "1"]) == 0
+    assert (
+        main(["detect", str(camera_sized_onnx), *map(str, videos[1:]), "--output", str(out), "--batch-size", "1"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "batched with the other sources" not in printed
     assert f"{videos[1]}: 21 frames at" in printed and f"{videos[2]}: 12 frames at" in printed

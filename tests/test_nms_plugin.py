@@ -28,8 +28,13 @@ def reference(boxes, scores, classes, nms_thresh, d):
     out_classes = torch.zeros((b, d), dtype=torch.int32)
     for i in range(b):
         keep = scores[i].float() > THRESH
-        r = nms_per_image(boxes[i][keep].float(), scores[i][keep].float(), classes[i][keep].long(),
-                          nms_thresh=nms_thresh, detections_per_img=d)  # fmt: skip
+        r = nms_per_image(
+            boxes[i][keep].float(),
+            scores[i][keep].float(),
+            classes[i][keep].long(),
+            nms_thresh=nms_thresh,
+            detections_per_img=d,
+        )
         n = len(r["scores"])
         num[i, 0] = n
         out_boxes[i, :n], out_scores[i, :n], out_classes[i, :n] = r["boxes"], r["scores"], r["labels"].int()
@@ -46,8 +51,9 @@ def assert_equal_to_reference(boxes, scores, classes, *, nms_thresh=0.5, d=100):
         from retina_trt.plugins.nms import MASK_ROWS, nms_from_order, rank_candidates
 
         order = rank_candidates(scores, score_thresh=THRESH)
-        tiled = nms_from_order(boxes, scores, classes.to(torch.int32), order, nms_thresh=nms_thresh, detections_per_img=d,
-                               rows=MASK_ROWS)  # fmt: skip
+        tiled = nms_from_order(
+            boxes, scores, classes.to(torch.int32), order, nms_thresh=nms_thresh, detections_per_img=d, rows=MASK_ROWS
+        )
         assert all(torch.equal(a, b) for a, b in zip(tiled, want))
     return got
 
@@ -75,12 +81,16 @@ def test_hard_cases():
     box = torch.tensor([10.0, 10.0, 50.0, 60.0])
     # no candidates at all, and only padding
     assert_equal_to_reference(torch.zeros((1, 0, 4)), torch.zeros((1, 0)), torch.zeros((1, 0), dtype=torch.int32))
-    num = assert_equal_to_reference(box.repeat(1, 5, 1), torch.full((1, 5), 0.01), torch.zeros((1, 5), dtype=torch.int32))[0]
+    num = assert_equal_to_reference(
+        box.repeat(1, 5, 1), torch.full((1, 5), 0.01), torch.zeros((1, 5), dtype=torch.int32)
+    )[0]
     assert int(num) == 0
     # one candidate
     assert_equal_to_reference(box.view(1, 1, 4), torch.tensor([[0.9]]), torch.tensor([[2]], dtype=torch.int32))
     # all boxes identical, exact score ties: the lowest index survives
-    got = assert_equal_to_reference(box.repeat(1, 50, 1), torch.full((1, 50), 0.5), torch.zeros((1, 50), dtype=torch.int32))
+    got = assert_equal_to_reference(
+        box.repeat(1, 50, 1), torch.full((1, 50), 0.5), torch.zeros((1, 50), dtype=torch.int32)
+    )
     assert int(got[0]) == 1
     # several classes with identical boxes: one per class
     classes = torch.arange(6, dtype=torch.int32).repeat_interleave(5).view(1, 30)
@@ -144,8 +154,14 @@ for cc in (75, 80, 86, 89, 90):
 
 def test_kernels_compile_ahead_of_time_for_every_target_gpu():
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    result = subprocess.run([sys.executable, "-c", AOT], env=env, capture_output=True, text=True, timeout=600,
-                            cwd=Path(__file__).parent.parent)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", AOT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).parent.parent,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.split("\n")
     assert [line.split()[0] for line in lines if line] == ["75", "80", "86", "89", "90"]
@@ -189,7 +205,12 @@ def test_efficient_nms_export_wiring(tiny_model, onnx_models, images, tmp_path):
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     assert attrs["max_output_boxes"] == 100 and attrs["class_agnostic"] == 0 and attrs["box_coding"] == 0
     assert attrs["score_threshold"] == pytest.approx(0.05) and attrs["iou_threshold"] == pytest.approx(0.5)
-    assert [o.name for o in model.graph.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
+    assert [o.name for o in model.graph.output] == [
+        "num_detections",
+        "detection_boxes",
+        "detection_scores",
+        "detection_classes",
+    ]
     with pytest.raises(BackendUnavailableError, match="only TensorRT runs"):
         Detector(path)
 
@@ -199,9 +220,16 @@ def test_efficient_nms_export_wiring(tiny_model, onnx_models, images, tmp_path):
     model.graph.node.remove(node)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     spec = tiny_model.spec
-    batch = preprocess_batch(images[:1], min_size=spec.min_size, max_size=spec.max_size,
-                             size_divisible=spec.size_divisible, input_size=(256, 384))  # fmt: skip
-    boxes, class_scores = (torch.from_numpy(a) for a in session.run(None, {"images": batch.pixels, "image_sizes": batch.image_sizes}))
+    batch = preprocess_batch(
+        images[:1],
+        min_size=spec.min_size,
+        max_size=spec.max_size,
+        size_divisible=spec.size_divisible,
+        input_size=(256, 384),
+    )
+    boxes, class_scores = (
+        torch.from_numpy(a) for a in session.run(None, {"images": batch.pixels, "image_sizes": batch.image_sizes})
+    )
     scores, labels = class_scores[0].max(dim=1)
     keep = scores > spec.score_thresh
     got = nms_per_image(boxes[0][keep], scores[keep], labels[keep], nms_thresh=0.5, detections_per_img=100)

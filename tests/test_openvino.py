@@ -46,8 +46,9 @@ def demo_int8(demo_onnx, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("ov_int8")
     calibration = CalibrationConfig(source="synthetic", num_images=16, batch_size=4)
-    return prepare_precision(demo_onnx, "int8", root / "demo.int8.onnx", calibration=calibration,
-                             cache_dir=root / "cache").path  # fmt: skip
+    return prepare_precision(
+        demo_onnx, "int8", root / "demo.int8.onnx", calibration=calibration, cache_dir=root / "cache"
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,10 @@ def test_auto_routing_and_onnxruntime_options(demo_onnx, caplog):
 
 def test_model_openvino_cannot_run_falls_back_or_names_the_node(tiny_model, tmp_path, caplog):
     plugin = export_onnx(tiny_model, tmp_path / "plugin.onnx", nms="plugin", input_size=(256, 384))
-    with pytest.raises(ModelFormatError, match="OpenVINO cannot read .*No conversion rule found for operations: ai.onnx.contrib.RetinaNMS"):
+    with pytest.raises(
+        ModelFormatError,
+        match="OpenVINO cannot read .*No conversion rule found for operations: ai.onnx.contrib.RetinaNMS",
+    ):
         OpenVinoBackend(plugin)
     with caplog.at_level(logging.INFO, logger="retina_trt"):
         with Detector(plugin) as det:
@@ -231,7 +235,9 @@ def test_corrupt_cache_entry_recompiles(demo_onnx, tmp_path, images):
     assert not refused.loaded_from_cache
     from retina_trt.image import preprocess_batch
 
-    batch = preprocess_batch([scene(256, 256, 9)], min_size=256, max_size=256, size_divisible=128, input_size=(256, 256))
+    batch = preprocess_batch(
+        [scene(256, 256, 9)], min_size=256, max_size=256, size_divisible=128, input_size=(256, 256)
+    )
     for a, b in zip(truncated.run(batch), want.run(batch)):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
@@ -299,11 +305,18 @@ def test_cli_detect_says_which_backend_and_precision(demo_onnx, image_dir, tmp_p
     from retina_trt.cli import main
 
     exe = Path(sys.executable).with_name("retina-trt")
-    result = subprocess.run([str(exe), "detect", str(demo_onnx), str(image_dir), "--output", str(tmp_path / "o"),
-                             "--cpu-precision", "f32"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [str(exe), "detect", str(demo_onnx), str(image_dir), "--output", str(tmp_path / "o"), "--cpu-precision", "f32"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "backend: openvino (f32)" in result.stdout
-    assert main(["detect", str(demo_onnx), str(image_dir), "--output", str(tmp_path / "p"), "--backend", "onnxruntime"]) == 0
+    assert (
+        main(["detect", str(demo_onnx), str(image_dir), "--output", str(tmp_path / "p"), "--backend", "onnxruntime"])
+        == 0
+    )
 
 
 def test_cli_info_reports_per_layer_precision(demo_int8, capsys):
@@ -325,8 +338,22 @@ def test_bf16_request_on_a_cpu_without_it_is_one_line(demo_onnx, monkeypatch):
     from retina_trt.cli import main
 
     # the CLI turns it into one line and exit code 2
-    assert main(["detect", str(demo_onnx), str(ROOT / "README.md"), "--output", "/tmp/unused-ov",
-                 "--backend", "openvino", "--cpu-precision", "bf16"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "detect",
+                str(demo_onnx),
+                str(ROOT / "README.md"),
+                "--output",
+                "/tmp/unused-ov",
+                "--backend",
+                "openvino",
+                "--cpu-precision",
+                "bf16",
+            ]
+        )
+        == 2
+    )
 
 
 def test_missing_model_and_unknown_precision(tmp_path, demo_onnx):
@@ -344,8 +371,23 @@ def test_precision_on_a_backend_that_has_none_is_refused(demo_onnx, tmp_path, ca
         Detector(demo_onnx, backend="onnxruntime", precision="bf16")
     config = SyntheticConfig(min_height=256, max_height=256, min_width=256, max_width=256)
     annotations = generate_dataset(tmp_path / "ds", num_images=1, seed=1, split="val", config=config)
-    assert main(["eval", str(demo_onnx), "--annotations", str(annotations), "--images", str(tmp_path / "ds" / "val"),
-                 "--backend", "onnxruntime", "--cpu-precision", "f32"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                str(demo_onnx),
+                "--annotations",
+                str(annotations),
+                "--images",
+                str(tmp_path / "ds" / "val"),
+                "--backend",
+                "onnxruntime",
+                "--cpu-precision",
+                "f32",
+            ]
+        )
+        == 2
+    )
     assert "is OpenVINO's option" in capsys.readouterr().err
 
 
@@ -393,8 +435,10 @@ def test_submitted_batches_never_exceed_the_parallel_requests_in_all(demo_onnx, 
     from retina_trt.image import preprocess_batch
 
     frames = [scene(256, 256, s) for s in range(3)]
-    batches = [preprocess_batch(frames[: 1 + i % 3], min_size=256, max_size=256, size_divisible=128, input_size=(256, 256))
-               for i in range(12)]  # fmt: skip
+    batches = [
+        preprocess_batch(frames[: 1 + i % 3], min_size=256, max_size=256, size_divisible=128, input_size=(256, 256))
+        for i in range(12)
+    ]
     futures = [backend.submit(b) for b in batches]  # batch sizes 1, 2, 3: the static and the dynamic queue
     results = [f.result(timeout=120) for f in futures]
     assert [len(r) for r in results] == [1 + i % 3 for i in range(12)]

@@ -17,8 +17,12 @@ from retina_trt.plugins import aot
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("aot")
-    run = subprocess.run([sys.executable, "-m", "retina_trt.plugins.aot", "--out", str(out), "--batch", "8"],
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "retina_trt.plugins.aot", "--out", str(out), "--batch", "8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return out, json.loads((out / "manifest.json").read_text())
 
@@ -29,7 +33,11 @@ def test_every_target_and_kernel_is_written_and_assembled(written):
     assert sorted({k["target"] for k in kernels}) == sorted(f"sm_{t}" for t in aot.TARGETS)
     assert len(kernels) == 3 * len(aot.TARGETS)
     for kernel in kernels:
-        assert kernel["params"] == kernel["trt_args"] == {"sort_kernel": 3, "mask_kernel": 5, "scan_kernel": 10}[kernel["entry"]]
+        assert (
+            kernel["params"]
+            == kernel["trt_args"]
+            == {"sort_kernel": 3, "mask_kernel": 5, "scan_kernel": 10}[kernel["entry"]]
+        )
         assert kernel["triton_params"] == kernel["params"] + 2  # Triton 3.8's global/profile scratch, removed
         assert kernel["cubin_bytes"] > 0 and kernel["grid"][0] == 8
         ptx = (out / kernel["ptx"]).read_text()
@@ -52,8 +60,9 @@ def _with_hidden(ptx: str, entry: str) -> str:
 
 
 def _kernel(ptx: str, **metadata) -> SimpleNamespace:
-    return SimpleNamespace(asm={"ptx": ptx}, metadata=SimpleNamespace(global_scratch_size=0, profile_scratch_size=0,
-                                                                      **metadata))  # fmt: skip
+    return SimpleNamespace(
+        asm={"ptx": ptx}, metadata=SimpleNamespace(global_scratch_size=0, profile_scratch_size=0, **metadata)
+    )
 
 
 def test_hidden_parameters_are_removed_only_when_provably_unused(written):
@@ -71,13 +80,17 @@ def test_hidden_parameters_are_removed_only_when_provably_unused(written):
     with pytest.raises(aot.PTXError, match=r"reads its hidden parameters \['sort_kernel_param_4'\]"):
         aot.launchable_ptx(_kernel(reads), trt_args=3)
     with pytest.raises(aot.PTXError, match="global_scratch"):
-        aot.launchable_ptx(SimpleNamespace(asm={"ptx": raw}, metadata=SimpleNamespace(global_scratch_size=128)), trt_args=3)
+        aot.launchable_ptx(
+            SimpleNamespace(asm={"ptx": raw}, metadata=SimpleNamespace(global_scratch_size=128)), trt_args=3
+        )
     with pytest.raises(aot.PTXError, match="declares 5 parameters, TensorRT passes 9"):
         aot.launchable_ptx(_kernel(raw), trt_args=9)  # (the argument count TensorRT would pass another kernel)
 
 
 def test_targets_and_ptx_isa():
-    ptx = ".version 8.8\n.target sm_90a\n.address_size 64\n.visible .entry k(\n\t.param .u32 k_param_0\n)\n{\n\tret;\n}\n"
+    ptx = (
+        ".version 8.8\n.target sm_90a\n.address_size 64\n.visible .entry k(\n\t.param .u32 k_param_0\n)\n{\n\tret;\n}\n"
+    )
     family = aot.launchable_ptx(_kernel(ptx), trt_args=1, ptx_isa="8.4")
     assert family.target == "sm_90" and family.ptx_isa == "8.4" and ".version 8.4" in family.ptx
     assert aot.assemble(family.ptx, "sm_90") > 0
@@ -85,14 +98,20 @@ def test_targets_and_ptx_isa():
     assert same.target == "sm_90a" and same.ptx_isa == "8.8"
     with pytest.raises(aot.PTXError, match="older than sm_90 needs"):
         aot.launchable_ptx(_kernel(ptx), trt_args=1, ptx_isa="7.0")
-    assert aot.isa_for_cuda((12, 4)) == "8.4" and aot.isa_for_cuda((12, 7)) == "8.5" and aot.isa_for_cuda((13, 0)) == "9.0"
+    assert (
+        aot.isa_for_cuda((12, 4)) == "8.4" and aot.isa_for_cuda((12, 7)) == "8.5" and aot.isa_for_cuda((13, 0)) == "9.0"
+    )
     with pytest.raises(aot.PTXError, match="older than any driver"):
         aot.isa_for_cuda((11, 8))
 
 
 def test_unknown_targets_are_a_usage_error(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "retina_trt.plugins.aot", "--arch", "sm_70", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "retina_trt.plugins.aot", "--arch", "sm_70", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and "unsupported targets [70]" in run.stderr
 
 
@@ -110,11 +129,22 @@ def test_hardware_compatible_engines_refuse_plugin_ptx_later_gpus_cannot_run(tmp
         write_engine,
     )
 
-    build = {"batch": [1, 1, 1], "hardware_compat": "ampere_plus",
-             "plugin_ptx": [{"entry": "scan_kernel", "target": target, "ptx_isa": "8.4", "params": 10}]}  # fmt: skip
-    header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="H100", compute_capability=(9, 0),
-                         precision="fp16", onnx_sha256="0" * 64, export={"nms": "plugin", "input_size": [256, 384]},
-                         build=build, plan=b"plan")  # fmt: skip
+    build = {
+        "batch": [1, 1, 1],
+        "hardware_compat": "ampere_plus",
+        "plugin_ptx": [{"entry": "scan_kernel", "target": target, "ptx_isa": "8.4", "params": 10}],
+    }
+    header = make_header(
+        spec=TINY_SPEC,
+        tensorrt_version="10.13.3.9",
+        device_name="H100",
+        compute_capability=(9, 0),
+        precision="fp16",
+        onnx_sha256="0" * 64,
+        export={"nms": "plugin", "input_size": [256, 384]},
+        build=build,
+        plan=b"plan",
+    )
     path = write_engine(tmp_path / "p.engine", header, b"plan")
     read = read_engine_header(path)
     if ok:

@@ -63,15 +63,29 @@ def read_only_runs(tiny_checkpoint, onnx_models, image_dir, tmp_path_factory):
         "train": ["train", "--annotations", str(annotations), "--images", images, "--output", f"{ro}/m.pt"],
         "eval": ["eval", onnx, "--annotations", str(annotations), "--images", images, "--json", f"{missing}/m.json"],
         "bench": ["bench", onnx, "--iterations", "1", "--warmup", "0", "--out", f"{ro}/bench"],
-        "bench-json": ["bench", onnx, "--iterations", "1", "--warmup", "0", "--out", str(root / "bench"),
-                       "--json", f"{missing}/bench.json"],
+        "bench-json": [
+            "bench",
+            onnx,
+            "--iterations",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+            str(root / "bench"),
+            "--json",
+            f"{missing}/bench.json",
+        ],
         "data": ["data", "synthetic", "--out", f"{missing}/data", "--images", "2"],
     }
     inputs = {p: _digest(Path(p).parent) for p in (onnx, pt)} | {images: _digest(Path(images))}
-    script = (f"mount -t tmpfs -o size=4m tmpfs {mount} && mkdir {ro} && mount -o remount,ro {mount} && "
-              f"exec {sys.executable} -c \"$DRIVER\" \"$CASES\"")  # fmt: skip
+    script = (
+        f"mount -t tmpfs -o size=4m tmpfs {mount} && mkdir {ro} && mount -o remount,ro {mount} && "
+        f'exec {sys.executable} -c "$DRIVER" "$CASES"'
+    )
     env = {**__import__("os").environ, "DRIVER": DRIVER, "CASES": json.dumps(cases)}
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs tmpfs {mount}"], capture_output=True, text=True)
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs tmpfs {mount}"], capture_output=True, text=True
+    )
     if probe.returncode != 0:
         pytest.skip(f"no private mount namespace here ({probe.stderr.strip()[:200]})")
     run = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, env=env, timeout=900)
@@ -80,14 +94,30 @@ def read_only_runs(tiny_checkpoint, onnx_models, image_dir, tmp_path_factory):
     return results, run.stderr, inputs
 
 
-@pytest.mark.parametrize("case", ["export", "build-engine", "detect", "detect-missing", "export-triton",
-                                  "export-deepstream", "train", "eval", "bench", "bench-json", "data"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    [
+        "export",
+        "build-engine",
+        "detect",
+        "detect-missing",
+        "export-triton",
+        "export-deepstream",
+        "train",
+        "eval",
+        "bench",
+        "bench-json",
+        "data",
+    ],
+)
 def test_a_read_only_output_is_one_line_and_exit_2(read_only_runs, case):
     results, stderr, _ = read_only_runs
     code, err = results[case]
     lines = err.strip().splitlines()
     assert code == 2, (code, err)
-    assert len(lines) == 1 and lines[0].startswith(f"retina-trt {case.replace('-missing', '').replace('-json', '')}"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"retina-trt {case.replace('-missing', '').replace('-json', '')}"), (
+        lines
+    )
     assert any(word in lines[0] for word in ("Read-only file system", "not writable")), lines[0]
 
 
@@ -105,9 +135,12 @@ def test_output_folders_blocked_by_a_file_are_one_line(onnx_models, tiny_checkpo
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     onnx = str(onnx_models[("onnx", False)])
-    for argv in (["export-triton", onnx, "--repo", str(blocker)], ["export-triton", onnx, "--repo", str(blocker / "sub")],
-                 ["export-deepstream", str(tiny_checkpoint), "--out", str(blocker)],
-                 ["detect", onnx, str(image_dir), "--output", str(blocker / "out")]):  # fmt: skip
+    for argv in (
+        ["export-triton", onnx, "--repo", str(blocker)],
+        ["export-triton", onnx, "--repo", str(blocker / "sub")],
+        ["export-deepstream", str(tiny_checkpoint), "--out", str(blocker)],
+        ["detect", onnx, str(image_dir), "--output", str(blocker / "out")],
+    ):
         assert main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and "is a file, not a folder" in lines[0], (argv, lines)

@@ -45,8 +45,9 @@ def _folder(tmp_path: Path, checkpoint: Path, calib_images: int) -> Path:
 
 def _run(folder: Path, code: str, timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "RETINA_TRT_CACHE": str(folder / "cache"), "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
-                         timeout=timeout)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     return run
 
@@ -64,8 +65,10 @@ def _check_outputs(folder: Path, run: subprocess.CompletedProcess) -> None:
     assert header.info.batch == (1, 8) or tuple(header.info.batch)[-1] == 8
 
 
-@pytest.mark.skipif(shutil.which("nvidia-smi") is None and not __import__("importlib").util.find_spec("tensorrt_rtx"),
-                    reason="no TensorRT that builds here")  # fmt: skip
+@pytest.mark.skipif(
+    shutil.which("nvidia-smi") is None and not __import__("importlib").util.find_spec("tensorrt_rtx"),
+    reason="no TensorRT that builds here",
+)
 def test_readme_python_block_runs(tmp_path):
     code = python_block()
     assert code.count("num_images=512") == 1

@@ -56,8 +56,20 @@ def test_build_engine_never_writes_over_its_inputs(onnx_models, tmp_path):
     before = onnx.read_bytes()
     for flag in ("--save-onnx",):
         for spelling in _spellings(onnx, tmp_path / "links"):
-            code = main(["build-engine", "--onnx", str(onnx), "--precision", "fp16", "--output", str(tmp_path / "m.engine"),
-                         flag, spelling, "--dry-run"])  # fmt: skip
+            code = main(
+                [
+                    "build-engine",
+                    "--onnx",
+                    str(onnx),
+                    "--precision",
+                    "fp16",
+                    "--output",
+                    str(tmp_path / "m.engine"),
+                    flag,
+                    spelling,
+                    "--dry-run",
+                ]
+            )
             assert code == 2
     assert onnx.read_bytes() == before
 
@@ -97,14 +109,20 @@ def test_hostile_numbers_are_refused_at_the_door(onnx_models, tiny_checkpoint, t
     model = onnx_models[("onnx", False)]
     with pytest.raises(ValueError, match="num_threads must be a positive integer up to 1024"):
         Detector(model, num_threads=10**6)
-    for flags, said in ((["--threads", "100000"], "at most 1024"), (["--duration", "inf"], "finite"),
-                        (["--duration", "nan"], "positive"), (["--warmup", "inf"], "finite")):  # fmt: skip
+    for flags, said in (
+        (["--threads", "100000"], "at most 1024"),
+        (["--duration", "inf"], "finite"),
+        (["--duration", "nan"], "positive"),
+        (["--warmup", "inf"], "finite"),
+    ):
         with pytest.raises(SystemExit) as exc:
             main(["bench", str(model), *flags])
         assert exc.value.code == 2 and said in capsys.readouterr().err, flags
     # a batch beyond the model's maximum is refused, not reported as run
-    assert main(["bench", str(model), "--batch", "64", "--iterations", "1", "--warmup", "0",
-                 "--out", str(tmp_path / "b")]) == 2  # fmt: skip
+    assert (
+        main(["bench", str(model), "--batch", "64", "--iterations", "1", "--warmup", "0", "--out", str(tmp_path / "b")])
+        == 2
+    )
     assert "larger than" in capsys.readouterr().err
     assert main(["bench", str(tiny_checkpoint), "--batch", "1000000000", "--out", str(tmp_path / "c")]) == 2
     with pytest.raises(ValueError, match="larger than 4096"):
@@ -144,10 +162,17 @@ def test_image_limits_from_the_environment_never_abort(image_dir):
     code = "import retina_trt, cv2; from retina_trt.image import read_image; import sys; read_image(sys.argv[1])"
     image = next(image_dir.iterdir())
     env = {**os.environ, "RETINA_TRT_MAX_IMAGE_PIXELS": "99999999999999999999999999"}
-    result = subprocess.run([sys.executable, "-c", code, str(image)], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(image)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1 and "RETINA_TRT_MAX_IMAGE_PIXELS must be in [1, 2^40]" in result.stderr
-    result = subprocess.run([str(EXE), "detect", "x.onnx", str(image), "--output", "/tmp/never"], env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [str(EXE), "detect", "x.onnx", str(image), "--output", "/tmp/never"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr  # a one-line error, not OpenCV's abort (rc -6)
 
 
@@ -162,8 +187,20 @@ def test_huge_sparse_file_named_jpg_is_skipped_not_read(tmp_path, onnx_models, i
     good = huge.parent / "good.jpg"
     cv2.imwrite(str(good), scene(120, 160, 4))
     out = tmp_path / "out"
-    assert main(["detect", str(onnx_models[("onnx", False)]), str(huge.parent), "--output", str(out), "--backend",
-                 "onnxruntime"]) == 2  # one input failed (reported), the other processed  # fmt: skip
+    assert (
+        main(
+            [
+                "detect",
+                str(onnx_models[("onnx", False)]),
+                str(huge.parent),
+                "--output",
+                str(out),
+                "--backend",
+                "onnxruntime",
+            ]
+        )
+        == 2
+    )  # one input failed (reported), the other processed
     assert (out / "good.jpg").exists()
 
 
@@ -185,8 +222,13 @@ def test_exif_orientation_is_applied_on_every_path(tmp_path, onnx_models):
 
 
 def test_closed_pipe_ends_quietly(onnx_models):
-    result = subprocess.run(f"{EXE} info {onnx_models[('onnx', False)]} --cpu-precision f32 | head -1", shell=True,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        f"{EXE} info {onnx_models[('onnx', False)]} --cpu-precision f32 | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.stdout.count("\n") == 1
     assert "Broken pipe" not in result.stderr and "Traceback" not in result.stderr, result.stderr
 
@@ -201,7 +243,9 @@ def test_untrusted_strings_are_escaped_when_printed():
 def test_verbose_flag_works_where_the_hints_put_it(onnx_models, tmp_path):
     model = str(onnx_models[("onnx", False)])
     assert main(["info", model, "--verbose", "--cpu-precision", "f32"]) == 0
-    assert main(["build-engine", "--onnx", model, "--output", str(tmp_path / "m.engine"), "--dry-run", "--verbose"]) == 0
+    assert (
+        main(["build-engine", "--onnx", model, "--output", str(tmp_path / "m.engine"), "--dry-run", "--verbose"]) == 0
+    )
     assert main(["data", "synthetic", "--out", str(tmp_path / "d"), "--images", "1", "-v"]) == 0
 
 
@@ -274,8 +318,12 @@ if sys.argv[4] == "exit3":
 @pytest.mark.parametrize("how", ["fall off the end", "exit3"])
 def test_abandoned_stream_ends_the_process_cleanly(onnx_models, video_file, tmp_path, how):
     out = tmp_path / "abandoned.mp4"
-    result = subprocess.run([sys.executable, "-c", ABANDON, str(onnx_models[("onnx", False)]), str(video_file), str(out), how],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", ABANDON, str(onnx_models[("onnx", False)]), str(video_file), str(out), how],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == (3 if how == "exit3" else 0), result.stderr[-2000:]
     assert "terminate called" not in result.stderr
     assert out.is_file() and not list(tmp_path.glob(".abandoned.tmp-*"))
@@ -300,8 +348,12 @@ def test_non_utf8_file_names_are_skipped_not_crashed_on(onnx_models, tmp_path):
     bad = os.path.join(os.fsencode(folder), b"bad\xff.jpg")
     with open(bad, "wb") as f:
         f.write((folder / "good.jpg").read_bytes())
-    result = subprocess.run([str(EXE), "detect", str(onnx_models[("onnx", False)]), str(folder), "--output",
-                             str(tmp_path / "out")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [str(EXE), "detect", str(onnx_models[("onnx", False)]), str(folder), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2 and "not valid UTF-8" in result.stderr, result.stderr[-1500:]
     assert (tmp_path / "out" / "good.jpg").exists()
 
@@ -390,9 +442,20 @@ def test_interrupted_calibration_leaves_no_temporary_onnx(onnx_models, tmp_path)
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()
     out = tmp_path / "m.int8.onnx"
-    result = subprocess.run([sys.executable, "-c", INTERRUPT_CALIBRATION, str(onnx_models[("onnx", False)]), str(out),
-                             str(Path(__file__).parent)], env={**os.environ, "TMPDIR": str(scratch)},
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            INTERRUPT_CALIBRATION,
+            str(onnx_models[("onnx", False)]),
+            str(out),
+            str(Path(__file__).parent),
+        ],
+        env={**os.environ, "TMPDIR": str(scratch)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "interrupted" in result.stdout, result.stderr[-2000:]
     assert not out.exists()
     left = [p.name for p in scratch.rglob("*") if p.suffix in (".onnx", ".data", ".npz")]
@@ -437,8 +500,15 @@ def test_full_disk_leaves_only_complete_files_under_final_names(onnx_models, ima
     from retina_trt.data.synthetic import write_video
 
     write_video(video, num_frames=40, seed=5, frame_size=(256, 256))
-    script = FULL_DISK.format(size=size, mnt=mnt, python=sys.executable, model=onnx_models[("onnx", False)],
-                              images=image_dir, video=video, log=tmp_path / "log")  # fmt: skip
+    script = FULL_DISK.format(
+        size=size,
+        mnt=mnt,
+        python=sys.executable,
+        model=onnx_models[("onnx", False)],
+        images=image_dir,
+        video=video,
+        log=tmp_path / "log",
+    )
     result = subprocess.run(["unshare", "-rm", "bash", "-c", script], capture_output=True, text=True, timeout=600)
     if "mount: " in result.stderr and "permission" in result.stderr.lower():
         pytest.skip(f"tmpfs mount not permitted here: {result.stderr.strip()[:200]}")
@@ -458,9 +528,19 @@ def test_no_gpu_hint_for_an_engine_matches_what_built_it(image_dir, tmp_path, ca
     from retina_trt.contract.engine_file import make_header, write_engine
 
     engine = tmp_path / "rtx.engine"
-    header = make_header(spec=TINY_SPEC, tensorrt_version="1.7.1.116", device_name=None, compute_capability=None,
-                         precision="fp16", onnx_sha256="0" * 64, tensorrt_flavour="tensorrt_rtx", targets=((8, 6),),
-                         export={"nms": "graph", "input_size": [256, 384]}, build={"batch": [1, 1, 8]}, plan=b"plan")  # fmt: skip
+    header = make_header(
+        spec=TINY_SPEC,
+        tensorrt_version="1.7.1.116",
+        device_name=None,
+        compute_capability=None,
+        precision="fp16",
+        onnx_sha256="0" * 64,
+        tensorrt_flavour="tensorrt_rtx",
+        targets=((8, 6),),
+        export={"nms": "graph", "input_size": [256, 384]},
+        build={"batch": [1, 1, 8]},
+        plan=b"plan",
+    )
     write_engine(engine, header, b"plan")
     assert main(["detect", str(engine), str(image_dir), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

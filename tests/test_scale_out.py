@@ -38,7 +38,12 @@ def test_triton_repository_for_onnx(onnx_models, tmp_path, capsys):
     assert config.platform == "onnxruntime_onnx" and config.max_batch_size == 8
     assert [i.name for i in config.input] == ["images", "image_sizes"]
     assert list(config.input[0].dims) == [256, 384, 3]
-    assert [o.name for o in config.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
+    assert [o.name for o in config.output] == [
+        "num_detections",
+        "detection_boxes",
+        "detection_scores",
+        "detection_classes",
+    ]
     assert list(config.output[1].dims) == [TINY_SPEC.detections_per_img, 4]
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
     assert config.instance_group[0].kind == config.instance_group[0].KIND_CPU
@@ -48,8 +53,21 @@ def test_triton_repository_for_onnx(onnx_models, tmp_path, capsys):
     assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "retina"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "retina", "--overwrite"]) == 0
-    assert main(["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "r2",
-                 "--max-queue-delay-us", "-1"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "export-triton",
+                str(model),
+                "--repo",
+                str(tmp_path / "repo"),
+                "--name",
+                "r2",
+                "--max-queue-delay-us",
+                "-1",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "repo" / "r2").exists()
 
 
@@ -57,8 +75,23 @@ def test_triton_repository_for_the_python_backend(onnx_models, tmp_path, capsys)
     """--backend python: the same contract, served by Triton's Python backend (retina-trt serve)."""
     model = onnx_models[("onnx", False)]
     repo = tmp_path / "repo"
-    assert main(["export-triton", str(model), "--repo", str(repo), "--name", "retina", "--backend", "python",
-                 "--max-batch", "4"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export-triton",
+                str(model),
+                "--repo",
+                str(repo),
+                "--name",
+                "retina",
+                "--backend",
+                "python",
+                "--max-batch",
+                "4",
+            ]
+        )
+        == 0
+    )
     config = _parse_config(repo / "retina" / "config.pbtxt")
     assert config.backend == "python" and not config.platform and config.max_batch_size == 4
     assert [i.name for i in config.input] == ["images", "image_sizes"]
@@ -71,9 +104,17 @@ def test_triton_repository_for_the_python_backend(onnx_models, tmp_path, capsys)
 
 def test_triton_repository_for_an_engine_strips_the_header(tmp_path):
     plan = b"raw tensorrt plan bytes" * 4
-    header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="NVIDIA L4", compute_capability=(8, 9),
-                         precision="fp16", onnx_sha256="0" * 64, export={"nms": "onnx", "input_size": None},
-                         build={"batch": [1, 2, 4]}, plan=plan)  # fmt: skip
+    header = make_header(
+        spec=TINY_SPEC,
+        tensorrt_version="10.13.3.9",
+        device_name="NVIDIA L4",
+        compute_capability=(8, 9),
+        precision="fp16",
+        onnx_sha256="0" * 64,
+        export={"nms": "onnx", "input_size": None},
+        build={"batch": [1, 2, 4]},
+        plan=plan,
+    )
     engine = write_engine(tmp_path / "m.engine", header, plan)
     assert main(["export-triton", str(engine), "--repo", str(tmp_path / "repo"), "--instances", "2"]) == 0
     config = _parse_config(tmp_path / "repo" / "m" / "config.pbtxt")
@@ -94,20 +135,27 @@ def test_triton_client_sample_builds_requests_and_reads_the_contract(onnx_models
     import triton_client
 
     model = onnx_models[("onnx", False)]
-    config = {"parameters": {"retina_trt.spec": {"string_value": TINY_SPEC.to_json()}},
-              "input": [{"dims": ["256", "384", "3"]}]}  # fmt: skip
+    config = {
+        "parameters": {"retina_trt.spec": {"string_value": TINY_SPEC.to_json()}},
+        "input": [{"dims": ["256", "384", "3"]}],
+    }
     spec, size = triton_client.spec_from_config(config)
     assert spec == TINY_SPEC and size == (256, 384)
     from retina_trt.image import preprocess_batch
 
-    batch = preprocess_batch(images[:2], min_size=spec.min_size, max_size=spec.max_size,
-                             size_divisible=spec.size_divisible, input_size=size)  # fmt: skip
+    batch = preprocess_batch(
+        images[:2], min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible, input_size=size
+    )
     inputs = triton_client.build_inputs(grpcclient, batch)
     assert [i.name() for i in inputs] == ["images", "image_sizes"]
     assert inputs[0].shape() == [2, 256, 384, 3] and inputs[0].datatype() == "UINT8"
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    arrays = dict(zip(triton_client.OUTPUTS, session.run(list(triton_client.OUTPUTS),
-                                                         {"images": batch.pixels, "image_sizes": batch.image_sizes})))  # fmt: skip
+    arrays = dict(
+        zip(
+            triton_client.OUTPUTS,
+            session.run(list(triton_client.OUTPUTS), {"images": batch.pixels, "image_sizes": batch.image_sizes}),
+        )
+    )
     got = triton_client.to_detections(arrays, batch, spec)
     with Detector(model, backend="onnxruntime") as det:
         want = det.predict_batch(images[:2])
@@ -118,8 +166,23 @@ def test_triton_client_sample_builds_requests_and_reads_the_contract(onnx_models
 
 def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
     out = tmp_path / "ds"
-    assert main(["export-deepstream", str(tiny_checkpoint), "--out", str(out), "--batch", "4",
-                 "--input-size", "256x384", "--precision", "fp32"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export-deepstream",
+                str(tiny_checkpoint),
+                "--out",
+                str(out),
+                "--batch",
+                "4",
+                "--input-size",
+                "256x384",
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     parser = configparser.ConfigParser()
     parser.read(out / "config_infer_primary_retina_trt.txt")
     prop = parser["property"]
@@ -134,7 +197,10 @@ def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
     assert read_metadata(out / "model.onnx").export["batch"] == [1, 4, 4]
     # on images that fill the input, it detects exactly like the regular export
     frame = cv2.resize(images[0], (384, 256))
-    with Detector(out / "model.onnx", backend="onnxruntime") as ds, Detector(onnx_models[("onnx", False)], backend="onnxruntime") as regular:
+    with (
+        Detector(out / "model.onnx", backend="onnxruntime") as ds,
+        Detector(onnx_models[("onnx", False)], backend="onnxruntime") as regular,
+    ):
         a, b = ds(frame), regular(frame)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
     np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy, atol=1e-3)
@@ -143,8 +209,23 @@ def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
     # FP16: the prepared ONNX (FP16 network, FP32 postprocess) with network-mode=0, never nvinfer's
     # FP16 mode, which would lower the postprocess too
     fp16 = tmp_path / "ds16"
-    assert main(["export-deepstream", str(out / "model.onnx"), "--out", str(fp16), "--batch", "4", "--precision", "fp16",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export-deepstream",
+                str(out / "model.onnx"),
+                "--out",
+                str(fp16),
+                "--batch",
+                "4",
+                "--precision",
+                "fp16",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     parser = configparser.ConfigParser()
     parser.read(fp16 / "config_infer_primary_retina_trt.txt")
     assert parser["property"]["network-mode"] == "0"
@@ -155,7 +236,9 @@ def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
 
 
 def test_float_single_input_export_is_valid_onnx(tiny_model, tmp_path):
-    path = export_onnx(tiny_model, tmp_path / "f.onnx", input_dtype="float32", image_sizes_input=False, input_size=(256, 384))
+    path = export_onnx(
+        tiny_model, tmp_path / "f.onnx", input_dtype="float32", image_sizes_input=False, input_size=(256, 384)
+    )
     meta = read_metadata(path)
     assert meta.export["inputs"] == ["images"] and meta.export["input_format"] == "float32 BGR"
     with pytest.raises(ValueError, match="input_dtype"):
@@ -176,9 +259,15 @@ def test_float_single_input_export_is_valid_onnx(tiny_model, tmp_path):
 def test_triton_overwrite_replaces_only_the_version_written_and_names_are_checked(onnx_models, tmp_path, capsys):
     model, repo = onnx_models[("onnx", False)], tmp_path / "repo"
     assert main(["export-triton", str(model), "--repo", str(repo), "--name", "retina"]) == 0
-    assert main(["export-triton", str(model), "--repo", str(repo), "--name", "retina", "--version", "2", "--overwrite"]) == 0
+    assert (
+        main(["export-triton", str(model), "--repo", str(repo), "--name", "retina", "--version", "2", "--overwrite"])
+        == 0
+    )
     assert (repo / "retina" / "1" / "model.onnx").is_file() and (repo / "retina" / "2" / "model.onnx").is_file()
-    assert main(["export-triton", str(model), "--repo", str(repo), "--name", "retina", "--version", "2", "--overwrite"]) == 0
+    assert (
+        main(["export-triton", str(model), "--repo", str(repo), "--name", "retina", "--version", "2", "--overwrite"])
+        == 0
+    )
     assert sorted(p.name for p in (repo / "retina").iterdir()) == ["1", "2", "config.pbtxt", "labels.txt"]
     for bad in ("..", ".", "a/b", "-x", "has space"):
         assert main(["export-triton", str(model), "--repo", str(repo), f"--name={bad}"]) == 2

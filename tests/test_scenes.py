@@ -27,8 +27,9 @@ def _counts_of_ground_truth(scene: Scene) -> tuple[dict, dict]:
     line, zone = LineCounter(Line(*scene.line)), ZoneCounter(Zone(scene.zone))
     for frame, _, truth in render_scene(scene):
         boxes = np.array([t.box for t in truth], np.float32).reshape(-1, 4)
-        tracked = Detections(boxes, np.ones(len(truth)), [t.class_id for t in truth], CLASS_NAMES,
-                             [t.track_id for t in truth])  # fmt: skip
+        tracked = Detections(
+            boxes, np.ones(len(truth)), [t.class_id for t in truth], CLASS_NAMES, [t.track_id for t in truth]
+        )
         line.update(tracked, frame)
         zone.update(tracked, frame)
     return line.counts, zone.counts
@@ -66,7 +67,9 @@ def test_written_scene_has_video_mot_ground_truth_and_record(tmp_path):
     assert min(frames_seen) >= 1 and max(frames_seen) <= scene.num_frames  # MOT frames count from 1
     assert {int(r[1]) for r in rows} == {a.track_id for a in scene.actors}
     assert all(float(r[4]) > 0 and float(r[5]) > 0 and r[7] == "1" and 0.35 <= float(r[8]) <= 1.0 for r in rows)
-    assert set(json.loads((folder / "scene.json").read_text())["track_classes"]) == {str(a.track_id) for a in scene.actors}
+    assert set(json.loads((folder / "scene.json").read_text())["track_classes"]) == {
+        str(a.track_id) for a in scene.actors
+    }
     record = json.loads((folder / "scene.json").read_text())
     assert record["expected_line"] == scene.expected_line and record["class_names"] == list(CLASS_NAMES)
     per_frame, track_classes = read_ground_truth(folder)  # the reader gives the script's boxes back

@@ -47,8 +47,16 @@ def demo_onnx(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(env, demo_onnx):
     http, grpc, metrics = free_ports(3)
-    with serve_model(demo_onnx, name="retina", max_batch=8, queue_delay_us=2000, http_port=http, grpc_port=grpc,
-                     metrics_port=metrics, timeout_s=120) as running:  # fmt: skip
+    with serve_model(
+        demo_onnx,
+        name="retina",
+        max_batch=8,
+        queue_delay_us=2000,
+        http_port=http,
+        grpc_port=grpc,
+        metrics_port=metrics,
+        timeout_s=120,
+    ) as running:
         yield running
 
 
@@ -57,13 +65,21 @@ def batch(image_dir, demo_onnx):
     backend = OnnxRuntimeBackend(demo_onnx)
     spec = backend.spec
     images = [read_image(p) for p in sorted(image_dir.glob("*.jpg"))]
-    return preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size, size_divisible=spec.size_divisible,
-                            input_size=backend.input_size)  # fmt: skip
+    return preprocess_batch(
+        images,
+        min_size=spec.min_size,
+        max_size=spec.max_size,
+        size_divisible=spec.size_divisible,
+        input_size=backend.input_size,
+    )
 
 
 def _infer(module, url, pixels, sizes):
     client = module.InferenceServerClient(url)
-    inputs = [module.InferInput("images", list(pixels.shape), "UINT8"), module.InferInput("image_sizes", list(sizes.shape), "INT32")]
+    inputs = [
+        module.InferInput("images", list(pixels.shape), "UINT8"),
+        module.InferInput("image_sizes", list(sizes.shape), "INT32"),
+    ]
     inputs[0].set_data_from_numpy(pixels)
     inputs[1].set_data_from_numpy(sizes)
     result = client.infer("retina", inputs, outputs=[module.InferRequestedOutput(n) for n in OUTPUTS])
@@ -77,7 +93,9 @@ def test_served_outputs_equal_onnxruntime(server, batch, demo_onnx, protocol):
 
     module, url = (http_client, server.http_url) if protocol == "http" else (grpc_client, server.grpc_url)
     got = _infer(module, url, batch.pixels, batch.image_sizes.astype(np.int32))
-    want = OnnxRuntimeBackend(demo_onnx).session.run(list(OUTPUTS), {"images": batch.pixels, "image_sizes": batch.image_sizes.astype(np.int32)})
+    want = OnnxRuntimeBackend(demo_onnx).session.run(
+        list(OUTPUTS), {"images": batch.pixels, "image_sizes": batch.image_sizes.astype(np.int32)}
+    )
     assert int(got[0].sum()) > 0
     for g, w, name in zip(got, want, OUTPUTS):
         assert g.dtype == w.dtype and np.array_equal(g, w), name
@@ -128,14 +146,31 @@ def test_triton_client_sample_against_the_server(server, image_dir, tmp_path):
     image = next(image_dir.glob("*.jpg"))
     for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
         out = tmp_path / protocol
-        run = subprocess.run([sys.executable, str(ROOT / "samples" / "triton_client.py"), str(image), "--model", "retina",
-                              "--url", url, "--protocol", protocol, "--out", str(out)],
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        run = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "samples" / "triton_client.py"),
+                str(image),
+                "--model",
+                "retina",
+                "--url",
+                url,
+                "--protocol",
+                protocol,
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         assert any(out.iterdir())
 
 
-@pytest.mark.parametrize("kind", ["cpu", "gpu"], ids=["KIND_CPU", "KIND_GPU"])  # (an id "gpu" would read as the gpu marker)
+@pytest.mark.parametrize(
+    "kind", ["cpu", "gpu"], ids=["KIND_CPU", "KIND_GPU"]
+)  # (an id "gpu" would read as the gpu marker)
 def test_export_triton_configs_pass_the_real_servers_validation(env, demo_onnx, tmp_path, kind):
     """The onnxruntime_onnx entry is accepted up to its backend (absent from this server): the
     failure is the missing backend library, never an earlier config error."""
@@ -162,12 +197,30 @@ def test_a_broken_config_is_caught_before_the_backend(env, demo_onnx, tmp_path):
 def test_serve_command_prints_the_urls_and_stops_cleanly_on_sigint(env, demo_onnx, tmp_path):
     http, grpc, metrics = free_ports(3)
     before = {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("retina_trt_*")}
-    process = subprocess.Popen([sys.executable, "-m", "retina_trt.cli", "serve", str(demo_onnx), "--http-port", str(http),
-                                "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "retina_trt.cli",
+            "serve",
+            str(demo_onnx),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
-        assert f"HTTP 127.0.0.1:{http}" in line and f"gRPC 127.0.0.1:{grpc}" in line, (line, process.stderr.read()[-2000:])
+        assert f"HTTP 127.0.0.1:{http}" in line and f"gRPC 127.0.0.1:{grpc}" in line, (
+            line,
+            process.stderr.read()[-2000:],
+        )
         import tritonclient.http as http_client
 
         assert http_client.InferenceServerClient(f"127.0.0.1:{http}").is_model_ready("retina")
@@ -233,12 +286,23 @@ def test_clients_that_disconnect_mid_request_do_not_hurt_the_server(server, batc
 
     pixels, sizes = batch.pixels[:1], batch.image_sizes[:1].astype(np.int32)
     host, port = server.http_url.split(":")
-    body = json.dumps({"inputs": [
-        {"name": "images", "shape": list(pixels.shape), "datatype": "UINT8", "data": pixels.ravel().tolist()},
-        {"name": "image_sizes", "shape": list(sizes.shape), "datatype": "INT32", "data": sizes.ravel().tolist()},
-    ]}).encode()  # fmt: skip
-    head = (f"POST /v2/models/retina/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "images", "shape": list(pixels.shape), "datatype": "UINT8", "data": pixels.ravel().tolist()},
+                {
+                    "name": "image_sizes",
+                    "shape": list(sizes.shape),
+                    "datatype": "INT32",
+                    "data": sizes.ravel().tolist(),
+                },
+            ]
+        }
+    ).encode()
+    head = (
+        f"POST /v2/models/retina/infer HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection((host, int(port)), timeout=5) as half:
         half.sendall(head + body[: len(body) // 2])  # and goes away
     with socket.create_connection((host, int(port)), timeout=5) as impatient:

@@ -25,8 +25,9 @@ class MqttSubscriber:
         import paho.mqtt.client as mqtt
 
         self.received: list[dict] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="retina-trt-test", clean_session=False,
-                                  protocol=mqtt.MQTTv311)  # fmt: skip
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="retina-trt-test", clean_session=False, protocol=mqtt.MQTTv311
+        )
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_message = lambda c, u, m: self.received.append(json.loads(m.payload))
         self.client.reconnect_delay_set(0.05, 0.5)
@@ -115,8 +116,11 @@ def redis_server_on(tmp_path, port):
 
     folder = tmp_path / "late"
     folder.mkdir()
-    return Server([need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
-                  port, folder)  # fmt: skip
+    return Server(
+        [need("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
+        port,
+        folder,
+    )
 
 
 def test_close_counts_what_could_not_be_sent():
@@ -144,13 +148,16 @@ def test_file_sink_is_atomic_and_thread_safe(tmp_path):
         assert [r["seq"] for r in records if r["source"] == s] == list(range(200))
 
 
-@pytest.mark.parametrize("url, match", [
-    ("kafka://host:9092/t", "unknown URL scheme"),
-    ("mqtt://:1883/topic", "needs a host and a topic"),
-    ("mqtt://host:1883/", "needs a host and a topic"),
-    ("redis://host:99999/s", "port"),
-    ("", "empty"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "url, match",
+    [
+        ("kafka://host:9092/t", "unknown URL scheme"),
+        ("mqtt://:1883/topic", "needs a host and a topic"),
+        ("mqtt://host:1883/", "needs a host and a topic"),
+        ("redis://host:99999/s", "port"),
+        ("", "empty"),
+    ],
+)
 def test_malformed_urls_are_refused_with_the_reason(url, match):
     with pytest.raises(ValueError, match=match):
         open_sink(url)

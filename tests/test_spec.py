@@ -19,8 +19,16 @@ def test_defaults_are_the_papers():
 
 
 def test_json_round_trip():
-    spec = ModelSpec(backbone="resnet34", num_classes=3, class_names=("a", "b", "c"), head_norm="group_norm",
-                     p6_from="p5", min_size=512, max_size=640, detections_per_img=50)
+    spec = ModelSpec(
+        backbone="resnet34",
+        num_classes=3,
+        class_names=("a", "b", "c"),
+        head_norm="group_norm",
+        p6_from="p5",
+        min_size=512,
+        max_size=640,
+        detections_per_img=50,
+    )
     again = ModelSpec.from_json(spec.to_json())
     assert again == spec
     assert isinstance(again.class_names, tuple)

@@ -156,15 +156,26 @@ def test_a_stream_that_never_comes_back_ends_with_bounded_attempts(det, video_fi
     # the outage-time bound, and the CLI: exit 2 with the reason, outputs kept
     server = _serve(video_file.parent)
     url = f"http://127.0.0.1:{server.server_address[1]}/{video_file.name}"
-    with det.stream(url, max_reconnect_attempts=100, max_outage_s=0.3, backoff_s=(0.1, 0.1), drop_stale=False) as frames:
+    with det.stream(
+        url, max_reconnect_attempts=100, max_outage_s=0.3, backoff_s=(0.1, 0.1), drop_stale=False
+    ) as frames:
         server.shutdown()
         server.server_close()
         list(frames)
     assert frames.stats.gave_up.startswith("the source stayed away") and frames.stats.reconnect_attempts <= 3
     server = _serve(video_file.parent, one_shot=True)  # serves the first request, 404 after that
     url = f"http://127.0.0.1:{server.server_address[1]}/{video_file.name}"
-    code = main(["detect", str(onnx_models[("onnx", False)]), url, "--output", str(tmp_path / "out"),
-                 "--max-reconnect-attempts", "2"])  # fmt: skip
+    code = main(
+        [
+            "detect",
+            str(onnx_models[("onnx", False)]),
+            url,
+            "--output",
+            str(tmp_path / "out"),
+            "--max-reconnect-attempts",
+            "2",
+        ]
+    )
     server.shutdown()
     server.server_close()
     err = capsys.readouterr().err
@@ -266,14 +277,27 @@ def test_interrupted_detect_leaves_a_playable_video(onnx_models, tmp_path):
     video = write_video(tmp_path / "long.avi", num_frames=400, seed=4, frame_size=(256, 256))
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retina_trt.cli", "detect", str(onnx_models[("onnx", False)]), str(video),
-         "--output", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "retina_trt.cli",
+            "detect",
+            str(onnx_models[("onnx", False)]),
+            str(video),
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     # Interrupt once some frames are encoded: a condition on progress, not a sleep, so the test
     # does not depend on the machine's speed (400 frames take tens of seconds on any CPU).
-    _wait_for(lambda: any(p.stat().st_size > 20000 for p in out.glob(".long.tmp-*.mp4")) or proc.poll() is not None,
-              "the first encoded frames")  # fmt: skip
+    _wait_for(
+        lambda: any(p.stat().st_size > 20000 for p in out.glob(".long.tmp-*.mp4")) or proc.poll() is not None,
+        "the first encoded frames",
+    )
     assert proc.poll() is None, "detect finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
@@ -292,8 +316,11 @@ def test_interrupted_detect_leaves_a_playable_video(onnx_models, tmp_path):
 def _detect_process(model, source, out) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "retina_trt.cli", "detect", str(model), str(source), "--output", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_sigterm_on_an_image_folder_keeps_every_finished_result(onnx_models, image_dir, tmp_path):
@@ -322,8 +349,10 @@ def test_two_quick_ctrl_c_still_leave_finished_files(onnx_models, tmp_path):
     video = write_video(tmp_path / "long.avi", num_frames=400, seed=5, frame_size=(256, 256))
     out = tmp_path / "out"
     proc = _detect_process(onnx_models[("onnx", False)], video, out)
-    _wait_for(lambda: any(p.stat().st_size > 20000 for p in out.glob(".long.tmp-*.mp4")) or proc.poll() is not None,
-              "the first encoded frames")  # fmt: skip
+    _wait_for(
+        lambda: any(p.stat().st_size > 20000 for p in out.glob(".long.tmp-*.mp4")) or proc.poll() is not None,
+        "the first encoded frames",
+    )
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)
@@ -363,14 +392,22 @@ def test_a_flapping_source_uses_up_one_outage_budget(det, video_file):
     """Reconnects that succeed but bring no frame do not reset the outage clock: with a 1.5 s
     budget the stream gives up, where it used to reconnect for ever."""
     socketserver.ThreadingTCPServer.allow_reuse_address = True
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), functools.partial(_FlappingHandler, directory=str(video_file.parent)))
+    server = socketserver.ThreadingTCPServer(
+        ("127.0.0.1", 0), functools.partial(_FlappingHandler, directory=str(video_file.parent))
+    )
     server.served = False
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/{video_file.name}"
     start = time.monotonic()
     try:
-        with det.stream(url, max_reconnect_attempts=1000, max_outage_s=1.5, max_reconnects=20, backoff_s=(0.05, 0.1),
-                        drop_stale=False) as frames:  # fmt: skip
+        with det.stream(
+            url,
+            max_reconnect_attempts=1000,
+            max_outage_s=1.5,
+            max_reconnects=20,
+            backoff_s=(0.05, 0.1),
+            drop_stale=False,
+        ) as frames:
             list(frames)
     finally:
         server.shutdown()

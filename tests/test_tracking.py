@@ -16,7 +16,9 @@ NAMES = ("circle", "square")
 def _dets(boxes, classes=None, scores=None) -> Detections:
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
     n = len(boxes)
-    return Detections(boxes, scores if scores is not None else np.full(n, 0.9), classes if classes is not None else [0] * n, NAMES)
+    return Detections(
+        boxes, scores if scores is not None else np.full(n, 0.9), classes if classes is not None else [0] * n, NAMES
+    )
 
 
 def test_supervision_round_trip_keeps_everything():
@@ -99,15 +101,24 @@ def test_confirm_frames_sets_when_a_track_gets_its_id():
         tracker = make_tracker("ocsort", fps=15, confirm_frames=confirm)
         for _ in range(5):  # past the library's start-up frames, where every track is confirmed
             tracker.update(_dets([[200, 200, 240, 240]]))
-        first = next(frame for frame in range(1, 8) if len(tracker.update(_dets([[200, 200, 240, 240], [10 + 4 * frame, 20, 50 + 4 * frame, 60]], [0, 1]))) == 2)
+        first = next(
+            frame
+            for frame in range(1, 8)
+            if len(tracker.update(_dets([[200, 200, 240, 240], [10 + 4 * frame, 20, 50 + 4 * frame, 60]], [0, 1]))) == 2
+        )
         assert first == confirm + 1, (confirm, first)  # the first sighting starts the track
 
 
 def test_environment_has_exactly_one_opencv():
     """trackers asks for opencv-python; make installs it without its dependencies so that
     opencv-python-headless stays the only cv2 (two distributions would overwrite each other)."""
-    names = sorted({d.metadata["Name"].lower() for d in importlib.metadata.distributions()
-                    if d.metadata["Name"] and d.metadata["Name"].lower().startswith("opencv")})  # fmt: skip
+    names = sorted(
+        {
+            d.metadata["Name"].lower()
+            for d in importlib.metadata.distributions()
+            if d.metadata["Name"] and d.metadata["Name"].lower().startswith("opencv")
+        }
+    )
     assert names == ["opencv-python-headless"], names
     files = [f for d in importlib.metadata.distributions() for f in (d.files or []) if str(f) == "cv2/__init__.py"]
     assert len(files) == 1, files

@@ -93,12 +93,24 @@ def test_one_class_gated_bytetrack_equals_one_bytetrack_per_class(demo_onnx, tmp
                 got = gated.update(frame)
                 want = []
                 for c in sorted(set(frame.class_ids.tolist()) | set(per_class)):
-                    tracker = per_class.setdefault(c, trackers.ByteTrackTracker(lost_track_buffer=60, frame_rate=scene.fps))
+                    tracker = per_class.setdefault(
+                        c, trackers.ByteTrackTracker(lost_track_buffer=60, frame_rate=scene.fps)
+                    )
                     keep = frame.class_ids == c
-                    out = tracker.update(sv.Detections(xyxy=frame.boxes_xyxy[keep], confidence=frame.scores[keep],
-                                                       class_id=frame.class_ids[keep].astype(int)))  # fmt: skip
-                    want += [((c, int(i)), tuple(np.round(b, 2)), c) for b, i in zip(out.xyxy, out.tracker_id) if i >= 0]
-                have = sorted((tuple(np.round(b, 2)), int(c), int(i)) for b, c, i in zip(got.boxes_xyxy, got.class_ids, got.tracker_ids))
+                    out = tracker.update(
+                        sv.Detections(
+                            xyxy=frame.boxes_xyxy[keep],
+                            confidence=frame.scores[keep],
+                            class_id=frame.class_ids[keep].astype(int),
+                        )
+                    )
+                    want += [
+                        ((c, int(i)), tuple(np.round(b, 2)), c) for b, i in zip(out.xyxy, out.tracker_id) if i >= 0
+                    ]
+                have = sorted(
+                    (tuple(np.round(b, 2)), int(c), int(i))
+                    for b, c, i in zip(got.boxes_xyxy, got.class_ids, got.tracker_ids)
+                )
                 assert sorted(w[1:] for w in want) == [h[:2] for h in have], scene.name
                 for (key, _, _), (_, _, track_id) in zip(sorted(want, key=lambda w: (w[1], w[2])), have):
                     assert renamed.setdefault(key, track_id) == track_id, scene.name

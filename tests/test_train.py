@@ -19,8 +19,15 @@ def small_dataset(tmp_path_factory):
 
 
 def _spec(dataset):
-    return ModelSpec(backbone="resnet18", num_classes=len(dataset.class_names), class_names=dataset.class_names,
-                     fpn_channels=32, anchor_sizes=(16, 32, 64, 128, 256), min_size=128, max_size=128)
+    return ModelSpec(
+        backbone="resnet18",
+        num_classes=len(dataset.class_names),
+        class_names=dataset.class_names,
+        fpn_channels=32,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        min_size=128,
+        max_size=128,
+    )
 
 
 def test_lr_schedule():
@@ -66,11 +73,36 @@ def test_train_writes_checkpoints_and_resumes(small_dataset, tmp_path):
 
 def test_train_cli(small_dataset, tmp_path):
     out = tmp_path / "cli.pt"
-    code = main(["train", "--annotations", str(small_dataset.annotation_path), "--images", str(small_dataset.image_dir),
-                 "--output", str(out), "--fpn-channels", "32", "--anchor-sizes", "16,32,64,128,256",
-                 "--min-size", "128", "--max-size", "128", "--iterations", "2", "--batch-size", "2", "--warmup-iters", "1"])
+    code = main(
+        [
+            "train",
+            "--annotations",
+            str(small_dataset.annotation_path),
+            "--images",
+            str(small_dataset.image_dir),
+            "--output",
+            str(out),
+            "--fpn-channels",
+            "32",
+            "--anchor-sizes",
+            "16,32,64,128,256",
+            "--min-size",
+            "128",
+            "--max-size",
+            "128",
+            "--iterations",
+            "2",
+            "--batch-size",
+            "2",
+            "--warmup-iters",
+            "1",
+        ]
+    )
     assert code == 0 and out.is_file()
-    assert main(["train", "--annotations", str(tmp_path / "none.json"), "--images", str(tmp_path), "--output", str(out)]) == 2
+    assert (
+        main(["train", "--annotations", str(tmp_path / "none.json"), "--images", str(tmp_path), "--output", str(out)])
+        == 2
+    )
 
 
 def test_trained_backbone_bn_loads_as_frozen_bn(small_dataset, tmp_path):
@@ -92,7 +124,13 @@ def test_trained_backbone_bn_loads_as_frozen_bn(small_dataset, tmp_path):
         for a, b in zip(frozen(x).cls_logits, trainable(x).cls_logits):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     # resuming a BN-trained run keeps training it
-    train(spec, small_dataset, output, TrainConfig(iterations=4, batch_size=2, warmup_iters=1, backbone_bn="train"), resume=True)
+    train(
+        spec,
+        small_dataset,
+        output,
+        TrainConfig(iterations=4, batch_size=2, warmup_iters=1, backbone_bn="train"),
+        resume=True,
+    )
     assert torch.load(output, weights_only=True)["train"]["iteration"] == 4
 
 
@@ -101,8 +139,20 @@ def test_resume_from_a_corrupt_checkpoint_is_a_clear_error(small_dataset, tmp_pa
     output.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         train(_spec(small_dataset), small_dataset, output, TrainConfig(iterations=2, batch_size=2), resume=True)
-    code = main(["train", "--annotations", str(small_dataset.annotation_path), "--images", str(small_dataset.image_dir),
-                 "--output", str(output), "--resume", "--iterations", "2"])
+    code = main(
+        [
+            "train",
+            "--annotations",
+            str(small_dataset.annotation_path),
+            "--images",
+            str(small_dataset.image_dir),
+            "--output",
+            str(output),
+            "--resume",
+            "--iterations",
+            "2",
+        ]
+    )
     assert code == 2 and "not a readable PyTorch checkpoint" in capsys.readouterr().err
     assert output.read_bytes() == b"not a checkpoint", "the file is left as it was"
 
@@ -142,13 +192,32 @@ def test_init_from_starts_a_second_stage_from_the_weights(small_dataset, tmp_pat
     for key in ("head.cls.predictor.weight", "backbone.body.conv1.weight", "backbone.fpn.lateral.0.weight"):
         torch.testing.assert_close(after["state_dict"][key], before[key].float(), atol=1e-3, rtol=1e-3)
     # an interrupted second stage resumes from its own output, not from the first stage again
-    train(spec, small_dataset, stage2, TrainConfig(iterations=2, batch_size=2, warmup_iters=0, backbone_bn="train"),
-          resume=True, init_from=deploy)
+    train(
+        spec,
+        small_dataset,
+        stage2,
+        TrainConfig(iterations=2, batch_size=2, warmup_iters=0, backbone_bn="train"),
+        resume=True,
+        init_from=deploy,
+    )
     assert torch.load(stage2, weights_only=True)["train"]["iteration"] == 2
     # other model options than the checkpoint's: a clear error naming the difference, exit 2 at the CLI
     with pytest.raises(CheckpointError, match="fpn_channels: 32 there, 64 asked"):
         train(spec.replace(fpn_channels=64), small_dataset, tmp_path / "other.pt", config, init_from=deploy)
-    code = main(["train", "--annotations", str(small_dataset.annotation_path), "--images", str(small_dataset.image_dir),
-                 "--output", str(tmp_path / "cli.pt"), "--init-from", str(deploy), "--iterations", "1"])
+    code = main(
+        [
+            "train",
+            "--annotations",
+            str(small_dataset.annotation_path),
+            "--images",
+            str(small_dataset.image_dir),
+            "--output",
+            str(tmp_path / "cli.pt"),
+            "--init-from",
+            str(deploy),
+            "--iterations",
+            "1",
+        ]
+    )
     assert code == 2 and "different ModelSpec" in capsys.readouterr().err
     assert not (tmp_path / "cli.pt").exists()

@@ -151,4 +151,7 @@ def test_a_server_restart_mid_stream_is_survived_and_counted(served):
         assert st["state"] == "running", (name, st)  # the cameras never failed: only the server did
     final = stream.stats()
     for name, st in final.items():
-        assert st["read"] == st["processed"] + st["dropped"] + st["skipped"] + st["decode_errors"] + st["errors"], (name, st)
+        assert st["read"] == st["processed"] + st["dropped"] + st["skipped"] + st["decode_errors"] + st["errors"], (
+            name,
+            st,
+        )

@@ -34,10 +34,25 @@ def engines(tmp_path_factory):
     built = {}
     for precision in ("fp32", "fp16", "int8"):
         output = root / f"demo_{precision}.engine"
-        code = main([
-            "build-engine", "--weights", str(DEMO), "--precision", precision, "--calib-data", "synthetic",
-            "--calib-images", "128", "--batch", "1:4:8", "--output", str(output), "--cache-dir", str(root / "cache"),
-        ])  # fmt: skip
+        code = main(
+            [
+                "build-engine",
+                "--weights",
+                str(DEMO),
+                "--precision",
+                precision,
+                "--calib-data",
+                "synthetic",
+                "--calib-images",
+                "128",
+                "--batch",
+                "1:4:8",
+                "--output",
+                str(output),
+                "--cache-dir",
+                str(root / "cache"),
+            ]
+        )
         assert code == 0
         built[precision] = (output, root / f"demo_{precision}.{precision}.onnx")
     return built
@@ -126,8 +141,24 @@ def test_cuda_graphs_follow_shape_changes(nms, tmp_path):
     sizes replay the right graph (a graph captured for batch 4 replayed for batch 1 would read
     stale shapes)."""
     engine = tmp_path / f"{nms}.engine"
-    assert main(["build-engine", "--weights", str(DEMO), "--precision", "fp16", "--nms", nms, "--batch", "1:4:8",
-                 "--output", str(engine)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "build-engine",
+                "--weights",
+                str(DEMO),
+                "--precision",
+                "fp16",
+                "--nms",
+                nms,
+                "--batch",
+                "1:4:8",
+                "--output",
+                str(engine),
+            ]
+        )
+        == 0
+    )
     images = [generate_image(1, i, CONFIG)[0] for i in range(8)]
     with Detector(engine) as plain, Detector(engine, cuda_graph=True) as graph:
         for size in (1, 4, 1, 4, 2, 8, 1):
@@ -140,8 +171,12 @@ def test_cuda_graphs_follow_shape_changes(nms, tmp_path):
 def test_version_compatible_engine_loads_and_runs(tmp_path):
     """A --version-compat engine carries host code: the runtime allows it and runs the engine."""
     engine = tmp_path / "vc.engine"
-    assert main(["build-engine", "--weights", str(DEMO), "--precision", "fp16", "--version-compat",
-                 "--output", str(engine)]) == 0  # fmt: skip
+    assert (
+        main(
+            ["build-engine", "--weights", str(DEMO), "--precision", "fp16", "--version-compat", "--output", str(engine)]
+        )
+        == 0
+    )
     image = generate_image(1, 0, CONFIG)[0]
     with Detector(engine) as det:
         assert len(det(image).scores) > 0
@@ -168,8 +203,15 @@ def test_table_1e_sweep_on_the_gpu(tmp_path):
     from retina_trt.bench.weights import make_torchvision_weights
 
     weights = make_torchvision_weights(tmp_path / "r50.pth")
-    report = benchmark(weights, backend="tensorrt", scales=[400, 600], warmup_s=1.0, iterations=20,
-                       compare_paper=True, compare_torchvision=True)  # fmt: skip
+    report = benchmark(
+        weights,
+        backend="tensorrt",
+        scales=[400, 600],
+        warmup_s=1.0,
+        iterations=20,
+        compare_paper=True,
+        compare_torchvision=True,
+    )
     assert [r["scale"] for r in report["rows"]] == [400, 600]
     assert all(r["backend"] == "tensorrt" and r["paper_ms"] for r in report["rows"])
     assert {"h2d", "compute", "d2h"} <= set(report["rows"][0]["stages_ms"])

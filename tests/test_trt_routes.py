@@ -54,11 +54,23 @@ def engine_file(onnx_path: Path, out: Path, *, flavour: str, version: str, versi
     not a TensorRT plan (nothing here can deserialize one)."""
     meta = read_metadata(onnx_path)
     shapes = profile_shapes(meta, BuildOptions(batch=(1, 1, 2)))
-    build = {"batch": [s[0] for s in shapes["images"]], "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
-             "version_compatible": version_compatible}  # fmt: skip
-    header = make_header(spec=meta.spec, tensorrt_flavour=flavour, tensorrt_version=version, device_name=None,
-                         compute_capability=(8, 6), precision=meta.precision, onnx_sha256="0" * 64,
-                         export=meta.export, build=build, plan=NOT_A_PLAN)  # fmt: skip
+    build = {
+        "batch": [s[0] for s in shapes["images"]],
+        "profile": {k: [list(s) for s in v] for k, v in shapes.items()},
+        "version_compatible": version_compatible,
+    }
+    header = make_header(
+        spec=meta.spec,
+        tensorrt_flavour=flavour,
+        tensorrt_version=version,
+        device_name=None,
+        compute_capability=(8, 6),
+        precision=meta.precision,
+        onnx_sha256="0" * 64,
+        export=meta.export,
+        build=build,
+        plan=NOT_A_PLAN,
+    )
     return write_engine(out, header, NOT_A_PLAN)
 
 
@@ -75,14 +87,23 @@ def routes(request, exports, tmp_path_factory):
     plan = {
         "builds": {"plugin": str(exports["plugin"]), "efficient": str(exports["efficient"])},
         "parses": {"efficient": str(exports["efficient"])},
-        "loads": {nms: {"engine": str(engine_file(path, tmp / f"{nms}.engine", flavour="tensorrt", version=version,
-                                                  version_compatible=True)), "device": 1}
-                  for nms, path in exports.items()},  # fmt: skip
+        "loads": {
+            nms: {
+                "engine": str(
+                    engine_file(
+                        path, tmp / f"{nms}.engine", flavour="tensorrt", version=version, version_compatible=True
+                    )
+                ),
+                "device": 1,
+            }
+            for nms, path in exports.items()
+        },
         "acquire_device": 1,
     }
     (tmp / "plan.json").write_text(json.dumps(plan))
-    result = subprocess.run([sys.executable, str(PROBE), str(tmp / "plan.json")], env=env, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(PROBE), str(tmp / "plan.json")], env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return major, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -142,7 +163,9 @@ def _rtx():
 
 
 @pytest.mark.parametrize("version_compatible", [True, False])
-def test_version_compatible_engine_allows_host_code_before_deserializing(exports, tmp_path, monkeypatch, version_compatible):
+def test_version_compatible_engine_allows_host_code_before_deserializing(
+    exports, tmp_path, monkeypatch, version_compatible
+):
     """Finding 5, with the real TensorRT-RTX Runtime: a version-compatible plan carries host code,
     which the runtime must allow before deserialize_cuda_engine. Deserialization itself needs a
     CUDA driver; here it returns None and the load ends with a clear error."""
@@ -153,8 +176,13 @@ def test_version_compatible_engine_allows_host_code_before_deserializing(exports
     monkeypatch.setattr(trt_runtime, "cuda_device", lambda index=None: ("no GPU (seam)", (8, 6)))
     cudart = trt_runtime.import_cudart()
     monkeypatch.setattr(trt_runtime, "import_cudart", lambda: skip_calls(cudart, ["cudaSetDevice"], log))
-    path = engine_file(exports["graph"], tmp_path / "graph.engine", flavour="tensorrt_rtx", version=rtx.__version__,
-                       version_compatible=version_compatible)  # fmt: skip
+    path = engine_file(
+        exports["graph"],
+        tmp_path / "graph.engine",
+        flavour="tensorrt_rtx",
+        version=rtx.__version__,
+        version_compatible=version_compatible,
+    )
     with pytest.raises(ModelFormatError, match="could not deserialize"):
         trt_runtime.TensorRTBackend(path)
     allowed = first(log, "Runtime.engine_host_code_allowed=")
@@ -184,8 +212,14 @@ def _parsed_io(onnx_path: Path) -> dict[str, tuple[bool, np.dtype]]:
 def test_engine_tensors_are_checked_against_the_header_contract(tiny_model, exports, artifacts):
     """Finding 7: a float32-input (DeepStream) network under a uint8 header is refused; each
     network matches its own export's contract."""
-    float_export = export_onnx(tiny_model, artifacts / "routes_float.onnx", nms="graph", input_size=(256, 384),
-                               input_dtype="float32", image_sizes_input=False)  # fmt: skip
+    float_export = export_onnx(
+        tiny_model,
+        artifacts / "routes_float.onnx",
+        nms="graph",
+        input_size=(256, 384),
+        input_dtype="float32",
+        image_sizes_input=False,
+    )
     uint8_io, float_io = _parsed_io(exports["graph"]), _parsed_io(float_export)
     uint8_meta, float_meta = read_metadata(exports["graph"]), read_metadata(float_export)
     inputs, outputs, dtypes = trt_runtime.check_io(uint8_io, uint8_meta.info, "uint8.engine")

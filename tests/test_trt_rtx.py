@@ -55,8 +55,14 @@ def test_every_export_passes_the_real_parser_beyond_the_input(tiny_exports, tiny
             assert not any("UInt8" in e for e in errors), (name, errors)
         else:
             assert errors == [], (name, errors)
-    float_export = export_onnx(tiny_model, artifacts / "rtx_float.onnx", nms="graph", input_size=(256, 384),
-                               input_dtype="float32", image_sizes_input=False)  # fmt: skip
+    float_export = export_onnx(
+        tiny_model,
+        artifacts / "rtx_float.onnx",
+        nms="graph",
+        input_size=(256, 384),
+        input_dtype="float32",
+        image_sizes_input=False,
+    )
     assert parse_errors(float_export, RTX) == []
 
 
@@ -104,7 +110,9 @@ def test_project_builder_builds_real_engines_in_each_precision(demo_prepared, pr
     FP32, by TensorRT's own build report; the engine's I/O is the contract."""
     onnx_model = onnx.load(str(demo_prepared[precision]), load_external_data=False)
     num_convs = sum(1 for n in onnx_model.graph.node if n.op_type == "Conv")
-    path = build_engine(demo_prepared[precision], tmp_path / f"demo.{precision}.engine", BuildOptions(flavour=RTX, batch=(1, 4, 8)))
+    path = build_engine(
+        demo_prepared[precision], tmp_path / f"demo.{precision}.engine", BuildOptions(flavour=RTX, batch=(1, 4, 8))
+    )
     header = read_engine_header(path)
     assert header.tensorrt_flavour == RTX and header.tensorrt_version == trt.__version__
     assert header.device_name is None and header.compute_capability is None  # built without a GPU
@@ -122,7 +130,9 @@ def test_project_builder_builds_real_engines_in_each_precision(demo_prepared, pr
 
 def test_dynamic_shape_engine_and_targets(artifacts, tmp_path):
     source = export_onnx(DEMO_MODEL, artifacts / "demo_graph_dynamic.onnx", nms="graph", dynamic_shapes=True)
-    options = BuildOptions(flavour=RTX, min_hw=(128, 128), opt_hw=(256, 256), max_hw=(384, 512), compute_capabilities=((8, 6),))
+    options = BuildOptions(
+        flavour=RTX, min_hw=(128, 128), opt_hw=(256, 256), max_hw=(384, 512), compute_capabilities=((8, 6),)
+    )
     header = read_engine_header(build_engine(source, tmp_path / "dynamic.engine", options))
     assert header.targets == ((8, 6),) and header.input_size is None
     assert header.build["profile"]["images"] == [[1, 128, 128, 3], [1, 256, 256, 3], [8, 384, 512, 3]]
@@ -132,8 +142,21 @@ def test_dynamic_shape_engine_and_targets(artifacts, tmp_path):
 
 def test_build_engine_cli_writes_a_real_engine_and_says_it_cannot_run_it(tmp_path, capsys):
     output = tmp_path / "demo.engine"
-    args = ["build-engine", "--weights", str(DEMO_MODEL), "--precision", "fp16", "--output", str(output),
-            "--cache-dir", str(tmp_path / "cache"), "--tensorrt", RTX, "--compute-capability", "8.6,8.9"]  # fmt: skip
+    args = [
+        "build-engine",
+        "--weights",
+        str(DEMO_MODEL),
+        "--precision",
+        "fp16",
+        "--output",
+        str(output),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--tensorrt",
+        RTX,
+        "--compute-capability",
+        "8.6,8.9",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "TensorRT-RTX" in out and "convolutions: 78 Half" in out and "cannot run it" in out

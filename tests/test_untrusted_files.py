@@ -28,14 +28,22 @@ def _png(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
     "field",
-    [{"num_classes": 10**8}, {"size_divisible": 10**6}, {"min_size": 200000, "max_size": 200000},
-     {"fpn_channels": 3_200_000}, {"detections_per_img": 10**7}, {"anchor_sizes": [1e9] * 5}],
-)  # fmt: skip
+    [
+        {"num_classes": 10**8},
+        {"size_divisible": 10**6},
+        {"min_size": 200000, "max_size": 200000},
+        {"fpn_channels": 3_200_000},
+        {"detections_per_img": 10**7},
+        {"anchor_sizes": [1e9] * 5},
+    ],
+)
 def test_spec_fields_out_of_range_are_refused_before_any_allocation(field):
     data = {**TINY_SPEC.to_dict(), **field, "class_names": []}
     with pytest.raises(SpecError, match="must be"):
@@ -78,9 +86,17 @@ def test_a_huge_declared_image_stays_well_under_a_gigabyte(tmp_path):
 
 
 def _header(**changes) -> dict:
-    header = make_header(spec=TINY_SPEC, tensorrt_version="10.13.3.9", device_name="GPU", compute_capability=(8, 9),
-                         precision="fp16", onnx_sha256="0" * 64, export={"nms": "onnx", "input_size": [256, 384]},
-                         build={"batch": [1, 1, 8]}, plan=b"plan")  # fmt: skip
+    header = make_header(
+        spec=TINY_SPEC,
+        tensorrt_version="10.13.3.9",
+        device_name="GPU",
+        compute_capability=(8, 9),
+        precision="fp16",
+        onnx_sha256="0" * 64,
+        export={"nms": "onnx", "input_size": [256, 384]},
+        build={"batch": [1, 1, 8]},
+        plan=b"plan",
+    )
     for dotted, value in changes.items():
         node = header
         *parents, last = dotted.split(".")
@@ -92,13 +108,24 @@ def _header(**changes) -> dict:
 
 @pytest.mark.parametrize(
     "changes",
-    [{"spec.num_classes": 10**8}, {"build.batch": "x"}, {"build.batch": [1, 8, 2]}, {"export.nms": "magic"},
-     {"export.input_size": [65536, 65536]}, {"precision": "fp4"}, {"targets": "all"}, {"export.outputs": ["x"]},
-     # issue #28: fields of the wrong type or out of range
-     {"device.compute_capability": [1e400, 0]}, {"targets": [[8, 10**30]]}, {"build.layer_precisions": "78 Half"},
-     {"build.layer_precisions": [1, 2]}, {"build.layer_precisions": {"convolutions": "78"}},
-     {"build.layer_precisions": {"layers": 1e400}}],
-)  # fmt: skip
+    [
+        {"spec.num_classes": 10**8},
+        {"build.batch": "x"},
+        {"build.batch": [1, 8, 2]},
+        {"export.nms": "magic"},
+        {"export.input_size": [65536, 65536]},
+        {"precision": "fp4"},
+        {"targets": "all"},
+        {"export.outputs": ["x"]},
+        # issue #28: fields of the wrong type or out of range
+        {"device.compute_capability": [1e400, 0]},
+        {"targets": [[8, 10**30]]},
+        {"build.layer_precisions": "78 Half"},
+        {"build.layer_precisions": [1, 2]},
+        {"build.layer_precisions": {"convolutions": "78"}},
+        {"build.layer_precisions": {"layers": 1e400}},
+    ],
+)
 def test_tampered_engine_headers_are_one_clear_error(changes, tmp_path, capsys):
     path = tmp_path / "m.engine"
     write_engine(path, _header(**changes), b"plan")
@@ -139,17 +166,37 @@ def test_tampered_onnx_metadata_is_one_clear_error(change, onnx_models, image_di
     onnx.save(model, str(path))
     with pytest.raises(ModelFormatError, match="damaged retina_trt metadata"):
         Detector(path)
-    for command in (["detect", str(path), str(image_dir), "--output", str(tmp_path / "o")],
-                    ["build-engine", "--onnx", str(path), "--dry-run", "--output", str(tmp_path / "m.engine")]):  # fmt: skip
+    for command in (
+        ["detect", str(path), str(image_dir), "--output", str(tmp_path / "o")],
+        ["build-engine", "--onnx", str(path), "--dry-run", "--output", str(tmp_path / "m.engine")],
+    ):
         assert main(command) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "damaged retina_trt metadata" in err[0], err
 
 
 def test_oversized_input_size_flags_are_one_line(tiny_checkpoint, tmp_path, capsys):
-    for command in (["export", "--weights", str(tiny_checkpoint), "--output", str(tmp_path / "m.onnx"), "--input-size", "65536x65536"],
-                    ["build-engine", "--weights", str(tiny_checkpoint), "--output", str(tmp_path / "m.engine"),
-                     "--input-size", "65536x65536", "--dry-run"]):  # fmt: skip
+    for command in (
+        [
+            "export",
+            "--weights",
+            str(tiny_checkpoint),
+            "--output",
+            str(tmp_path / "m.onnx"),
+            "--input-size",
+            "65536x65536",
+        ],
+        [
+            "build-engine",
+            "--weights",
+            str(tiny_checkpoint),
+            "--output",
+            str(tmp_path / "m.engine"),
+            "--input-size",
+            "65536x65536",
+            "--dry-run",
+        ],
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(command)
         assert exit_info.value.code == 2 and "each side must be in 1..8192" in capsys.readouterr().err
@@ -163,8 +210,10 @@ def test_oversized_input_size_flags_are_one_line(tiny_checkpoint, tmp_path, caps
 def test_output_locations_are_checked_before_the_work(tiny_checkpoint, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    for command in (["export-deepstream", str(tiny_checkpoint), "--out", str(blocker / "ds")],
-                    ["train", "--annotations", str(blocker), "--images", str(tmp_path), "--output", str(blocker / "m.pt")]):  # fmt: skip
+    for command in (
+        ["export-deepstream", str(tiny_checkpoint), "--out", str(blocker / "ds")],
+        ["train", "--annotations", str(blocker), "--images", str(tmp_path), "--output", str(blocker / "m.pt")],
+    ):
         assert main(command) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is a file, not a folder" in err[0], err

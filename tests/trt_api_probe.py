@@ -52,8 +52,13 @@ def _chain(node: ast.AST, root: str = "trt") -> list[str] | None:
 
 def module_chains(source: str, root: str) -> set[str]:
     """Every longest attribute chain on the name ``root`` in ``source`` (e.g. ``cudart``)."""
-    chains = {".".join(p) for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Attribute)
-              for p in [_chain(node, root)] if p}  # fmt: skip
+    chains = {
+        ".".join(p)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        for p in [_chain(node, root)]
+        if p
+    }
     return {c for c in chains if not any(o.startswith(c + ".") for o in chains)}
 
 
@@ -73,26 +78,44 @@ def uses_in_source(source: str, filename: str = "<source>") -> list[dict]:
     gated_nodes: set[int] = set()
     for node in ast.walk(tree):
         if (
-            isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-            and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
-        ):  # fmt: skip
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
             base = _chain(node.args[0])
             if base is not None:
                 gated_nodes.add(id(node.args[0]))
-                uses.append({"name": ".".join([*base, node.args[1].value]), "kind": "trt", "gated": True,
-                             "where": f"{filename}:{node.lineno}"})  # fmt: skip
+                uses.append(
+                    {
+                        "name": ".".join([*base, node.args[1].value]),
+                        "kind": "trt",
+                        "gated": True,
+                        "where": f"{filename}:{node.lineno}",
+                    }
+                )
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             parts = _chain(node)
             if parts is not None and id(node) not in gated_nodes:
-                uses.append({"name": ".".join(parts), "kind": "trt", "gated": False, "where": f"{filename}:{node.lineno}"})
+                uses.append(
+                    {"name": ".".join(parts), "kind": "trt", "gated": False, "where": f"{filename}:{node.lineno}"}
+                )
                 continue
             holder = node.value
             if isinstance(holder, ast.Attribute) and isinstance(holder.value, ast.Name) and holder.value.id == "self":
                 holder = ast.Name(id=holder.attr)
             if isinstance(holder, ast.Name) and holder.id in VAR_TYPES:
-                uses.append({"name": f"{VAR_TYPES[holder.id]}.{node.attr}", "kind": "var", "gated": False,
-                             "where": f"{filename}:{node.lineno}"})  # fmt: skip
+                uses.append(
+                    {
+                        "name": f"{VAR_TYPES[holder.id]}.{node.attr}",
+                        "kind": "var",
+                        "gated": False,
+                        "where": f"{filename}:{node.lineno}",
+                    }
+                )
         if isinstance(node, ast.ClassDef):
             for base in node.bases:
                 parts = _chain(base)
@@ -100,8 +123,14 @@ def uses_in_source(source: str, filename: str = "<source>") -> list[dict]:
                     continue
                 for item in node.body:
                     if isinstance(item, ast.FunctionDef) and not item.name.startswith("_"):
-                        uses.append({"name": ".".join([*parts, item.name]), "kind": "override", "gated": False,
-                                     "where": f"{filename}:{item.lineno}"})  # fmt: skip
+                        uses.append(
+                            {
+                                "name": ".".join([*parts, item.name]),
+                                "kind": "override",
+                                "gated": False,
+                                "where": f"{filename}:{item.lineno}",
+                            }
+                        )
     # A chain's prefixes are uses too (trt.A for trt.A.B); keep only the longest of each.
     names = {u["name"] for u in uses if u["kind"] == "trt"}
     return [u for u in uses if u["kind"] != "trt" or not any(n.startswith(u["name"] + ".") for n in names)]
@@ -162,8 +191,17 @@ def main() -> int:
         "ptx_params": [len(aot._entry(ptx)[1]) for ptx in (sort_ptx, mask_ptx, nms_ptx)],
         "embedded": [dict(k) for k in registration.embedded_ptx],
     }
-    print(json.dumps({"version": trt.__version__, "modules": modules, "uses": check(trt, uses), "helpers": helpers,
-                      "plugin": plugin}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "version": trt.__version__,
+                "modules": modules,
+                "uses": check(trt, uses),
+                "helpers": helpers,
+                "plugin": plugin,
+            }
+        )
+    )
     return 0
 
 

@@ -27,10 +27,16 @@ BINDINGS = {
     "11": ("tensorrt-cu13-bindings", "11.4.0.106"),
 }
 STUB_SYMBOLS = (
-    "createInferBuilder_INTERNAL", "createInferRefitter_INTERNAL", "createInferRuntime_INTERNAL",
-    "createNvOnnxParser_INTERNAL", "createNvOnnxParserRefitter_INTERNAL", "getNvOnnxParserVersion",
-    "getBuilderPluginRegistry", "getPluginRegistry", "initLibNvInferPlugins",
-)  # fmt: skip
+    "createInferBuilder_INTERNAL",
+    "createInferRefitter_INTERNAL",
+    "createInferRuntime_INTERNAL",
+    "createNvOnnxParser_INTERNAL",
+    "createNvOnnxParserRefitter_INTERNAL",
+    "getNvOnnxParserVersion",
+    "getBuilderPluginRegistry",
+    "getPluginRegistry",
+    "initLibNvInferPlugins",
+)
 STUB_LIBS = ("nvinfer", "nvonnxparser", "nvinfer_plugin")
 
 
@@ -58,10 +64,22 @@ def install(major: str) -> Path:
         if not (site / "tensorrt_bindings" / "__init__.py").is_file():
             print(f"downloading {dist}=={version} (API conformance tests)", flush=True)
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                 "--progress-bar", "off", "--only-binary=:all:", f"{dist}=={version}", "-d", str(tmp)],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "--progress-bar",
+                    "off",
+                    "--only-binary=:all:",
+                    f"{dist}=={version}",
+                    "-d",
+                    str(tmp),
+                ],
                 check=True,
-            )  # fmt: skip
+            )
             (wheel,) = tmp.glob("*.whl")
             staging = home / "site.tmp"
             shutil.rmtree(staging, ignore_errors=True)

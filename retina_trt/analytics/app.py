@@ -68,14 +68,25 @@ class _HealthMonitor(threading.Thread):
                 continue
             if state in ("reconnecting", "gave up"):
                 reason = stats["gave_up"] or stats["last_error"] or state
-                self.emit(stamp({"type": "source_lost", "state": state, "reason": reason,
-                                 "reconnects": stats["reconnects"]}, source_id))  # fmt: skip
+                self.emit(
+                    stamp(
+                        {"type": "source_lost", "state": state, "reason": reason, "reconnects": stats["reconnects"]},
+                        source_id,
+                    )
+                )
             elif state == "running" and before in ("reconnecting",):
                 self.emit(stamp({"type": "source_recovered", "reconnects": stats["reconnects"]}, source_id))
 
 
-def run_analyze(det, sources: Mapping[str, object], config: AnalyticsConfig, sinks: Sequence, *,
-                options: RunOptions | None = None, view=None) -> dict:  # fmt: skip
+def run_analyze(
+    det,
+    sources: Mapping[str, object],
+    config: AnalyticsConfig,
+    sinks: Sequence,
+    *,
+    options: RunOptions | None = None,
+    view=None,
+) -> dict:
     """Run until every source ended (or gave up, or ``max_frames``), or Ctrl-C; returns the
     final summary: per source its counts and stream stats, and each sink's delivery stats."""
     options = options or RunOptions()
@@ -107,14 +118,17 @@ def _loop(streams, states: dict, emit, options: RunOptions, view) -> None:
         if options.max_frames and result.index >= options.max_frames:
             continue  # already in flight when the source was removed
         analytics = states[result.source_id]
-        tracked, events = analytics.update(result.frame.shape, result.detections, result.index, result.timestamp_s,
-                                           result.generation)  # fmt: skip
+        tracked, events = analytics.update(
+            result.frame.shape, result.detections, result.index, result.timestamp_s, result.generation
+        )
         for event in events:
             emit(event)
         if view is not None:
             view.publish(result.source_id, result.frame, tracked, snapshot(analytics))
-            view.status(result.source_id, {"frames": analytics.frames, "counts": analytics.counts(),
-                                           **_view_stats(streams, result.source_id)})  # fmt: skip
+            view.status(
+                result.source_id,
+                {"frames": analytics.frames, "counts": analytics.counts(), **_view_stats(streams, result.source_id)},
+            )
         if options.max_frames and result.index + 1 >= options.max_frames and result.source_id in streams.source_ids:
             streams.remove(result.source_id)
         if time.monotonic() - last >= options.summary_every_s:
@@ -132,6 +146,8 @@ def _summary(states: dict[str, SourceAnalytics], stats: dict[str, dict]) -> dict
     return {
         "type": "summary",
         "time": round(time.time(), 3),
-        "sources": {sid: {"frames": s.frames, **s.counts(), **{k: stats.get(sid, {}).get(k) for k in keys}}
-                    for sid, s in states.items()},
-    }  # fmt: skip
+        "sources": {
+            sid: {"frames": s.frames, **s.counts(), **{k: stats.get(sid, {}).get(k) for k in keys}}
+            for sid, s in states.items()
+        },
+    }

@@ -89,8 +89,15 @@ class LineCounter:
                     direction = "in" if side > 0 else "out"
                     per_class = self.counts[direction]
                     per_class[state.class_name] = per_class.get(state.class_name, 0) + 1
-                    events.append({"type": "line_crossing", "line": self.name, "direction": direction,
-                                   "track_id": track_id, "class": state.class_name})  # fmt: skip
+                    events.append(
+                        {
+                            "type": "line_crossing",
+                            "line": self.name,
+                            "direction": direction,
+                            "track_id": track_id,
+                            "class": state.class_name,
+                        }
+                    )
                 state.side, state.point = side, point
         self._tracks.expire(frame)
         return events
@@ -133,8 +140,11 @@ class ZoneCounter:
 
     def reset_tracks(self) -> list[dict]:
         """Forget every track (the tracker started over): those inside leave (``reason: reset``)."""
-        events = [self._event("zone_leave", tid, s.class_name, reason="reset")
-                  for tid, s in self._tracks.states.items() if s.inside]  # fmt: skip
+        events = [
+            self._event("zone_leave", tid, s.class_name, reason="reset")
+            for tid, s in self._tracks.states.items()
+            if s.inside
+        ]
         self._tracks.states.clear()
         return events
 

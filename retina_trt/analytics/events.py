@@ -33,7 +33,15 @@ def deepstream_message(tracked: Detections, source: str, frame: int) -> dict:
     "objects": ["track|left|top|right|bottom|label", ...]}`` with boxes in frame pixels."""
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     ids = tracked.tracker_ids if tracked.tracker_ids is not None else [-1] * len(tracked)
-    objects = [f"{int(track)}|{x1:.1f}|{y1:.1f}|{x2:.1f}|{y2:.1f}|{name}"
-               for track, (x1, y1, x2, y2), name in zip(ids, tracked.boxes_xyxy.tolist(), tracked.class_names)]  # fmt: skip
-    return {"type": "frame", "version": "4.0", "id": int(frame), "@timestamp": now, "sensorId": source,
-            "objects": objects}  # fmt: skip
+    objects = [
+        f"{int(track)}|{x1:.1f}|{y1:.1f}|{x2:.1f}|{y2:.1f}|{name}"
+        for track, (x1, y1, x2, y2), name in zip(ids, tracked.boxes_xyxy.tolist(), tracked.class_names)
+    ]
+    return {
+        "type": "frame",
+        "version": "4.0",
+        "id": int(frame),
+        "@timestamp": now,
+        "sensorId": source,
+        "objects": objects,
+    }

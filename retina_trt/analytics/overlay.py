@@ -17,7 +17,9 @@ def snapshot(analytics) -> dict:
     """What ``draw_geometry`` draws, copied from ``analytics`` (a ``SourceAnalytics``) in the
     analytics loop: the view draws in its own threads, never from counters that are changing."""
     return {
-        "lines": [(c.name, c.line.a, c.line.b, {d: sum(n.values()) for d, n in c.counts.items()}) for c in analytics.lines],
+        "lines": [
+            (c.name, c.line.a, c.line.b, {d: sum(n.values()) for d, n in c.counts.items()}) for c in analytics.lines
+        ],
         "zones": [(c.name, c.zone.points, sum(c.occupancy.values())) for c in analytics.zones],
     }
 
@@ -43,8 +45,15 @@ def _in_arrow(canvas: np.ndarray, a: np.ndarray, b: np.ndarray, thickness: int) 
     normal = np.array([-direction[1], direction[0]]) / max(np.hypot(*direction), 1e-9)
     middle = (a + b) / 2
     tip = middle + normal * max(12, 8 * thickness)
-    cv2.arrowedLine(canvas, tuple(np.round(middle).astype(int).tolist()), tuple(np.round(tip).astype(int).tolist()), LINE_COLOUR,
-                    thickness, cv2.LINE_AA, tipLength=0.4)  # fmt: skip
+    cv2.arrowedLine(
+        canvas,
+        tuple(np.round(middle).astype(int).tolist()),
+        tuple(np.round(tip).astype(int).tolist()),
+        LINE_COLOUR,
+        thickness,
+        cv2.LINE_AA,
+        tipLength=0.4,
+    )
 
 
 def _label(canvas: np.ndarray, text: str, corner: np.ndarray, colour: tuple[int, int, int]) -> None:

@@ -58,8 +58,15 @@ class FileSink:
                 self._dropped, self._last_error = self._dropped + 1, f"{type(err).__name__}: {err}"
 
     def stats(self) -> dict:
-        return {"sink": self.url, "delivered": self._out.records, "dropped": self._dropped, "buffered": 0,
-                "reconnects": 0, "connected": True, "last_error": self._last_error}  # fmt: skip
+        return {
+            "sink": self.url,
+            "delivered": self._out.records,
+            "dropped": self._dropped,
+            "buffered": 0,
+            "reconnects": 0,
+            "connected": True,
+            "last_error": self._last_error,
+        }
 
     def close(self, timeout_s: float = 0.0) -> dict:
         with self._lock:
@@ -75,8 +82,9 @@ class BrokerSink:
 
     client_module = ""  # imported at construction, so a missing client fails here, not in the thread
 
-    def __init__(self, url: str, host: str, port: int, name: str, *, buffer: int = DEFAULT_BUFFER,
-                 timeout_s: float = 2.0) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, host: str, port: int, name: str, *, buffer: int = DEFAULT_BUFFER, timeout_s: float = 2.0
+    ) -> None:
         if not 1 <= buffer <= 10_000_000:
             raise ValueError(f"buffer must be 1..10000000 events, got {buffer}")
         importlib.import_module(self.client_module)
@@ -119,8 +127,13 @@ class BrokerSink:
 
     def stats(self) -> dict:
         with self._cond:
-            return {"sink": self.url, **self._counts, "buffered": len(self._queue), "connected": self._connected,
-                    "last_error": self._last_error}  # fmt: skip
+            return {
+                "sink": self.url,
+                **self._counts,
+                "buffered": len(self._queue),
+                "connected": self._connected,
+                "last_error": self._last_error,
+            }
 
     def close(self, timeout_s: float = 5.0) -> dict:
         """Send what is buffered (up to ``timeout_s``), stop; what is left is counted as dropped."""
@@ -170,8 +183,12 @@ class BrokerSink:
             self._connect()
         except Exception as err:
             if self._last_error is None or self._counts["reconnects"] == 0:
-                logger.warning("event sink %s: cannot connect (%s); buffering up to %d events and retrying",
-                               self.url, err, self._bound)  # fmt: skip
+                logger.warning(
+                    "event sink %s: cannot connect (%s); buffering up to %d events and retrying",
+                    self.url,
+                    err,
+                    self._bound,
+                )
             self._last_error = f"{type(err).__name__}: {err}"
             self._safe_disconnect()
             return False
@@ -240,8 +257,9 @@ class RedisSink(BrokerSink):
     def _connect(self) -> None:
         import redis
 
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=self.timeout_s,
-                             socket_connect_timeout=self.timeout_s)  # fmt: skip
+        client = redis.Redis(
+            host=self.host, port=self.port, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+        )
         client.ping()
         self._client = client
 
@@ -270,8 +288,10 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
     if parts.scheme == "file":
         return FileSink(parts.path, inputs=inputs)
     if parts.scheme not in ("mqtt", "redis"):
-        raise ValueError(f"events: unknown URL scheme {parts.scheme!r} in {url!r}; use a file path, "
-                         "mqtt://host:1883/topic or redis://host:6379/stream")  # fmt: skip
+        raise ValueError(
+            f"events: unknown URL scheme {parts.scheme!r} in {url!r}; use a file path, "
+            "mqtt://host:1883/topic or redis://host:6379/stream"
+        )
     try:
         port = parts.port
     except ValueError as err:
@@ -279,8 +299,10 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
     name = parts.path.lstrip("/")
     if not parts.hostname or not name:
         what = "topic" if parts.scheme == "mqtt" else "stream"
-        raise ValueError(f"events: {url!r} needs a host and a {what}, e.g. {parts.scheme}://localhost:"
-                         f"{1883 if parts.scheme == 'mqtt' else 6379}/{what}")  # fmt: skip
+        raise ValueError(
+            f"events: {url!r} needs a host and a {what}, e.g. {parts.scheme}://localhost:"
+            f"{1883 if parts.scheme == 'mqtt' else 6379}/{what}"
+        )
     kind = MqttSink if parts.scheme == "mqtt" else RedisSink
     default_port = 1883 if parts.scheme == "mqtt" else 6379
     try:

@@ -83,8 +83,9 @@ class SourceAnalytics:
             counter.zone = parse_zone(text, width, height)
         return [event for counter in self.lines + self.zones for event in counter.reset_tracks()]
 
-    def update(self, frame_shape: tuple[int, ...], detections: Detections, index: int, t: float,
-               generation: int = 0) -> tuple[Detections, list[dict]]:  # fmt: skip
+    def update(
+        self, frame_shape: tuple[int, ...], detections: Detections, index: int, t: float, generation: int = 0
+    ) -> tuple[Detections, list[dict]]:
         """Track one frame's detections; returns (tracked detections, this frame's events)."""
         events = []
         if generation != self.generation:  # reconnected: a fresh tracker, the counts go on

@@ -39,7 +39,9 @@ class LibraryTracker:
 
     GATED = ("bytetrack", "ocsort")  # the library trackers that take ``iou=``
 
-    def __init__(self, name: str, *, fps: float = 15.0, lost_track_seconds: float = 2.0, confirm_frames: int | None = None) -> None:
+    def __init__(
+        self, name: str, *, fps: float = 15.0, lost_track_seconds: float = 2.0, confirm_frames: int | None = None
+    ) -> None:
         self.name = name
         self._make = lambda: self._new(name, fps, lost_track_seconds, confirm_frames)
         self._trackers: dict[int, object] = {}
@@ -116,8 +118,13 @@ class GreedyIouTracker:
     def update(self, detections: Detections) -> Detections:
         tracks = self._tracker.update(detections.boxes_xyxy, detections.class_ids)
         boxes = np.stack([t.box for t in tracks]) if tracks else np.zeros((0, 4), np.float32)
-        return Detections(boxes, _scores_of(detections, boxes), [t.class_id for t in tracks],
-                          detections.all_class_names, [t.track_id for t in tracks])  # fmt: skip
+        return Detections(
+            boxes,
+            _scores_of(detections, boxes),
+            [t.class_id for t in tracks],
+            detections.all_class_names,
+            [t.track_id for t in tracks],
+        )
 
     def reset(self) -> None:
         self._tracker = IouTracker(max_missed=self._max_missed)
@@ -133,8 +140,13 @@ def _scores_of(detections: Detections, boxes: np.ndarray) -> np.ndarray:
     return scores
 
 
-def make_tracker(name: str = DEFAULT_TRACKER, *, fps: float = 15.0, lost_track_seconds: float = 2.0,
-                 confirm_frames: int | None = None):  # fmt: skip
+def make_tracker(
+    name: str = DEFAULT_TRACKER,
+    *,
+    fps: float = 15.0,
+    lost_track_seconds: float = 2.0,
+    confirm_frames: int | None = None,
+):
     """A new tracker by name (one of ``TRACKERS``) for a source of ``fps`` frames per second.
     ``confirm_frames``: matches in a row (after the frame that starts a track) before a library
     tracker's track gets its id (the library's default; ``OCSORT_CONFIRM_FRAMES`` for OC-SORT)."""
@@ -142,12 +154,12 @@ def make_tracker(name: str = DEFAULT_TRACKER, *, fps: float = 15.0, lost_track_s
         raise ValueError(f"tracker must be one of {', '.join(TRACKERS)}, got {name!r}")
     if not (np.isfinite(fps) and fps > 0 and np.isfinite(lost_track_seconds) and lost_track_seconds > 0):
         raise ValueError(f"fps and lost_track_seconds must be positive, got {fps!r}, {lost_track_seconds!r}")
-    if confirm_frames is not None and (isinstance(confirm_frames, bool) or not isinstance(confirm_frames, numbers.Integral)
-                                       or confirm_frames < 1):  # fmt: skip
+    if confirm_frames is not None and (
+        isinstance(confirm_frames, bool) or not isinstance(confirm_frames, numbers.Integral) or confirm_frames < 1
+    ):
         raise ValueError(f"confirm_frames must be an integer >= 1, got {confirm_frames!r}")
     if name == "iou":  # confirms at once
         return GreedyIouTracker(fps=fps, lost_track_seconds=lost_track_seconds)
     tracker = LibraryTracker(name, fps=fps, lost_track_seconds=lost_track_seconds, confirm_frames=confirm_frames)
     tracker._new(name, fps, lost_track_seconds, confirm_frames)  # a missing library fails here, not at the first frame
     return tracker
-

@@ -86,8 +86,10 @@ class LiveView:
         try:
             self._server = ThreadingHTTPServer((host, port), self._handler())
         except OSError as err:
-            raise ViewError(f"the live view cannot listen on {host}:{port} ({err.strerror or err}); "
-                            "pick another port with --view PORT") from err  # fmt: skip
+            raise ViewError(
+                f"the live view cannot listen on {host}:{port} ({err.strerror or err}); "
+                "pick another port with --view PORT"
+            ) from err
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}/"
@@ -137,7 +139,7 @@ class LiveView:
                 if path == "/status.json":
                     return self._send(200, "application/json", json.dumps(view._snapshot()).encode())
                 if path.startswith("/stream/") and path.endswith(".mjpg"):
-                    source = path[len("/stream/"):-len(".mjpg")]
+                    source = path[len("/stream/") : -len(".mjpg")]
                     if source in view._slots:
                         return self._stream(view._slots[source])
                 return self._send(404, "text/plain", b"not found\n")
@@ -162,7 +164,9 @@ class LiveView:
                         data = slot.encoded(view._draw)
                         if data is None:
                             continue
-                        self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+                        self.wfile.write(
+                            f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                        )
                         self.wfile.write(data + b"\r\n")
                 except (BrokenPipeError, ConnectionResetError):
                     return
@@ -174,7 +178,8 @@ def _page(snapshot: dict) -> str:
     """The status page: a stream per source and a table refreshed from /status.json four times a
     second (so it trails the counts drawn on the frames by about 0.25 s at most)."""
     streams = "".join(
-        f'<figure><img src="/stream/{html.escape(s)}.mjpg" alt="{html.escape(s)}"><figcaption>{html.escape(s)}</figcaption></figure>'
+        f'<figure><img src="/stream/{html.escape(s)}.mjpg" alt="{html.escape(s)}">'
+        f"<figcaption>{html.escape(s)}</figcaption></figure>"
         for s in snapshot["sources"]
     )
     return _PAGE.replace("{{streams}}", streams)

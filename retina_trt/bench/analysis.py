@@ -48,8 +48,14 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
-def analyse(model: str | Path, annotations: str | Path, images: str | Path, *, min_score: float = 0.3,
-            anchor_alternatives: Sequence[tuple[float, ...]] = ()) -> dict[str, Any]:  # fmt: skip
+def analyse(
+    model: str | Path,
+    annotations: str | Path,
+    images: str | Path,
+    *,
+    min_score: float = 0.3,
+    anchor_alternatives: Sequence[tuple[float, ...]] = (),
+) -> dict[str, Any]:
     """The report: AP, per-class AP, AP by size, confusion, worst images, and the anchor coverage of
     the model's anchors and of each of ``anchor_alternatives`` (see :func:`anchor_coverage`)."""
     from faster_coco_eval import COCO, COCOeval_faster
@@ -81,9 +87,14 @@ def analyse(model: str | Path, annotations: str | Path, images: str | Path, *, m
                     found += predicted == true
                 else:
                     confusion[true, -1] += 1
-            per_image.append({"image": Path(record["file_name"]).name, "objects": len(gt_labels),
-                              "recall_at_min_score": round(found / len(gt_labels), 3) if len(gt_labels) else 1.0,
-                              "detections_at_min_score": int(keep.sum())})  # fmt: skip
+            per_image.append(
+                {
+                    "image": Path(record["file_name"]).name,
+                    "objects": len(gt_labels),
+                    "recall_at_min_score": round(found / len(gt_labels), 3) if len(gt_labels) else 1.0,
+                    "detections_at_min_score": int(keep.sum()),
+                }
+            )
     gt = COCO(str(dataset.annotation_path))
     evaluator = COCOeval_faster(gt, gt.loadRes(results), "bbox", print_function=lambda *a, **k: None)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -97,19 +108,33 @@ def analyse(model: str | Path, annotations: str | Path, images: str | Path, *, m
         p = precision[:, :, order.index(category), 0, -1]
         per_class[name] = round(float(np.mean(p[p > -1])) * 100, 1) if (p > -1).any() else None
     stats = evaluator.stats
-    by_size = {"small": round(float(stats[3]) * 100, 1), "medium": round(float(stats[4]) * 100, 1),
-               "large": round(float(stats[5]) * 100, 1)}  # fmt: skip
+    by_size = {
+        "small": round(float(stats[3]) * 100, 1),
+        "medium": round(float(stats[4]) * 100, 1),
+        "large": round(float(stats[5]) * 100, 1),
+    }
     worst = sorted(per_image, key=lambda r: (r["recall_at_min_score"], -r["objects"]))[:10]
     coverage = [anchor_coverage(spec, dataset, sizes) for sizes in [None, *anchor_alternatives]]
-    return {"model": str(model), "images": len(dataset), "AP": round(float(stats[0]) * 100, 1), "per_class_AP": per_class,
-            "AP_by_size": by_size, "min_score": min_score, "classes": names,
-            "confusion": confusion.tolist(), "worst_images": worst, "anchor_coverage": coverage}  # fmt: skip
+    return {
+        "model": str(model),
+        "images": len(dataset),
+        "AP": round(float(stats[0]) * 100, 1),
+        "per_class_AP": per_class,
+        "AP_by_size": by_size,
+        "min_score": min_score,
+        "classes": names,
+        "confusion": confusion.tolist(),
+        "worst_images": worst,
+        "anchor_coverage": coverage,
+    }
 
 
 SMALL_SIDE = 32.0  # COCO's "small": area below 32 x 32
 
 
-def anchor_coverage(spec: ModelSpec, dataset: CocoDataset, anchor_sizes: tuple[float, ...] | None = None) -> dict[str, Any]:
+def anchor_coverage(
+    spec: ModelSpec, dataset: CocoDataset, anchor_sizes: tuple[float, ...] | None = None
+) -> dict[str, Any]:
     """How well the anchors of ``spec`` (with ``anchor_sizes`` instead of its own, if given) cover
     the ground truth of ``dataset`` on the network input (each image resized as the runtime does).
 
@@ -125,7 +150,9 @@ def anchor_coverage(spec: ModelSpec, dataset: CocoDataset, anchor_sizes: tuple[f
 
     if anchor_sizes is not None:
         if len(anchor_sizes) != len(spec.anchor_sizes) or min(anchor_sizes) <= 0:
-            raise ValueError(f"--anchor-sizes needs {len(spec.anchor_sizes)} positive sizes (P3..P7), got {anchor_sizes}")
+            raise ValueError(
+                f"--anchor-sizes needs {len(spec.anchor_sizes)} positive sizes (P3..P7), got {anchor_sizes}"
+            )
         spec = spec.replace(anchor_sizes=tuple(float(s) for s in anchor_sizes))
     anchors: dict[tuple[int, int], torch.Tensor] = {}
     best, positives, sides = [], [], []
@@ -152,46 +179,75 @@ def anchor_coverage(spec: ModelSpec, dataset: CocoDataset, anchor_sizes: tuple[f
         raise ValueError(f"{dataset.annotation_path} has no ground-truth boxes to cover")
     best_iou, pos, side = np.concatenate(best), np.concatenate(positives), np.concatenate(sides)
     small = side < SMALL_SIDE
-    return {"anchor_sizes": list(spec.anchor_sizes), "objects": int(len(side)), "small_objects": int(small.sum()),
-            "covered": round(float((pos > 0).mean()), 3),
-            "covered_small": round(float((pos[small] > 0).mean()), 3) if small.any() else None,
-            "median_best_iou": round(float(np.median(best_iou)), 3),
-            "positives_per_object": round(float(pos.mean()), 2)}  # fmt: skip
+    return {
+        "anchor_sizes": list(spec.anchor_sizes),
+        "objects": int(len(side)),
+        "small_objects": int(small.sum()),
+        "covered": round(float((pos > 0).mean()), 3),
+        "covered_small": round(float((pos[small] > 0).mean()), 3) if small.any() else None,
+        "median_best_iou": round(float(np.median(best_iou)), 3),
+        "positives_per_object": round(float(pos.mean()), 2),
+    }
 
 
-def generalization_gap(model: str | Path, annotations: str | Path, images: str | Path, heldout_ap: float,
-                       *, max_images: int = 300) -> dict[str, Any]:  # fmt: skip
+def generalization_gap(
+    model: str | Path, annotations: str | Path, images: str | Path, heldout_ap: float, *, max_images: int = 300
+) -> dict[str, Any]:
     """AP on (the first ``max_images`` of) the training set beside the held-out AP (both x 100)."""
     metrics = evaluate(model, annotations, images, max_images=max_images)
     train_ap = round(float(metrics["AP"]) * 100, 1)
-    return {"train_images": metrics["images"], "train_AP": train_ap, "heldout_AP": heldout_ap,
-            "gap": round(train_ap - heldout_ap, 1)}  # fmt: skip
+    return {
+        "train_images": metrics["images"],
+        "train_AP": train_ap,
+        "heldout_AP": heldout_ap,
+        "gap": round(train_ap - heldout_ap, 1),
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
     names = report["classes"]
-    lines = [f"AP {report['AP']} on {report['images']} images; by size: " +
-             ", ".join(f"{k} {v}" for k, v in report["AP_by_size"].items()), "",
-             "| class | AP |", "|---|---|"]  # fmt: skip
+    lines = [
+        f"AP {report['AP']} on {report['images']} images; by size: "
+        + ", ".join(f"{k} {v}" for k, v in report["AP_by_size"].items()),
+        "",
+        "| class | AP |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {ap} |" for name, ap in sorted(report["per_class_AP"].items(), key=lambda kv: kv[1] or 0)]
-    lines += ["", f"Confusion at score >= {report['min_score']} (rows: true class; columns: detected, IoU >= 0.5):", "",
-              "| true \\ detected | " + " | ".join(names) + " | missed |", "|---" * (len(names) + 2) + "|"]  # fmt: skip
+    lines += [
+        "",
+        f"Confusion at score >= {report['min_score']} (rows: true class; columns: detected, IoU >= 0.5):",
+        "",
+        "| true \\ detected | " + " | ".join(names) + " | missed |",
+        "|---" * (len(names) + 2) + "|",
+    ]
     for name, row in zip(names, report["confusion"]):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     lines += ["", "Worst images (recall at the score threshold):", ""]
-    lines += [f"- {r['image']}: {r['objects']} objects, recall {r['recall_at_min_score']}" for r in report["worst_images"]]
+    lines += [
+        f"- {r['image']}: {r['objects']} objects, recall {r['recall_at_min_score']}" for r in report["worst_images"]
+    ]
     if report.get("anchor_coverage"):
-        lines += ["", "Anchor coverage (objects with an anchor at IoU >= 0.5 on the network input):", "",
-                  "| anchor sizes P3..P7 | covered | small covered | median best IoU | positives per object |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "Anchor coverage (objects with an anchor at IoU >= 0.5 on the network input):",
+            "",
+            "| anchor sizes P3..P7 | covered | small covered | median best IoU | positives per object |",
+            "|---|---|---|---|---|",
+        ]
         for row in report["anchor_coverage"]:
             sizes = ",".join(f"{s:g}" for s in row["anchor_sizes"])
-            lines.append(f"| {sizes} | {row['covered']:.1%} | {row['covered_small'] or 0:.1%} | "
-                         f"{row['median_best_iou']} | {row['positives_per_object']} |")  # fmt: skip
+            lines.append(
+                f"| {sizes} | {row['covered']:.1%} | {row['covered_small'] or 0:.1%} | "
+                f"{row['median_best_iou']} | {row['positives_per_object']} |"
+            )
     if report.get("generalization"):
         g = report["generalization"]
-        lines += ["", f"Training-set AP {g['train_AP']} ({g['train_images']} training images) against held-out "
-                  f"AP {g['heldout_AP']}: gap {g['gap']}."]  # fmt: skip
+        lines += [
+            "",
+            f"Training-set AP {g['train_AP']} ({g['train_images']} training images) against held-out "
+            f"AP {g['heldout_AP']}: gap {g['gap']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -202,8 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--images", required=True)
     cli.add_argument("--out", required=True)
     cli.add_argument("--min-score", type=float, default=0.3)
-    cli.add_argument("--anchor-sizes", action="append", default=[], metavar="S3,S4,S5,S6,S7",
-                     help="alternative anchor sizes to compare with the model's own (repeatable)")
+    cli.add_argument(
+        "--anchor-sizes",
+        action="append",
+        default=[],
+        metavar="S3,S4,S5,S6,S7",
+        help="alternative anchor sizes to compare with the model's own (repeatable)",
+    )
     cli.add_argument("--train-annotations", help="training set annotations: report training AP beside held-out AP")
     cli.add_argument("--train-images", help="training set image folder (with --train-annotations)")
     cli.add_argument("--train-max-images", type=int, default=300)
@@ -224,11 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         out = check_output_folder(args.out)  # before the work, not after it
         if args.train_annotations:
             CocoDataset.load(args.train_annotations, args.train_images)  # a bad training set fails now, not later
-        report = analyse(args.model, args.annotations, args.images, min_score=args.min_score,
-                         anchor_alternatives=alternatives)  # fmt: skip
+        report = analyse(
+            args.model, args.annotations, args.images, min_score=args.min_score, anchor_alternatives=alternatives
+        )
         if args.train_annotations:
-            report["generalization"] = generalization_gap(args.model, args.train_annotations, args.train_images,
-                                                          report["AP"], max_images=args.train_max_images)  # fmt: skip
+            report["generalization"] = generalization_gap(
+                args.model, args.train_annotations, args.train_images, report["AP"], max_images=args.train_max_images
+            )
     except (RetinaTrtError, ValueError, OSError) as err:
         print(f"retina_trt.bench.analysis: error: {err}", file=sys.stderr)
         return 2

@@ -31,8 +31,18 @@ class Camera:
     ``garbage=True`` (random bytes, no JPEG), ``resize_after`` frames then ``resize_to``;
     ``stop()`` / ``start()`` take the server away and bring it back on the same port."""
 
-    def __init__(self, fps: float = 30.0, size=(96, 128), *, stall_after=None, garbage=False, resize_after=None,
-                 resize_to=(120, 160), frames=None, port: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        fps: float = 30.0,
+        size=(96, 128),
+        *,
+        stall_after=None,
+        garbage=False,
+        resize_after=None,
+        resize_to=(120, 160),
+        frames=None,
+        port: int = 0,
+    ) -> None:
         self.fps, self.size, self.stall_after, self.garbage = fps, size, stall_after, garbage
         self.resize_after, self.resize_to, self.frames = resize_after, resize_to, frames
         self.sent = 0
@@ -82,8 +92,14 @@ class Camera:
                 else:
                     size = self.resize_to if self.resize_after is not None and index >= self.resize_after else self.size
                     data = frame_jpeg(index, size)
-                    handler.wfile.write(b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n"
-                                        + f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n")  # fmt: skip
+                    handler.wfile.write(
+                        b"--"
+                        + BOUNDARY
+                        + b"\r\nContent-Type: image/jpeg\r\n"
+                        + f"Content-Length: {len(data)}\r\n\r\n".encode()
+                        + data
+                        + b"\r\n"
+                    )
                 handler.wfile.flush()
                 index += 1
                 self.sent += 1

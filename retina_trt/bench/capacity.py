@@ -24,7 +24,9 @@ import numpy as np
 BATCHES = (1, 8)
 
 
-def batch_throughput(det, frame: np.ndarray, batches=BATCHES, seconds: float = 3.0, warmup_s: float = 1.0) -> dict[int, float]:
+def batch_throughput(
+    det, frame: np.ndarray, batches=BATCHES, seconds: float = 3.0, warmup_s: float = 1.0
+) -> dict[int, float]:
     """Images per second at each batch size (capped at the model's maximum batch), submitted as
     ``det.streams`` submits them: ``det.submit`` with ``det.parallel_requests`` batches in flight.
     After ``warmup_s`` of the same calls (a backend's first calls at a new shape are slower); the
@@ -69,5 +71,13 @@ def estimate_fps(rates: dict[int, float], sources: int, camera_fps: float) -> fl
 
 def estimate_rows(rates: dict[int, float], sources: list[int], camera_fps: float, backend: str) -> list[dict]:
     """One ``route: "estimate"`` row per N (total fps only), for the multi-source table."""
-    return [{"route": "estimate", "sources": n, "backend": backend, "total_fps": round(estimate_fps(rates, n, camera_fps), 1),
-             "batch_throughput": {str(b): round(r, 1) for b, r in rates.items()}} for n in sources]  # fmt: skip
+    return [
+        {
+            "route": "estimate",
+            "sources": n,
+            "backend": backend,
+            "total_fps": round(estimate_fps(rates, n, camera_fps), 1),
+            "batch_throughput": {str(b): round(r, 1) for b, r in rates.items()},
+        }
+        for n in sources
+    ]

@@ -74,7 +74,11 @@ def _timed(fn: Callable[[], Any], *, iterations: int, sync: Callable[[], None]) 
 def check_environment(quick: bool) -> dict:
     import torch
 
-    info: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["compute_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
@@ -109,13 +113,19 @@ def check_graph_nms(quick: bool) -> dict:
         boxes = np.concatenate([xy, xy + rng.uniform(8, 200, (1, n, 2)).astype(np.float32)], -1)
         scores = rng.choice(np.linspace(0.0, 1.0, 50).astype(np.float32), (1, n))  # many exact ties
         labels = rng.integers(0, 80, (1, n)).astype(np.int64)
-        num, out_boxes, out_scores, out_classes = session.run(None, {"boxes": boxes, "scores": scores, "labels": labels})
+        num, out_boxes, out_scores, out_classes = session.run(
+            None, {"boxes": boxes, "scores": scores, "labels": labels}
+        )
         keep = scores[0] > spec.score_thresh
-        ref = nms_per_image(*(torch.from_numpy(a[0][keep]) for a in (boxes, scores, labels)), nms_thresh=0.5, detections_per_img=100)
+        ref = nms_per_image(
+            *(torch.from_numpy(a[0][keep]) for a in (boxes, scores, labels)), nms_thresh=0.5, detections_per_img=100
+        )
         k = int(num[0, 0])
-        if k != len(ref["scores"]) or not (np.array_equal(out_boxes[0, :k], ref["boxes"].numpy())
-                                           and np.array_equal(out_scores[0, :k], ref["scores"].numpy())
-                                           and np.array_equal(out_classes[0, :k], ref["labels"].numpy())):  # fmt: skip
+        if k != len(ref["scores"]) or not (
+            np.array_equal(out_boxes[0, :k], ref["boxes"].numpy())
+            and np.array_equal(out_scores[0, :k], ref["scores"].numpy())
+            and np.array_equal(out_classes[0, :k], ref["labels"].numpy())
+        ):
             raise AssertionError(f"graph NMS differs from the reference at N={n}")
         cases += 1
     return {"cases_equal_to_reference": cases, "runtime": "ONNX Runtime CPU (the GPU's TensorRT run is check 5)"}
@@ -129,10 +139,14 @@ def _plugin_stage_ms(boxes, scores, classes, *, iterations: int, sync) -> dict[s
     mask = suppression_mask(boxes, classes, order, nms_thresh=0.5)
     return {
         "rank": _timed(lambda: rank_candidates(scores, score_thresh=0.05, out=order), iterations=iterations, sync=sync),
-        "mask": _timed(lambda: suppression_mask(boxes, classes, order, nms_thresh=0.5, out=mask), iterations=iterations,
-                       sync=sync),  # fmt: skip
-        "scan": _timed(lambda: nms_from_mask(boxes, scores, classes, order, mask, detections_per_img=100),
-                       iterations=iterations, sync=sync),  # fmt: skip
+        "mask": _timed(
+            lambda: suppression_mask(boxes, classes, order, nms_thresh=0.5, out=mask), iterations=iterations, sync=sync
+        ),
+        "scan": _timed(
+            lambda: nms_from_mask(boxes, scores, classes, order, mask, detections_per_img=100),
+            iterations=iterations,
+            sync=sync,
+        ),
     }
 
 
@@ -155,22 +169,41 @@ def check_nms_kernels(quick: bool) -> dict:
             num, out_boxes = out[0].cpu(), out[1].cpu()
             for i in range(b):
                 keep = scores[i].cpu() > 0.05
-                ref = nms_per_image(boxes[i].cpu()[keep], scores[i].cpu()[keep], classes[i].cpu()[keep].long(), nms_thresh=0.5,
-                                    detections_per_img=100)  # fmt: skip
+                ref = nms_per_image(
+                    boxes[i].cpu()[keep],
+                    scores[i].cpu()[keep],
+                    classes[i].cpu()[keep].long(),
+                    nms_thresh=0.5,
+                    detections_per_img=100,
+                )
                 k = int(num[i, 0])
                 if k != len(ref["scores"]) or not torch.equal(out_boxes[i, :k], ref["boxes"]):
                     raise AssertionError(f"plugin kernels differ from the reference at B={b}, N={n}, image {i}")
             sync = torch.cuda.synchronize
             iters = 20 if quick else 100
+
             def kernels(boxes=boxes, scores=scores, classes=classes):
                 return retina_nms(boxes, scores, classes, nms_thresh=0.5, detections_per_img=100)
 
             kernel_ms = _timed(kernels, iterations=iters, sync=sync)
             stage_ms = _plugin_stage_ms(boxes, scores, classes, iterations=iters, sync=sync)
-            flat = (boxes.view(-1, 4), scores.view(-1), (classes.long() + 80 * torch.arange(b, device="cuda").view(-1, 1)).view(-1))
+            flat = (
+                boxes.view(-1, 4),
+                scores.view(-1),
+                (classes.long() + 80 * torch.arange(b, device="cuda").view(-1, 1)).view(-1),
+            )
             tv_ms = _timed(lambda flat=flat: batched_nms(*flat, 0.5), iterations=iters, sync=sync)
-            rows.append({"batch": b, "candidates": n, "plugin_kernels_ms": kernel_ms, "rank_ms": stage_ms["rank"],
-                         "mask_ms": stage_ms["mask"], "scan_ms": stage_ms["scan"], "torchvision_batched_nms_ms": tv_ms})  # fmt: skip
+            rows.append(
+                {
+                    "batch": b,
+                    "candidates": n,
+                    "plugin_kernels_ms": kernel_ms,
+                    "rank_ms": stage_ms["rank"],
+                    "mask_ms": stage_ms["mask"],
+                    "scan_ms": stage_ms["scan"],
+                    "torchvision_batched_nms_ms": tv_ms,
+                }
+            )
     return {"rows": rows, "note": "Triton kernels through retina_nms (the plugin's kernels, not inside TensorRT)"}
 
 
@@ -188,13 +221,22 @@ def check_torch_cuda(quick: bool) -> dict:
         for batch in (1, 8):
             images = torch.randn(batch, 3, height, width, device="cuda")
             for precision in ("fp32", "fp16"):
+
                 def run(images=images, precision=precision):
                     with torch.autocast("cuda", dtype=torch.float16, enabled=precision == "fp16"):
                         return model.detect(images)
 
                 ms = _timed(run, iterations=5 if quick else 20, sync=torch.cuda.synchronize)
-                rows.append({"scale": scale, "batch": batch, "precision": precision, "ms_per_batch": ms,
-                             "ms_per_image": round(ms / batch, 3), "paper_m40_ms_per_image": PAPER_M40_MS.get(scale)})  # fmt: skip
+                rows.append(
+                    {
+                        "scale": scale,
+                        "batch": batch,
+                        "precision": precision,
+                        "ms_per_batch": ms,
+                        "ms_per_image": round(ms / batch, 3),
+                        "paper_m40_ms_per_image": PAPER_M40_MS.get(scale),
+                    }
+                )
     return {"rows": rows, "what": "PyTorch eager on CUDA (seeded ResNet-50-FPN, full postprocess), NOT TensorRT"}
 
 
@@ -221,12 +263,19 @@ def check_tensorrt_engines(quick: bool) -> dict:
 
         cc = tuple(torch.cuda.get_device_capability(0))
         if cc not in RTX_TARGETS:
-            raise Skip(f"only TensorRT-RTX is installed, and it does not target this GPU (compute capability {cc[0]}.{cc[1]})")
+            raise Skip(
+                f"only TensorRT-RTX is installed, and it does not target this GPU (compute capability {cc[0]}.{cc[1]})"
+            )
     results: dict[str, Any] = {"flavour": flavour, "engines": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        generate_dataset(tmp / "data", num_images=8, seed=1, split="val", config=SyntheticConfig(
-            min_height=256, max_height=256, min_width=256, max_width=256))  # fmt: skip
+        generate_dataset(
+            tmp / "data",
+            num_images=8,
+            seed=1,
+            split="val",
+            config=SyntheticConfig(min_height=256, max_height=256, min_width=256, max_width=256),
+        )
         images = sorted((tmp / "data" / "val").glob("*.jpg"))
         calibration = CalibrationConfig(source="synthetic", num_images=16 if quick else 64)
         for nms in [n for n in ("graph", "onnx", "plugin", "efficient") if n in NMS_BY_FLAVOUR[flavour]]:
@@ -234,7 +283,9 @@ def check_tensorrt_engines(quick: bool) -> dict:
             for precision in ("fp32", "fp16", "int8"):
                 row: dict[str, Any] = {"nms": nms, "precision": precision}
                 try:
-                    prepared = prepare_precision(source, precision, tmp / f"{nms}.{precision}.onnx", calibration=calibration).path
+                    prepared = prepare_precision(
+                        source, precision, tmp / f"{nms}.{precision}.onnx", calibration=calibration
+                    ).path
                     start = time.perf_counter()
                     engine = build_engine(prepared, tmp / f"{nms}.{precision}.engine", BuildOptions(batch=(1, 4, 8)))
                     row["build_s"] = round(time.perf_counter() - start, 1)
@@ -256,8 +307,10 @@ def check_tensorrt_engines(quick: bool) -> dict:
                     if reference is not None:
                         with Detector(reference) as ort_det:
                             want = ort_det.predict_batch([str(p) for p in images])
-                        same = sum(int(len(a.scores) == len(b.scores) and np.allclose(a.scores, b.scores, atol=2e-2))
-                                   for a, b in zip(got, want))  # fmt: skip
+                        same = sum(
+                            int(len(a.scores) == len(b.scores) and np.allclose(a.scores, b.scores, atol=2e-2))
+                            for a, b in zip(got, want)
+                        )
                         row["images_matching_onnxruntime"] = f"{same}/{len(images)}"
                     row["status"] = "pass"
                 except Exception as err:
@@ -293,7 +346,8 @@ def _submit_equal(det, images: list[Path], want: list) -> bool:
     futures = [det.submit(frames[:half]), det.submit(frames[half:])]
     got = [d for future in futures for d in future.result()]
     return det.parallel_requests >= 2 and all(
-        len(a.scores) == len(b.scores) and np.allclose(a.scores, b.scores, atol=2e-2) for a, b in zip(got, want))
+        len(a.scores) == len(b.scores) and np.allclose(a.scores, b.scores, atol=2e-2) for a, b in zip(got, want)
+    )
 
 
 def _run_torch_equal(engine: Path, image_path: Path) -> bool:
@@ -306,8 +360,13 @@ def _run_torch_equal(engine: Path, image_path: Path) -> bool:
 
     with TensorRTBackend(engine) as backend:
         spec, size = backend.spec, backend.input_size
-        batch = preprocess_batch([read_image(image_path)], min_size=spec.min_size, max_size=spec.max_size,
-                                 size_divisible=spec.size_divisible, input_size=size)  # fmt: skip
+        batch = preprocess_batch(
+            [read_image(image_path)],
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            size_divisible=spec.size_divisible,
+            input_size=size,
+        )
         host = backend.run(batch)[0]
         device = backend.run_torch(torch.from_numpy(batch.pixels).cuda(), torch.from_numpy(batch.image_sizes).cuda())[0]
     return bool(np.array_equal(host.class_ids, device.class_ids) and np.allclose(host.scores, device.scores, atol=1e-6))
@@ -327,8 +386,14 @@ def check_tensorrt_latency(quick: bool) -> dict:
         raise Skip(f"no TensorRT 10/11 here (the sweep builds for this GPU): {err}") from err
     with tempfile.TemporaryDirectory() as tmp:
         weights = make_torchvision_weights(Path(tmp) / "r50.pth")
-        report = benchmark(weights, backend="tensorrt", scales=[400, 600, 800] if quick else [400, 500, 600, 700, 800],
-                           warmup_s=1.0, iterations=20 if quick else 100, compare_paper=True)  # fmt: skip
+        report = benchmark(
+            weights,
+            backend="tensorrt",
+            scales=[400, 600, 800] if quick else [400, 500, 600, 700, 800],
+            warmup_s=1.0,
+            iterations=20 if quick else 100,
+            compare_paper=True,
+        )
     return {"rows": report["rows"]}
 
 
@@ -384,20 +449,32 @@ def run(out: Path, *, quick: bool = False, only: list[str] | None = None) -> dic
         except Skip as reason:
             result = {"status": "skipped", "reason": str(reason)}
         except Exception as err:
-            result = {"status": "fail", "error": f"{type(err).__name__}: {err}"[:4000],
-                      "traceback": traceback.format_exc()[-4000:]}  # fmt: skip
+            result = {
+                "status": "fail",
+                "error": f"{type(err).__name__}: {err}"[:4000],
+                "traceback": traceback.format_exc()[-4000:],
+            }
         result["seconds"] = round(time.perf_counter() - start, 1)
         report["checks"][name] = result
-        print(f"gpu-check {name}: {result['status']}" + (f" ({result.get('reason') or result.get('error')})"
-              if result["status"] != "pass" else ""), flush=True)  # fmt: skip
+        print(
+            f"gpu-check {name}: {result['status']}"
+            + (f" ({result.get('reason') or result.get('error')})" if result["status"] != "pass" else ""),
+            flush=True,
+        )
         (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))  # partial results survive
     (out / "gpu_check.md").write_text(markdown(report))
     return report
 
 
 def markdown(report: dict) -> str:
-    lines = ["# retina-trt gpu-check", "", f"started {report['started']}", "", "| check | status | seconds | detail |",
-             "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# retina-trt gpu-check",
+        "",
+        f"started {report['started']}",
+        "",
+        "| check | status | seconds | detail |",
+        "|---|---|---|---|",
+    ]
     for name, result in report["checks"].items():
         detail = result.get("reason") or result.get("error") or ""
         lines.append(f"| {name} | {result['status']} | {result['seconds']} | {detail[:200]} |")
@@ -421,7 +498,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown checks {unknown}; the checks are {', '.join(CHECKS)}")
     report = run(Path(args.out), quick=args.quick, only=only)
     failed = [name for name, r in report["checks"].items() if r["status"] == "fail"]
-    print(f"wrote {Path(args.out) / 'gpu_check.json'} and gpu_check.md; " + (f"FAILED: {', '.join(failed)}" if failed else "no failures"))
+    print(
+        f"wrote {Path(args.out) / 'gpu_check.json'} and gpu_check.md; "
+        + (f"FAILED: {', '.join(failed)}" if failed else "no failures")
+    )
     return 1 if failed else 0
 
 

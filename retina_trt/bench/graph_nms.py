@@ -55,8 +55,10 @@ def rtx_build_seconds(path: Path, n: int, max_batch: int = 8) -> float | None:
     from retina_trt.errors import BackendUnavailableError
     from retina_trt.trt.builder import build_network_seconds
 
-    shapes = {name: ((1, n, *tail), (1, n, *tail), (max_batch, n, *tail))
-              for name, tail in (("boxes", (4,)), ("scores", ()), ("labels", ()))}  # fmt: skip
+    shapes = {
+        name: ((1, n, *tail), (1, n, *tail), (max_batch, n, *tail))
+        for name, tail in (("boxes", (4,)), ("scores", ()), ("labels", ()))
+    }
     try:
         return build_network_seconds(path, shapes, flavour="tensorrt_rtx")
     except BackendUnavailableError:
@@ -81,13 +83,19 @@ def run(out: Path, sizes=(1000, 5000), repeats: int = 5) -> dict:
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         keep = scores[0] > SPEC.score_thresh
         tb, ts, tl = (torch.from_numpy(a[0][keep]) for a in (boxes, scores, labels))
-        ref_ms = _median_ms(lambda tb=tb, ts=ts, tl=tl: nms_per_image(tb, ts, tl, nms_thresh=0.5, detections_per_img=100), repeats)
-        rows.append({
-            "candidates": n, "onnxruntime_graph_nms_ms": round(graph_ms, 2), "reference_torch_nms_ms": round(ref_ms, 2),
-            "ratio_graph_vs_reference": round(graph_ms / ref_ms, 1),
-            "peak_rss_growth_mib": round(max(0, rss_after - rss_before) / 1024, 1),
-            "tensorrt_rtx_build_s": None if (b := rtx_build_seconds(model_path, n)) is None else round(b, 2),
-        })  # fmt: skip
+        ref_ms = _median_ms(
+            lambda tb=tb, ts=ts, tl=tl: nms_per_image(tb, ts, tl, nms_thresh=0.5, detections_per_img=100), repeats
+        )
+        rows.append(
+            {
+                "candidates": n,
+                "onnxruntime_graph_nms_ms": round(graph_ms, 2),
+                "reference_torch_nms_ms": round(ref_ms, 2),
+                "ratio_graph_vs_reference": round(graph_ms / ref_ms, 1),
+                "peak_rss_growth_mib": round(max(0, rss_after - rss_before) / 1024, 1),
+                "tensorrt_rtx_build_s": None if (b := rtx_build_seconds(model_path, n)) is None else round(b, 2),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     report = {"machine": "CPU, ONNX Runtime CPU provider, 2 threads", "batch": 1, "rows": rows}
     with atomic_path(out / "graph_nms.json") as tmp:

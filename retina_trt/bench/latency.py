@@ -41,9 +41,17 @@ logger = logging.getLogger(__name__)
 
 # Table 1e of the paper: (depth, scale) -> ms per image on an Nvidia M40 GPU (test-dev, batch 1).
 PAPER_TABLE_1E = {
-    (50, 400): 64, (50, 500): 72, (50, 600): 98, (50, 700): 121, (50, 800): 153,
-    (101, 400): 81, (101, 500): 90, (101, 600): 122, (101, 700): 154, (101, 800): 198,
-}  # fmt: skip
+    (50, 400): 64,
+    (50, 500): 72,
+    (50, 600): 98,
+    (50, 700): 121,
+    (50, 800): 153,
+    (101, 400): 81,
+    (101, 500): 90,
+    (101, 600): 122,
+    (101, 700): 154,
+    (101, 800): 198,
+}
 PAPER_HARDWARE = "Nvidia M40 GPU (paper, Table 1e)"
 PAPER_MAX_SIZE_RATIO = 1333 / 800  # the paper's longer-side cap scales with the shorter side
 
@@ -90,8 +98,13 @@ def machine_info() -> dict[str, Any]:
                 break
     from retina_trt.runtime.cpu import cpu_isa
 
-    info: dict[str, Any] = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": cpu_isa(),
-                            "python": platform.python_version(), "gpu": None}  # fmt: skip
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "cpu_isa": cpu_isa(),
+        "python": platform.python_version(),
+        "gpu": None,
+    }
     if os.environ.get(ONEDNN_ISA_CAP):  # the CPU's kernels capped below what it has (e.g. no AMX)
         info["onednn_max_cpu_isa"] = os.environ[ONEDNN_ISA_CAP]
     try:
@@ -130,12 +143,17 @@ def time_calls(
 ) -> list[float]:
     """Call ``fn`` for ``warmup_s`` seconds (at least once), then ``iterations`` times (or for
     ``duration_s`` seconds); returns the timed calls' milliseconds."""
-    return time_interleaved([fn], warmup_s=warmup_s, iterations=iterations, duration_s=duration_s,
-                            after_warmup=after_warmup)[0]  # fmt: skip
+    return time_interleaved(
+        [fn], warmup_s=warmup_s, iterations=iterations, duration_s=duration_s, after_warmup=after_warmup
+    )[0]
 
 
 def time_interleaved(
-    calls: Sequence[Callable[[], Any]], *, warmup_s: float, iterations: int | None, duration_s: float | None,
+    calls: Sequence[Callable[[], Any]],
+    *,
+    warmup_s: float,
+    iterations: int | None,
+    duration_s: float | None,
     after_warmup: Callable[[], None] | None = None,
 ) -> list[list[float]]:
     """Warm each call up for ``warmup_s`` (at least once), then time one call of each per round,
@@ -199,10 +217,16 @@ def _torchvision_model(weights: Path, spec):
     builder = retinanet_resnet50_fpn_v2 if spec.head_norm == "group_norm" else retinanet_resnet50_fpn
     num_classes = spec.num_classes
     model = builder(
-        weights=None, weights_backbone=None, num_classes=num_classes, min_size=spec.min_size, max_size=spec.max_size,
-        score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh, detections_per_img=spec.detections_per_img,
+        weights=None,
+        weights_backbone=None,
+        num_classes=num_classes,
+        min_size=spec.min_size,
+        max_size=spec.max_size,
+        score_thresh=spec.score_thresh,
+        nms_thresh=spec.nms_thresh,
+        detections_per_img=spec.detections_per_img,
         topk_candidates=spec.topk_candidates,
-    )  # fmt: skip
+    )
     model.load_state_dict(state)
     return model.eval(), torch
 
@@ -231,15 +255,24 @@ def _prepare(
         else:
             from retina_trt.export.onnx_export import export_onnx
 
-            path = export_onnx(net, workdir / f"model_{spec.min_size}.onnx", input_size=_input_size(spec, image),
-                               batch=(1, 1, max(1, batch_max)))  # fmt: skip
+            path = export_onnx(
+                net,
+                workdir / f"model_{spec.min_size}.onnx",
+                input_size=_input_size(spec, image),
+                batch=(1, 1, max(1, batch_max)),
+            )
             if backend == "tensorrt":  # the one build pipeline, as `retina-trt build-engine --onnx` runs it
                 from retina_trt.calibration import CalibrationConfig
                 from retina_trt.pipeline import BuildRequest, run_build
 
                 calibration = CalibrationConfig(source="synthetic", num_images=64) if precision == "int8" else None
-                request = BuildRequest(output=workdir / f"model_{spec.min_size}.engine", onnx=path, precision=precision,
-                                       calibration=calibration, save_onnx=path.with_suffix(f".{precision}.onnx"))  # fmt: skip
+                request = BuildRequest(
+                    output=workdir / f"model_{spec.min_size}.engine",
+                    onnx=path,
+                    precision=precision,
+                    calibration=calibration,
+                    save_onnx=path.with_suffix(f".{precision}.onnx"),
+                )
                 path = run_build(request, say=logger.info).engine
         return _Runnable(path, spec, spec.min_size)
     if suffix == ".onnx":
@@ -281,8 +314,10 @@ def _backend_rows(runnable: _Runnable, backend: str, batch_sizes, image, num_thr
     with Detector(runnable.path, backend=backend, num_threads=num_threads, cuda_graph=cuda_graph) as det:
         too_big = [b for b in batch_sizes if b > det.max_batch]
         if too_big:
-            raise ValueError(f"batch {too_big[0]} is larger than {runnable.path.name}'s maximum batch {det.max_batch}; "
-                             "benchmark batches within it, or export with a larger --batch")  # fmt: skip
+            raise ValueError(
+                f"batch {too_big[0]} is larger than {runnable.path.name}'s maximum batch {det.max_batch}; "
+                "benchmark batches within it, or export with a larger --batch"
+            )
         for batch in batch_sizes:
             images = [image] * int(batch)
             run = (lambda: det(image)) if batch == 1 else (lambda images=images: det.predict_batch(images))
@@ -292,7 +327,9 @@ def _backend_rows(runnable: _Runnable, backend: str, batch_sizes, image, num_thr
     return rows
 
 
-def _route_rows(runnable: _Runnable, routes: Sequence[str], image, workdir: Path, num_threads, timing) -> tuple[list, dict]:
+def _route_rows(
+    runnable: _Runnable, routes: Sequence[str], image, workdir: Path, num_threads, timing
+) -> tuple[list, dict]:
     """(one row per route at this scale, the routes timed interleaved (``bench/routes.py``);
     {route: why not} for the routes this CPU cannot run)."""
     from retina_trt.bench.routes import open_routes, parse_route
@@ -308,8 +345,12 @@ def _route_rows(runnable: _Runnable, routes: Sequence[str], image, workdir: Path
         rows = []
         for route, det, times in zip(parsed, detectors, samples):
             row = _row(runnable, det, times, 1)
-            row.update(backend=route.label, route=f"{route.backend}:{'int8' if route.int8 else route.precision or 'fp32'}",
-                       precision=det.precision, layer_precisions=det.layer_precisions())  # fmt: skip
+            row.update(
+                backend=route.label,
+                route=f"{route.backend}:{'int8' if route.int8 else route.precision or 'fp32'}",
+                precision=det.precision,
+                layer_precisions=det.layer_precisions(),
+            )
             rows.append(row)
         return rows, skipped
     finally:
@@ -380,7 +421,9 @@ def benchmark(
                     torch.set_num_threads(num_threads)
 
                 def tv_run(tv=tv, torch=torch):
-                    tensor = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float().div_(255)
+                    tensor = (
+                        torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).permute(2, 0, 1).float().div_(255)
+                    )
                     with torch.inference_mode():
                         return tv([tensor])
 

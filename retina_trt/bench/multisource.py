@@ -78,10 +78,16 @@ def _threads(det, urls: list[str], seconds: float) -> tuple[dict[str, int], list
 def _row(route: str, n: int, counts: dict[str, int], latencies: list[float], dropped: int, seconds: float) -> dict:
     per_source = [counts.get(str(i), 0) / seconds for i in range(n)]
     lat = np.asarray(latencies or [np.nan])
-    return {"route": route, "sources": n, "total_fps": round(sum(per_source), 1),
-            "min_source_fps": round(min(per_source), 1), "max_source_fps": round(max(per_source), 1),
-            "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1), "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1),
-            "dropped": int(dropped)}  # fmt: skip
+    return {
+        "route": route,
+        "sources": n,
+        "total_fps": round(sum(per_source), 1),
+        "min_source_fps": round(min(per_source), 1),
+        "max_source_fps": round(max(per_source), 1),
+        "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
+        "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1),
+        "dropped": int(dropped),
+    }
 
 
 def run(model: Path, sources: list[int], fps: float, seconds: float, triton: str | None) -> list[dict]:
@@ -115,10 +121,15 @@ def write(rows: list[dict], out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "multisource.json") as tmp:
         tmp.write_text(json.dumps({**meta, "rows": rows}, indent=1))
-    lines = ["| sources | route | backend | total fps | per-source fps min / max | p50 ms | p99 ms | dropped |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {r['sources']} | {r['route']} | {r['backend']} | {r['total_fps']} | {r.get('min_source_fps', '-')} / "
-              f"{r.get('max_source_fps', '-')} | {r.get('p50_ms', '-')} | {r.get('p99_ms', '-')} | {r.get('dropped', '-')} |" for r in rows]  # fmt: skip
+    lines = [
+        "| sources | route | backend | total fps | per-source fps min / max | p50 ms | p99 ms | dropped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['sources']} | {r['route']} | {r['backend']} | {r['total_fps']} | {r.get('min_source_fps', '-')} / "
+        f"{r.get('max_source_fps', '-')} | {r.get('p50_ms', '-')} | {r.get('p99_ms', '-')} | {r.get('dropped', '-')} |"
+        for r in rows
+    ]
     with atomic_path(out / "multisource.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -134,7 +145,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sources = [int(s) for s in args.sources.split(",")]
     rows = run(args.model, sources, args.fps, args.seconds, args.triton)
-    write(rows, args.out, {"cpu": cpu_name(), "cpu_isa": cpu_isa(), "fps_per_camera": args.fps, "seconds": args.seconds})
+    write(
+        rows, args.out, {"cpu": cpu_name(), "cpu_isa": cpu_isa(), "fps_per_camera": args.fps, "seconds": args.seconds}
+    )
     print((args.out / "multisource.md").read_text())
     return 0
 

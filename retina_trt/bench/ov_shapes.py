@@ -34,7 +34,9 @@ def _frame(det, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
 
 
-def compare(graphs: dict[str, tuple[Path, str]], rounds: int, threads: int | None, seconds: float) -> list[dict[str, Any]]:
+def compare(
+    graphs: dict[str, tuple[Path, str]], rounds: int, threads: int | None, seconds: float
+) -> list[dict[str, Any]]:
     """One row per graph: static and dynamic latency (ms, ``det(frame)``, interleaved) and the
     throughput of single images submitted as a stream submits them (images/s,
     ``capacity.batch_throughput`` at batch 1)."""
@@ -43,8 +45,10 @@ def compare(graphs: dict[str, tuple[Path, str]], rounds: int, threads: int | Non
 
     rows = []
     for label, (path, precision) in graphs.items():
-        pair = {static: Detector(path, backend="openvino", precision=precision, num_threads=threads, static_shapes=static)
-                for static in (True, False)}  # fmt: skip
+        pair = {
+            static: Detector(path, backend="openvino", precision=precision, num_threads=threads, static_shapes=static)
+            for static in (True, False)
+        }
         frame = _frame(pair[True])
         times: dict[bool, list[float]] = {True: [], False: []}
         for det in pair.values():
@@ -54,8 +58,10 @@ def compare(graphs: dict[str, tuple[Path, str]], rounds: int, threads: int | Non
                 started = time.perf_counter()
                 det(frame)
                 times[static].append((time.perf_counter() - started) * 1e3)
-        rate = {static: batch_throughput(det, frame, batches=(1,), seconds=seconds, warmup_s=seconds / 3)[1]
-                for static, det in pair.items()}  # fmt: skip
+        rate = {
+            static: batch_throughput(det, frame, batches=(1,), seconds=seconds, warmup_s=seconds / 3)[1]
+            for static, det in pair.items()
+        }
         row = {"graph": label, "precision": pair[True].precision, "input": list(pair[True].input_size)}
         for static, name in ((True, "static"), (False, "dynamic")):
             row[f"{name}_ms"] = round(statistics.median(times[static]), 2)
@@ -80,8 +86,10 @@ def _check_model(parser: argparse.ArgumentParser, model: Path) -> None:
     except (RetinaTrtError, ValueError, OSError) as err:
         parser.error(f"--model {model}: not a retina_trt ONNX export ({err})")
     if input_size is None:
-        parser.error(f"--model {model} has dynamic height and width, which always run on the dynamic model; "
-                     "export at a fixed size (retina-trt export --input-size HxW)")  # fmt: skip
+        parser.error(
+            f"--model {model} has dynamic height and width, which always run on the dynamic model; "
+            "export at a fixed size (retina-trt export --input-size HxW)"
+        )
 
 
 def _graphs(model: Path, workdir: Path) -> dict[str, tuple[Path, str]]:
@@ -103,13 +111,16 @@ def markdown(rows: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         f"Measured on: {machine['cpu']} ({machine['cpu_cores']} cores, ISA {' '.join(machine['cpu_isa'])}; "
         f"openvino {machine.get('openvino', '?')}).",
         "",
-        "| graph | runs in | input | static ms | dynamic ms | latency gain | static img/s | dynamic img/s | throughput gain |",
+        "| graph | runs in | input | static ms | dynamic ms | latency gain | static img/s | dynamic img/s | "
+        "throughput gain |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['graph']} | {r['precision']} | {r['input'][0]}x{r['input'][1]} | {r['static_ms']} | "
-                     f"{r['dynamic_ms']} | {r['latency_ratio']}x | {r['static_img_s']} | {r['dynamic_img_s']} | "
-                     f"{r['throughput_ratio']}x |")  # fmt: skip
+        lines.append(
+            f"| {r['graph']} | {r['precision']} | {r['input'][0]}x{r['input'][1]} | {r['static_ms']} | "
+            f"{r['dynamic_ms']} | {r['latency_ratio']}x | {r['static_img_s']} | {r['dynamic_img_s']} | "
+            f"{r['throughput_ratio']}x |"
+        )
     return "\n".join(lines) + "\n"
 
 

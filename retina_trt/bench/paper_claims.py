@@ -39,8 +39,19 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = {
     "a_ce_alpha0.75": {"loss": "ce", "alpha": 0.75, "prior_init": True, "paper": "31.1 AP (Table 1a, alpha=.75)"},
-    "b_focal_g2_a0.25": {"loss": "focal", "alpha": 0.25, "gamma": 2.0, "prior_init": True, "paper": "34.0 AP (Table 1b, gamma=2, alpha=.25)"},
-    "c_ce_no_prior": {"loss": "ce", "alpha": 0.75, "prior_init": False, "paper": "diverges (sec. 4.1, Network Initialization)"},
+    "b_focal_g2_a0.25": {
+        "loss": "focal",
+        "alpha": 0.25,
+        "gamma": 2.0,
+        "prior_init": True,
+        "paper": "34.0 AP (Table 1b, gamma=2, alpha=.25)",
+    },
+    "c_ce_no_prior": {
+        "loss": "ce",
+        "alpha": 0.75,
+        "prior_init": False,
+        "paper": "diverges (sec. 4.1, Network Initialization)",
+    },
 }
 
 
@@ -68,8 +79,14 @@ def run(
     for name, variant in VARIANTS.items():
         options = {k: v for k, v in variant.items() if k != "paper"}
         config = TrainConfig(
-            iterations=iterations, batch_size=batch_size, lr=lr, warmup_iters=min(100, iterations // 5),
-            clip_grad_norm=None, allow_low_quality_matches=True, backbone_bn="train", save_every=max(1, iterations),
+            iterations=iterations,
+            batch_size=batch_size,
+            lr=lr,
+            warmup_iters=min(100, iterations // 5),
+            clip_grad_norm=None,
+            allow_low_quality_matches=True,
+            backbone_bn="train",
+            save_every=max(1, iterations),
             **options,
         )
         checkpoint = out / f"{name}.pt"
@@ -86,9 +103,16 @@ def run(
         results[name] = entry
         logger.info("%s: %s", name, entry)
     report = {
-        "iterations": iterations, "batch_size": batch_size, "lr": lr, "image_size": image_size,
-        "train_images": train_images, "val_images": val_images, "backbone_bn": "train", "clip_grad_norm": None,
-        "spec": spec.to_dict(), "results": results,
+        "iterations": iterations,
+        "batch_size": batch_size,
+        "lr": lr,
+        "image_size": image_size,
+        "train_images": train_images,
+        "val_images": val_images,
+        "backbone_bn": "train",
+        "clip_grad_norm": None,
+        "spec": spec.to_dict(),
+        "results": results,
     }
     with atomic_path(out / "paper_claims.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1))
@@ -108,10 +132,14 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, r in report["results"].items():
+
         def pct(v):
             return "—" if v is None else f"{100 * v:.1f}"
 
-        lines.append(f"| {name} | {'yes' if r['diverged'] else 'no'} | {pct(r['AP'])} | {pct(r['AP50'])} | {pct(r['AP75'])} | {r['paper']} |")
+        lines.append(
+            f"| {name} | {'yes' if r['diverged'] else 'no'} | {pct(r['AP'])} | {pct(r['AP50'])} | "
+            f"{pct(r['AP75'])} | {r['paper']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -127,8 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = run(
-        args.out, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
-        train_images=args.train_images, val_images=args.val_images,
+        args.out,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        image_size=args.image_size,
+        train_images=args.train_images,
+        val_images=args.val_images,
     )
     print(markdown(report))
     return 0

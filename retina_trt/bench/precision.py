@@ -74,8 +74,13 @@ def _equal_detections(a: list, b: list, box_tol: float = 0.05, score_tol: float 
             if diff <= box_tol and float(np.abs(x.scores - y.scores).max(initial=0.0)) <= score_tol:
                 same += 1
                 worst = max(worst, diff)
-    return {"images_equal": same, "images": len(a), "max_box_diff_px": round(worst, 4), "box_tol_px": box_tol,
-            "score_tol": score_tol}  # fmt: skip
+    return {
+        "images_equal": same,
+        "images": len(a),
+        "max_box_diff_px": round(worst, 4),
+        "box_tol_px": box_tol,
+        "score_tol": score_tol,
+    }
 
 
 def _latency_ms(det: Detector, images: list, repeats: int) -> float:
@@ -90,20 +95,26 @@ def _latency_ms(det: Detector, images: list, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(out: Path, *, weights: Path, calib_images: int, method: str, eval_images: int | None, cache_dir: Path | None) -> dict:
+def run(
+    out: Path, *, weights: Path, calib_images: int, method: str, eval_images: int | None, cache_dir: Path | None
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     recorded = json.loads(weights.with_suffix(".json").read_text())
     split = recorded["heldout"]
     size = split["size"]
     config = SyntheticConfig(min_height=size, max_height=size, min_width=size, max_width=size)
-    annotations = generate_dataset(out / "heldout", num_images=split["images"], seed=split["seed"], split="val", config=config)
+    annotations = generate_dataset(
+        out / "heldout", num_images=split["images"], seed=split["seed"], split="val", config=config
+    )
     fp32 = export_onnx(weights, out / "model.onnx")
     calibration = CalibrationConfig(source="synthetic", num_images=calib_images, method=method)
     models = {"fp32": fp32}
     prep_s = {}
     for precision in ("fp16", "int8"):
         start = time.perf_counter()
-        result = prepare_precision(fp32, precision, out / f"model.{precision}.onnx", calibration=calibration, cache_dir=cache_dir)
+        result = prepare_precision(
+            fp32, precision, out / f"model.{precision}.onnx", calibration=calibration, cache_dir=cache_dir
+        )
         prep_s[precision] = None if result.reused else round(time.perf_counter() - start, 1)
         models[precision] = result.path
     images = [read_image(p) for p in sorted((out / "heldout" / "val").glob("*.jpg"))[:20]]
@@ -151,9 +162,12 @@ def run(out: Path, *, weights: Path, calib_images: int, method: str, eval_images
         )
     equal = rows.get("openvino f32", {}).get("equal_to_onnxruntime_fp32")
     if equal:
-        lines += ["", f"OpenVINO FP32 vs ONNX Runtime FP32: {equal['images_equal']} of {equal['images']} images with the "
-                  f"same detections (boxes within {equal['box_tol_px']} px, scores within {equal['score_tol']}; "
-                  f"largest box difference {equal['max_box_diff_px']} px)."]  # fmt: skip
+        lines += [
+            "",
+            f"OpenVINO FP32 vs ONNX Runtime FP32: {equal['images_equal']} of {equal['images']} images with the "
+            f"same detections (boxes within {equal['box_tol_px']} px, scores within {equal['score_tol']}; "
+            f"largest box difference {equal['max_box_diff_px']} px).",
+        ]
     lines += [f"Left out: {k}: {v}" for k, v in left_out.items()]
     lines += ["", f"INT8: {method} calibration on {calib_images} synthetic images; timings from one run on this CPU."]
     with atomic_path(out / "precision.md") as tmp:
@@ -171,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = run(args.out, weights=args.weights, calib_images=args.calib_images, method=args.calib_method,
-                 eval_images=args.eval_images, cache_dir=args.cache_dir)  # fmt: skip
+    report = run(
+        args.out,
+        weights=args.weights,
+        calib_images=args.calib_images,
+        method=args.calib_method,
+        eval_images=args.eval_images,
+        cache_dir=args.cache_dir,
+    )
     print((args.out / "precision.md").read_text())
     print(f"wrote {args.out / 'precision.json'}")
     return 0 if report else 1

@@ -39,7 +39,16 @@ def markdown(report: dict[str, Any]) -> str:
         header += ["paper ms (M40 GPU)"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in report["rows"]:
-        cells = [r["scale"], r["backend"], r["batch"], r["median_ms"], r["mean_ms"], r["p90_ms"], r["p99_ms"], r["throughput_ips"]]
+        cells = [
+            r["scale"],
+            r["backend"],
+            r["batch"],
+            r["median_ms"],
+            r["mean_ms"],
+            r["p90_ms"],
+            r["p99_ms"],
+            r["throughput_ips"],
+        ]
         if has_tv:
             tv = r.get("torchvision")
             cells += [tv["median_ms"] if tv else "", f"{r['speedup_vs_torchvision']:.2f}x" if tv else ""]
@@ -59,7 +68,11 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_ms"].items())
         share = r.get("host_pre_post_share")
-        lines.append(f"- {r['scale']} px, batch {r['batch']}: {stages}; host pre+post {100 * share:.2f}%" if share is not None else "")
+        lines.append(
+            f"- {r['scale']} px, batch {r['batch']}: {stages}; host pre+post {100 * share:.2f}%"
+            if share is not None
+            else ""
+        )
     if has_paper:
         lines += [
             "",
@@ -96,8 +109,10 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     ax.set_xlabel("scale (shorter image side, px)")
     ax.set_ylabel("median latency, batch 1 (ms, log scale)")
     ax.set_yscale("log")
-    ax.set_title(f"{Path(report['model']).name}: latency by scale ({here[:40]}, {report['machine'].get('cpu_cores')} cores)",
-                 fontsize=9)
+    ax.set_title(
+        f"{Path(report['model']).name}: latency by scale ({here[:40]}, {report['machine'].get('cpu_cores')} cores)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
@@ -107,7 +122,9 @@ def plot(report: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def write_report(report: dict[str, Any], out_dir: str | os.PathLike, json_path: str | os.PathLike | None = None) -> dict[str, Path]:
+def write_report(
+    report: dict[str, Any], out_dir: str | os.PathLike, json_path: str | os.PathLike | None = None
+) -> dict[str, Path]:
     """Write ``bench.json``, ``bench.md`` and ``bench.png`` under ``out_dir`` (and ``json_path``)."""
     out = Path(out_dir)
     written = {}

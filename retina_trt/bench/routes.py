@@ -79,8 +79,14 @@ def open_routes(routes: Sequence[Route], fp32_onnx: Path, workdir: Path, num_thr
             int8 = int8 or int8_graph(fp32_onnx, workdir)
             path = int8
         try:
-            detectors.append(Detector(path, backend=route.backend, num_threads=num_threads,
-                                      precision=route.precision if route.backend == "openvino" else None))  # fmt: skip
+            detectors.append(
+                Detector(
+                    path,
+                    backend=route.backend,
+                    num_threads=num_threads,
+                    precision=route.precision if route.backend == "openvino" else None,
+                )
+            )
         except ValueError as err:
             if route.precision != "bf16":
                 raise

@@ -36,8 +36,10 @@ def _request(pixels: np.ndarray, sizes: np.ndarray, url: str, local: threading.l
 
     if not hasattr(local, "client"):  # one connection per client thread
         local.client = http_client.InferenceServerClient(url)
-    inputs = [http_client.InferInput("images", list(pixels.shape), "UINT8"),
-              http_client.InferInput("image_sizes", list(sizes.shape), "INT32")]  # fmt: skip
+    inputs = [
+        http_client.InferInput("images", list(pixels.shape), "UINT8"),
+        http_client.InferInput("image_sizes", list(sizes.shape), "INT32"),
+    ]
     inputs[0].set_data_from_numpy(pixels)
     inputs[1].set_data_from_numpy(sizes)
     start = time.perf_counter()
@@ -69,12 +71,22 @@ def run(model: Path, *, clients: list[int], requests: int, instances: int, queue
         start = time.perf_counter()
         backend.session.run(list(OUTPUTS), feeds)
         local_ms.append((time.perf_counter() - start) * 1e3)
-    rows = [{"clients": "in-process", "requests": requests, "errors": 0, "throughput_per_s": round(1e3 / statistics.mean(local_ms), 2),
-             "p50_ms": round(_percentile(local_ms, 50), 1), "p90_ms": round(_percentile(local_ms, 90), 1),
-             "p99_ms": round(_percentile(local_ms, 99), 1), "batches": {}}]  # fmt: skip
+    rows = [
+        {
+            "clients": "in-process",
+            "requests": requests,
+            "errors": 0,
+            "throughput_per_s": round(1e3 / statistics.mean(local_ms), 2),
+            "p50_ms": round(_percentile(local_ms, 50), 1),
+            "p90_ms": round(_percentile(local_ms, 90), 1),
+            "p99_ms": round(_percentile(local_ms, 99), 1),
+            "batches": {},
+        }
+    ]
     http, grpc, metrics = free_ports(3)
-    with serve_model(model, instances=instances, queue_delay_us=queue_delay_us, http_port=http, grpc_port=grpc,
-                     metrics_port=metrics) as server:  # fmt: skip
+    with serve_model(
+        model, instances=instances, queue_delay_us=queue_delay_us, http_port=http, grpc_port=grpc, metrics_port=metrics
+    ) as server:
         for n in clients:
             before = _batch_counts(server.http_url)
             local = threading.local()
@@ -91,13 +103,30 @@ def run(model: Path, *, clients: list[int], requests: int, instances: int, queue
             elapsed = time.perf_counter() - start
             after = _batch_counts(server.http_url)
             formed = {b: c - before.get(b, 0) for b, c in sorted(after.items()) if c - before.get(b, 0)}
-            rows.append({"clients": n, "requests": requests, "errors": errors, "throughput_per_s": round(len(latencies) / elapsed, 2),
-                         "p50_ms": round(_percentile(latencies, 50), 1), "p90_ms": round(_percentile(latencies, 90), 1),
-                         "p99_ms": round(_percentile(latencies, 99), 1), "batches": formed})  # fmt: skip
-            print(f"{n:>3} clients: {rows[-1]['throughput_per_s']} req/s, p50 {rows[-1]['p50_ms']} ms, "
-                  f"p99 {rows[-1]['p99_ms']} ms, batches {formed}, errors {errors}", flush=True)  # fmt: skip
-    return {"model": str(model), "input": [height, width], "instances": instances, "queue_delay_us": queue_delay_us,
-            "rows": rows}  # fmt: skip
+            rows.append(
+                {
+                    "clients": n,
+                    "requests": requests,
+                    "errors": errors,
+                    "throughput_per_s": round(len(latencies) / elapsed, 2),
+                    "p50_ms": round(_percentile(latencies, 50), 1),
+                    "p90_ms": round(_percentile(latencies, 90), 1),
+                    "p99_ms": round(_percentile(latencies, 99), 1),
+                    "batches": formed,
+                }
+            )
+            print(
+                f"{n:>3} clients: {rows[-1]['throughput_per_s']} req/s, p50 {rows[-1]['p50_ms']} ms, "
+                f"p99 {rows[-1]['p99_ms']} ms, batches {formed}, errors {errors}",
+                flush=True,
+            )
+    return {
+        "model": str(model),
+        "input": [height, width],
+        "instances": instances,
+        "queue_delay_us": queue_delay_us,
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,18 +142,28 @@ def main(argv: list[str] | None = None) -> int:
         clients = [int(c) for c in args.clients.split(",")]
         if args.requests < 1 or any(c < 1 for c in clients):
             raise ValueError("--clients and --requests must be positive")
-        report = run(Path(args.model), clients=clients, requests=args.requests, instances=args.instances,
-                     queue_delay_us=args.queue_delay_us)  # fmt: skip
+        report = run(
+            Path(args.model),
+            clients=clients,
+            requests=args.requests,
+            instances=args.instances,
+            queue_delay_us=args.queue_delay_us,
+        )
     except (RetinaTrtError, ValueError, OSError) as err:
         print(f"retina_trt.bench.serve: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["| clients | requests | errors | throughput (req/s) | p50 ms | p90 ms | p99 ms | batches formed (size: count) |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| clients | requests | errors | throughput (req/s) | p50 ms | p90 ms | p99 ms | batches formed (size: "
+        "count) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in report["rows"]:
-        lines.append(f"| {row['clients']} | {row['requests']} | {row['errors']} | {row['throughput_per_s']} | {row['p50_ms']} | "
-                     f"{row['p90_ms']} | {row['p99_ms']} | {row['batches'] or '-'} |")  # fmt: skip
+        lines.append(
+            f"| {row['clients']} | {row['requests']} | {row['errors']} | {row['throughput_per_s']} | {row['p50_ms']} | "
+            f"{row['p90_ms']} | {row['p99_ms']} | {row['batches'] or '-'} |"
+        )
     with atomic_path(out / "serve.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1))
     with atomic_path(out / "serve.md") as tmp:

@@ -32,9 +32,14 @@ def rss_mb() -> float:
 
 def _window(latencies: list[float], processed: int, dropped: int, seconds: float, elapsed: float) -> dict:
     lat = np.asarray(latencies) if latencies else np.asarray([np.nan])
-    return {"t_s": round(elapsed, 1), "rss_mb": round(rss_mb(), 1), "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
-            "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1), "processed_fps": round(processed / seconds, 1),
-            "dropped_fps": round(dropped / seconds, 1)}  # fmt: skip
+    return {
+        "t_s": round(elapsed, 1),
+        "rss_mb": round(rss_mb(), 1),
+        "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
+        "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1),
+        "processed_fps": round(processed / seconds, 1),
+        "dropped_fps": round(dropped / seconds, 1),
+    }
 
 
 def soak(model: Path, *, minutes: float, cameras: int, fps: float, window_s: float, backend: str = "auto") -> dict:
@@ -63,8 +68,18 @@ def soak(model: Path, *, minutes: float, cameras: int, fps: float, window_s: flo
     finally:
         for cam in cams:
             cam.stop()
-    return {"model": str(model), "backend": backend_name, "precision": precision, "cameras": cameras, "fps": fps,
-            "minutes": minutes, "cpu": cpu_name(), "cpu_isa": cpu_isa(), "windows": windows, "sources": stats}  # fmt: skip
+    return {
+        "model": str(model),
+        "backend": backend_name,
+        "precision": precision,
+        "cameras": cameras,
+        "fps": fps,
+        "minutes": minutes,
+        "cpu": cpu_name(),
+        "cpu_isa": cpu_isa(),
+        "windows": windows,
+        "sources": stats,
+    }
 
 
 def verdict(result: dict, rss_slack_mb: float, p99_bound_s: float) -> dict:
@@ -72,8 +87,12 @@ def verdict(result: dict, rss_slack_mb: float, p99_bound_s: float) -> dict:
     settled = windows[1:] or windows  # the first window holds the warm-up
     growth = settled[-1]["rss_mb"] - settled[0]["rss_mb"]
     worst = max(w["p99_ms"] for w in windows)
-    return {"rss_growth_mb": round(growth, 1), "memory_flat": growth <= rss_slack_mb,
-            "worst_p99_ms": worst, "latency_bounded": worst <= 1000 * p99_bound_s}  # fmt: skip
+    return {
+        "rss_growth_mb": round(growth, 1),
+        "memory_flat": growth <= rss_slack_mb,
+        "worst_p99_ms": worst,
+        "latency_bounded": worst <= 1000 * p99_bound_s,
+    }
 
 
 def write_report(result: dict, out: Path) -> None:
@@ -81,8 +100,10 @@ def write_report(result: dict, out: Path) -> None:
     with atomic_path(out / "soak.json") as tmp:
         tmp.write_text(json.dumps(result, indent=1))
     header = "| t (s) | RSS (MB) | p50 ms | p99 ms | processed fps | dropped fps |\n|---|---|---|---|---|---|\n"
-    rows = "".join(f"| {w['t_s']} | {w['rss_mb']} | {w['p50_ms']} | {w['p99_ms']} | {w['processed_fps']} | {w['dropped_fps']} |\n"
-                   for w in result["windows"])  # fmt: skip
+    rows = "".join(
+        f"| {w['t_s']} | {w['rss_mb']} | {w['p50_ms']} | {w['p99_ms']} | {w['processed_fps']} | {w['dropped_fps']} |\n"
+        for w in result["windows"]
+    )
     with atomic_path(out / "soak.md") as tmp:
         tmp.write_text(header + rows)
     import matplotlib
@@ -99,8 +120,11 @@ def write_report(result: dict, out: Path) -> None:
     bottom.set_ylabel("decode to result (ms)")
     bottom.set_xlabel("minutes")
     bottom.legend()
-    fig.suptitle(f"{result['cameras']} cameras at {result['fps']:g} fps, {result['backend']} {result['precision']}, "
-                 f"{result['cpu']}", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f"{result['cameras']} cameras at {result['fps']:g} fps, {result['backend']} {result['precision']}, "
+        f"{result['cpu']}",
+        fontsize=9,
+    )
     fig.tight_layout()
     with atomic_path(out / "soak.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -119,8 +143,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rss-slack-mb", type=float, default=50.0)
     parser.add_argument("--p99-bound-s", type=float, default=1.0)
     args = parser.parse_args(argv)
-    result = soak(args.model, minutes=args.minutes, cameras=args.cameras, fps=args.fps, window_s=args.window,
-                  backend=args.backend)  # fmt: skip
+    result = soak(
+        args.model, minutes=args.minutes, cameras=args.cameras, fps=args.fps, window_s=args.window, backend=args.backend
+    )
     result["verdict"] = verdict(result, args.rss_slack_mb, args.p99_bound_s)
     write_report(result, args.out)
     print(json.dumps(result["verdict"]))

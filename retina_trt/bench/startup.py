@@ -53,10 +53,13 @@ print(t1 - t0, t2 - t0, t_import - t0)
 """
 
 
-def _run(template: str, model: Path, backend: str = "onnxruntime", env: dict | None = None) -> tuple[float, float, float]:
+def _run(
+    template: str, model: Path, backend: str = "onnxruntime", env: dict | None = None
+) -> tuple[float, float, float]:
     code = textwrap.dedent(template.format(model=str(model), backend=backend))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
-                            env=env)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300, env=env
+    )
     ready, first, imported = (float(v) for v in result.stdout.split())
     return ready, first, imported
 
@@ -91,7 +94,9 @@ def measure(model: Path, repeats: int = 5) -> dict:
     ort_first = summary["onnxruntime"]["first_detection_s"]
     summary["overhead_s"] = round(summary["retina_trt"]["first_detection_s"] - ort_first, 3)
     if openvino:
-        summary["openvino_warm_overhead_s"] = round(summary["retina_trt_openvino_warm"]["first_detection_s"] - ort_first, 3)
+        summary["openvino_warm_overhead_s"] = round(
+            summary["retina_trt_openvino_warm"]["first_detection_s"] - ort_first, 3
+        )
     return {"model": str(model), "repeats": repeats, **summary}
 
 
@@ -110,12 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(report, indent=1))
     ort, ours = report["onnxruntime"], report["retina_trt"]
     print(f"ONNX Runtime alone: session {ort['ready_s']:.3f} s, first run {ort['first_detection_s']:.3f} s")
-    print(f"retina_trt: import {ours['import_s']:.3f} s, Detector {ours['ready_s']:.3f} s, "
-          f"first detection {ours['first_detection_s']:.3f} s (+{report['overhead_s']:.3f} s)")  # fmt: skip
+    print(
+        f"retina_trt: import {ours['import_s']:.3f} s, Detector {ours['ready_s']:.3f} s, "
+        f"first detection {ours['first_detection_s']:.3f} s (+{report['overhead_s']:.3f} s)"
+    )
     warm = report.get("retina_trt_openvino_warm")
     if warm:
-        print(f"retina_trt on OpenVINO, warm cache: Detector {warm['ready_s']:.3f} s, first detection "
-              f"{warm['first_detection_s']:.3f} s (+{report['openvino_warm_overhead_s']:.3f} s over ONNX Runtime alone)")  # fmt: skip
+        print(
+            f"retina_trt on OpenVINO, warm cache: Detector {warm['ready_s']:.3f} s, first detection "
+            f"{warm['first_detection_s']:.3f} s (+{report['openvino_warm_overhead_s']:.3f} s over ONNX Runtime alone)"
+        )
     return 0
 
 

@@ -101,8 +101,9 @@ def _int8(onnx_path: Path, out: Path) -> Path:
     from retina_trt.calibration import CalibrationConfig, prepare_precision
 
     calibration = CalibrationConfig(source="synthetic", num_images=64)
-    return prepare_precision(onnx_path, "int8", out / "shapes_r18.int8.onnx", calibration=calibration,
-                             cache_dir=out / "precision-cache").path  # fmt: skip
+    return prepare_precision(
+        onnx_path, "int8", out / "shapes_r18.int8.onnx", calibration=calibration, cache_dir=out / "precision-cache"
+    ).path
 
 
 def _first_frame(video: Path):

@@ -62,10 +62,17 @@ def analytics_seconds_per_frame(detections: list[Detections], scene: Scene, even
     from retina_trt.analytics.sinks import FileSink
     from retina_trt.analytics.source import AnalyticsConfig, SourceAnalytics
 
-    fractions = {k: ";".join(f"{x / scene.width},{y / scene.height}" for x, y in pts)
-                 for k, pts in (("line", scene.line), ("zone", scene.zone))}  # fmt: skip
-    config = AnalyticsConfig(lines=[("line", fractions["line"])], zones=[("zone", fractions["zone"])],
-                             min_score=MIN_SCORE, fps=scene.fps, frame_messages=True)  # fmt: skip
+    fractions = {
+        k: ";".join(f"{x / scene.width},{y / scene.height}" for x, y in pts)
+        for k, pts in (("line", scene.line), ("zone", scene.zone))
+    }
+    config = AnalyticsConfig(
+        lines=[("line", fractions["line"])],
+        zones=[("zone", fractions["zone"])],
+        min_score=MIN_SCORE,
+        fps=scene.fps,
+        frame_messages=True,
+    )
     analytics, sink = SourceAnalytics("scene", config), FileSink(events)
     started = time.perf_counter()
     for frame, dets in enumerate(detections):
@@ -75,7 +82,9 @@ def analytics_seconds_per_frame(detections: list[Detections], scene: Scene, even
     return (time.perf_counter() - started) / len(detections)
 
 
-def run_tracker(name: str, detections: list[Detections], scene: Scene, confirm_frames: int | None = None) -> list[Detections]:
+def run_tracker(
+    name: str, detections: list[Detections], scene: Scene, confirm_frames: int | None = None
+) -> list[Detections]:
     """The tracked detections of every frame (one fresh tracker for the scene)."""
     tracker = make_tracker(name, fps=scene.fps, confirm_frames=confirm_frames)
     return [tracker.update(d.filter(min_score=MIN_SCORE)) for d in detections]
@@ -98,9 +107,16 @@ def ground_truth_tracks(folder: Path) -> list[Detections]:
     per frame, each track with its shape class."""
     per_frame, track_classes = read_ground_truth(folder)
     names = list(CLASS_NAMES)
-    return [Detections(np.array([b for _, b in rows], np.float32).reshape(-1, 4), np.ones(len(rows), np.float32),
-                       [names.index(track_classes[t]) for t, _ in rows], names, [t for t, _ in rows])
-            for rows in per_frame]  # fmt: skip
+    return [
+        Detections(
+            np.array([b for _, b in rows], np.float32).reshape(-1, 4),
+            np.ones(len(rows), np.float32),
+            [names.index(track_classes[t]) for t, _ in rows],
+            names,
+            [t for t, _ in rows],
+        )
+        for rows in per_frame
+    ]
 
 
 def occupancy_agreement(got: list[dict], truth: list[dict]) -> dict:
@@ -113,8 +129,10 @@ def count_supervision(tracked: list[Detections], scene: Scene, anchors: str) -> 
     """Line crossings per class (both directions together) from supervision's LineZone."""
     import supervision as sv
 
-    positions = {"corners": (sv.Position.TOP_LEFT, sv.Position.TOP_RIGHT, sv.Position.BOTTOM_LEFT, sv.Position.BOTTOM_RIGHT),
-                 "bottom_centre": (sv.Position.BOTTOM_CENTER,)}[anchors]  # fmt: skip
+    positions = {
+        "corners": (sv.Position.TOP_LEFT, sv.Position.TOP_RIGHT, sv.Position.BOTTOM_LEFT, sv.Position.BOTTOM_RIGHT),
+        "bottom_centre": (sv.Position.BOTTOM_CENTER,),
+    }[anchors]
     (ax, ay), (bx, by) = scene.line
     zone = sv.LineZone(start=sv.Point(ax, ay), end=sv.Point(bx, by), triggering_anchors=positions)
     totals: dict[str, int] = {}
@@ -140,7 +158,9 @@ def write_mot(tracked: list[Detections], path: Path) -> None:
     for frame, dets in enumerate(tracked):
         for box, score, track_id in zip(dets.boxes_xyxy, dets.scores, dets.tracker_ids):
             x1, y1, x2, y2 = (float(v) for v in box)
-            rows.append(f"{frame + 1},{int(track_id)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{float(score):.4f},-1,-1,-1")
+            rows.append(
+                f"{frame + 1},{int(track_id)},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{float(score):.4f},-1,-1,-1"
+            )
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(rows) + ("\n" if rows else ""))
 
@@ -149,8 +169,12 @@ def mot_metrics(gt: Path, result: Path) -> dict[str, float]:
     from trackers.eval import evaluate_mot_sequence
 
     r = evaluate_mot_sequence(str(gt), str(result), metrics=["CLEAR", "HOTA", "Identity"])
-    return {"HOTA": float(r.HOTA.HOTA), "MOTA": float(r.CLEAR.MOTA), "IDF1": float(r.Identity.IDF1),
-            "IDSW": int(r.CLEAR.IDSW)}  # fmt: skip
+    return {
+        "HOTA": float(r.HOTA.HOTA),
+        "MOTA": float(r.CLEAR.MOTA),
+        "IDF1": float(r.Identity.IDF1),
+        "IDSW": int(r.CLEAR.IDSW),
+    }
 
 
 def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS, confirm_sweep=CONFIRM_SWEEP) -> dict:
@@ -159,17 +183,25 @@ def evaluate_scene(det, scene: Scene, out: Path, trackers=TRACKERS, confirm_swee
     folder = write_scene(scene, out / "scenes")
     detections, detect_s = detect_video(det, folder / "video.avi")
     analytics_s = analytics_seconds_per_frame(detections, scene, out / "events" / f"{scene.name}.jsonl")
-    rows = {"_cost": {"detect_ms": 1000 * detect_s, "analytics_ms": 1000 * analytics_s,
-                      "analytics_share": analytics_s / (detect_s + analytics_s)}, "_confirm": {}}  # fmt: skip
+    rows = {
+        "_cost": {
+            "detect_ms": 1000 * detect_s,
+            "analytics_ms": 1000 * analytics_s,
+            "analytics_share": analytics_s / (detect_s + analytics_s),
+        },
+        "_confirm": {},
+    }
     truth_occupancy = count(ground_truth_tracks(folder), scene)["occupancy"]
     for name in trackers:
         started = time.perf_counter()
         tracked = run_tracker(name, detections, scene)
         track_ms = 1000 * (time.perf_counter() - started) / len(detections)
         sv_counts = {a: count_supervision(tracked, scene, a) for a in ("corners", "bottom_centre")}
-        rows[name] = {**score(tracked, scene, folder, out / "results" / scene.name / f"{name}.txt", truth_occupancy),
-                      "track_ms": track_ms,
-                      "supervision_line_exact": {a: c == _totals(scene.expected_line) for a, c in sv_counts.items()}}  # fmt: skip
+        rows[name] = {
+            **score(tracked, scene, folder, out / "results" / scene.name / f"{name}.txt", truth_occupancy),
+            "track_ms": track_ms,
+            "supervision_line_exact": {a: c == _totals(scene.expected_line) for a, c in sv_counts.items()},
+        }
         logger.info("%s %s: %s", scene.name, name, rows[name])
     flickered = with_flicker(detections, scene)
     for frames in confirm_sweep:
@@ -192,7 +224,9 @@ def with_flicker(detections: list[Detections], scene: Scene, every: int = 10, se
     (x0, y0), (x1, y1) = np.min(scene.zone, axis=0), np.max(scene.zone, axis=0)
     points = [p for p in zip(rng.uniform(x0, x1, 1000), rng.uniform(y0, y1, 1000)) if zone.distance(p) > 4]
     if not points:  # counting points inside the zone, clear of its border's dead band
-        raise ValueError(f"scene {scene.name!r}: its zone has no point 4 px inside its border to place a false detection")
+        raise ValueError(
+            f"scene {scene.name!r}: its zone has no point 4 px inside its border to place a false detection"
+        )
     out = list(detections)
     frame = int(rng.integers(0, every))
     while frame < len(out):
@@ -201,8 +235,12 @@ def with_flicker(detections: list[Detections], scene: Scene, every: int = 10, se
         box, cls = [bx - w / 2, by - h, bx + w / 2, by], int(rng.integers(len(names)))
         for f in range(frame, min(frame + int(rng.integers(1, 3)), len(out))):
             d = out[f]
-            out[f] = Detections(np.vstack([d.boxes_xyxy, [box]]).astype(np.float32), np.append(d.scores, 0.8),
-                                np.append(d.class_ids, cls), names)  # fmt: skip
+            out[f] = Detections(
+                np.vstack([d.boxes_xyxy, [box]]).astype(np.float32),
+                np.append(d.scores, 0.8),
+                np.append(d.class_ids, cls),
+                names,
+            )
         frame += int(rng.integers(every // 2, every * 3 // 2 + 1))
     return out
 
@@ -214,11 +252,12 @@ def score(tracked: list[Detections], scene: Scene, folder: Path, result: Path, t
     counts = count(tracked, scene)
     return {
         **mot_metrics(folder / "gt" / "gt.txt", result),
-        "line": counts["line"], "zone": counts["zone"],
+        "line": counts["line"],
+        "zone": counts["zone"],
         "line_exact": counts["line"] == _normalised(scene.expected_line, ("in", "out")),
         "zone_exact": counts["zone"] == _normalised(scene.expected_zone, ("enter", "leave")),
         **occupancy_agreement(counts["occupancy"], truth_occupancy),
-    }  # fmt: skip
+    }
 
 
 def _normalised(counts: dict, keys: tuple[str, str]) -> dict:
@@ -226,28 +265,55 @@ def _normalised(counts: dict, keys: tuple[str, str]) -> dict:
 
 
 def markdown(results: dict, machine: str) -> str:
-    lines = [f"Tracking and counting on the scripted scenes ({machine}; detections >= {MIN_SCORE}).", "",
-             "| scene | tracker | HOTA | MOTA | IDF1 | ID switches | line counts exact | zone counts exact | frames with the zone's occupancy exact | supervision LineZone exact (corners / bottom centre) | tracker ms per frame |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Tracking and counting on the scripted scenes ({machine}; detections >= {MIN_SCORE}).",
+        "",
+        "| scene | tracker | HOTA | MOTA | IDF1 | ID switches | line counts exact | zone counts exact "
+        "| frames with the zone's occupancy exact | supervision LineZone exact (corners / bottom centre) "
+        "| tracker ms per frame |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for scene, rows in results.items():
         for name, r in _trackers(rows).items():
             sv_exact = r["supervision_line_exact"]
-            lines.append(f"| {scene} | {name} | {r['HOTA']:.3f} | {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | "
-                         f"{_yes(r['line_exact'])} | {_yes(r['zone_exact'])} | {100 * r['occupancy_frames_equal']:.1f}% | {_yes(sv_exact['corners'])} / {_yes(sv_exact['bottom_centre'])} | {r['track_ms']:.2f} |")  # fmt: skip
-    lines += ["", "| tracker | mean HOTA | mean MOTA | mean IDF1 | ID switches | scenes with exact line and zone counts |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+            lines.append(
+                f"| {scene} | {name} | {r['HOTA']:.3f} | {r['MOTA']:.3f} | {r['IDF1']:.3f} | {r['IDSW']} | "
+                f"{_yes(r['line_exact'])} | {_yes(r['zone_exact'])} | {100 * r['occupancy_frames_equal']:.1f}% | "
+                f"{_yes(sv_exact['corners'])} / {_yes(sv_exact['bottom_centre'])} | {r['track_ms']:.2f} |"
+            )
+    lines += [
+        "",
+        "| tracker | mean HOTA | mean MOTA | mean IDF1 | ID switches | scenes with exact line and zone counts |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, s in summary(results).items():
-        lines.append(f"| {name} | {s['HOTA']:.3f} | {s['MOTA']:.3f} | {s['IDF1']:.3f} | {s['IDSW']} | {s['exact']} of {s['scenes']} |")
-    lines += ["", "| OC-SORT, matches in a row before a track gets its id | mean HOTA | mean MOTA | mean IDF1 | scenes with exact line and zone counts | frames with the zone's occupancy exact (worst scene) | with 1-2-frame false detections added: mean MOTA | and scenes with exact counts |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| {name} | {s['HOTA']:.3f} | {s['MOTA']:.3f} | {s['IDF1']:.3f} | {s['IDSW']} | "
+            f"{s['exact']} of {s['scenes']} |"
+        )
+    lines += [
+        "",
+        "| OC-SORT, matches in a row before a track gets its id | mean HOTA | mean MOTA | mean IDF1 "
+        "| scenes with exact line and zone counts | frames with the zone's occupancy exact (worst scene) "
+        "| with 1-2-frame false detections added: mean MOTA | and scenes with exact counts |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for frames, s in confirm_summary(results).items():
-        lines.append(f"| {frames} | {s['HOTA']:.3f} | {s['MOTA']:.3f} | {s['IDF1']:.3f} | {s['exact']} of {s['scenes']} | {100 * s['worst_occupancy']:.1f}% | "
-                     f"{s['flicker_MOTA']:.3f} | {s['flicker_exact']} of {s['scenes']} |")  # fmt: skip
-    lines += ["", "| scene | detection, ms per frame (decode + model) | analytics + events, ms per frame | analytics share |",
-              "|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| {frames} | {s['HOTA']:.3f} | {s['MOTA']:.3f} | {s['IDF1']:.3f} | {s['exact']} of {s['scenes']} | "
+            f"{100 * s['worst_occupancy']:.1f}% | "
+            f"{s['flicker_MOTA']:.3f} | {s['flicker_exact']} of {s['scenes']} |"
+        )
+    lines += [
+        "",
+        "| scene | detection, ms per frame (decode + model) | analytics + events, ms per frame | analytics share |",
+        "|---|---|---|---|",
+    ]
     for scene, rows in results.items():
         c = rows["_cost"]
-        lines.append(f"| {scene} | {c['detect_ms']:.1f} | {c['analytics_ms']:.2f} | {100 * c['analytics_share']:.1f}% |")
+        lines.append(
+            f"| {scene} | {c['detect_ms']:.1f} | {c['analytics_ms']:.2f} | {100 * c['analytics_share']:.1f}% |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -263,9 +329,10 @@ def summary(results: dict) -> dict:
         rows = [rows[name] for rows in results.values()]
         out[name] = {
             **{m: float(np.mean([r[m] for r in rows])) for m in ("HOTA", "MOTA", "IDF1")},
-            "IDSW": int(sum(r["IDSW"] for r in rows)), "scenes": len(rows),
+            "IDSW": int(sum(r["IDSW"] for r in rows)),
+            "scenes": len(rows),
             "exact": sum(bool(r["line_exact"] and r["zone_exact"]) for r in rows),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -276,12 +343,13 @@ def confirm_summary(results: dict) -> dict:
         rows = [rows["_confirm"][frames] for rows in results.values()]
         flicker = [r["flicker"] for r in rows]
         out[frames] = {
-            **{m: float(np.mean([r[m] for r in rows])) for m in ("HOTA", "MOTA", "IDF1")}, "scenes": len(rows),
+            **{m: float(np.mean([r[m] for r in rows])) for m in ("HOTA", "MOTA", "IDF1")},
+            "scenes": len(rows),
             "exact": sum(bool(r["line_exact"] and r["zone_exact"]) for r in rows),
             "worst_occupancy": min(r["occupancy_frames_equal"] for r in rows),
             "flicker_MOTA": float(np.mean([r["MOTA"] for r in flicker])),
             "flicker_exact": sum(bool(r["line_exact"] and r["zone_exact"]) for r in flicker),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -303,8 +371,17 @@ def main(argv: list[str] | None = None) -> int:
         route = f"{det.backend} {det.precision}"
     machine = f"{cpu_name()} ({', '.join(cpu_isa())}), {route}"
     with atomic_path(args.out / "tracking.json") as tmp:
-        tmp.write_text(json.dumps({"machine": machine, "results": results, "summary": summary(results),
-                                   "ocsort_confirm": confirm_summary(results)}, indent=1))  # fmt: skip
+        tmp.write_text(
+            json.dumps(
+                {
+                    "machine": machine,
+                    "results": results,
+                    "summary": summary(results),
+                    "ocsort_confirm": confirm_summary(results),
+                },
+                indent=1,
+            )
+        )
     with atomic_path(args.out / "tracking.md") as tmp:
         tmp.write_text(markdown(results, machine))
     print(markdown(results, machine))

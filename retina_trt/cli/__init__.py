@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _verbose_everywhere(sub) -> None:
     """``-v`` on every command and nested command (``data synthetic ... -v``), not only first."""
     for command in sub.choices.values():
-        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                             help="debug logging and tracebacks")  # fmt: skip
+        command.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks"
+        )
         for action in command._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _verbose_everywhere(action)
@@ -79,8 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT
-        print(f"retina-trt {args.command}: interrupted ({signal.Signals(signum).name}); finished outputs are kept",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"retina-trt {args.command}: interrupted ({signal.Signals(signum).name}); finished outputs are kept",
+            file=sys.stderr,
+        )
         return 128 + int(signum)
     finally:
         _restore_signals(previous)

@@ -14,17 +14,37 @@ def register(sub) -> None:
     p = sub.add_parser("analyze", help="track, count (lines, zones) and send events over several sources")
     p.add_argument("model", help=".engine, .onnx or .pt model, or grpc://HOST:PORT/NAME (a Triton server)")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="video files, folders, stream URLs or camera indices")
-    p.add_argument("--zone", action="append", default=[], metavar="[NAME=]X,Y;X,Y;X,Y...",
-                   help="a zone polygon, coordinates as fractions of the frame (repeatable)")
-    p.add_argument("--line", action="append", default=[], metavar="[NAME=]X,Y;X,Y",
-                   help="a counting line, fractions of the frame; 'in' is onto its left side (repeatable)")
-    p.add_argument("--events", action="append", default=[], metavar="URL",
-                   help="events.jsonl (default analytics-output/events.jsonl), mqtt://HOST:1883/TOPIC or "
-                        "redis://HOST:6379/STREAM (repeatable)")
+    p.add_argument(
+        "--zone",
+        action="append",
+        default=[],
+        metavar="[NAME=]X,Y;X,Y;X,Y...",
+        help="a zone polygon, coordinates as fractions of the frame (repeatable)",
+    )
+    p.add_argument(
+        "--line",
+        action="append",
+        default=[],
+        metavar="[NAME=]X,Y;X,Y",
+        help="a counting line, fractions of the frame; 'in' is onto its left side (repeatable)",
+    )
+    p.add_argument(
+        "--events",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="events.jsonl (default analytics-output/events.jsonl), mqtt://HOST:1883/TOPIC or "
+        "redis://HOST:6379/STREAM (repeatable)",
+    )
     p.add_argument("--tracker", default=None, help="ocsort (default), bytetrack, sort or iou")
-    p.add_argument("--confirm-frames", type=positive_int, default=None, metavar="N",
-                   help="matches in a row before a track gets its id (default: 2 for ocsort, the library's for "
-                        "bytetrack and sort); 2 or more keeps 1-2-frame false detections from being counted")
+    p.add_argument(
+        "--confirm-frames",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="matches in a row before a track gets its id (default: 2 for ocsort, the library's for "
+        "bytetrack and sort); 2 or more keeps 1-2-frame false detections from being counted",
+    )
     p.add_argument("--min-score", type=score, default=0.4, help="detections below are not tracked (default 0.4)")
     p.add_argument("--fps", type=positive_float, default=15.0, help="the sources' nominal frame rate (default 15)")
     p.add_argument("--frame-messages", action="store_true", help="also one DeepStream-schema message per frame")
@@ -57,9 +77,15 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     if args.view is not None and not 0 <= args.view <= 65535:
         raise ValueError(f"--view needs a port number in 0..65535, got {args.view}")
-    config = AnalyticsConfig(zones=named(args.zone, "zone"), lines=named(args.line, "line"),
-                             tracker=args.tracker or DEFAULT_TRACKER, min_score=args.min_score, fps=args.fps,
-                             confirm_frames=args.confirm_frames, frame_messages=args.frame_messages)  # fmt: skip
+    config = AnalyticsConfig(
+        zones=named(args.zone, "zone"),
+        lines=named(args.line, "line"),
+        tracker=args.tracker or DEFAULT_TRACKER,
+        min_score=args.min_score,
+        fps=args.fps,
+        confirm_frames=args.confirm_frames,
+        frame_messages=args.frame_messages,
+    )
     sources = {str(i): src for i, src in enumerate(args.sources)}
     sinks = []
     view = None
@@ -72,8 +98,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         precision = args.cpu_precision if args.backend in ("auto", "openvino") else None
         with Detector(args.model, backend=args.backend, precision=precision) as det:
             print(f"backend: {det.backend} ({det.precision}); tracker: {config.tracker}", flush=True)
-            final = run_analyze(det, sources, config, sinks, view=view,
-                                options=RunOptions(max_frames=args.max_frames, summary_every_s=args.summary_every))  # fmt: skip
+            final = run_analyze(
+                det,
+                sources,
+                config,
+                sinks,
+                view=view,
+                options=RunOptions(max_frames=args.max_frames, summary_every_s=args.summary_every),
+            )
     finally:
         for sink in sinks:
             sink.close()
@@ -85,8 +117,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _report(final: dict, sources: dict) -> int:
     failed = 0
     for sid, s in final["sources"].items():
-        print(f"{sources[sid]}: {s['frames']} frames, lines {s['lines']}, zones "
-              f"{ {k: {'enter': v['enter'], 'leave': v['leave']} for k, v in s['zones'].items()} }")  # fmt: skip
+        print(
+            f"{sources[sid]}: {s['frames']} frames, lines {s['lines']}, zones "
+            f"{ {k: {'enter': v['enter'], 'leave': v['leave']} for k, v in s['zones'].items()} }"
+        )
         if s.get("gave_up"):
             failed += 1
             print(f"{sources[sid]}: gave up: {s['gave_up']}", file=sys.stderr)

@@ -18,10 +18,14 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (output contract, metadata)")
     p.add_argument("--weights", required=True, help="checkpoint: retina_trt .pt or torchvision state dict")
     p.add_argument("--output", required=True, help="the .onnx file to write")
-    p.add_argument("--nms", choices=NMS_CHOICES, default="onnx",
-                   help="NMS in the graph (onnx: ONNX Runtime, TensorRT 10/11), exact NMS from plain operators "
-                   "(graph: every TensorRT, TensorRT-RTX included), on the host (none), the retina_trt NMS plugin "
-                   "(plugin) or TensorRT's EfficientNMS_TRT (efficient)")
+    p.add_argument(
+        "--nms",
+        choices=NMS_CHOICES,
+        default="onnx",
+        help="NMS in the graph (onnx: ONNX Runtime, TensorRT 10/11), exact NMS from plain operators "
+        "(graph: every TensorRT, TensorRT-RTX included), on the host (none), the retina_trt NMS plugin "
+        "(plugin) or TensorRT's EfficientNMS_TRT (efficient)",
+    )
     p.add_argument("--batch", type=parse_batch, default=(1, 1, 8), help="MIN:OPT:MAX batch (default 1:1:8)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--input-size", type=parse_size, help="fixed HEIGHTxWIDTH, e.g. 800x1344")
@@ -32,8 +36,12 @@ def register(sub) -> None:
 
     p = sub.add_parser("info", help="print what a model file says about itself")
     p.add_argument("model", help=".pt, .onnx or .engine model")
-    p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS,
-                   help=".onnx: compile it with OpenVINO in this precision and report what each layer ran in")
+    p.add_argument(
+        "--cpu-precision",
+        default="auto",
+        choices=CPU_PRECISIONS,
+        help=".onnx: compile it with OpenVINO in this precision and report what each layer ran in",
+    )
     p.add_argument("--json", action="store_true", help="the whole record (spec, export, precision, build) as JSON")
     p.set_defaults(run=_cmd_info)
 
@@ -81,13 +89,19 @@ def _class_summary(names: tuple[str, ...], shown: int = 6) -> str:
 
 def _spec_rows(spec) -> list[tuple[str, str]]:
     return [
-        ("model", f"{spec.backbone}-FPN{spec.fpn_channels}, {spec.num_head_convs} head convs"
-                  + (f", {spec.head_norm}" if spec.head_norm else "")),
+        (
+            "model",
+            f"{spec.backbone}-FPN{spec.fpn_channels}, {spec.num_head_convs} head convs"
+            + (f", {spec.head_norm}" if spec.head_norm else ""),
+        ),
         ("classes", _class_summary(spec.class_names)),
         ("resize", f"shorter side {spec.min_size}, longer at most {spec.max_size}, padded to {spec.size_divisible}"),
-        ("postprocess", f"score > {spec.score_thresh:g}, top {spec.topk_candidates} per level, NMS IoU {spec.nms_thresh:g}, "
-                        f"{spec.detections_per_img} per image"),
-    ]  # fmt: skip
+        (
+            "postprocess",
+            f"score > {spec.score_thresh:g}, top {spec.topk_candidates} per level, NMS IoU {spec.nms_thresh:g}, "
+            f"{spec.detections_per_img} per image",
+        ),
+    ]
 
 
 def _export_rows(info) -> list[tuple[str, str]]:
@@ -111,14 +125,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if suffix == ".onnx":
         meta = read_metadata(path)
         if args.json:
-            print(json.dumps({"spec": meta.spec.to_dict(), "export": meta.export, "precision": meta.precision_info},
-                             indent=1, sort_keys=True))  # fmt: skip
+            print(
+                json.dumps(
+                    {"spec": meta.spec.to_dict(), "export": meta.export, "precision": meta.precision_info},
+                    indent=1,
+                    sort_keys=True,
+                )
+            )
             return 0
         rows = [("precision", meta.precision), *_export_rows(meta.info), *_spec_rows(meta.spec)]
         if meta.precision != "fp32":
             info = meta.precision_info
-            rows.append(("prepared", ", ".join(f"{k} {info[k]}" for k in ("method", "percentile") if info.get(k))
-                         + f" (calibration: {info.get('calibration', {}).get('source', 'none')})"))  # fmt: skip
+            rows.append(
+                (
+                    "prepared",
+                    ", ".join(f"{k} {info[k]}" for k in ("method", "percentile") if info.get(k))
+                    + f" (calibration: {info.get('calibration', {}).get('source', 'none')})",
+                )
+            )
         rows.append(("OpenVINO", _openvino_line(path, args.cpu_precision)))
         _print_rows(f"{path}: retina_trt ONNX model", rows)
     elif suffix == ".engine":
@@ -127,9 +151,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
         header = read_engine_header(path)
         if args.json:
-            print(json.dumps({"spec": header.spec.to_dict(), "export": header.export, "build": header.build,
-                              "precision": header.precision, "onnx_sha256": header.onnx_sha256}, indent=1,
-                             sort_keys=True, default=str))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "spec": header.spec.to_dict(),
+                        "export": header.export,
+                        "build": header.build,
+                        "precision": header.precision,
+                        "onnx_sha256": header.onnx_sha256,
+                    },
+                    indent=1,
+                    sort_keys=True,
+                    default=str,
+                )
+            )
             return 0
         targets = ", ".join(f"{a}.{b}" for a, b in header.targets)
         where = f"on {printable(header.device_name)}" if header.device_name else "without a GPU"
@@ -140,10 +175,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
             ("built with", f"{FLAVOUR_NAMES[header.tensorrt_flavour]} {header.tensorrt_version} {where}"),
             ("runs on", f"compute capability {targets}"),
             ("layers", format_summary(summary) if summary else "precisions not recorded by this TensorRT"),
-            ("build", ", ".join(f"{k} {printable(str(v))}" for k, v in sorted(build.items()) if v not in (None, "", [], {}))[:300]),
+            (
+                "build",
+                ", ".join(f"{k} {printable(str(v))}" for k, v in sorted(build.items()) if v not in (None, "", [], {}))[
+                    :300
+                ],
+            ),
             ("onnx sha256", str(header.onnx_sha256)),
             *_spec_rows(header.spec),
-        ]  # fmt: skip
+        ]
         _print_rows(f"{path}: retina_trt TensorRT engine", rows)
     else:
         from retina_trt.model.checkpoint import load_checkpoint

@@ -46,10 +46,16 @@ DEFAULT_NMS_BY_FLAVOUR = {"tensorrt": "onnx", "tensorrt_rtx": "graph"}
 
 # dtype of every tensor the contract names (a float32-input export has float32 ``images``).
 TENSOR_DTYPES = {
-    "images": np.uint8, "image_sizes": np.int32, "num_detections": np.int32, "detection_boxes": np.float32,
-    "detection_scores": np.float32, "detection_classes": np.int32, "candidate_boxes": np.float32,
-    "candidate_scores": np.float32, "candidate_classes": np.int32,
-}  # fmt: skip
+    "images": np.uint8,
+    "image_sizes": np.int32,
+    "num_detections": np.int32,
+    "detection_boxes": np.float32,
+    "detection_scores": np.float32,
+    "detection_classes": np.int32,
+    "candidate_boxes": np.float32,
+    "candidate_scores": np.float32,
+    "candidate_classes": np.int32,
+}
 
 MAX_BATCH = 4096
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -114,7 +120,9 @@ def validate_export(export, *, require_batch: bool = True) -> dict:
         raise ValueError(f"export.inputs must be {list(INPUT_NAMES)} or ['images'], got {inputs!r}"[:300])
     outputs = export.setdefault("outputs", list(CANDIDATE_OUTPUTS if export["nms"] == "none" else CONTRACT_OUTPUTS))
     if outputs not in (list(CONTRACT_OUTPUTS), list(CANDIDATE_OUTPUTS)):
-        raise ValueError(f"export.outputs must be {list(CONTRACT_OUTPUTS)} or {list(CANDIDATE_OUTPUTS)}, got {outputs!r}"[:300])
+        raise ValueError(
+            f"export.outputs must be {list(CONTRACT_OUTPUTS)} or {list(CANDIDATE_OUTPUTS)}, got {outputs!r}"[:300]
+        )
     if not isinstance(export.get("input_format", "uint8 BGR"), str):
         raise ValueError("export.input_format must be a string")
     return export
@@ -167,6 +175,7 @@ class ExportInfo:
         Raises:
             ValueError: what the metadata claims and what the graph has, and how to fix it.
         """
+
         def fail(what: str) -> None:
             raise ValueError(f"{source}: its retina_trt metadata does not match the graph ({what}); re-export it")
 

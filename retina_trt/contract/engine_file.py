@@ -151,6 +151,7 @@ def _check_layer_precisions(summary: Any) -> None:
         return
     if not isinstance(summary, dict):
         raise ValueError(f"build.layer_precisions must be a JSON object, got {type(summary).__name__}")
+
     def is_count(n: Any) -> bool:
         return isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 10**7
 
@@ -230,8 +231,16 @@ def read_engine_header(path: str | os.PathLike) -> EngineHeader:
             plan_size=size - offset,
             raw=raw,
         )
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError, RecursionError, OverflowError,
-            SpecError) as err:  # fmt: skip
+    except (
+        UnicodeDecodeError,
+        ValueError,
+        KeyError,
+        TypeError,
+        IndexError,
+        RecursionError,
+        OverflowError,
+        SpecError,
+    ) as err:
         detail = f"missing {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
         raise ModelFormatError(f"{path} has a damaged header ({detail[:300]}); rebuild the engine") from err
 
@@ -243,7 +252,9 @@ def read_plan(path: str | os.PathLike, header: EngineHeader | None = None) -> by
         f.seek(header.plan_offset)
         plan = f.read()
     if hashlib.sha256(plan).hexdigest() != header.raw.get("plan_sha256"):
-        raise ModelFormatError(f"{path}: the plan does not match its header (truncated or modified); rebuild the engine")
+        raise ModelFormatError(
+            f"{path}: the plan does not match its header (truncated or modified); rebuild the engine"
+        )
     return plan
 
 
@@ -284,16 +295,23 @@ def check_engine_compatible(
     names = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
     if header.tensorrt_flavour != tensorrt_flavour:
         flavours = {"tensorrt": "TensorRT 10/11", "tensorrt_rtx": "TensorRT-RTX"}
-        package = "tensorrt-rtx-cu13 (retina-trt[trt-rtx])" if header.tensorrt_flavour == "tensorrt_rtx" else "tensorrt (retina-trt[trt-cu12] or [trt-cu13])"
+        package = (
+            "tensorrt-rtx-cu13 (retina-trt[trt-rtx])"
+            if header.tensorrt_flavour == "tensorrt_rtx"
+            else "tensorrt (retina-trt[trt-cu12] or [trt-cu13])"
+        )
         raise EngineMismatchError(
             f"{path} was built with {flavours[header.tensorrt_flavour]} {header.tensorrt_version}, and this is "
-            f"{flavours.get(tensorrt_flavour, tensorrt_flavour)} {tensorrt_version}: run it where {package} is installed "
+            f"{flavours.get(tensorrt_flavour, tensorrt_flavour)} {tensorrt_version}: run it where {package} is "
+            "installed "
             f"(or set RETINA_TRT_TENSORRT={header.tensorrt_flavour}), or {rebuild_hint(path, header)}"
         )
     built, here = _version_tuple(header.tensorrt_version), _version_tuple(tensorrt_version)
     if header.build.get("version_compatible"):
         ok = built[:1] == here[:1] and here >= built
-        rule = f"a version-compatible {built[0]}.x engine needs TensorRT {header.tensorrt_version} or later {built[0]}.x"
+        rule = (
+            f"a version-compatible {built[0]}.x engine needs TensorRT {header.tensorrt_version} or later {built[0]}.x"
+        )
     else:
         ok = built == here
         rule = "a TensorRT engine runs only on the TensorRT version that built it"
@@ -305,21 +323,32 @@ def check_engine_compatible(
     cc_here = tuple(compute_capability)
     if header.tensorrt_flavour == "tensorrt_rtx":
         ok = cc_here in header.targets
-        rule = "a TensorRT-RTX engine runs on the compute capabilities it was built for: " + ", ".join(map(_cc, header.targets))
+        rule = "a TensorRT-RTX engine runs on the compute capabilities it was built for: " + ", ".join(
+            map(_cc, header.targets)
+        )
         built_on = "for compute capability " + ", ".join(map(_cc, header.targets))
     else:
         level = header.build.get("hardware_compat", "none")
         cc_built = tuple(header.compute_capability or header.targets[0])
         built_on = f"on {header.device_name} (compute capability {_cc(cc_built)})"
         if level == "ampere_plus":
-            ok, rule = cc_here >= (8, 0), "a hardware-compatible (ampere_plus) engine needs compute capability 8.0 or later"
+            ok, rule = (
+                cc_here >= (8, 0),
+                "a hardware-compatible (ampere_plus) engine needs compute capability 8.0 or later",
+            )
             # PTX of the NMS plugin runs on later GPUs only as family PTX no newer than sm_80
             embedded = header.build.get("plugin_ptx")
             for kernel in embedded if isinstance(embedded, list) else []:
                 target = str(kernel.get("target", "")) if isinstance(kernel, dict) else "unknown"
                 if target.endswith("a") or target not in ("sm_75", "sm_80"):
-                    ok, rule = False, (f"its NMS plugin embeds {target} PTX ({kernel.get('entry') if isinstance(kernel, dict) else '?'}), which GPUs other than "
-                                       f"{target} cannot run, so it is not hardware-compatible")  # fmt: skip
+                    ok, rule = (
+                        False,
+                        (
+                            f"its NMS plugin embeds {target} PTX "
+                            f"({kernel.get('entry') if isinstance(kernel, dict) else '?'}), which GPUs other than "
+                            f"{target} cannot run, so it is not hardware-compatible"
+                        ),
+                    )
                     break
         else:
             ok, rule = cc_here == cc_built, "an engine runs only on GPUs of the compute capability it was built for"

@@ -61,12 +61,21 @@ def nms_per_image(
     return RawDetections(boxes[kept], scores[kept], labels[kept])
 
 
-def finish_candidates(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, spec: ModelSpec) -> list[RawDetections]:
+def finish_candidates(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, spec: ModelSpec
+) -> list[RawDetections]:
     """The host postprocess of ``nms="none"`` outputs (candidates boxes [B, N, 4], scores [B, N],
     classes [B, N]; scores <= ``spec.score_thresh`` are padding): per image, detections."""
     results = []
     for b in range(len(boxes)):
         valid = scores[b] > spec.score_thresh
-        results.append(nms_per_image(boxes[b][valid], scores[b][valid], classes[b][valid],
-                                     nms_thresh=spec.nms_thresh, detections_per_img=spec.detections_per_img))  # fmt: skip
+        results.append(
+            nms_per_image(
+                boxes[b][valid],
+                scores[b][valid],
+                classes[b][valid],
+                nms_thresh=spec.nms_thresh,
+                detections_per_img=spec.detections_per_img,
+            )
+        )
     return results

@@ -72,7 +72,9 @@ class CocoDataset:
             x, y, w, h = (float(v) for v in ann["bbox"])
             if w <= 1 or h <= 1 or int(ann["category_id"]) not in index_of:
                 continue
-            per_image.setdefault(int(ann["image_id"]), []).append((x, y, x + w, y + h, index_of[int(ann["category_id"])]))
+            per_image.setdefault(int(ann["image_id"]), []).append(
+                (x, y, x + w, y + h, index_of[int(ann["category_id"])])
+            )
         targets = {}
         for image_id, items in per_image.items():
             arr = np.asarray(items, dtype=np.float64).reshape(-1, 5)
@@ -95,7 +97,9 @@ class CocoDataset:
     def targets(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The ground truth of image ``index`` without reading the image: boxes [G, 4] float32
         xyxy, labels [G] int64 (contiguous class indices); copies."""
-        boxes, labels = self._targets.get(int(self.images[index]["id"]), (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
+        boxes, labels = self._targets.get(
+            int(self.images[index]["id"]), (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+        )
         return boxes.copy(), labels.copy()
 
     def __getitem__(self, index: int) -> CocoSample:

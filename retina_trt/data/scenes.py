@@ -220,12 +220,19 @@ def write_scene(scene: Scene, out_dir: str | os.PathLike) -> Path:
     with atomic_path(folder / "gt" / "gt.txt") as tmp:
         tmp.write_text("\n".join(rows) + "\n")
     record = {
-        "name": scene.name, "height": scene.height, "width": scene.width, "num_frames": scene.num_frames,
-        "fps": scene.fps, "background": scene.background, "line": scene.line, "zone": scene.zone,
-        "expected_line": scene.expected_line, "expected_zone": scene.expected_zone,
+        "name": scene.name,
+        "height": scene.height,
+        "width": scene.width,
+        "num_frames": scene.num_frames,
+        "fps": scene.fps,
+        "background": scene.background,
+        "line": scene.line,
+        "zone": scene.zone,
+        "expected_line": scene.expected_line,
+        "expected_zone": scene.expected_zone,
         "class_names": list(CLASS_NAMES),
         "track_classes": {str(a.track_id): CLASS_NAMES[a.class_id] for a in scene.actors},
-    }  # fmt: skip
+    }
     with atomic_path(folder / "scene.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1))
     return folder
@@ -252,11 +259,16 @@ def _crossing_scene() -> Scene:
         Actor(track_id=5, class_id=5, size=(42, 42), path=((35, 60, 150), (89, 330, 110))),
     )
     return Scene(
-        name="crossing", height=H, width=W, num_frames=90, actors=actors,
-        line=((192.0, 0.0), (192.0, 256.0)), zone=((230.0, 110.0), (330.0, 110.0), (330.0, 250.0), (230.0, 250.0)),
+        name="crossing",
+        height=H,
+        width=W,
+        num_frames=90,
+        actors=actors,
+        line=((192.0, 0.0), (192.0, 256.0)),
+        zone=((230.0, 110.0), (330.0, 110.0), (330.0, 250.0), (230.0, 250.0)),
         expected_line={"in": {"square": 1, "star": 1}, "out": {"circle": 1, "cross": 1}},
         expected_zone={"enter": {"cross": 1, "square": 1, "star": 1}, "leave": {"square": 1, "star": 1}},
-    )  # fmt: skip
+    )
 
 
 def _edge_scene() -> Scene:
@@ -270,11 +282,17 @@ def _edge_scene() -> Scene:
         Actor(track_id=4, class_id=3, size=(46, 46), path=((35, 180, 60), (89, 160, 330))),
     )
     return Scene(
-        name="edge", height=H, width=W, num_frames=90, actors=actors, seed=1,
-        line=((0.0, 248.0), (384.0, 248.0)), zone=((20.0, 180.0), (200.0, 180.0), (200.0, 240.0), (20.0, 240.0)),
+        name="edge",
+        height=H,
+        width=W,
+        num_frames=90,
+        actors=actors,
+        seed=1,
+        line=((0.0, 248.0), (384.0, 248.0)),
+        zone=((20.0, 180.0), (200.0, 180.0), (200.0, 240.0), (20.0, 240.0)),
         expected_line={"in": {"circle": 1, "star": 1}, "out": {"square": 1}},
         expected_zone={"enter": {"circle": 1, "star": 1}, "leave": {"circle": 1, "star": 1}},
-    )  # fmt: skip
+    )
 
 
 def _occlusion_scene() -> Scene:
@@ -289,11 +307,18 @@ def _occlusion_scene() -> Scene:
         Actor(track_id=4, class_id=2, size=(48, 44), path=((10, 30, 200), (80, 350, 200))),
     )
     return Scene(
-        name="occlusion", height=H, width=W, num_frames=90, actors=actors, background="textured", seed=2,
-        line=((192.0, 0.0), (192.0, 256.0)), zone=((262.0, 40.0), (350.0, 40.0), (350.0, 250.0), (262.0, 250.0)),
+        name="occlusion",
+        height=H,
+        width=W,
+        num_frames=90,
+        actors=actors,
+        background="textured",
+        seed=2,
+        line=((192.0, 0.0), (192.0, 256.0)),
+        zone=((262.0, 40.0), (350.0, 40.0), (350.0, 250.0), (262.0, 250.0)),
         expected_line={"in": {"circle": 1}, "out": {"star": 1, "triangle": 1}},
         expected_zone={"enter": {"circle": 1, "star": 1, "triangle": 1}, "leave": {"circle": 1, "star": 1}},
-    )  # fmt: skip
+    )
 
 
 SCENES: tuple = (_crossing_scene(), _edge_scene(), _occlusion_scene())

@@ -107,9 +107,7 @@ def _check_input_size(input_size: Sequence[int], divisible: int) -> tuple[int, i
     return height, width
 
 
-def _trace(
-    core: _TracedCore, example: Tensor, opset: int, dynamic_shapes: bool
-) -> onnx.ModelProto:
+def _trace(core: _TracedCore, example: Tensor, opset: int, dynamic_shapes: bool) -> onnx.ModelProto:
     num_levels = len(core.model.spec.anchor_sizes)
     output_names = [f"{kind}_p{lvl + 3}" for lvl in range(num_levels) for kind in ("cls", "box")]
     image_axes = {0: "batch", 1: "height", 2: "width"} if dynamic_shapes else {0: "batch"}
@@ -150,9 +148,7 @@ def _check_arguments(model: RetinaNet, nms, batch, input_size, dynamic_shapes, o
         raise ValueError("give either input_size (fixed shapes) or dynamic_shapes=True, not both")
     if not dynamic_shapes:
         input_size = (
-            default_input_size(model)
-            if input_size is None
-            else _check_input_size(input_size, spec.size_divisible)
+            default_input_size(model) if input_size is None else _check_input_size(input_size, spec.size_divisible)
         )
     opset = DEFAULT_OPSET if opset is None else int(opset)
     if not 13 <= opset <= 20:
@@ -168,9 +164,14 @@ def _image_sizes(g: GraphBuilder, as_input: bool) -> str:
         return "image_sizes"
     shape = g.op("Shape", ["images"])
     hw = g.op("Slice", [shape, g.const([1], np.int64), g.const([3], np.int64)])
-    rows = g.op("Concat", [g.op("Slice", [shape, g.const([0], np.int64), g.const([1], np.int64)]),
-                           g.const([1], np.int64)], axis=0)  # fmt: skip
-    return g.op("Cast", [g.op("Tile", [g.op("Unsqueeze", [hw, g.const([0], np.int64)]), rows])], to=onnx.TensorProto.INT32)
+    rows = g.op(
+        "Concat",
+        [g.op("Slice", [shape, g.const([0], np.int64), g.const([1], np.int64)]), g.const([1], np.int64)],
+        axis=0,
+    )
+    return g.op(
+        "Cast", [g.op("Tile", [g.op("Unsqueeze", [hw, g.const([0], np.int64)]), rows])], to=onnx.TensorProto.INT32
+    )
 
 
 def _append_outputs(g: GraphBuilder, onnx_model, boxes: str, scores: str, labels: str, nms: str, spec) -> list[tuple]:
@@ -254,26 +255,48 @@ def export_onnx(
     batch, input_size, opset = _check_arguments(model, nms, batch, input_size, dynamic_shapes, opset, input_dtype)
     start = time.perf_counter()
     shape = "dynamic shapes" if dynamic_shapes else f"input {input_size[0]}x{input_size[1]}"
-    logger.info("exporting %s/%d classes to %s (nms=%s, batch=%s, %s, opset %d)",
-                spec.backbone, spec.num_classes, path, nms, batch, shape, opset)  # fmt: skip
+    logger.info(
+        "exporting %s/%d classes to %s (nms=%s, batch=%s, %s, opset %d)",
+        spec.backbone,
+        spec.num_classes,
+        path,
+        nms,
+        batch,
+        shape,
+        opset,
+    )
     onnx_model = _traced_network(model, batch, input_size, opset, dynamic_shapes, input_dtype)
     logger.info("traced the network in %.1f s", time.perf_counter() - start)
     outputs = _append_postprocess(onnx_model, spec, nms, input_size, opset, image_sizes_input)
     if simplify:
         onnx_model = _simplified_or_kept(onnx_model)
     export_options = {
-        "nms": nms, "batch": list(batch), "input_size": None if input_size is None else list(input_size),
-        "dynamic_shapes": bool(dynamic_shapes), "opset": opset, "input_layout": "NHWC",
-        "input_format": f"{input_dtype} BGR", "inputs": list(INPUT_NAMES) if image_sizes_input else ["images"],
-        "outputs": [o[0] for o in outputs], "simplified": bool(simplify), "retina_trt_version": __version__,
-    }  # fmt: skip
+        "nms": nms,
+        "batch": list(batch),
+        "input_size": None if input_size is None else list(input_size),
+        "dynamic_shapes": bool(dynamic_shapes),
+        "opset": opset,
+        "input_layout": "NHWC",
+        "input_format": f"{input_dtype} BGR",
+        "inputs": list(INPUT_NAMES) if image_sizes_input else ["images"],
+        "outputs": [o[0] for o in outputs],
+        "simplified": bool(simplify),
+        "retina_trt_version": __version__,
+    }
     _finish_and_save(onnx_model, spec, export_options, path)
-    logger.info("wrote %s (%.1f MB, %d nodes) in %.1f s", path, path.stat().st_size / 1e6,
-                len(onnx_model.graph.node), time.perf_counter() - start)  # fmt: skip
+    logger.info(
+        "wrote %s (%.1f MB, %d nodes) in %.1f s",
+        path,
+        path.stat().st_size / 1e6,
+        len(onnx_model.graph.node),
+        time.perf_counter() - start,
+    )
     return path
 
 
-def _traced_network(model: RetinaNet, batch, input_size, opset: int, dynamic_shapes: bool, input_dtype: str) -> onnx.ModelProto:
+def _traced_network(
+    model: RetinaNet, batch, input_size, opset: int, dynamic_shapes: bool, input_dtype: str
+) -> onnx.ModelProto:
     """The network traced to ONNX: the per-level head outputs are the graph's outputs."""
     spec = model.spec
     core = _TracedCore(model.eval()).eval()
@@ -291,9 +314,15 @@ def _append_postprocess(onnx_model: onnx.ModelProto, spec, nms: str, input_size,
     levels = [o.name for o in graph.output]
     del graph.output[:]
     g = GraphBuilder(graph, "postprocess", opset)
-    boxes, scores, labels = append_candidates(g, cls_levels=levels[0::2], box_levels=levels[1::2], images="images",
-                                              image_sizes=_image_sizes(g, image_sizes_input), spec=spec,
-                                              input_size=input_size)  # fmt: skip
+    boxes, scores, labels = append_candidates(
+        g,
+        cls_levels=levels[0::2],
+        box_levels=levels[1::2],
+        images="images",
+        image_sizes=_image_sizes(g, image_sizes_input),
+        spec=spec,
+        input_size=input_size,
+    )
     return _append_outputs(g, onnx_model, boxes, scores, labels, nms, spec)
 
 

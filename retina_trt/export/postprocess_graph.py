@@ -2,14 +2,15 @@
 and every NMS kind in one place (``NMS_APPENDERS``).
 
 Per level: sigmoid, the TopK over anchors x classes (K = min(topk_candidates, level size), so the
-candidates are exactly the reference's once scores <= score_thresh are dropped; taken in two
-small TopKs, ``_top_candidates``, read from the head outputs in the convolutions' own layout),
+candidates are exactly the reference's once scores <= score_thresh are dropped; taken in two small
+TopKs, ``_top_candidates``, read from the head outputs in the convolutions' own layout),
 anchor/class split, GatherElements of the chosen anchors' deltas (``_anchor_rows``), box decoding
-with the clamp, clipping to each image's valid region (``image_sizes`` input). Levels are merged; then either the merged candidates are the
-outputs (``nms="none"``) or class-aware ``NonMaxSuppression`` and a TopK of ``detections_per_img``
-give the fixed-shape output contract: ``NonMaxSuppression`` (``nms="onnx"``), exact greedy NMS
-from plain operators (``nms="graph"``), the retina_trt plugin's three nodes (``nms="plugin"``) or
-TensorRT's EfficientNMS_TRT (``nms="efficient"``).
+with the clamp, clipping to each image's valid region (``image_sizes`` input). Levels are merged;
+then either the merged candidates are the outputs (``nms="none"``) or class-aware
+``NonMaxSuppression`` and a TopK of ``detections_per_img`` give the fixed-shape output contract:
+``NonMaxSuppression`` (``nms="onnx"``), exact greedy NMS from plain operators (``nms="graph"``), the
+retina_trt plugin's three nodes (``nms="plugin"``) or TensorRT's EfficientNMS_TRT
+(``nms="efficient"``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,7 @@ def _level_anchors_dynamic(g: GraphBuilder, base: np.ndarray, cls_level: str, im
     return g.reshape(anchors, [-1, 4])
 
 
-def _decode_and_clip(
-    g: GraphBuilder, deltas: str, anchors: str, image_hw: tuple[str, str], spec: ModelSpec
-) -> str:
+def _decode_and_clip(g: GraphBuilder, deltas: str, anchors: str, image_hw: tuple[str, str], spec: ModelSpec) -> str:
     """Box decoding (same operation order as box_coder.decode_boxes) and clipping: [B, k, 4]."""
 
     def part(x: str, i: int) -> str:  # [B, k, 4] -> [B, k, 1]
@@ -157,9 +156,7 @@ def _rows(g: GraphBuilder, by_anchor: str, anchor_idx: str, num_anchors: int, wi
     return g.reshape(rows, [0, -1, width])
 
 
-def _top_candidates(
-    g: GraphBuilder, heads: str, topk: int, num_anchors: int, num_classes: int
-) -> tuple[str, str, str]:
+def _top_candidates(g: GraphBuilder, heads: str, topk: int, num_anchors: int, num_classes: int) -> tuple[str, str, str]:
     """The reference's TopK over a level's anchors x classes, exactly, without a TopK over all
     of them: heads [B, A*K, H, W] -> (scores [B, k], anchor index [B, k] int64, class [B, k]
     int64), k = min(topk, H*W*A*K).
@@ -331,15 +328,19 @@ def _greedy_fixed_point(g: GraphBuilder, valid: str, suppress_f: str, n: str) ->
     cond_out = body.cast(any_changed, BOOL)
     body.rename_output(cond_out, "graph_nms_body/cond_out")
     body.rename_output(keep_out, "graph_nms_body/keep_out")
-    body.graph.input.extend([
-        onnx.helper.make_tensor_value_info("graph_nms_body/iteration", INT64, []),
-        onnx.helper.make_tensor_value_info("graph_nms_body/cond_in", BOOL, []),
-        onnx.helper.make_tensor_value_info(keep_in, BOOL, ["batch", "candidates"]),
-    ])  # fmt: skip
-    body.graph.output.extend([
-        onnx.helper.make_tensor_value_info("graph_nms_body/cond_out", BOOL, []),
-        onnx.helper.make_tensor_value_info("graph_nms_body/keep_out", BOOL, ["batch", "candidates"]),
-    ])  # fmt: skip
+    body.graph.input.extend(
+        [
+            onnx.helper.make_tensor_value_info("graph_nms_body/iteration", INT64, []),
+            onnx.helper.make_tensor_value_info("graph_nms_body/cond_in", BOOL, []),
+            onnx.helper.make_tensor_value_info(keep_in, BOOL, ["batch", "candidates"]),
+        ]
+    )
+    body.graph.output.extend(
+        [
+            onnx.helper.make_tensor_value_info("graph_nms_body/cond_out", BOOL, []),
+            onnx.helper.make_tensor_value_info("graph_nms_body/keep_out", BOOL, ["batch", "candidates"]),
+        ]
+    )
     trips = g.op("Add", [n, g.const(1, np.int64)])  # a fixed point is reached within N + 1 passes
     keep = g.op("Loop", [trips, g.const(True, np.bool_), valid], body=body.graph, hint="graph_nms_loop")
     return keep
@@ -357,12 +358,12 @@ def _best_kept(g: GraphBuilder, keep: str, first: str, boxes: str, scores: str, 
     pad_shape = g.op("Concat", [batch, g.const([max_det], np.int64)], axis=0)
     pad = g.zeros(pad_shape)  # [B, D] float 0
     key = g.op("Concat", [key, g.op("Add", [pad, no_key])], axis=1)
-    padded_boxes = g.op(
-        "Concat", [boxes, g.zeros(g.op("Concat", [pad_shape, g.const([4], np.int64)], axis=0))], axis=1
-    )
+    padded_boxes = g.op("Concat", [boxes, g.zeros(g.op("Concat", [pad_shape, g.const([4], np.int64)], axis=0))], axis=1)
     padded_scores = g.op("Concat", [scores, pad], axis=1)
     padded_labels = g.op("Concat", [labels, g.cast(pad, INT64)], axis=1)
-    top_key, order = g.op("TopK", [key, g.const([max_det], np.int64, "max_det")], num_outputs=2, axis=1, largest=1, sorted=1)
+    top_key, order = g.op(
+        "TopK", [key, g.const([max_det], np.int64, "max_det")], num_outputs=2, axis=1, largest=1, sorted=1
+    )
     kept = g.op("Greater", [top_key, g.const(-0.5e9)])  # [B, D]
     order3 = g.unsqueeze(order, [2])
     det_boxes = g.op("GatherND", [padded_boxes, order3], batch_dims=1)  # [B, D, 4]
@@ -388,7 +389,9 @@ def graph_nms_model(spec: ModelSpec, opset: int = 17) -> onnx.ModelProto:
     d = spec.detections_per_img
     shapes = (["batch", 1], ["batch", d, 4], ["batch", d], ["batch", d])
     dtypes = (INT32, FLOAT, FLOAT, INT32)
-    for tensor, name, dtype, shape in zip(append_graph_nms(g, "boxes", "scores", "labels", spec), CONTRACT_OUTPUTS, dtypes, shapes):
+    for tensor, name, dtype, shape in zip(
+        append_graph_nms(g, "boxes", "scores", "labels", spec), CONTRACT_OUTPUTS, dtypes, shapes
+    ):
         g.rename_output(tensor, name)
         graph.output.append(onnx.helper.make_tensor_value_info(name, dtype, shape))
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
@@ -396,7 +399,15 @@ def graph_nms_model(spec: ModelSpec, opset: int = 17) -> onnx.ModelProto:
     return model
 
 
-__all__ = ["CANDIDATE_OUTPUTS", "CONTRACT_OUTPUTS", "append_candidates", "append_graph_nms", "append_onnx_nms", "graph_nms_model", "iou_threshold_f32"]
+__all__ = [
+    "CANDIDATE_OUTPUTS",
+    "CONTRACT_OUTPUTS",
+    "append_candidates",
+    "append_graph_nms",
+    "append_onnx_nms",
+    "graph_nms_model",
+    "iou_threshold_f32",
+]
 
 
 def append_efficient_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
@@ -408,11 +419,22 @@ def append_efficient_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, 
     class_ids = g.const(np.arange(spec.num_classes).reshape(1, 1, -1), np.int64, "class_ids")
     one_hot = g.op("Equal", [g.unsqueeze(labels, [2]), class_ids])  # [B, N, K]
     class_scores = g.op("Where", [one_hot, g.unsqueeze(scores, [2]), g.const(0.0)], hint="efficient_nms_scores")
-    return tuple(g.op(
-        "EfficientNMS_TRT", [boxes, class_scores], num_outputs=4, domain="TRT", plugin_version="1",
-        background_class=-1, max_output_boxes=int(spec.detections_per_img), score_threshold=float(spec.score_thresh),
-        iou_threshold=float(spec.nms_thresh), score_activation=0, class_agnostic=0, box_coding=0,
-    ))  # fmt: skip
+    return tuple(
+        g.op(
+            "EfficientNMS_TRT",
+            [boxes, class_scores],
+            num_outputs=4,
+            domain="TRT",
+            plugin_version="1",
+            background_class=-1,
+            max_output_boxes=int(spec.detections_per_img),
+            score_threshold=float(spec.score_thresh),
+            iou_threshold=float(spec.nms_thresh),
+            score_activation=0,
+            class_agnostic=0,
+            box_coding=0,
+        )
+    )
 
 
 def append_plugin_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spec) -> tuple[str, ...]:
@@ -424,10 +446,22 @@ def append_plugin_nms(g: GraphBuilder, boxes: str, scores: str, labels: str, spe
     mask = g.op("RetinaNMSMask", [boxes, classes, order], nms_thresh=float(spec.nms_thresh), **common)
     # a power of two >= every possible candidate count (the walk holds block / 64 mask words)
     block = 1 << max(4, (len(spec.anchor_sizes) * spec.topk_candidates - 1).bit_length())
-    return tuple(g.op("RetinaNMS", [boxes, scores, classes, order, mask], num_outputs=4,
-                      detections_per_img=int(spec.detections_per_img), block=block, **common))  # fmt: skip
+    return tuple(
+        g.op(
+            "RetinaNMS",
+            [boxes, scores, classes, order, mask],
+            num_outputs=4,
+            detections_per_img=int(spec.detections_per_img),
+            block=block,
+            **common,
+        )
+    )
 
 
 # Every NMS kind but "none" (which stops at the candidates), by name: what export_onnx appends.
-NMS_APPENDERS = {"onnx": append_onnx_nms, "graph": append_graph_nms, "plugin": append_plugin_nms,
-                 "efficient": append_efficient_nms}  # fmt: skip
+NMS_APPENDERS = {
+    "onnx": append_onnx_nms,
+    "graph": append_graph_nms,
+    "plugin": append_plugin_nms,
+    "efficient": append_efficient_nms,
+}

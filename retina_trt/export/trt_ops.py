@@ -35,8 +35,14 @@ TRT_SUPPORTED_OPS = frozenset(
 TRT_MAX_OPSET = 24
 PLUGIN_DOMAIN = "ai.onnx.contrib"  # onnxruntime-extensions' domain; TensorRT maps plugin nodes by op_type
 # Custom nodes that map to TensorRT plugins: the retina_trt NMS plugin and TensorRT's EfficientNMS.
-PLUGIN_NODES = frozenset({(PLUGIN_DOMAIN, "RetinaNMSSort"), (PLUGIN_DOMAIN, "RetinaNMSMask"), (PLUGIN_DOMAIN, "RetinaNMS"),
-                          ("TRT", "EfficientNMS_TRT")})  # fmt: skip
+PLUGIN_NODES = frozenset(
+    {
+        (PLUGIN_DOMAIN, "RetinaNMSSort"),
+        (PLUGIN_DOMAIN, "RetinaNMSMask"),
+        (PLUGIN_DOMAIN, "RetinaNMS"),
+        ("TRT", "EfficientNMS_TRT"),
+    }
+)
 TRT_MIN_OPSET = 9
 
 
@@ -66,9 +72,7 @@ def check_trt_compatible(model: onnx.ModelProto, *, allowed_custom: frozenset[tu
             if k is not None and int(k) >= MAX_TOPK:
                 problems.append(f"{node.name}: TopK K={int(k)} must be < {MAX_TOPK} in TensorRT")
     if problems:
-        raise ExportError(
-            "the ONNX model uses operators TensorRT cannot import:\n  " + "\n  ".join(problems)
-        )
+        raise ExportError("the ONNX model uses operators TensorRT cannot import:\n  " + "\n  ".join(problems))
 
 
 def _all_nodes(graph: onnx.GraphProto):

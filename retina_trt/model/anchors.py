@@ -27,9 +27,7 @@ def anchor_sizes_per_level(spec: ModelSpec) -> list[list[float]]:
     return sizes
 
 
-def base_anchors(
-    sizes: Sequence[float], aspect_ratios: Sequence[float], *, rounded: bool
-) -> Tensor:
+def base_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], *, rounded: bool) -> Tensor:
     """Anchors of one location centred on (0, 0).
 
     Args:
@@ -53,10 +51,7 @@ def base_anchors(
 def base_anchors_per_level(spec: ModelSpec) -> list[Tensor]:
     """:func:`base_anchors` for P3..P7 of ``spec``: list of Tensor[A, 4] float32."""
     rounded = spec.anchor_rounding == "torchvision"
-    return [
-        base_anchors(sizes, spec.aspect_ratios, rounded=rounded)
-        for sizes in anchor_sizes_per_level(spec)
-    ]
+    return [base_anchors(sizes, spec.aspect_ratios, rounded=rounded) for sizes in anchor_sizes_per_level(spec)]
 
 
 def level_strides(image_size: tuple[int, int], feature_size: tuple[int, int]) -> tuple[int, int]:

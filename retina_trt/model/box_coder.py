@@ -43,9 +43,7 @@ def decode_boxes(
     pred_ctr_y = dy * heights + ctr_y
     half_w = 0.5 * (torch.exp(dw) * widths)
     half_h = 0.5 * (torch.exp(dh) * heights)
-    return torch.stack(
-        (pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=1
-    )
+    return torch.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), dim=1)
 
 
 def encode_boxes(

@@ -77,16 +77,22 @@ def _unreadable(path: Path, err: Exception) -> str:
         return f"{path} is not a PyTorch checkpoint: it looks like an ONNX model; give it where an .onnx is expected"
     text = str(err)
     if "Unsupported global" in text or "Unsupported class" in text:
-        return (f"{path} holds Python objects beyond tensors and plain containers, and retina_trt loads only "
-                "weights (torch.load(weights_only=True)): loading those objects would run code from the file. "
-                "Re-save just the weights, e.g. torch.save(model.state_dict(), 'weights.pt'), where you trust the source")
+        return (
+            f"{path} holds Python objects beyond tensors and plain containers, and retina_trt loads only "
+            "weights (torch.load(weights_only=True)): loading those objects would run code from the file. "
+            "Re-save just the weights, e.g. torch.save(model.state_dict(), 'weights.pt'), where you trust the source"
+        )
     # torch's own text also advises weights_only=False, i.e. running the file's code: never pass that on
     unsafe = ("weights_only", "can still be loaded", "trust the source", "Re-running")
     lines = [line.strip() for line in text.splitlines() if line.strip() and not any(u in line for u in unsafe)]
-    detail = next((line for line in lines if "error" in line.lower() or "invalid" in line.lower()), lines[0] if lines else "")
+    detail = next(
+        (line for line in lines if "error" in line.lower() or "invalid" in line.lower()), lines[0] if lines else ""
+    )
     detail = detail.split("WeightsUnpickler error:")[-1].strip() or "no detail"
-    return (f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {detail[:200]}); it may be "
-            "truncated, or not saved with torch.save")
+    return (
+        f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {detail[:200]}); it may be "
+        "truncated, or not saved with torch.save"
+    )
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -100,7 +106,7 @@ def _is_state_dict(obj: Any) -> bool:
 
 def _strip_prefix(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     if all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
@@ -132,9 +138,7 @@ def _spec_for_torchvision(state_dict: Mapping[str, Tensor], spec: ModelSpec | No
     num_outputs = state_dict[_TV_HEAD_KEY].shape[0]
     version = _torchvision_version(state_dict)
     if num_outputs % 9:
-        raise CheckpointError(
-            f"{_TV_HEAD_KEY} has {num_outputs} outputs, not a multiple of torchvision's 9 anchors"
-        )
+        raise CheckpointError(f"{_TV_HEAD_KEY} has {num_outputs} outputs, not a multiple of torchvision's 9 anchors")
     if spec is not None:
         return spec
     return torchvision_spec(version, num_classes=num_outputs // 9)
@@ -192,10 +196,7 @@ def load_checkpoint(
         source = "state dict"
         obj = path_or_state_dict
     else:
-        raise TypeError(
-            "load_checkpoint expects a path or a (state) dict, got "
-            f"{type(path_or_state_dict).__name__}"
-        )
+        raise TypeError(f"load_checkpoint expects a path or a (state) dict, got {type(path_or_state_dict).__name__}")
     if spec is not None and not isinstance(spec, ModelSpec):
         raise TypeError(f"spec must be a ModelSpec or None, got {type(spec).__name__}")
 
@@ -217,8 +218,7 @@ def load_checkpoint(
         keys = list(obj)[:_MAX_LISTED] if isinstance(obj, Mapping) else []
         raise CheckpointError(
             f"{source} is not a RetinaNet checkpoint: expected a state dict of tensors or a "
-            f"dict with 'spec' and 'state_dict', got a {kind}"
-            + (f" with keys {keys}" if keys else "")
+            f"dict with 'spec' and 'state_dict', got a {kind}" + (f" with keys {keys}" if keys else "")
         )
     state_dict = _strip_prefix(state_dict)
 

@@ -32,9 +32,7 @@ class ConvBlock(nn.Module):
 class Subnet(nn.Module):
     """A shared subnet: conv tower + predictor with ``num_outputs`` channels per location."""
 
-    def __init__(
-        self, channels: int, num_outputs: int, *, num_convs: int, norm: str | None, bias_init: float
-    ) -> None:
+    def __init__(self, channels: int, num_outputs: int, *, num_convs: int, norm: str | None, bias_init: float) -> None:
         super().__init__()
         self.convs = nn.Sequential(*(ConvBlock(channels, norm) for _ in range(num_convs)))
         self.predictor = nn.Conv2d(channels, num_outputs, 3, padding=1)
@@ -61,7 +59,5 @@ class RetinaHead(nn.Module):
     ) -> None:
         super().__init__()
         prior_bias = -math.log((1 - prior_prob) / prior_prob)
-        self.cls = Subnet(
-            channels, num_anchors * num_classes, num_convs=num_convs, norm=norm, bias_init=prior_bias
-        )
+        self.cls = Subnet(channels, num_anchors * num_classes, num_convs=num_convs, norm=norm, bias_init=prior_bias)
         self.box = Subnet(channels, num_anchors * 4, num_convs=num_convs, norm=norm, bias_init=0.0)

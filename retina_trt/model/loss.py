@@ -143,9 +143,7 @@ def retinanet_loss(
     cls_losses, box_losses, num_foreground = [], [], 0
     num_classes = logits.shape[-1]
     for logits_i, deltas_i, target in zip(logits, deltas, targets):
-        matched = match_anchors(
-            anchors, target["boxes"], allow_low_quality_matches=allow_low_quality_matches
-        )
+        matched = match_anchors(anchors, target["boxes"], allow_low_quality_matches=allow_low_quality_matches)
         foreground = matched >= 0
         valid = matched != IGNORE
         num_foreground += int(foreground.sum())
@@ -155,16 +153,10 @@ def retinanet_loss(
             if labels.min() < 0 or labels.max() >= num_classes:
                 raise ValueError(f"target labels must be in [0, {num_classes}), got {labels.tolist()}")
             cls_target[foreground, labels] = 1.0
-        cls_losses.append(
-            sigmoid_focal_loss(logits_i[valid], cls_target[valid], alpha=alpha, gamma=gamma)
-        )
+        cls_losses.append(sigmoid_focal_loss(logits_i[valid], cls_target[valid], alpha=alpha, gamma=gamma))
         if foreground.any():
-            reg_target = encode_boxes(
-                target["boxes"][matched[foreground]], anchors[foreground], box_coder_weights
-            )
-            box_losses.append(
-                F.smooth_l1_loss(deltas_i[foreground], reg_target, beta=smooth_l1_beta, reduction="sum")
-            )
+            reg_target = encode_boxes(target["boxes"][matched[foreground]], anchors[foreground], box_coder_weights)
+            box_losses.append(F.smooth_l1_loss(deltas_i[foreground], reg_target, beta=smooth_l1_beta, reduction="sum"))
     normalizer = max(1, num_foreground)
     cls_loss = torch.stack(cls_losses).sum() / normalizer
     box_loss = (torch.stack(box_losses).sum() if box_losses else deltas.sum() * 0) / normalizer

@@ -65,9 +65,7 @@ def select_candidates(
         topk_idxs = topk_idxs[idxs]
         anchor_idxs = torch.div(topk_idxs, num_classes, rounding_mode="floor")
         labels = topk_idxs % num_classes
-        boxes = decode_boxes(
-            deltas[anchor_idxs], anchors[anchor_idxs], spec.box_coder_weights, spec.box_clamp
-        )
+        boxes = decode_boxes(deltas[anchor_idxs], anchors[anchor_idxs], spec.box_coder_weights, spec.box_clamp)
         all_boxes.append(clip_boxes(boxes, image_size))
         all_scores.append(scores)
         all_labels.append(labels)
@@ -154,9 +152,7 @@ def postprocess_detections(
     return results
 
 
-def postprocess_candidates(
-    boxes: Tensor, scores: Tensor, classes: Tensor, spec: ModelSpec
-) -> list[dict[str, Tensor]]:
+def postprocess_candidates(boxes: Tensor, scores: Tensor, classes: Tensor, spec: ModelSpec) -> list[dict[str, Tensor]]:
     """Finish the postprocess from merged candidates (the ``nms="none"`` export's outputs).
 
     Args:

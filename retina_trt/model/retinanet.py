@@ -59,9 +59,7 @@ class RetinaNet(nn.Module):
         return anchors_per_level(self.spec, image_size, feature_sizes)
 
     @torch.no_grad()
-    def detect(
-        self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None
-    ) -> list[dict[str, Tensor]]:
+    def detect(self, images: Tensor, image_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict[str, Tensor]]:
         """Detections of a normalized, padded batch (reference postprocess, docs/export-and-contract.md).
 
         Args:
@@ -73,17 +71,13 @@ class RetinaNet(nn.Module):
             ``images``), ``scores`` (Tensor[D]) and ``labels`` (Tensor[D] int64), best first.
         """
         if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(
-                f"detect() expects images of shape [B, 3, H, W], got {tuple(images.shape)}"
-            )
+            raise ValueError(f"detect() expects images of shape [B, 3, H, W], got {tuple(images.shape)}")
         height, width = images.shape[-2:]
         if image_sizes is None:
             image_sizes = [(height, width)] * images.shape[0]
         image_sizes = [(int(h), int(w)) for h, w in image_sizes]
         if len(image_sizes) != images.shape[0]:
-            raise ValueError(
-                f"detect() got {len(image_sizes)} image_sizes for a batch of {images.shape[0]}"
-            )
+            raise ValueError(f"detect() got {len(image_sizes)} image_sizes for a batch of {images.shape[0]}")
         outputs = self(images)
         k = self.spec.num_classes
         return postprocess_detections(

@@ -6,7 +6,8 @@ requests at once also has ``parallel_requests`` and ``submit(batch) -> Future``.
 finds one by file type in a small registry (``BACKEND_MODULES``) and imports only that one:
 OpenVINO (``runtime/openvino_backend.py``, the fastest CPU route) or ONNX Runtime (here, the
 reference and the fallback) for ``.onnx``, the PyTorch reference (``runtime/torch_backend.py``)
-for checkpoints, TensorRT (``trt/runtime.py``) for engines. Running an ``.onnx`` or ``.engine`` never imports torch (tests/test_layers.py).
+for checkpoints, TensorRT (``trt/runtime.py``) for engines. Running an ``.onnx`` or ``.engine``
+never imports torch (tests/test_layers.py).
 ``nms="none"`` exports are finished on the host by the reference NMS in numpy (``contract.nms``).
 """
 
@@ -82,8 +83,11 @@ class OnnxRuntimeBackend:
         self.max_batch = meta.max_batch
         info = meta.info
         try:
-            info.check_graph({i.name: (_ort_dtype(i.type), _dims(i.shape)) for i in self.session.get_inputs()},
-                             [o.name for o in self.session.get_outputs()], str(path))  # fmt: skip
+            info.check_graph(
+                {i.name: (_ort_dtype(i.type), _dims(i.shape)) for i in self.session.get_inputs()},
+                [o.name for o in self.session.get_outputs()],
+                str(path),
+            )
         except ValueError as err:
             raise ModelFormatError(str(err)) from err
         self.output_names = list(info.outputs)
@@ -92,10 +96,12 @@ class OnnxRuntimeBackend:
         self.graph_precision = meta.precision
         if meta.precision == "int8" and providers == ["CPUExecutionProvider"]:
             # measured (docs/engines.md): no Conv fusion for Q/DQ on inputs only, slower than FP32
-            logger.warning("%s is an INT8 Q/DQ graph made for TensorRT; ONNX Runtime's CPU provider runs it "
-                           "slower than the FP32 export. For INT8 on the CPU use backend='openvino' (%s)",
-                           path.name, 'pip install "retina-trt[openvino]"')  # fmt: skip
-
+            logger.warning(
+                "%s is an INT8 Q/DQ graph made for TensorRT; ONNX Runtime's CPU provider runs it "
+                "slower than the FP32 export. For INT8 on the CPU use backend='openvino' (%s)",
+                path.name,
+                'pip install "retina-trt[openvino]"',
+            )
 
     @property
     def precision(self) -> str:
@@ -229,17 +235,29 @@ def _open(backend: str, path: Path, options: dict[str, Any]):
     if backend == "torch":
         return cls(path, num_threads=options.get("num_threads"))
     if backend == "openvino":
-        return cls(path, precision=options.get("precision") or "auto", num_threads=options.get("num_threads"),
-                   cache_dir=options.get("cache_dir"), static_shapes=options.get("static_shapes", True))  # fmt: skip
-    return cls(path, providers=options.get("providers"), num_threads=options.get("num_threads"),
-               session_config=options.get("session_config"))  # fmt: skip
+        return cls(
+            path,
+            precision=options.get("precision") or "auto",
+            num_threads=options.get("num_threads"),
+            cache_dir=options.get("cache_dir"),
+            static_shapes=options.get("static_shapes", True),
+        )
+    return cls(
+        path,
+        providers=options.get("providers"),
+        num_threads=options.get("num_threads"),
+        session_config=options.get("session_config"),
+    )
 
 
 def _auto_onnx(path: Path, options: dict[str, Any]):
     """OpenVINO where it is installed and can run ``path``, else ONNX Runtime (logged)."""
     if importlib.util.find_spec("openvino") is None:
-        logger.info("OpenVINO is not installed, so ONNX Runtime runs %s (the faster CPU route: "
-                    'pip install "retina-trt[openvino]")', path.name)  # fmt: skip
+        logger.info(
+            "OpenVINO is not installed, so ONNX Runtime runs %s (the faster CPU route: "
+            'pip install "retina-trt[openvino]")',
+            path.name,
+        )
         return _open("onnxruntime", path, options)
     try:
         chosen = _open("openvino", path, options)

@@ -81,7 +81,9 @@ class OutputNames:
 
     def add(self, stem: str, suffixes: tuple[str, ...]) -> str:
         candidate, n = stem, 1
-        while candidate in self.used or any((self.out_dir / f"{candidate}{s}").resolve() in self.inputs for s in suffixes):
+        while candidate in self.used or any(
+            (self.out_dir / f"{candidate}{s}").resolve() in self.inputs for s in suffixes
+        ):
             n += 1
             candidate = f"{stem}_{n}"
         self.used.add(candidate)
@@ -211,8 +213,14 @@ def detect_video(det: Detector, source: Path | str, out_dir: Path, args: argpars
             f"lost {source} after {frames} frames and gave up reconnecting: {stats['gave_up']} "
             f"(outputs so far kept in {out_dir}; raise --max-reconnect-attempts / --max-outage to wait longer)"
         )
-    return {"frames": frames, "detections": detections, "bad_frames": stats["decode_errors"],
-            "dropped": stats["frames_dropped"], "reconnects": stats["reconnects"], "fps": stats["fps"]}  # fmt: skip
+    return {
+        "frames": frames,
+        "detections": detections,
+        "bad_frames": stats["decode_errors"],
+        "dropped": stats["frames_dropped"],
+        "reconnects": stats["reconnects"],
+        "fps": stats["fps"],
+    }
 
 
 def _utf8_named(paths: list) -> tuple[list, int]:
@@ -240,7 +248,9 @@ def output_lock(out_dir: Path):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as err:
         handle.close()
-        raise RetinaTrtError(f"another retina-trt detect is writing to {out_dir}; wait for it, or give another --output") from err
+        raise RetinaTrtError(
+            f"another retina-trt detect is writing to {out_dir}; wait for it, or give another --output"
+        ) from err
     try:
         yield
     finally:
@@ -256,10 +266,16 @@ def run_detect(args: argparse.Namespace, detect_sources=None) -> int:
     images, videos = expand_sources(args.sources)
     images, bad_images = _utf8_named(images)
     videos, bad_videos = _utf8_named(videos)
-    out_dir = check_output_folder(args.output, "--output")  # a file in the way, read-only: one line, before the model loads
+    out_dir = check_output_folder(
+        args.output, "--output"
+    )  # a file in the way, read-only: one line, before the model loads
     precision = getattr(args, "cpu_precision", None)
-    det = Detector(args.model, backend=args.backend, min_score=args.min_score,
-                   precision=precision if args.backend in ("auto", "openvino") else None)  # fmt: skip
+    det = Detector(
+        args.model,
+        backend=args.backend,
+        min_score=args.min_score,
+        precision=precision if args.backend in ("auto", "openvino") else None,
+    )
     print(f"backend: {det.backend} ({det.precision})")
     try:
         with output_lock(out_dir):
@@ -267,14 +283,17 @@ def run_detect(args: argparse.Namespace, detect_sources=None) -> int:
     finally:
         det.close()
     if bad_images + bad_videos:
-        print(f"retina-trt detect: error: {bad_images + bad_videos} input(s) with a non-UTF-8 name skipped",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"retina-trt detect: error: {bad_images + bad_videos} input(s) with a non-UTF-8 name skipped",
+            file=sys.stderr,
+        )
         return 2
     return code
 
 
-def _detect_all(det: Detector, images: list[Path], videos: list, out_dir: Path, args: argparse.Namespace,
-                detect_sources=None) -> int:  # fmt: skip
+def _detect_all(
+    det: Detector, images: list[Path], videos: list, out_dir: Path, args: argparse.Namespace, detect_sources=None
+) -> int:
     logger.info("%r on %d images and %d videos", det, len(images), len(videos))
     used = OutputNames(out_dir, [*images, *videos])
     total = len(images) + len(videos)

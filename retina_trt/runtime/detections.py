@@ -56,7 +56,9 @@ class Detections:
         if self.tracker_ids is not None:
             tracker_ids = np.asarray(self.tracker_ids, dtype=np.int64).reshape(-1)
             if len(tracker_ids) != len(scores):
-                raise ValueError(f"Detections needs one tracker id per detection, got {len(tracker_ids)} for {len(scores)}")
+                raise ValueError(
+                    f"Detections needs one tracker id per detection, got {len(tracker_ids)} for {len(scores)}"
+                )
             object.__setattr__(self, "tracker_ids", tracker_ids)
 
     @classmethod
@@ -83,9 +85,7 @@ class Detections:
 
     def __iter__(self) -> Iterator[Detection]:
         for box, score, class_id in zip(self.boxes_xyxy, self.scores, self.class_ids):
-            yield Detection(
-                tuple(float(v) for v in box), float(score), int(class_id), self._name(int(class_id))
-            )
+            yield Detection(tuple(float(v) for v in box), float(score), int(class_id), self._name(int(class_id)))
 
     def __repr__(self) -> str:
         return f"Detections({len(self)} objects)"
@@ -94,7 +94,11 @@ class Detections:
         """The detections with ``score >= min_score`` and (if given) a class in ``class_ids``."""
         keep = np.ones(len(self), dtype=bool)
         if min_score is not None:
-            if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.number)) or not 0 <= min_score <= 1:
+            if (
+                isinstance(min_score, bool)
+                or not isinstance(min_score, (int, float, np.number))
+                or not 0 <= min_score <= 1
+            ):
                 raise ValueError(f"min_score must be a number in [0, 1], got {min_score!r}")  # NaN fails too
             keep &= self.scores >= float(min_score)
         if class_ids is not None:
@@ -110,9 +114,13 @@ class Detections:
         and ``data["class_name"]``), for supervision's annotators, zones and lines and for the
         ``trackers`` library. Needs ``pip install supervision`` (the ``[analytics]`` extra)."""
         sv = _supervision()
-        return sv.Detections(xyxy=self.boxes_xyxy.copy(), confidence=self.scores.copy(), class_id=self.class_ids.astype(int),
-                             tracker_id=None if self.tracker_ids is None else self.tracker_ids.astype(int),
-                             data={"class_name": np.array(self.class_names, dtype=str)})  # fmt: skip
+        return sv.Detections(
+            xyxy=self.boxes_xyxy.copy(),
+            confidence=self.scores.copy(),
+            class_id=self.class_ids.astype(int),
+            tracker_id=None if self.tracker_ids is None else self.tracker_ids.astype(int),
+            data={"class_name": np.array(self.class_names, dtype=str)},
+        )
 
     @classmethod
     def from_supervision(cls, detections, all_class_names: Sequence[str] = ()) -> Detections:
@@ -158,8 +166,10 @@ class Detections:
         ``#track`` where tracker ids are set)."""
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise TypeError(f"draw() needs an HxWx3 uint8 BGR image (as OpenCV decodes it), got {got}; "
-                            "convert it first, e.g. np.clip(image, 0, 255).astype(np.uint8)")  # fmt: skip
+            raise TypeError(
+                f"draw() needs an HxWx3 uint8 BGR image (as OpenCV decodes it), got {got}; "
+                "convert it first, e.g. np.clip(image, 0, 255).astype(np.uint8)"
+            )
         if isinstance(thickness, bool) or not isinstance(thickness, (int, np.integer)) or not 1 <= thickness <= 64:
             raise ValueError(f"thickness must be an integer number of pixels in [1, 64], got {thickness!r}")
         canvas = np.ascontiguousarray(image).copy()
@@ -176,10 +186,13 @@ class Detections:
         for label in labels:
             (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
             sizes.append((tw + 2, th + base + 2))
-        for det, label, (x, y), (lw, lh) in zip(dets, labels, place_labels([d.box_xyxy for d in dets], sizes, (height, width)),
-                                                sizes):  # fmt: skip
+        for det, label, (x, y), (lw, lh) in zip(
+            dets, labels, place_labels([d.box_xyxy for d in dets], sizes, (height, width)), sizes
+        ):
             cv2.rectangle(canvas, (x, y), (x + lw, y + lh), _color(det.class_id), -1)
-            cv2.putText(canvas, label, (x + 1, y + lh - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(
+                canvas, label, (x + 1, y + lh - 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
+            )
         return canvas
 
 
@@ -203,10 +216,19 @@ def place_labels(
     for box, (lw, lh) in zip(boxes, sizes):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         x = int(np.clip(x1, 0, max(0, width - lw)))
-        candidates = [(x, y1 - lh), (x, y1), (x, y2), (x, y2 - lh), (int(np.clip(x2 - lw, 0, max(0, width - lw))), y1 - lh)]
+        candidates = [
+            (x, y1 - lh),
+            (x, y1),
+            (x, y2),
+            (x, y2 - lh),
+            (int(np.clip(x2 - lw, 0, max(0, width - lw))), y1 - lh),
+        ]
         inside = [(cx, cy) for cx, cy in candidates if 0 <= cy and cy + lh <= height]
-        free = [(cx, cy) for cx, cy in inside
-                if not any(cx < px2 and px1 < cx + lw and cy < py2 and py1 < cy + lh for px1, py1, px2, py2 in placed)]  # fmt: skip
+        free = [
+            (cx, cy)
+            for cx, cy in inside
+            if not any(cx < px2 and px1 < cx + lw and cy < py2 and py1 < cy + lh for px1, py1, px2, py2 in placed)
+        ]
         cx, cy = (free or inside or [(x, int(np.clip(y1 - lh, 0, max(0, height - lh))))])[0]
         placed.append((cx, cy, cx + lw, cy + lh))
         corners.append((cx, cy))

@@ -75,21 +75,37 @@ class Detector:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
         if num_threads is not None and (isinstance(num_threads, bool) or not 1 <= int(num_threads) <= MAX_THREADS):
-            raise ValueError(f"num_threads must be a positive integer up to {MAX_THREADS} (or None for the backend's "
-                             f"default; this machine has {os.cpu_count()} cores), got {num_threads!r}")  # fmt: skip
+            raise ValueError(
+                f"num_threads must be a positive integer up to {MAX_THREADS} (or None for the backend's "
+                f"default; this machine has {os.cpu_count()} cores), got {num_threads!r}"
+            )
         if precision is not None and backend not in ("auto", "openvino"):
-            raise ValueError(f"precision={precision!r} is OpenVINO's option; backend={backend!r} runs the precision "
-                             "the model file has (prepare FP16/INT8 with prepare_precision)")  # fmt: skip
+            raise ValueError(
+                f"precision={precision!r} is OpenVINO's option; backend={backend!r} runs the precision "
+                "the model file has (prepare FP16/INT8 with prepare_precision)"
+            )
         self._closed = False
-        served = isinstance(model_path, str) and model_path.split("://", 1)[0].lower() in ("grpc", "http") and "://" in model_path
+        served = (
+            isinstance(model_path, str)
+            and model_path.split("://", 1)[0].lower() in ("grpc", "http")
+            and "://" in model_path
+        )
         self.model_path = _ServedModel(model_path) if served else Path(model_path)  # a Triton model URL, or a file
         if not served and not self.model_path.exists():
             raise ModelFormatError(f"model not found: {self.model_path}")
         self._backend = open_backend(
-            model_path if served else self.model_path, backend, providers=providers, num_threads=num_threads, cuda_graph=cuda_graph,
-            session_config=session_config, device=device, precision=precision, cache_dir=cache_dir, timeout_s=timeout_s,
+            model_path if served else self.model_path,
+            backend,
+            providers=providers,
+            num_threads=num_threads,
+            cuda_graph=cuda_graph,
+            session_config=session_config,
+            device=device,
+            precision=precision,
+            cache_dir=cache_dir,
+            timeout_s=timeout_s,
             static_shapes=static_shapes,
-        )  # fmt: skip
+        )
         logger.info("%r runs in %s", self, self.precision)
         self.min_score = min_score
         self.timer = Timer()
@@ -210,8 +226,13 @@ class Detector:
     def _preprocess(self, images: list[np.ndarray]):
         spec = self.spec
         with self.timer("preprocess"):
-            return preprocess_batch(images, min_size=spec.min_size, max_size=spec.max_size,
-                                    size_divisible=spec.size_divisible, input_size=self.input_size)  # fmt: skip
+            return preprocess_batch(
+                images,
+                min_size=spec.min_size,
+                max_size=spec.max_size,
+                size_divisible=spec.size_divisible,
+                input_size=self.input_size,
+            )
 
     def _timed_run(self, batch):
         with self.timer("inference"):

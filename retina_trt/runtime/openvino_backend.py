@@ -98,8 +98,11 @@ def _one_line(err: Exception) -> str:
 
 def _postprocess_ops(model) -> set[str]:
     """Friendly names of the ops at and after the network outputs (``cls_p*``/``box_p*``)."""
-    stack = [op for op in model.get_ordered_ops()
-             if any(n.startswith(NETWORK_OUTPUT_PREFIXES) for o in op.outputs() for n in o.get_names())]  # fmt: skip
+    stack = [
+        op
+        for op in model.get_ordered_ops()
+        if any(n.startswith(NETWORK_OUTPUT_PREFIXES) for o in op.outputs() for n in o.get_names())
+    ]
     seen: set[str] = set()
     while stack:
         op = stack.pop()
@@ -182,9 +185,14 @@ class OpenVinoBackend:
         self.graph_precision = meta.precision  # fp32 / fp16 / int8, as prepared
         info = meta.info
         try:
-            info.check_graph({i.get_any_name(): (_ov_dtype(i.get_element_type()), _ov_dims(i.get_partial_shape()))
-                              for i in self._model.inputs},
-                             [o.get_any_name() for o in self._model.outputs], str(path))  # fmt: skip
+            info.check_graph(
+                {
+                    i.get_any_name(): (_ov_dtype(i.get_element_type()), _ov_dims(i.get_partial_shape()))
+                    for i in self._model.inputs
+                },
+                [o.get_any_name() for o in self._model.outputs],
+                str(path),
+            )
         except ValueError as err:
             raise ModelFormatError(str(err)) from err
         self.output_names, self.input_names, self.float_input = list(info.outputs), list(info.inputs), info.float_input
@@ -199,8 +207,14 @@ class OpenVinoBackend:
         self._jobs = 1
         self._compiled, self.loaded_from_cache = self._compile("LATENCY", self._static)
         self._models[("LATENCY", self._static is not None)] = self._compiled
-        logger.debug("OpenVINO %s on %s: %s graph, %s precision for the rest, %s", ov.__version__, path.name,
-                    self.graph_precision, self.hint, "from the cache" if self.loaded_from_cache else "compiled")  # fmt: skip
+        logger.debug(
+            "OpenVINO %s on %s: %s graph, %s precision for the rest, %s",
+            ov.__version__,
+            path.name,
+            self.graph_precision,
+            self.hint,
+            "from the cache" if self.loaded_from_cache else "compiled",
+        )
 
     # -- compile -----------------------------------------------------------------------------
     def _config(self, hint: str) -> dict[str, Any]:
@@ -254,7 +268,9 @@ class OpenVinoBackend:
         return {name: feeds[name] for name in self.input_names}
 
     def _outputs(self, request) -> list:
-        return outputs_to_detections([request.get_tensor(name).data.copy() for name in self.output_names], self.nms, self.spec)
+        return outputs_to_detections(
+            [request.get_tensor(name).data.copy() for name in self.output_names], self.nms, self.spec
+        )
 
     def run(self, batch: PreprocessedBatch) -> list:
         """Detections of a preprocessed batch (thread-safe: one infer request per thread)."""

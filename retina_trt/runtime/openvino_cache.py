@@ -55,8 +55,12 @@ def usable_folder(folder: Path) -> bool:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
             pass
     except OSError as err:
-        _warn_once(folder, "OpenVINO compiled-model cache %s is not writable (%s); compiling without a cache",
-                   folder, err.strerror or err)  # fmt: skip
+        _warn_once(
+            folder,
+            "OpenVINO compiled-model cache %s is not writable (%s); compiling without a cache",
+            folder,
+            err.strerror or err,
+        )
         return False
     return True
 
@@ -88,7 +92,9 @@ class CompiledModelCache:
         try:
             return core.import_model(data, "CPU", config)
         except Exception as err:  # OpenVINO's own error types for blobs it refuses
-            logger.warning("OpenVINO refused cache entry %s (%s); recompiling", blob.name, str(err).splitlines()[0][:200])
+            logger.warning(
+                "OpenVINO refused cache entry %s (%s); recompiling", blob.name, str(err).splitlines()[0][:200]
+            )
             self._remove(key)
             return None
 
@@ -104,8 +110,12 @@ class CompiledModelCache:
             with atomic_path(digest) as tmp:
                 tmp.write_text(hashlib.sha256(data).hexdigest() + "\n")
         except OSError as err:  # a full disk: run on, uncached
-            _warn_once(self.folder, "cannot write OpenVINO cache entry in %s (%s); running without it",
-                       self.folder, err.strerror or err)  # fmt: skip
+            _warn_once(
+                self.folder,
+                "cannot write OpenVINO cache entry in %s (%s); running without it",
+                self.folder,
+                err.strerror or err,
+            )
             self._remove(key)
 
     def _remove(self, key: str) -> None:

@@ -34,8 +34,10 @@ class ReconnectPolicy:
 
     def __post_init__(self) -> None:
         if int(self.max_attempts) < 1 or not float(self.max_outage_s) > 0:
-            raise ValueError(f"max_reconnect_attempts must be >= 1 and max_outage_s > 0, got "
-                             f"{self.max_attempts}, {self.max_outage_s}")  # fmt: skip
+            raise ValueError(
+                f"max_reconnect_attempts must be >= 1 and max_outage_s > 0, got "
+                f"{self.max_attempts}, {self.max_outage_s}"
+            )
         first, cap = self.backoff_s
         if not 0 <= float(first) <= float(cap) < float("inf"):
             raise ValueError(f"backoff_s must be (first, cap) with 0 <= first <= cap, finite; got {self.backoff_s}")

@@ -114,7 +114,12 @@ class FrameSource:
     """
 
     def __init__(
-        self, source: str | int | os.PathLike, *, max_bad_frames: int = 25, open_now: bool = True, timeout_s: float = 10.0
+        self,
+        source: str | int | os.PathLike,
+        *,
+        max_bad_frames: int = 25,
+        open_now: bool = True,
+        timeout_s: float = 10.0,
     ) -> None:
         """``open_now=False``: a live source is opened by the caller (``open()``), so one that
         never connects can be retried; ``timeout_s``: how long a live open or read may block."""
@@ -144,12 +149,16 @@ class FrameSource:
         target = int(self.source) if str(self.source).isdigit() and self.live else str(self.source)
         if self.live and isinstance(target, str):  # a stalled network source must not block for ever
             ms = int(1000 * self.timeout_s)
-            capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            capture = cv2.VideoCapture(
+                target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            )
         else:
             capture = cv2.VideoCapture(target)
         if not capture.isOpened():
             capture.release()
-            raise VideoError(f"cannot open video {self.source}: not a video or stream OpenCV can decode, or unreachable")
+            raise VideoError(
+                f"cannot open video {self.source}: not a video or stream OpenCV can decode, or unreachable"
+            )
         self._capture = capture
         self._bad_run = 0
         if not self.live:
@@ -191,7 +200,12 @@ class FrameSource:
         # A failed read before a file's known end is a bad frame; otherwise the end / a lost stream.
         self._bad_run += 1
         self._position += 1
-        if not self.live and self._total is not None and self._position < self._total and self._bad_run < self.max_bad_frames:
+        if (
+            not self.live
+            and self._total is not None
+            and self._position < self._total
+            and self._bad_run < self.max_bad_frames
+        ):
             return None
         raise EOFError
 
@@ -265,8 +279,10 @@ class VideoOutput:
         if not _plays(self.tmp):
             with contextlib.suppress(OSError):
                 self.tmp.unlink()
-            raise VideoError(f"the annotated video {self.path} could not be written completely (a full disk?); "
-                             "nothing was left under its name")  # fmt: skip
+            raise VideoError(
+                f"the annotated video {self.path} could not be written completely (a full disk?); "
+                "nothing was left under its name"
+            )
         os.replace(self.tmp, self.path)
         return self.path
 
@@ -316,8 +332,13 @@ class DetectionStream:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if max_frames is not None and int(max_frames) < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        self.policy = ReconnectPolicy(reconnect=reconnect, max_reconnects=max_reconnects, max_attempts=max_reconnect_attempts,
-                                      max_outage_s=max_outage_s, backoff_s=backoff_s)  # fmt: skip
+        self.policy = ReconnectPolicy(
+            reconnect=reconnect,
+            max_reconnects=max_reconnects,
+            max_attempts=max_reconnect_attempts,
+            max_outage_s=max_outage_s,
+            backoff_s=backoff_s,
+        )
         self.detector = detector
         self.source = FrameSource(source, max_bad_frames=max_bad_frames)
         self.live = self.source.live
@@ -344,7 +365,9 @@ class DetectionStream:
             threading.Thread(target=self._guard, args=(self._infer_loop,), name="retina_trt-infer", daemon=True),
         ]
         if self.output is not None:
-            self._threads.append(threading.Thread(target=self._guard, args=(self._write_loop,), name="retina_trt-write", daemon=True))
+            self._threads.append(
+                threading.Thread(target=self._guard, args=(self._write_loop,), name="retina_trt-write", daemon=True)
+            )
         _OPEN_STREAMS.add(self)
         for thread in self._threads:
             thread.start()

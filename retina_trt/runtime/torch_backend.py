@@ -20,7 +20,9 @@ _THREADS_LOCK = threading.Lock()
 
 
 def _from_torch(result: dict[str, torch.Tensor]) -> RawDetections:
-    return RawDetections(result["boxes"].float().numpy(), result["scores"].float().numpy(), result["labels"].long().numpy())
+    return RawDetections(
+        result["boxes"].float().numpy(), result["scores"].float().numpy(), result["labels"].long().numpy()
+    )
 
 
 class TorchBackend:

@@ -89,18 +89,20 @@ class TritonBackend:
                 return module, module.InferenceServerClient(self.address)
             import tritonclient.http as module
 
-            return module, module.InferenceServerClient(self.address, connection_timeout=self.timeout_s,
-                                                        network_timeout=self.timeout_s)  # fmt: skip
+            return module, module.InferenceServerClient(
+                self.address, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+            )
         except ImportError as err:
             raise BackendUnavailableError(
-                "a Triton server model needs the Triton client: pip install \"tritonclient[grpc,http]\""
+                'a Triton server model needs the Triton client: pip install "tritonclient[grpc,http]"'
             ) from err
 
     def _config(self) -> dict:
         try:
             if self.scheme == "grpc":
-                return self._client.get_model_config(self.model, self.version, as_json=True,
-                                                     client_timeout=self.timeout_s)["config"]  # fmt: skip
+                return self._client.get_model_config(
+                    self.model, self.version, as_json=True, client_timeout=self.timeout_s
+                )["config"]
             return self._client.get_model_config(self.model, self.version)
         except Exception as err:  # the clients' own exception types
             raise BackendUnavailableError(
@@ -111,7 +113,10 @@ class TritonBackend:
     def run(self, batch: PreprocessedBatch) -> list[RawDetections]:
         module = self._client_module
         pixels = batch.pixels.astype(np.float32) if self.float_input else np.ascontiguousarray(batch.pixels)
-        tensors = {"images": (pixels, "FP32" if self.float_input else "UINT8"), "image_sizes": (batch.image_sizes.astype(np.int32), "INT32")}
+        tensors = {
+            "images": (pixels, "FP32" if self.float_input else "UINT8"),
+            "image_sizes": (batch.image_sizes.astype(np.int32), "INT32"),
+        }
         inputs = []
         for name in self.input_names:
             data, dtype = tensors[name]
@@ -121,16 +126,18 @@ class TritonBackend:
         started = time.perf_counter()
         try:
             if self.scheme == "grpc":
-                result = self._client.infer(self.model, inputs, model_version=self.version, outputs=self._outputs,
-                                            client_timeout=self.timeout_s)  # fmt: skip
+                result = self._client.infer(
+                    self.model, inputs, model_version=self.version, outputs=self._outputs, client_timeout=self.timeout_s
+                )
             else:
                 result = self._client.infer(self.model, inputs, model_version=self.version, outputs=self._outputs)
         except Exception as err:  # counted by reason; the next request reconnects
             reason = _reason(err)
             self.errors[reason.split(":")[0][:80]] += 1
             self._reconnect()  # a fresh channel / connection pool for the next request
-            raise BackendError(f"Triton server {self.address} ({self.model}): {reason} "
-                               f"after {time.perf_counter() - started:.1f} s") from err  # fmt: skip
+            raise BackendError(
+                f"Triton server {self.address} ({self.model}): {reason} after {time.perf_counter() - started:.1f} s"
+            ) from err
         return outputs_to_detections([result.as_numpy(n) for n in self.output_names], self.nms, self.spec)
 
     def _reconnect(self) -> None:

@@ -91,6 +91,9 @@ class TritonPythonModel:
         offset = 0
         for position, feeds in chunk:
             n = len(feeds["images"])
-            tensors = [pb_utils.Tensor(name, np.ascontiguousarray(out[offset : offset + n])) for name, out in zip(self.outputs, outputs)]
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(out[offset : offset + n]))
+                for name, out in zip(self.outputs, outputs)
+            ]
             responses[position] = pb_utils.InferenceResponse(output_tensors=tensors)
             offset += n

@@ -60,10 +60,17 @@ def serve_env() -> ServeEnv:
     hint = f"the Triton serving environment is not installed at {root}: run `make serve-env` (or set {SERVE_ENV_VAR})"
     if not python.is_file():
         raise BackendUnavailableError(hint)
-    probe = subprocess.run([str(python), "-c", "import json, sys, sysconfig, pytriton, pathlib; print(json.dumps("
-                            "[sysconfig.get_config_var('LIBDIR'), f'{sys.version_info[0]}.{sys.version_info[1]}', "
-                            "str(pathlib.Path(pytriton.__file__).parent.parent)]))"],
-                           capture_output=True, text=True)  # fmt: skip
+    probe = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import json, sys, sysconfig, pytriton, pathlib; print(json.dumps("
+            "[sysconfig.get_config_var('LIBDIR'), f'{sys.version_info[0]}.{sys.version_info[1]}', "
+            "str(pathlib.Path(pytriton.__file__).parent.parent)]))",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         raise BackendUnavailableError(f"{hint} ({probe.stderr.strip().splitlines()[-1:] or ''})")
     libdir, version, site = json.loads(probe.stdout)
@@ -101,8 +108,9 @@ class TritonServer:
     def log_summary(self) -> str:
         """One line: the server's error lines (or its last line), for an error message."""
         tail = self.log_tail(1).splitlines()
-        errors = [line for line in tail if line[:1] == "E" and line[1:5].isdigit()
-                  and "CudaDriverHelper" not in line] or tail[-1:]  # (no driver on a CPU machine: always logged)
+        errors = [
+            line for line in tail if line[:1] == "E" and line[1:5].isdigit() and "CudaDriverHelper" not in line
+        ] or tail[-1:]  # (no driver on a CPU machine: always logged)
         text = " | ".join(line.split("] ", 1)[-1].strip() for line in errors)
         return (text[:1500] + " ...") if len(text) > 1500 else text
 
@@ -186,12 +194,31 @@ def start_server(
     variables["PATH"] = os.pathsep.join([str(env.root / "bin"), variables.get("PATH", "")])
     libs = [env.libdir, str(env.site / "nvidia_pytriton.libs"), variables.get("LD_LIBRARY_PATH", "")]
     variables["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in libs if p)
-    command = [str(env.binary), "--model-repository", str(repository), "--backend-directory", str(workdir / "backends"),
-               "--http-address", host, "--http-port", str(http_port), "--grpc-address", host, "--grpc-port", str(grpc_port),
-               "--metrics-address", host, "--metrics-port", str(metrics_port), "--exit-on-error=true",
-               "--strict-readiness=true"]  # fmt: skip
+    command = [
+        str(env.binary),
+        "--model-repository",
+        str(repository),
+        "--backend-directory",
+        str(workdir / "backends"),
+        "--http-address",
+        host,
+        "--http-port",
+        str(http_port),
+        "--grpc-address",
+        host,
+        "--grpc-port",
+        str(grpc_port),
+        "--metrics-address",
+        host,
+        "--metrics-port",
+        str(metrics_port),
+        "--exit-on-error=true",
+        "--strict-readiness=true",
+    ]
     with open(log, "wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=variables, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=variables, start_new_session=True
+        )
     server = TritonServer(process, host, http_port, grpc_port, metrics_port, workdir, log, [workdir, *(owned or [])])
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -227,12 +254,21 @@ def serve_model(
     if model.suffix.lower() != ".onnx":
         raise ValueError(
             f"retina-trt serve takes an .onnx or a repository from export-triton, got {model}; an .engine needs "
-            "Triton's TensorRT backend (the Triton container on a GPU machine): export-triton it and serve that repository there"
+            "Triton's TensorRT backend (the Triton container on a GPU machine): export-triton it and serve that "
+            "repository there"
         )
     repository = Path(tempfile.mkdtemp(prefix="retina_trt_repo_"))
     try:
-        export_triton(model, repository, name=name or "retina", instances=instances, kind="cpu",
-                      max_queue_delay_us=queue_delay_us, backend="python", max_batch=max_batch)  # fmt: skip
+        export_triton(
+            model,
+            repository,
+            name=name or "retina",
+            instances=instances,
+            kind="cpu",
+            max_queue_delay_us=queue_delay_us,
+            backend="python",
+            max_batch=max_batch,
+        )
         return start_server(repository, env=env, owned=[repository], **server_options)
     except BaseException:
         shutil.rmtree(repository, ignore_errors=True)

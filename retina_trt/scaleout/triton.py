@@ -39,9 +39,15 @@ def _model_facts(model: Path) -> dict[str, Any]:
     suffix = model.suffix.lower()
     if suffix == ".engine":
         header = read_engine_header(model)
-        return {"platform": "tensorrt_plan", "file": "model.plan", "spec": header.spec, "info": header.info,
-                "max_batch": header.max_batch, "precision": header.precision,
-                "extra": {"tensorrt_version": header.tensorrt_version, "built_on": header.device_name}}  # fmt: skip
+        return {
+            "platform": "tensorrt_plan",
+            "file": "model.plan",
+            "spec": header.spec,
+            "info": header.info,
+            "max_batch": header.max_batch,
+            "precision": header.precision,
+            "extra": {"tensorrt_version": header.tensorrt_version, "built_on": header.device_name},
+        }
     if suffix == ".onnx":
         meta = read_metadata(model)
         if meta.nms not in ("onnx", "graph"):
@@ -49,8 +55,15 @@ def _model_facts(model: Path) -> dict[str, Any]:
                 f"{model} was exported with nms={meta.nms!r}; Triton's ONNX Runtime backend needs the output contract "
                 "from standard operators (nms='onnx' or 'graph')"
             )
-        return {"platform": "onnxruntime_onnx", "file": "model.onnx", "spec": meta.spec, "info": meta.info,
-                "max_batch": meta.max_batch, "precision": meta.precision, "extra": {}}  # fmt: skip
+        return {
+            "platform": "onnxruntime_onnx",
+            "file": "model.onnx",
+            "spec": meta.spec,
+            "info": meta.info,
+            "max_batch": meta.max_batch,
+            "precision": meta.precision,
+            "extra": {},
+        }
     raise ModelFormatError(f"export-triton takes a .engine or an .onnx from retina_trt, got {model}")
 
 
@@ -94,14 +107,18 @@ def config_pbtxt(
     parameters = {
         "retina_trt.spec": spec.to_json(),
         "retina_trt.precision": facts["precision"],
-        "retina_trt.input": "images: uint8 BGR NHWC, padded bottom/right; image_sizes: int32 (h, w) of the valid region",
+        "retina_trt.input": "images: uint8 BGR NHWC, padded bottom/right; image_sizes: int32 (h, w) of the valid "
+        "region",
         "retina_trt.export": json.dumps(facts["info"].record, sort_keys=True),
         **{f"retina_trt.{k}": str(v) for k, v in facts["extra"].items()},
     }
     params = "\n".join(
-        f"parameters {{\n  key: {_quote(k)}\n  value: {{ string_value: {_quote(v)} }}\n}}" for k, v in parameters.items()
+        f"parameters {{\n  key: {_quote(k)}\n  value: {{ string_value: {_quote(v)} }}\n}}"
+        for k, v in parameters.items()
     )
-    runner = f"backend: {_quote('python')}" if facts["platform"] == "python" else f"platform: {_quote(facts['platform'])}"
+    runner = (
+        f"backend: {_quote('python')}" if facts["platform"] == "python" else f"platform: {_quote(facts['platform'])}"
+    )
     lines = [
         f"name: {_quote(name)}",
         runner,
@@ -111,7 +128,8 @@ def config_pbtxt(
         "dynamic_batching {\n"
         f"  preferred_batch_size: [ {', '.join(map(str, preferred_batch))} ]\n"
         f"  max_queue_delay_microseconds: {max_queue_delay_us}\n}}",
-        f"instance_group [\n  {{\n    count: {instances}\n    kind: {'KIND_GPU' if kind == 'gpu' else 'KIND_CPU'}\n  }}\n]",
+        f"instance_group [\n  {{\n    count: {instances}\n"
+        f"    kind: {'KIND_GPU' if kind == 'gpu' else 'KIND_CPU'}\n  }}\n]",
         params,
     ]
     return "\n".join(lines) + "\n"
@@ -156,7 +174,9 @@ def export_triton(
     facts = _model_facts(model)
     if backend == "python":
         if facts["platform"] != "onnxruntime_onnx":
-            raise ModelFormatError(f"the Python backend serves retina_trt ONNX models (nms='onnx' or 'graph'), got {model}")
+            raise ModelFormatError(
+                f"the Python backend serves retina_trt ONNX models (nms='onnx' or 'graph'), got {model}"
+            )
         facts = {**facts, "platform": "python"}
     if max_batch is not None:
         if not 1 <= int(max_batch) <= int(facts["max_batch"]):
@@ -176,8 +196,9 @@ def export_triton(
         raise FileExistsError(f"{target} exists; pass --overwrite to replace its version {version} and config")
     max_batch = int(facts["max_batch"])
     preferred = sorted({b for b in (max_batch // 2, max_batch) if b >= 1})
-    text = config_pbtxt(name, facts, instances=instances, kind=kind, preferred_batch=preferred,
-                        max_queue_delay_us=max_queue_delay_us)  # fmt: skip
+    text = config_pbtxt(
+        name, facts, instances=instances, kind=kind, preferred_batch=preferred, max_queue_delay_us=max_queue_delay_us
+    )
     repo.mkdir(parents=True, exist_ok=True)
     staging = repo / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

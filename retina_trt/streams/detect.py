@@ -31,7 +31,9 @@ class _SourceOutputs:
     def write(self, result, fps: float) -> None:
         if self.video is None and self.video_path is not None:
             self.video = VideoOutput(self.video_path, fps)  # at the first frame: the source is open
-        self.jsonl.write({"frame": result.index, "timestamp_s": round(result.timestamp_s, 4), **result.detections.to_dict()})
+        self.jsonl.write(
+            {"frame": result.index, "timestamp_s": round(result.timestamp_s, 4), **result.detections.to_dict()}
+        )
         if self.video is not None:
             self.video.write(result.detections.draw(result.frame))
         self.frames += 1
@@ -46,16 +48,21 @@ class _SourceOutputs:
 
 
 def _stream_options(args) -> dict:
-    return {"every": args.every, "max_reconnect_attempts": getattr(args, "max_reconnect_attempts", 10),
-            "max_outage_s": getattr(args, "max_outage", 120.0)}  # fmt: skip
+    return {
+        "every": args.every,
+        "max_reconnect_attempts": getattr(args, "max_reconnect_attempts", 10),
+        "max_outage_s": getattr(args, "max_outage", 120.0),
+    }
 
 
 def detect_sources(det, sources: list, out_dir: Path, args, used) -> int:
     """Detect on every video/stream of ``sources`` through one batched stream; prints one line
     per source and returns how many failed (no frame decoded, or gave up reconnecting)."""
     ids = {str(i): source for i, source in enumerate(sources)}
-    outputs = {sid: _SourceOutputs(out_dir, used.add(_stream_stem(src), (".mp4", ".jsonl")), not args.no_draw)
-               for sid, src in ids.items()}  # fmt: skip
+    outputs = {
+        sid: _SourceOutputs(out_dir, used.add(_stream_stem(src), (".mp4", ".jsonl")), not args.no_draw)
+        for sid, src in ids.items()
+    }
     stream = MultiStream(det, ids, **_stream_options(args))
     try:
         with tqdm(desc=f"{len(ids)} sources", unit="frame", disable=None) as bar:
@@ -78,9 +85,11 @@ def _report(source, out: _SourceOutputs, stats: dict) -> int:
     if out.frames == 0:
         print(f"skipped {source}: {VideoError(f'no frame of {source} could be decoded')}", file=sys.stderr)
         return 1
-    print(f"{source}: {out.frames} frames at {stats['fps']:.1f} FPS, {out.detections} detections, "
-          f"{stats['decode_errors']} unreadable frames skipped, {stats['dropped']} dropped, "
-          f"{stats['reconnects']} reconnects (batched with the other sources)")  # fmt: skip
+    print(
+        f"{source}: {out.frames} frames at {stats['fps']:.1f} FPS, {out.detections} detections, "
+        f"{stats['decode_errors']} unreadable frames skipped, {stats['dropped']} dropped, "
+        f"{stats['reconnects']} reconnects (batched with the other sources)"
+    )
     if stats["gave_up"]:
         print(f"skipped {source}: gave up reconnecting after {out.frames} frames: {stats['gave_up']}", file=sys.stderr)
         return 1

@@ -115,8 +115,13 @@ class MultiStream:
         self.detector = detector
         self.push_timeout_s = float(push_timeout_ms) / 1000.0
         self.min_score = min_score
-        self.policy = ReconnectPolicy(reconnect=reconnect, max_reconnects=max_reconnects, max_attempts=max_reconnect_attempts,
-                                      max_outage_s=max_outage_s, backoff_s=backoff_s)  # fmt: skip
+        self.policy = ReconnectPolicy(
+            reconnect=reconnect,
+            max_reconnects=max_reconnects,
+            max_attempts=max_reconnect_attempts,
+            max_outage_s=max_outage_s,
+            backoff_s=backoff_s,
+        )
         self._reader_options = {"buffer": int(buffer), "every": int(every), "timeout_s": float(timeout_s)}
         self._ready = threading.Event()
         self._lock = threading.Lock()
@@ -155,8 +160,9 @@ class MultiStream:
             source_id = str(source_id)
             if source_id in self._readers:
                 raise ValueError(f"source id {source_id!r} is in use; remove it first or pass another id")
-            reader = SourceReader(source_id, source, ready=self._ready, policy=self.policy, drop_stale=drop_stale,
-                                  **self._reader_options)  # fmt: skip
+            reader = SourceReader(
+                source_id, source, ready=self._ready, policy=self.policy, drop_stale=drop_stale, **self._reader_options
+            )
             self._readers[source_id] = reader
             self._retired.pop(source_id, None)
             self._ever_added = True
@@ -286,7 +292,9 @@ class MultiStream:
             if self.min_score is not None:
                 dets = dets.filter(min_score=self.min_score)
             reader.stats.latency_ms = round(1000 * (now - item.read_at), 2)
-            result = MultiFrame(reader.id, item.index, item.timestamp_s, item.frame, dets, now - item.read_at, reader.generation)
+            result = MultiFrame(
+                reader.id, item.index, item.timestamp_s, item.frame, dets, now - item.read_at, reader.generation
+            )
             if self._put(result):
                 reader.stats.processed += 1
             else:

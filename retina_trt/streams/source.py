@@ -54,12 +54,20 @@ class SourceStats:
     def to_dict(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self.started
         return {
-            "state": self.state, "read": self.read, "processed": self.processed, "dropped": self.dropped,
-            "skipped": self.skipped, "decode_errors": self.decode_errors, "errors": self.errors,
-            "reconnects": self.reconnects, "reconnect_attempts": self.reconnect_attempts, "gave_up": self.gave_up,
-            "last_error": self.last_error, "latency_ms": self.latency_ms,
+            "state": self.state,
+            "read": self.read,
+            "processed": self.processed,
+            "dropped": self.dropped,
+            "skipped": self.skipped,
+            "decode_errors": self.decode_errors,
+            "errors": self.errors,
+            "reconnects": self.reconnects,
+            "reconnect_attempts": self.reconnect_attempts,
+            "gave_up": self.gave_up,
+            "last_error": self.last_error,
+            "latency_ms": self.latency_ms,
             "fps": round(self.processed / elapsed, 2) if elapsed > 0 else 0.0,
-        }  # fmt: skip
+        }
 
 
 class SourceReader:

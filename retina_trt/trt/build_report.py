@@ -93,7 +93,8 @@ def precision_problems(layers: list[EngineLayer], precision: str) -> list[str]:
         if layer.is_convolution and (not layer.input_dtypes or layer.input_dtypes[0] != want)
     ]
     problems += [
-        f"postprocess layer {layer.name} ({', '.join(layer.onnx_nodes[:3])}) outputs {sorted(set(layer.output_dtypes) & LOW_PRECISION)}"
+        f"postprocess layer {layer.name} ({', '.join(layer.onnx_nodes[:3])}) outputs "
+        f"{sorted(set(layer.output_dtypes) & LOW_PRECISION)}"
         for layer in layers
         if layer.in_postprocess and set(layer.output_dtypes) & LOW_PRECISION
     ]

@@ -106,7 +106,8 @@ def plugin_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     for node in model.graph.node:
         for attr in node.attribute:
             if attr.name == "plugin_namespace" and onnx.helper.get_attribute_value(attr) in (
-                PLUGIN_NAMESPACE, PLUGIN_NAMESPACE.encode()
+                PLUGIN_NAMESPACE,
+                PLUGIN_NAMESPACE.encode(),
             ):
                 found.append(node)
     return found
@@ -170,8 +171,15 @@ def _planned_targets(flavour: str, options: BuildOptions) -> str:
 def _planned_compatibility(flavour: str, options: BuildOptions) -> dict[str, Any]:
     """Timing cache and hardware/version compatibility as the build will use them."""
     if flavour == "tensorrt_rtx":
-        asked = [f"--{n}" for n, on in (("timing-cache", options.timing_cache), ("version-compat", options.version_compatible),
-                                          ("hardware-compat", options.hardware_compat != "none")) if on]  # fmt: skip
+        asked = [
+            f"--{n}"
+            for n, on in (
+                ("timing-cache", options.timing_cache),
+                ("version-compat", options.version_compatible),
+                ("hardware-compat", options.hardware_compat != "none"),
+            )
+            if on
+        ]
         note = "not used: TensorRT-RTX has no timing cache and no compatibility modes; its engines run on their targets"
         return {"timing_cache / compatibility": note + (f" ({', '.join(asked)} ignored)" if asked else "")}
     if options.timing_cache:
@@ -179,8 +187,11 @@ def _planned_compatibility(flavour: str, options: BuildOptions) -> dict[str, Any
         cache_text = f"{cache} ({'loaded, then updated' if cache.is_file() else 'created by the build'})"
     else:
         cache_text = "none (--timing-cache F keeps one across builds)"
-    return {"timing_cache": cache_text, "hardware_compat": options.hardware_compat,
-            "version_compatible": options.version_compatible}  # fmt: skip
+    return {
+        "timing_cache": cache_text,
+        "hardware_compat": options.hardware_compat,
+        "version_compatible": options.version_compatible,
+    }
 
 
 def check_nms_buildable(nms: str, flavour: str, what: str | os.PathLike) -> None:
@@ -210,7 +221,11 @@ def network_io(network) -> dict[str, list[dict[str, Any]]]:
     dynamic)."""
 
     def describe(tensor) -> dict[str, Any]:
-        return {"name": tensor.name, "dtype": str(tensor.dtype).rsplit(".", 1)[-1], "shape": [int(d) for d in tensor.shape]}
+        return {
+            "name": tensor.name,
+            "dtype": str(tensor.dtype).rsplit(".", 1)[-1],
+            "shape": [int(d) for d in tensor.shape],
+        }
 
     return {
         "inputs": [describe(network.get_input(i)) for i in range(network.num_inputs)],
@@ -229,7 +244,9 @@ def _progress_monitor(trt):
 
         def phase_start(self, phase_name, parent_phase, num_steps):
             depth = 0 if parent_phase is None else 1
-            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=depth, leave=depth == 0, disable=None)
+            self.bars[phase_name] = tqdm(
+                total=num_steps, desc=phase_name, position=depth, leave=depth == 0, disable=None
+            )
 
         def step_complete(self, phase_name, step):
             bar = self.bars.get(phase_name)
@@ -289,7 +306,9 @@ def build_network_seconds(
     return time.perf_counter() - start
 
 
-def _register_plugins(trt, trt_logger, plugins: list[onnx.NodeProto], onnx_path: Path, hardware_compat: str = "none") -> None:
+def _register_plugins(
+    trt, trt_logger, plugins: list[onnx.NodeProto], onnx_path: Path, hardware_compat: str = "none"
+) -> None:
     """TensorRT 10/11: put the plugin creators the ONNX parser looks up into the registry, and
     choose the PTX the plugin's AOT kernels will embed (plugins/aot.py)."""
     trt.init_libnvinfer_plugins(trt_logger, "")  # TensorRT's own plugins (EfficientNMS_TRT)
@@ -326,7 +345,9 @@ def _set_rtx_targets(config, targets: tuple[tuple[int, int], ...], trt) -> None:
         setter(rtx_compute_capability(trt, cc), index)
 
 
-def _targets(flavour: str, options: BuildOptions) -> tuple[str | None, tuple[int, int] | None, tuple[tuple[int, int], ...]]:
+def _targets(
+    flavour: str, options: BuildOptions
+) -> tuple[str | None, tuple[int, int] | None, tuple[tuple[int, int], ...]]:
     """(build GPU name, its compute capability, the engine's targets): TensorRT-RTX builds for
     ``options.compute_capabilities`` without a GPU; TensorRT 10/11 for the GPU at hand."""
     if flavour == "tensorrt_rtx":
@@ -416,7 +437,9 @@ def build_engine(
     if flavour == "tensorrt":
         _register_plugins(trt, trt_logger, plugins, onnx_path, options.hardware_compat)
     builder = trt.Builder(trt_logger)
-    network = builder.create_network(network_flags(trt, aot_plugins=any(n.op_type.startswith("RetinaNMS") for n in plugins)))
+    network = builder.create_network(
+        network_flags(trt, aot_plugins=any(n.op_type.startswith("RetinaNMS") for n in plugins))
+    )
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise EngineBuildError(f"TensorRT cannot parse {onnx_path}:\n{_parser_errors(parser)}")
@@ -424,7 +447,14 @@ def build_engine(
     config, _monitor, cache_path = _configure(trt, builder, flavour, options, targets, shapes)
 
     where = device_name or "no GPU: compute capability " + ", ".join(f"{a}.{b}" for a, b in targets)
-    logger.info("building %s engine from %s (%s %s, %s)", meta.precision, onnx_path, FLAVOUR_NAMES[flavour], trt.__version__, where)
+    logger.info(
+        "building %s engine from %s (%s %s, %s)",
+        meta.precision,
+        onnx_path,
+        FLAVOUR_NAMES[flavour],
+        trt.__version__,
+        where,
+    )
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; rerun with --verbose for its log")
@@ -449,10 +479,19 @@ def build_engine(
         "layer_precisions": layer_summary,
         "precision_problems": problems,
     }
-    header = make_header(spec=meta.spec, tensorrt_flavour=flavour, tensorrt_version=str(trt.__version__),
-                         device_name=device_name, compute_capability=capability, targets=targets,
-                         precision=meta.precision, onnx_sha256=file_sha256(onnx_path), export=meta.export,
-                         build=build, plan=plan_bytes)  # fmt: skip
+    header = make_header(
+        spec=meta.spec,
+        tensorrt_flavour=flavour,
+        tensorrt_version=str(trt.__version__),
+        device_name=device_name,
+        compute_capability=capability,
+        targets=targets,
+        precision=meta.precision,
+        onnx_sha256=file_sha256(onnx_path),
+        export=meta.export,
+        build=build,
+        plan=plan_bytes,
+    )
     write_engine(output, header, plan_bytes)
     logger.info("wrote %s (%.1f MB) in %.1f s", output, output.stat().st_size / 1e6, time.perf_counter() - start)
     return output

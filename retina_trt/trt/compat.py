@@ -111,7 +111,9 @@ def rtx_compute_capability(trt: ModuleType, capability: tuple[int, int]):
         )
     members = getattr(trt, "ComputeCapability", None)  # TensorRT-RTX only
     if members is None:
-        raise BackendUnavailableError(f"TensorRT {trt.__version__} has no compute capability targets (TensorRT-RTX has)")
+        raise BackendUnavailableError(
+            f"TensorRT {trt.__version__} has no compute capability targets (TensorRT-RTX has)"
+        )
     return getattr(members, f"SM{capability[0]}{capability[1]}")
 
 
@@ -168,7 +170,8 @@ def import_cudart():
             from cuda import cudart
         except ImportError as err:
             raise BackendUnavailableError(
-                "the TensorRT backend needs NVIDIA's CUDA Python binding: pip install 'retina-trt[trt-cu12]' (or [trt-cu13], [trt-rtx]: they bring cuda-python)"
+                "the TensorRT backend needs NVIDIA's CUDA Python binding: pip install 'retina-trt[trt-cu12]' (or "
+                "[trt-cu13], [trt-rtx]: they bring cuda-python)"
             ) from err
     return cudart
 

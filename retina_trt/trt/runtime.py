@@ -86,14 +86,18 @@ def check_io(
     inputs, outputs = list(info.inputs), list(info.outputs)
     want_input = {**{n: True for n in inputs}, **{n: False for n in outputs}}
     if set(found) != set(want_input):
-        raise ModelFormatError(f"{path}: the engine's tensors {sorted(found)} are not the contract's {sorted(want_input)}; rebuild it")
+        raise ModelFormatError(
+            f"{path}: the engine's tensors {sorted(found)} are not the contract's {sorted(want_input)}; rebuild it"
+        )
     dtypes = {}
     for name, (is_input, have) in found.items():
         want = info.input_dtype(name) if want_input[name] else TENSOR_DTYPES.get(name)
         if is_input != want_input[name] or want is None or np.dtype(have) != np.dtype(want):
             mode, want_mode = ("input" if is_input else "output"), ("input" if want_input[name] else "output")
-            raise ModelFormatError(f"{path}: tensor {name!r} is an {mode} of {np.dtype(have)}, the contract says an "
-                                   f"{want_mode} of {np.dtype(want) if want else '?'}; rebuild the engine")  # fmt: skip
+            raise ModelFormatError(
+                f"{path}: tensor {name!r} is an {mode} of {np.dtype(have)}, the contract says an "
+                f"{want_mode} of {np.dtype(want) if want else '?'}; rebuild the engine"
+            )
         dtypes[name] = np.dtype(have)
     return inputs, outputs, dtypes
 
@@ -153,8 +157,9 @@ class _Context:
             if any(d < 0 for d in shape):  # data-dependent: bounded by the contract
                 shape = backend._contract_max_shape(name)
             shapes[name] = shape
-        self.buffers = _Buffers(cudart, {n: s for n, s in shapes.items() if n in self.inputs or n in self.outputs},
-                                backend._np_dtypes)  # fmt: skip
+        self.buffers = _Buffers(
+            cudart, {n: s for n, s in shapes.items() if n in self.inputs or n in self.outputs}, backend._np_dtypes
+        )
         self.events = [_check(cudart, cudart.cudaEventCreate()) for _ in range(4)]
         self.use_graph = backend._cuda_graph
         self.graphs: dict[tuple[int, int, int], Any] = {}
@@ -195,8 +200,10 @@ class _Context:
         err, graph = cudart.cudaStreamEndCapture(self.stream)
         if not ok or int(err) != 0:
             self.use_graph = False  # this engine cannot be captured: plain enqueues from now on
-            logger.warning("CUDA graph capture failed (%s); running without CUDA graphs",
-                           "enqueue refused" if not ok else f"CUDA error {int(err)}")  # fmt: skip
+            logger.warning(
+                "CUDA graph capture failed (%s); running without CUDA graphs",
+                "enqueue refused" if not ok else f"CUDA error {int(err)}",
+            )
             self._execute()
             return
         graph_exec = _check(cudart, cudart.cudaGraphInstantiate(graph, 0))
@@ -285,15 +292,22 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike, *, cuda_graph: bool = False, max_contexts: int = 2, device: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike, *, cuda_graph: bool = False, max_contexts: int = 2, device: int = 0
+    ) -> None:
         path = Path(path)
         header = read_engine_header(path)
         trt = import_tensorrt(header.tensorrt_flavour)  # the flavour that built it, or a clear error
         _, capability = cuda_device(device)  # no GPU: one clear error before any CUDA call
         cudart = import_cudart()
         _check(cudart, cudart.cudaSetDevice(int(device)))
-        check_engine_compatible(path, header, tensorrt_flavour=flavour_of(trt), tensorrt_version=str(trt.__version__),
-                                compute_capability=capability)  # fmt: skip
+        check_engine_compatible(
+            path,
+            header,
+            tensorrt_flavour=flavour_of(trt),
+            tensorrt_version=str(trt.__version__),
+            compute_capability=capability,
+        )
         self.header = header
         self.spec = header.spec
         self.input_size = header.input_size
@@ -310,15 +324,19 @@ class TensorRTBackend:
         self._engine = self._runtime.deserialize_cuda_engine(read_plan(path, header))
         if self._engine is None:
             raise ModelFormatError(
-                f"{FLAVOUR_NAMES[flavour_of(trt)]} could not deserialize {path}; rebuild it with retina-trt build-engine"
+                f"{FLAVOUR_NAMES[flavour_of(trt)]} could not deserialize {path}; rebuild it with retina-trt "
+                "build-engine"
             )
         self.input_names, self.output_names, self._np_dtypes = check_io(engine_io(trt, self._engine), header.info, path)
         self._profile = [tuple(s) for s in header.build["profile"]["images"]]
         self.min_batch = int(self._profile[0][0])  # a request is never split below it
         self._cuda_graph = bool(cuda_graph)
         if self._cuda_graph and not cuda_graph_capturable(self.nms):
-            logger.warning("nms=%r engines have data-dependent output shapes, which CUDA graphs cannot capture; "
-                           "running without them", self.nms)  # fmt: skip
+            logger.warning(
+                "nms=%r engines have data-dependent output shapes, which CUDA graphs cannot capture; "
+                "running without them",
+                self.nms,
+            )
             self._cuda_graph = False
         self._max_contexts = max(1, int(max_contexts))
         self._pool: queue.LifoQueue[_Context] = queue.LifoQueue()
@@ -330,7 +348,12 @@ class TensorRTBackend:
     def _contract_max_shape(self, name: str) -> tuple[int, ...]:
         d = self.spec.detections_per_img
         b = self.max_batch
-        shapes = {"num_detections": (b, 1), "detection_boxes": (b, d, 4), "detection_scores": (b, d), "detection_classes": (b, d)}
+        shapes = {
+            "num_detections": (b, 1),
+            "detection_boxes": (b, d, 4),
+            "detection_scores": (b, d),
+            "detection_classes": (b, d),
+        }
         if name not in shapes:
             raise ModelFormatError(f"output {name!r} has a data-dependent shape the contract does not bound")
         return shapes[name]
@@ -358,7 +381,9 @@ class TensorRTBackend:
         if batch > self.max_batch:
             raise ValueError(f"batch {batch} exceeds the engine's maximum {self.max_batch}")
         if batch < self.min_batch:
-            raise ValueError(f"batch {batch} is below the engine's minimum {self.min_batch}; rebuild with --batch 1:OPT:MAX")
+            raise ValueError(
+                f"batch {batch} is below the engine's minimum {self.min_batch}; rebuild with --batch 1:OPT:MAX"
+            )
 
     def _raw(self, outputs: dict[str, np.ndarray]):
         if self.nms == "none":  # candidates out: the reference NMS on the host
@@ -366,8 +391,13 @@ class TensorRTBackend:
         results = []
         for i in range(len(outputs["num_detections"])):
             n = int(outputs["num_detections"][i, 0])
-            results.append(RawDetections(outputs["detection_boxes"][i, :n], outputs["detection_scores"][i, :n],
-                                         outputs["detection_classes"][i, :n].astype(np.int64)))  # fmt: skip
+            results.append(
+                RawDetections(
+                    outputs["detection_boxes"][i, :n],
+                    outputs["detection_scores"][i, :n],
+                    outputs["detection_classes"][i, :n].astype(np.int64),
+                )
+            )
         return results
 
     def run(self, batch) -> list:
