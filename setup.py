@@ -39,7 +39,7 @@ setup(
         "retina_trt.streams",
         "retina_trt.analytics",
         "retina_trt.trt",
-        "retina_trt.scaleout",
+        "retina_trt.serving",
         "retina_trt.data",
         "retina_trt.bench",
         "retina_trt.calibration",

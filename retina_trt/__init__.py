@@ -1,31 +1,13 @@
 """retina-trt: deploy RetinaNet detectors with NVIDIA TensorRT.
 
 Heavy pieces import lazily: ``import retina_trt`` loads neither torch-free runtime extras nor
-tensorrt, triton, modelopt or the CUDA binding.
-
-On a machine without an NVIDIA driver, importing retina_trt sets ``TRITON_INTERPRET=1`` (unless
-it is set, or Triton is already imported): Triton decides between compiling and interpreting
-when it is first imported (torchvision imports it), and the NMS plugin's Triton kernels can only
-run through the interpreter there (``retina_trt.plugins``).
+tensorrt, triton, modelopt or the CUDA binding, and changes no environment variable (the
+``retina-trt`` command sets its process's defaults: ``cli.process_defaults``).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import sys
-
-if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not os.path.exists("/dev/nvidiactl"):
-    os.environ["TRITON_INTERPRET"] = "1"
-# OpenCV's own decoder limit (read when cv2 is first imported) for formats whose header
-# retina_trt does not read itself: the same pixel limit (runtime/preprocess.py).
-# (a bad RETINA_TRT_MAX_IMAGE_PIXELS is reported by the image reader, not passed to OpenCV)
-# (only values OpenCV can parse: its std::stoull aborts the process on numbers past 2^64)
-if (
-    os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", "1").isdigit()
-    and 0 < int(os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", "1")) <= 1 << 40
-):
-    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", str(1 << 27)))
 from typing import TYPE_CHECKING, Any
 
 from retina_trt._version import __version__
@@ -51,6 +33,11 @@ _LAZY = {
     "export_onnx": "retina_trt.export.onnx_export",
     "Detector": "retina_trt.runtime.detector",
     "Detections": "retina_trt.runtime.detections",
+    "build": "retina_trt.pipeline",
+    "OpenVinoOptions": "retina_trt.runtime.openvino_backend",
+    "OnnxRuntimeOptions": "retina_trt.runtime.onnxruntime_backend",
+    "TritonOptions": "retina_trt.runtime.triton_backend",
+    "TensorRTOptions": "retina_trt.trt.runtime",
 }
 
 __all__ = [
@@ -68,7 +55,12 @@ __all__ = [
     "RetinaTrtError",
     "SpecError",
     "VideoError",
+    "OnnxRuntimeOptions",
+    "OpenVinoOptions",
+    "TensorRTOptions",
+    "TritonOptions",
     "__version__",
+    "build",
     "export_onnx",
     "load_checkpoint",
     "save_checkpoint",
@@ -88,5 +80,10 @@ if TYPE_CHECKING:
     from retina_trt.export.onnx_export import export_onnx
     from retina_trt.model.checkpoint import load_checkpoint, save_checkpoint
     from retina_trt.model.retinanet import HeadOutputs, RetinaNet
+    from retina_trt.pipeline import build
     from retina_trt.runtime.detections import Detections
     from retina_trt.runtime.detector import Detector
+    from retina_trt.runtime.onnxruntime_backend import OnnxRuntimeOptions
+    from retina_trt.runtime.openvino_backend import OpenVinoOptions
+    from retina_trt.runtime.triton_backend import TritonOptions
+    from retina_trt.trt.runtime import TensorRTOptions

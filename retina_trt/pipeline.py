@@ -1,6 +1,7 @@
 """The one build pipeline: weights (or an ONNX) -> ONNX export -> prepared precision -> TensorRT
-engine, or the dry-run plan. ``retina-trt build-engine``, ``bench`` (TensorRT engines per scale)
-and ``make demo`` (through the CLI) all build through :func:`run_build`.
+engine, or the dry-run plan. :func:`build` is the one call (``retina_trt.build``);
+``retina-trt build-engine``, ``bench`` (TensorRT engines per scale) and ``make demo`` (through the
+CLI) all build through :func:`run_build`.
 
 Every check that can fail does so before the slow steps (export, calibration, build): the output
 name, whether this machine's TensorRT can build at all, the NMS kind, the profile.
@@ -8,6 +9,7 @@ name, whether this machine's TensorRT can build at all, the NMS kind, the profil
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +31,91 @@ from retina_trt.trt.builder import (
 )
 from retina_trt.trt.compat import installed_flavour
 from retina_trt.utils import check_output_file, refuse_overwrite
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def build(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    precision: str = "fp16",
+    nms: str | None = None,
+    calibration: CalibrationConfig | str | os.PathLike | None = None,
+    batch: tuple[int, int, int] = (1, 1, 8),
+    input_size: tuple[int, int] | None = None,
+    dynamic_shapes: bool = False,
+    **options: Any,
+) -> Path:
+    """Weights or an ONNX in, a prepared ONNX or a TensorRT engine out, in one call.
+
+    ``retina_trt.build("model.pt", "model.engine", precision="int8", calibration="calib/")``
+    exports the checkpoint, prepares INT8 (Model Optimizer Q/DQ, calibrated on ``calib/``) and
+    builds the engine; ``build("model.pt", "model.int8.onnx", precision="int8", ...)`` stops at
+    the prepared ONNX (what OpenVINO runs on the CPU). The four steps stay public
+    (``load_checkpoint``, ``export_onnx``, ``prepare_precision``, ``build_engine``).
+
+    Args:
+        source: a checkpoint (``.pt``/``.pth``: ours, torchvision v1/v2) or a retina_trt ``.onnx``.
+        output: ``.engine`` (built by TensorRT 10/11 on its GPU, or TensorRT-RTX anywhere) or
+            ``.onnx`` (the prepared ONNX).
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        nms: NMS kind of the export (checkpoints only; default: what the installed TensorRT builds).
+        calibration: INT8 calibration: a :class:`CalibrationConfig`, or its source (an image folder,
+            a COCO ``.json`` or ``"synthetic"``).
+        batch: (min, opt, max) batch of the export (checkpoints only).
+        input_size, dynamic_shapes: the export's fixed (H, W), or dynamic H x W (checkpoints only).
+        **options: engine build settings (``BuildOptions`` fields: ``flavour``, ``workspace_mib``,
+            ``compute_capabilities``, ...); ``.engine`` outputs only.
+
+    Returns the path written. Raises ValueError for a bad request, before any slow step.
+    """
+    source, output = Path(source), Path(output)
+    kind = source.suffix.lower()
+    if kind not in (*CHECKPOINT_SUFFIXES, ".onnx"):
+        raise ValueError(f"`source` must be a checkpoint (.pt, .pth) or an .onnx, got {source}")
+    if not isinstance(calibration, (CalibrationConfig, type(None))):
+        calibration = CalibrationConfig(source=str(calibration))
+    if output.suffix.lower() == ".engine":
+        request = BuildRequest(
+            output=output,
+            weights=source if kind != ".onnx" else None,
+            onnx=source if kind == ".onnx" else None,
+            precision=precision,
+            nms=nms,
+            export_batch=batch,
+            input_size=input_size,
+            dynamic_shapes=dynamic_shapes,
+            options=BuildOptions(**options),
+            calibration=calibration,
+        )
+        return run_build(request).engine
+    if output.suffix.lower() != ".onnx":
+        raise ValueError(f"`output` must end in .engine (a TensorRT engine) or .onnx (a prepared ONNX), got {output}")
+    if options:
+        raise ValueError(f"{', '.join(sorted(options))}: engine build settings; `output` {output} is an ONNX")
+    return _prepared_onnx(source, output, precision, nms, calibration, batch, input_size, dynamic_shapes)
+
+
+def _prepared_onnx(source, output, precision, nms, calibration, batch, input_size, dynamic_shapes) -> Path:
+    """``source`` exported (a checkpoint) and prepared in ``precision`` into ``output``."""
+    check_output_file(output, "`output`")
+    refuse_overwrite(output, [source], "`output`")
+    if source.suffix.lower() == ".onnx":
+        if nms is not None or dynamic_shapes or input_size is not None:
+            raise ValueError("`nms`, `input_size` and `dynamic_shapes` apply to a checkpoint; an ONNX keeps its own")
+        return prepare_precision(source, precision, output, calibration=calibration).path
+    from retina_trt.export.onnx_export import export_onnx
+
+    nms = nms or DEFAULT_NMS_BY_FLAVOUR[installed_flavour()]
+    export = dict(nms=nms, batch=batch, input_size=input_size, dynamic_shapes=dynamic_shapes)
+    if precision == "fp32":
+        return export_onnx(source, output, **export)
+    with tempfile.TemporaryDirectory(prefix="retina_trt_build_") as tmp:
+        exported = export_onnx(source, Path(tmp) / "model.onnx", **export)
+        return prepare_precision(exported, precision, output, calibration=calibration).path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,8 +219,9 @@ def _check_source(request: BuildRequest, source: Path, meta, flavour: str | None
     profile_shapes(meta, options)  # a bad profile fails here
 
 
-def run_build(request: BuildRequest, *, say: Callable[[str], None] = print) -> BuildResult:
-    """Run the pipeline (module docstring); ``say`` gets one line per finished step.
+def run_build(request: BuildRequest, *, say: Callable[[str], None] = logger.info) -> BuildResult:
+    """Run the pipeline (module docstring); ``say`` gets one line per finished step (the log by
+    default; the CLI prints them).
 
     Raises:
         ValueError: a bad request. BackendUnavailableError: no TensorRT (or TensorRT 10/11
@@ -203,14 +291,14 @@ def deepstream_onnx(
     cache_dir: str | os.PathLike | None = None,
     prepare: bool = True,
 ) -> Path:
-    """The ONNX a DeepStream config is written beside (``scaleout.deepstream.export_deepstream``):
+    """The ONNX a DeepStream config is written beside (``serving.deepstream.export_deepstream``):
     a checkpoint exported with one float input and no ``image_sizes`` (batch 1..``batch``), or a
     given DeepStream ONNX copied, then ``precision`` prepared into it when it is FP32 and
     ``prepare`` (False: an engine was already built from it).
 
     Returns ``out_onnx``, written under a temporary name and renamed when complete.
     """
-    from retina_trt.scaleout.deepstream import PRECISIONS, check_deepstream_onnx
+    from retina_trt.serving.deepstream import PRECISIONS, check_deepstream_onnx
     from retina_trt.utils import atomic_path
 
     if precision not in PRECISIONS:

@@ -19,6 +19,14 @@ def cache_root() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "retina_trt"
 
 
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temporary name an output is written under before it is renamed to ``path``: hidden,
+    beside it (so the rename is atomic), unique per process, keeping the suffix (writers such as
+    ``cv2.imwrite`` pick the format from it). The one temp-name rule of every writer."""
+    final = Path(path)
+    return final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
@@ -28,8 +36,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the suffix: writers such as cv2.imwrite pick the format from it.
-    tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}{final.suffix}")
+    tmp = temp_path(final)
     try:
         yield tmp
         os.replace(tmp, final)

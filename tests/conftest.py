@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
+
+# The process defaults the retina-trt command sets (cli.process_defaults), before anything imports
+# OpenCV or Triton: the plugin's kernels run under Triton's interpreter, OpenCV's pixel limit.
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 27))
 
 import cv2
 import numpy as np

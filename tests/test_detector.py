@@ -346,10 +346,6 @@ def test_renamed_names_still_work_with_a_deprecation_warning():
     raw = RawDetections(np.zeros((1, 4), np.float32), np.ones(1, np.float32), np.array([1]))
     with pytest.warns(DeprecationWarning, match="class_ids"):
         assert raw.labels.tolist() == [1]
-    from retina_trt.runtime.backends import TorchBackend
-    from retina_trt.runtime.torch_backend import TorchBackend as moved
-
-    assert TorchBackend is moved
 
 
 def test_labels_do_not_cover_each_other_where_there_is_room():

@@ -1,9 +1,10 @@
-"""The package's layers (docs/ARCHITECTURE.md): module-level imports run one way, without cycles,
-and the runtime deploys without torch.
+"""The package's layers (docs/ARCHITECTURE.md): imports run one way, without cycles, and the
+runtime deploys without torch.
 
-The import graph is read from the source (``ast``): module-level imports only; imports inside
-functions (heavy optional modules, backends chosen at run time) and under ``TYPE_CHECKING`` do
-not load anything at import time and are not edges.
+The import graph is read from the source (``ast``): module-level imports, imports inside functions,
+and modules named by string (``importlib.import_module("retina_trt....")``, and names of our
+modules in the tables that feed it). Only imports under ``TYPE_CHECKING`` are not edges. An
+upward or forbidden edge is allowed only where ``ALLOWED`` names it, with the reason.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ SOURCES = {
     "retina_trt.plugins": ROOT / "plugins",
 }
 
-# Lower layers never import higher ones at module level (same layer: allowed, no cycles).
+# Lower layers never import higher ones (same layer: allowed, no cycles).
 LAYERS = [
     (
         "contract",
         ["retina_trt._version", "retina_trt.errors", "retina_trt.spec", "retina_trt.utils", "retina_trt.contract"],
     ),
     ("image", ["retina_trt.image"]),
+    ("io", ["retina_trt.io"]),
     ("model", ["retina_trt.model"]),
     ("runtime", ["retina_trt.runtime"]),
     ("streams", ["retina_trt.streams"]),
@@ -38,31 +40,46 @@ LAYERS = [
     ("export", ["retina_trt.export"]),
     ("precision", ["retina_trt.calibration"]),
     ("trt", ["retina_trt.trt"]),
-    # (the old export/ paths of scale-out are re-exports of scaleout/, kept for one release)
-    ("scaleout", ["retina_trt.scaleout", "retina_trt.export.triton", "retina_trt.export.deepstream"]),
+    ("serving", ["retina_trt.serving"]),
     ("plugins", ["retina_trt.plugins"]),
     ("pipeline", ["retina_trt.pipeline"]),
+    ("data", ["retina_trt.data"]),
     (
         "applications",
-        [
-            "retina_trt.data",
-            "retina_trt.train",
-            "retina_trt.evaluate",
-            "retina_trt.bench",
-            "retina_trt.cli",
-            "retina_trt",
-        ],
+        ["retina_trt.train", "retina_trt.evaluate", "retina_trt.argtypes", "retina_trt.bench", "retina_trt"],
     ),
+    ("cli", ["retina_trt.cli"]),
 ]
-# Layers that must not see each other although one is "above" the other: the runtime never
-# imports the model, export, precision or trt code at module level (backends load on demand).
+# Layers that must not see each other although one is "above" the other: the runtime, streams and
+# analytics never import the model, export, precision, trt or plugin code.
 FORBIDDEN = {
+    "io": {"model"},
     "runtime": {"model", "export", "precision", "trt", "plugins"},
     "streams": {"model", "export", "precision", "trt", "plugins"},
     "analytics": {"model", "export", "precision", "trt", "plugins"},
 }
-# The one runtime module allowed to import the model: the torch backend, loaded by the registry.
-EXEMPT = {"retina_trt.runtime.torch_backend"}
+# The only upward or forbidden edges, each imported on demand, never at module level.
+ALLOWED = {
+    # the torch backend is the PyTorch reference: it runs the model, and the table loads it for .pt only
+    ("retina_trt.runtime.torch_backend", "retina_trt.model.checkpoint"),
+    ("retina_trt.runtime.torch_backend", "retina_trt.model.normalize"),
+    # the table of backends names the TensorRT backend, which stays in trt/ (the only code importing tensorrt)
+    ("retina_trt.runtime.backends", "retina_trt.trt.runtime"),
+    # an ONNX with the NMS plugin's nodes runs them in ONNX Runtime as the plugin's own Python operators
+    ("retina_trt.runtime.onnxruntime_backend", "retina_trt.plugins.ort_ops"),
+    # Detector.stream / Detector.streams: the convenience entries into the streams layer
+    ("retina_trt.runtime.detector", "retina_trt.streams"),
+    # an engine with the NMS plugin: the builder registers the plugin's AOT implementation first
+    ("retina_trt.trt.builder", "retina_trt.plugins.registration"),
+    # calibration's "synthetic" data is the training distribution's own generator
+    ("retina_trt.calibration.data", "retina_trt.data.synthetic"),
+}
+# Modules that import at module level what others only import on demand (edges ALLOWED above are
+# on-demand imports; these must stay so).
+MODULE_LEVEL_ALLOWED: set[tuple[str, str]] = {
+    ("retina_trt.runtime.torch_backend", "retina_trt.model.checkpoint"),
+    ("retina_trt.runtime.torch_backend", "retina_trt.model.normalize"),
+}
 
 
 def modules() -> dict[str, Path]:
@@ -87,38 +104,56 @@ def layer_of(module: str) -> tuple[int, str]:
     return best[0], best[1]
 
 
-def module_level_imports(module: str, path: Path, known: set[str]) -> set[str]:
+def _resolve(node: ast.ImportFrom, package: str) -> str:
+    base = node.module or ""
+    if node.level:
+        anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        base = f"{anchor}.{base}" if base else anchor
+    return base
+
+
+def imports_of(module: str, path: Path, known: set[str]) -> dict[str, bool]:
+    """Every module of ours that ``module`` imports -> whether at module level (True) or only on
+    demand (False: inside a function, or named by string)."""
     tree = ast.parse(path.read_text())
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
-    targets: set[str] = set()
+    found: dict[str, bool] = {}
 
-    def visit(body):
-        for node in body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
-            if isinstance(node, (ast.If, ast.Try)):
-                visit(node.body)
-                visit(getattr(node, "orelse", []))
-                for handler in getattr(node, "handlers", []):
-                    visit(handler.body)
-                visit(getattr(node, "finalbody", []))
-            elif isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                    base = f"{anchor}.{base}" if base else anchor
-                targets.add(base)
-                targets.update(f"{base}.{alias.name}" for alias in node.names)
+    def add(names, top: bool) -> None:
+        for name in names:
+            if name in known and name != module:
+                found[name] = found.get(name, False) or top
 
-    visit(tree.body)
-    return {t for t in targets if t in known and t != module}
+    def visit(node: ast.AST, top: bool) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.Import):
+            add([alias.name for alias in node.names], top)
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(node, package)
+            add([base, *(f"{base}.{alias.name}" for alias in node.names)], top)
+        elif isinstance(node, (ast.Call, ast.Tuple, ast.List)) or isinstance(node, ast.Dict):
+            values = (
+                node.args if isinstance(node, ast.Call) else node.values if isinstance(node, ast.Dict) else node.elts
+            )
+            add([v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)], False)
+        inner = top and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+        for child in ast.iter_child_nodes(node):
+            visit(child, inner)
+
+    for node in tree.body:
+        visit(node, True)
+    return found
 
 
-def graph() -> dict[str, set[str]]:
+def module_level_imports(module: str, path: Path, known: set[str]) -> set[str]:
+    return {name for name, top in imports_of(module, path, known).items() if top}
+
+
+def graph(*, module_level_only: bool = False) -> dict[str, set[str]]:
     found = modules()
-    return {m: module_level_imports(m, p, set(found)) for m, p in found.items()}
+    edges = {m: imports_of(m, p, set(found)) for m, p in found.items()}
+    return {m: {t for t, top in e.items() if top or not module_level_only} for m, e in edges.items()}
 
 
 def test_every_module_is_in_a_layer():
@@ -127,52 +162,75 @@ def test_every_module_is_in_a_layer():
 
 
 def test_no_upward_or_forbidden_imports():
+    """Module level, inside functions and by string: only the edges ALLOWED names go up."""
     problems = []
+    found = modules()
     for module, targets in sorted(graph().items()):
         here, here_name = layer_of(module)
+        level = imports_of(module, found[module], set(found))
         for target in sorted(targets):
             there, there_name = layer_of(target)
             if module.startswith(target + ".") or target == "retina_trt":
                 continue  # a package's own __init__ (parents load first anyway)
-            if there > here:
-                problems.append(f"{module} ({here_name}) imports {target} ({there_name}): upward")
-            elif there_name in FORBIDDEN.get(here_name, ()) and module not in EXEMPT:
-                problems.append(f"{module} ({here_name}) imports {target} ({there_name}): forbidden")
+            bad = there > here or there_name in FORBIDDEN.get(here_name, ())
+            if not bad:
+                continue
+            if (module, target) not in ALLOWED:
+                problems.append(f"{module} ({here_name}) imports {target} ({there_name})")
+            elif level[target] and (module, target) not in MODULE_LEVEL_ALLOWED:
+                problems.append(f"{module} imports {target} at module level; ALLOWED is for imports on demand")
     assert not problems, "\n".join(problems)
 
 
-def test_no_import_cycles():
+def test_every_allowed_edge_exists():
+    """ALLOWED lists no edge that is gone (an allow-list that outlives its reason hides the next one)."""
     edges = graph()
-    state: dict[str, int] = {}
-    cycles = []
-
-    def walk(node, stack):
-        state[node] = 1
-        for target in sorted(edges[node]):
-            if node.startswith(target + "."):
-                continue
-            if state.get(target) == 1:
-                cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
-            elif target not in state:
-                walk(target, [*stack, target])
-        state[node] = 2
-
-    for node in sorted(edges):
-        if node not in state:
-            walk(node, [node])
-    assert not cycles, "\n".join(cycles)
+    assert not [pair for pair in ALLOWED if pair[1] not in edges.get(pair[0], set())]
 
 
-def test_the_checker_sees_an_upward_import(tmp_path):
-    """The graph reader finds a module-level import and ignores function-local ones."""
+def test_no_import_cycles():
+    """No cycle among module-level imports, nor among all imports (on demand and by string too)."""
+    for only in (True, False):
+        edges = graph(module_level_only=only)
+        state: dict[str, int] = {}
+        cycles = []
+
+        def walk(node, stack, edges=edges, state=state, cycles=cycles):
+            state[node] = 1
+            for target in sorted(edges[node]):
+                if node.startswith(target + ".") or target == "retina_trt" or node == "retina_trt":
+                    continue
+                if state.get(target) == 1:
+                    cycles.append(" -> ".join([*stack[stack.index(target) :], target]))
+                elif target not in state:
+                    walk(target, [*stack, target])
+            state[node] = 2
+
+        for node in sorted(edges):
+            if node not in state:
+                walk(node, [node])
+        assert not cycles, "\n".join(cycles)
+
+
+def test_the_checker_sees_imports_in_functions_and_by_string(tmp_path):
+    """The graph reader finds module-level imports, imports inside functions and modules named by
+    string, and tells them apart."""
     source = tmp_path / "x.py"
     source.write_text(
         "import retina_trt.trt.builder\nfrom retina_trt.model import retinanet\n"
         "def f():\n    import retina_trt.export.onnx_export\n"
+        "TABLE = {'a': ('retina_trt.serving.triton', 'X')}\n"
+        "def g():\n    return importlib.import_module('retina_trt.pipeline')\n"
     )
-    known = set(modules())
-    found = module_level_imports("retina_trt.runtime.x", source, known)
-    assert found == {"retina_trt.trt.builder", "retina_trt.model", "retina_trt.model.retinanet"}
+    found = imports_of("retina_trt.runtime.x", source, set(modules()))
+    assert found == {
+        "retina_trt.trt.builder": True,
+        "retina_trt.model": True,
+        "retina_trt.model.retinanet": True,
+        "retina_trt.export.onnx_export": False,
+        "retina_trt.serving.triton": False,
+        "retina_trt.pipeline": False,
+    }
 
 
 # ---- the runtime without torch ----------------------------------------------------------------

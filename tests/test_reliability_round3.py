@@ -330,7 +330,7 @@ def test_abandoned_stream_ends_the_process_cleanly(onnx_models, video_file, tmp_
 
 
 def test_second_detect_into_the_same_output_is_refused(onnx_models, image_dir, tmp_path, capsys):
-    from retina_trt.runtime.cli_detect import output_lock
+    from retina_trt.io.writers import output_lock
 
     out = tmp_path / "out"
     out.mkdir()

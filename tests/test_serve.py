@@ -21,9 +21,9 @@ import pytest
 from retina_trt import export_onnx
 from retina_trt.errors import BackendUnavailableError
 from retina_trt.image import preprocess_batch, read_image
-from retina_trt.runtime.backends import OnnxRuntimeBackend
-from retina_trt.scaleout.server import ServerError, free_ports, serve_env, serve_model, start_server
-from retina_trt.scaleout.triton import export_triton
+from retina_trt.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from retina_trt.serving.server import ServerError, free_ports, serve_env, serve_model, start_server
+from retina_trt.serving.triton import export_triton
 
 pytestmark = pytest.mark.serve
 ROOT = Path(__file__).resolve().parents[1]

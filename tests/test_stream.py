@@ -250,11 +250,12 @@ def test_dropping_put_never_waits_for_room():
     the capture buffer): the oldest queued frame is dropped at once."""
     q = _NoWaitQueue(maxsize=2)
     owner = SimpleNamespace(_stop=threading.Event(), stats=StreamStats())
+    drop = DetectionStream._dropped.__get__(owner)
     for item in range(5):
-        assert DetectionStream._put(owner, q, item, drop_oldest=True)
+        assert DetectionStream._put(owner, q, item, drop_oldest=True, on_drop=drop)
     assert list(q.queue) == [3, 4] and owner.stats.frames_dropped == 3
     owner._stop.set()
-    assert not DetectionStream._put(owner, q, 5, drop_oldest=True)  # a stopped stream puts nothing
+    assert not DetectionStream._put(owner, q, 5, drop_oldest=True, on_drop=drop)  # a stopped stream puts nothing
 
 
 def test_closing_early_stops_threads_and_finalizes_output(det, video_file, tmp_path):

@@ -37,7 +37,7 @@ def test_model_urls_are_parsed_or_refused():
 
 @pytest.mark.parametrize("scheme", ["grpc", "http"])
 def test_an_unreachable_server_is_one_clear_error_fast(scheme):
-    from retina_trt.scaleout.server import free_ports
+    from retina_trt.serving.server import free_ports
 
     (port,) = free_ports(1)
     start = time.monotonic()
@@ -52,7 +52,7 @@ serve = pytest.mark.serve
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from retina_trt.scaleout.server import free_ports, serve_env, serve_model
+    from retina_trt.serving.server import free_ports, serve_env, serve_model
 
     try:
         serve_env()

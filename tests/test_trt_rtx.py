@@ -44,7 +44,7 @@ def tiny_exports(tiny_model, onnx_models, artifacts):
 def test_every_export_passes_the_real_parser_beyond_the_input(tiny_exports, tiny_model, artifacts):
     """uint8 pixels are cast before any other layer (TensorRT's UINT8 rule), so no export fails
     at the input any more; what TensorRT-RTX cannot parse is only the plugin nodes it lacks."""
-    from retina_trt.scaleout.deepstream import export_deepstream  # noqa: F401 (the float flavour below)
+    from retina_trt.serving.deepstream import export_deepstream  # noqa: F401 (the float flavour below)
 
     for name, path in tiny_exports.items():
         first = onnx.load(str(path), load_external_data=False).graph.node[0]

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from retina_trt.runtime.cli_detect import JsonlOutput
+from retina_trt.io.writers import JsonlOutput
 from retina_trt.utils import check_output_file, refuse_overwrite
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ BACKOFF_S = (0.05, 2.0)
 
 class FileSink:
     """JSON lines in a file (the default), through the same writer as ``retina-trt detect``'s
-    JSONL (``runtime/cli_detect.JsonlOutput``): a temporary name until closed, only complete
+    JSONL (``io/writers.JsonlOutput``): a temporary name until closed, only complete
     lines under the final name, no file when no event was written. A write that fails (a full
     disk) is counted as dropped, never raised into the analytics."""
 

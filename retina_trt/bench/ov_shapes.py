@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from retina_trt.cli.args import positive_float, positive_int
+from retina_trt.argtypes import positive_float, positive_int
 from retina_trt.utils import atomic_path
 
 

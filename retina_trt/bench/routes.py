@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retina_trt.contract import CPU_PRECISIONS
+from retina_trt.runtime.openvino_backend import OpenVinoOptions
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def open_routes(routes: Sequence[Route], fp32_onnx: Path, workdir: Path, num_thr
                     path,
                     backend=route.backend,
                     num_threads=num_threads,
-                    precision=route.precision if route.backend == "openvino" else None,
+                    options=OpenVinoOptions(precision=route.precision or "auto"),
                 )
             )
         except ValueError as err:

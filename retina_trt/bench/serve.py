@@ -55,8 +55,8 @@ def _batch_counts(url: str) -> dict[int, int]:
 
 
 def run(model: Path, *, clients: list[int], requests: int, instances: int, queue_delay_us: int) -> dict[str, Any]:
-    from retina_trt.runtime.backends import OnnxRuntimeBackend
-    from retina_trt.scaleout.server import free_ports, serve_model
+    from retina_trt.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    from retina_trt.serving.server import free_ports, serve_model
 
     backend = OnnxRuntimeBackend(model)
     height, width = backend.input_size or (512, 512)

@@ -22,9 +22,9 @@ import cv2
 
 from retina_trt.data.synthetic import write_video
 from retina_trt.export.onnx_export import export_onnx
+from retina_trt.io.writers import VideoOutput
 from retina_trt.runtime.cpu import cpu_isa, cpu_name
 from retina_trt.runtime.detector import Detector
-from retina_trt.runtime.stream import VideoOutput
 from retina_trt.utils import atomic_path
 
 MODEL = Path(__file__).resolve().parents[2] / "samples" / "models" / "shapes_r18.pt"

@@ -1,7 +1,7 @@
 """The ``retina-trt`` command: one module per command group, each adding its subcommands.
 
   model.py      export, info            engine.py    build-engine (retina_trt/pipeline.py)
-  runtime.py    detect                  serving.py   export-triton, export-deepstream
+  detect.py     detect                  serving.py   export-triton, export-deepstream
   analytics.py  analyze
   training.py   data, train, eval       bench.py     bench
   args.py       argparse types
@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
 from retina_trt._version import __version__
-from retina_trt.cli import analytics, bench, engine, model, runtime, serving, training
+from retina_trt.cli import analytics, bench, detect, engine, model, serving, training
+from retina_trt.cli.flags import cli_message
 from retina_trt.errors import RetinaTrtError
 
 logger = logging.getLogger("retina_trt.cli")
 
 EXIT_USAGE = 2
-GROUPS = (model, runtime, analytics, training, serving, bench, engine)  # the order of `retina-trt --help`
+GROUPS = (model, detect, analytics, training, serving, bench, engine)  # the order of `retina-trt --help`
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +57,26 @@ def _verbose_everywhere(sub) -> None:
                 _verbose_everywhere(action)
 
 
+def process_defaults() -> None:
+    """What the command sets in its own process before anything imports OpenCV or Triton (the
+    library never touches the environment):
+
+    * ``TRITON_INTERPRET=1`` on a machine without an NVIDIA driver, so the NMS plugin's Triton
+      kernels run on CPU tensors (Triton decides when it is first imported);
+    * ``OPENCV_IO_MAX_IMAGE_PIXELS``: OpenCV's own decoder limit (read when cv2 is first imported)
+      for formats whose header the image reader does not check itself, set to the same pixel
+      limit (``RETINA_TRT_MAX_IMAGE_PIXELS``; a bad value is reported by the image reader, and
+      only values OpenCV can parse are passed on: its parser aborts past 2^64).
+    A variable the user set is left as it is."""
+    if "triton" not in sys.modules and "TRITON_INTERPRET" not in os.environ and not os.path.exists("/dev/nvidiactl"):
+        os.environ["TRITON_INTERPRET"] = "1"
+    limit = os.environ.get("RETINA_TRT_MAX_IMAGE_PIXELS", str(1 << 27))
+    if "cv2" not in sys.modules and limit.isdigit() and 0 < int(limit) <= 1 << 40:
+        os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", limit)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    process_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -76,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RetinaTrtError, ValueError, OSError) as err:  # user errors; a TypeError is a bug: traceback
         if args.verbose:
             logger.exception("failed")
-        print(f"retina-trt {args.command}: error: {err}", file=sys.stderr)
+        print(f"retina-trt {args.command}: error: {cli_message(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as err:
         signum = err.signum if isinstance(err, Interrupted) else signal.SIGINT

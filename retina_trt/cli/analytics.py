@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from retina_trt.cli.args import positive_float, positive_int, score
+from retina_trt.argtypes import positive_float, positive_int, score
+from retina_trt.cli.flags import detector_options
 from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 
 
@@ -95,8 +96,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             print(f"live view: {view.url}", flush=True)
         for url in args.events or ["analytics-output/events.jsonl"]:
             sinks.append(open_sink(url, buffer=args.buffer, inputs=args.sources))
-        precision = args.cpu_precision if args.backend in ("auto", "openvino") else None
-        with Detector(args.model, backend=args.backend, precision=precision) as det:
+        with Detector(args.model, **detector_options(args)) as det:
             print(f"backend: {det.backend} ({det.precision}); tracker: {config.tracker}", flush=True)
             final = run_analyze(
                 det,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from retina_trt.cli.args import (
+from retina_trt.argtypes import (
     non_negative_seconds,
     parse_ints,
     positive_int,

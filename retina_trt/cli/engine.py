@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retina_trt.cli.args import parse_batch, parse_ccs, parse_size, positive_int
+from retina_trt.argtypes import parse_batch, parse_ccs, parse_size, positive_int
 from retina_trt.contract import CALIB_METHODS, NMS_CHOICES, PRECISIONS
 from retina_trt.contract.engine_file import read_engine_header
 from retina_trt.trt.compat import FLAVOURS, HARDWARE_COMPAT
@@ -152,7 +152,7 @@ def _cmd_build_engine(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         dry_run=args.dry_run,
     )
-    result = run_build(request)
+    result = run_build(request, say=print)
     print("build plan:")
     for key, value in result.plan.items():
         if isinstance(value, dict):

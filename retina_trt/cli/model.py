@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from retina_trt.cli.args import parse_batch, parse_size
+from retina_trt.argtypes import parse_batch, parse_size
 from retina_trt.contract import CPU_PRECISIONS, NMS_CHOICES
 from retina_trt.contract.engine_file import read_engine_header
 from retina_trt.contract.onnx_metadata import read_metadata

@@ -1,14 +1,14 @@
 """Scale-out: ``export-triton``, ``export-deepstream`` (configurations) and ``serve`` (a real Triton
-Inference Server; retina_trt/scaleout/)."""
+Inference Server; retina_trt/serving/)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from retina_trt.cli.args import parse_size, positive_int
+from retina_trt.argtypes import parse_size, positive_int
 from retina_trt.contract import PRECISIONS
-from retina_trt.scaleout.triton import BACKENDS, KINDS
+from retina_trt.serving.triton import BACKENDS, KINDS
 
 
 def register(sub) -> None:
@@ -68,7 +68,7 @@ def register(sub) -> None:
 
 
 def _cmd_export_triton(args: argparse.Namespace) -> int:
-    from retina_trt.scaleout.triton import export_triton
+    from retina_trt.serving.triton import export_triton
 
     path = export_triton(
         args.model,
@@ -89,7 +89,7 @@ def _cmd_export_triton(args: argparse.Namespace) -> int:
 def _cmd_export_deepstream(args: argparse.Namespace) -> int:
     from retina_trt.calibration import CalibrationConfig
     from retina_trt.pipeline import deepstream_onnx
-    from retina_trt.scaleout.deepstream import CONFIG_NAME, export_deepstream
+    from retina_trt.serving.deepstream import CONFIG_NAME, export_deepstream
     from retina_trt.utils import check_output_file
 
     out = Path(args.out)
@@ -113,7 +113,7 @@ def _cmd_export_deepstream(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import time
 
-    from retina_trt.scaleout.server import ServerError, serve_model
+    from retina_trt.serving.server import ServerError, serve_model
 
     server = serve_model(
         args.model,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from retina_trt.cli.args import parse_floats, parse_range, positive_int, score
+from retina_trt.argtypes import parse_floats, parse_range, positive_int, score
 from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 from retina_trt.spec import ModelSpec
 from retina_trt.utils import check_output_file

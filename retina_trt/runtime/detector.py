@@ -8,19 +8,33 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from retina_trt.errors import BatchImageError, ModelFormatError, RetinaTrtError
 from retina_trt.image import ImageLike, boxes_to_original, load_image, preprocess_batch
-from retina_trt.runtime.backends import open_backend
+from retina_trt.runtime.backend import AsyncBackend, Backend, check_threads
+from retina_trt.runtime.backends import is_server_url, open_backend, options_backend
 from retina_trt.runtime.detections import Detections
 from retina_trt.spec import ModelSpec
 from retina_trt.utils import Timer
 
 logger = logging.getLogger(__name__)
 
-MAX_THREADS = 1024  # more threads than any CPU has cores: a typo, refused before a backend allocates them
+# Keywords of one backend's options that Detector still takes directly: each goes to the options of
+# every backend that has a field of that name (``runtime/backends.open_backend``).
+LEGACY_OPTIONS = (
+    "providers",
+    "session_config",
+    "num_threads",
+    "precision",
+    "cache_dir",
+    "static_shapes",
+    "cuda_graph",
+    "device",
+    "timeout_s",
+)
 
 
 class Detector:
@@ -33,23 +47,15 @@ class Detector:
             on a Triton server, ``"grpc://host:8001/name"`` / ``"http://host:8000/name"``.
         backend: ``"auto"``, ``"tensorrt"``, ``"openvino"``, ``"onnxruntime"``, ``"torch"`` or
             ``"triton"`` (a server URL).
-        timeout_s: Triton only: the deadline of each request (default 10 s).
-        precision: OpenVINO only: ``"auto"`` (the fastest this CPU has: BF16 with AMX, else
-            FP32), ``"f32"`` or ``"bf16"`` for the layers the graph does not quantize itself (an
-            INT8 Q/DQ graph runs its convolutions in INT8 either way).
-        cache_dir: OpenVINO only: compiled-model cache (default ``$RETINA_TRT_CACHE/openvino``).
-        static_shapes: OpenVINO only: run single images of a fixed-size export on a model
-            compiled for that one shape (default; faster on small models, docs/cpu.md), or
-            ``False``: one dynamic-shape model for every batch.
-        cuda_graph: TensorRT only: replay captured CUDA graphs, one per input shape (engines with
-            data-dependent shapes, nms="onnx", run without them and log it).
         min_score: drop detections below this score (default: keep all the model returns).
-        providers: ONNX Runtime execution providers (default CPU).
-        num_threads: intra-op threads of the backend (default: the backend's own choice).
-        device: CUDA device index for TensorRT engines (the backend and its worker threads use it).
-        session_config: ONNX Runtime session config entries, e.g.
-            ``{"session.intra_op.allow_spinning": "0"}`` (recommended with :meth:`stream`, whose
-            decode/encode threads need the cores ONNX Runtime's spinning threads would hold).
+        options: one backend's options, or several (the one of the backend that runs is used):
+            ``OpenVinoOptions`` (precision, threads, cache, static shapes), ``OnnxRuntimeOptions``
+            (providers, threads, session config), ``TensorRTOptions`` (CUDA graphs, device),
+            ``TritonOptions`` (request deadline), ``TorchOptions`` (threads).
+        **legacy: those options' fields by name (``precision="bf16"``, ``num_threads=2``,
+            ``providers``, ``session_config``, ``cache_dir``, ``static_shapes``, ``cuda_graph``,
+            ``device``, ``timeout_s``), as earlier releases took them; a field given here wins
+            over the same field of ``options``.
 
     ``det(image)`` returns :class:`Detections`; ``det.predict_batch(images)`` a list of them.
     An image is an ndarray (HxWx3 uint8 BGR; grayscale and BGRA are converted) or a path.
@@ -62,53 +68,28 @@ class Detector:
         *,
         backend: str = "auto",
         min_score: float | None = None,
-        providers: list[str] | None = None,
-        num_threads: int | None = None,
-        cuda_graph: bool = False,
-        session_config: dict[str, str] | None = None,
-        device: int = 0,
-        precision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        timeout_s: float | None = None,
-        static_shapes: bool = True,
+        options: Any = (),
+        **legacy: Any,
     ) -> None:
         if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {min_score}")
-        if num_threads is not None and (isinstance(num_threads, bool) or not 1 <= int(num_threads) <= MAX_THREADS):
-            raise ValueError(
-                f"num_threads must be a positive integer up to {MAX_THREADS} (or None for the backend's "
-                f"default; this machine has {os.cpu_count()} cores), got {num_threads!r}"
-            )
-        if precision is not None and backend not in ("auto", "openvino"):
-            raise ValueError(
-                f"precision={precision!r} is OpenVINO's option; backend={backend!r} runs the precision "
-                "the model file has (prepare FP16/INT8 with prepare_precision)"
-            )
+        options = _options_tuple(options)
+        _check_legacy(legacy, backend)
         self._closed = False
-        served = (
-            isinstance(model_path, str)
-            and model_path.split("://", 1)[0].lower() in ("grpc", "http")
-            and "://" in model_path
-        )
+        served = is_server_url(model_path)
         self.model_path = _ServedModel(model_path) if served else Path(model_path)  # a Triton model URL, or a file
         if not served and not self.model_path.exists():
             raise ModelFormatError(f"model not found: {self.model_path}")
-        self._backend = open_backend(
-            model_path if served else self.model_path,
-            backend,
-            providers=providers,
-            num_threads=num_threads,
-            cuda_graph=cuda_graph,
-            session_config=session_config,
-            device=device,
-            precision=precision,
-            cache_dir=cache_dir,
-            timeout_s=timeout_s,
-            static_shapes=static_shapes,
-        )
+        self._backend = open_backend(model_path if served else self.model_path, backend, options=options, legacy=legacy)
+        self._async = isinstance(self._backend, AsyncBackend)
         logger.info("%r runs in %s", self, self.precision)
         self.min_score = min_score
         self.timer = Timer()
+
+    @property
+    def backend_instance(self) -> Backend:
+        """The backend object itself (:class:`~retina_trt.runtime.backend.Backend`)."""
+        return self._backend
 
     @property
     def spec(self) -> ModelSpec:
@@ -123,19 +104,19 @@ class Detector:
     def precision(self) -> str:
         """What the backend runs: ``fp32``/``fp16``/``int8`` (the graph's) or OpenVINO's
         ``f32``/``bf16``/``int8+f32``/``int8+bf16`` (see :meth:`layer_precisions`)."""
-        return getattr(self._backend, "precision", "fp32")
+        return self._backend.precision
 
     def layer_precisions(self) -> dict[str, dict[str, int]] | None:
         """OpenVINO: the executed precision of every convolution and of the postprocess island,
         read from OpenVINO's runtime model, e.g. ``{"convolutions": {"i8": 78}, "postprocess":
         {"f32": 120, "i32": 40}}``; None on backends that do not report it."""
-        report = getattr(self._backend, "layer_precisions", None)
+        report = getattr(self._backend, "layer_precisions", None)  # an optional capability
         return report() if report is not None else None
 
     @property
     def parallel_requests(self) -> int:
         """How many batches the backend runs at once (:meth:`submit`); 1 where it runs one."""
-        return int(getattr(self._backend, "parallel_requests", 1)) if hasattr(self._backend, "submit") else 1
+        return int(self._backend.parallel_requests) if self._async else 1
 
     @property
     def input_size(self) -> tuple[int, int] | None:
@@ -201,7 +182,7 @@ class Detector:
         return self._submit_batch(self._preprocess(list(images)))
 
     def _submit_batch(self, batch) -> Future:
-        if not hasattr(self._backend, "submit"):
+        if not self._async:
             future: Future = Future()
             future.set_result(self._finish(batch, self._timed_run(batch)))
             return future
@@ -300,3 +281,29 @@ class _ServedModel(str):
     @property
     def name(self) -> str:
         return str(self)
+
+
+def _options_tuple(options: Any) -> tuple:
+    """``options`` as a tuple of backend options objects (TypeError for anything else); the
+    options of a backend that does not run are ignored."""
+    items = tuple(options) if isinstance(options, (list, tuple)) else (options,)
+    for item in items:
+        owner = options_backend(item)
+        if owner is None:
+            raise TypeError(
+                f"options takes backend options objects (OpenVinoOptions, OnnxRuntimeOptions, TensorRTOptions, "
+                f"TritonOptions, TorchOptions), got {type(item).__name__}"
+            )
+    return items
+
+
+def _check_legacy(legacy: dict[str, Any], backend: str) -> None:
+    unknown = sorted(set(legacy) - set(LEGACY_OPTIONS))
+    if unknown:
+        raise TypeError(f"Detector() got unexpected keyword argument(s) {', '.join(unknown)}")
+    if legacy.get("precision") is not None and backend not in ("auto", "openvino"):
+        raise ValueError(
+            f"precision={legacy['precision']!r} is OpenVINO's option; backend={backend!r} runs the precision "
+            "the model file has (prepare FP16/INT8 with prepare_precision)"
+        )
+    check_threads(legacy.get("num_threads"))

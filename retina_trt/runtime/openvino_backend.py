@@ -32,6 +32,7 @@ import os
 import threading
 from collections import Counter
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from retina_trt.contract import CPU_PRECISIONS
 from retina_trt.contract.onnx_metadata import parse_metadata
 from retina_trt.errors import BackendUnavailableError, ModelFormatError
 from retina_trt.image import PreprocessedBatch
-from retina_trt.runtime.backends import outputs_to_detections
+from retina_trt.runtime.backend import check_threads, outputs_to_detections
 from retina_trt.runtime.cpu import has_amx_bf16
 from retina_trt.runtime.openvino_cache import CompiledModelCache
 
@@ -140,6 +141,32 @@ def _framework_props(model) -> dict[str, str]:
         return {}
     keys = model.get_rt_info(["framework"]).astype(dict).keys()
     return {key: model.get_rt_info(["framework", key]).astype(str) for key in keys}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenVinoOptions:
+    """OpenVINO's options: ``Detector(m, options=OpenVinoOptions(precision="bf16"))``.
+
+    Attributes:
+        precision: ``auto`` (the fastest this CPU has: BF16 with AMX, else FP32), ``f32`` or
+            ``bf16`` for the layers the graph does not quantize itself (an INT8 Q/DQ graph runs its
+            convolutions in INT8 either way).
+        num_threads: CPU threads of one inference (default: OpenVINO's, every core).
+        cache_dir: compiled-model cache (default ``$RETINA_TRT_CACHE/openvino``).
+        static_shapes: run single images of a fixed-size export on a model compiled for that one
+            shape (default; docs/cpu.md says when it is faster), or ``False``: one dynamic-shape
+            model for every batch.
+    """
+
+    precision: str = "auto"
+    num_threads: int | None = None
+    cache_dir: str | os.PathLike | None = None
+    static_shapes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in CPU_PRECISIONS:
+            raise ValueError(f"precision must be one of {CPU_PRECISIONS}, got {self.precision!r}")
+        check_threads(self.num_threads)
 
 
 class OpenVinoBackend:

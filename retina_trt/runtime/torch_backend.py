@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 
 import torch
 
@@ -14,6 +15,7 @@ from retina_trt.contract import RawDetections
 from retina_trt.image import PreprocessedBatch
 from retina_trt.model.checkpoint import load_checkpoint
 from retina_trt.model.normalize import PixelNormalizer
+from retina_trt.runtime.backend import check_threads
 from retina_trt.spec import ModelSpec
 
 _THREADS_LOCK = threading.Lock()
@@ -25,10 +27,25 @@ def _from_torch(result: dict[str, torch.Tensor]) -> RawDetections:
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class TorchOptions:
+    """The PyTorch reference's options.
+
+    Attributes:
+        num_threads: torch's intra-op threads (default: torch's choice).
+    """
+
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_threads(self.num_threads)
+
+
 class TorchBackend:
     """The PyTorch reference on the CPU (``.pt`` checkpoints)."""
 
     name = "torch"
+    precision = "fp32"
 
     def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None) -> None:
         self.model = load_checkpoint(path)
@@ -36,8 +53,7 @@ class TorchBackend:
         self.normalizer = PixelNormalizer(self.spec)
         self.input_size: tuple[int, int] | None = None
         self.max_batch = 64
-        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        check_threads(num_threads)
         self.num_threads = num_threads
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
@@ -27,9 +28,8 @@ import numpy as np
 from retina_trt.contract import CONTRACT_OUTPUTS, ExportInfo, RawDetections
 from retina_trt.errors import BackendError, BackendUnavailableError, ModelFormatError
 from retina_trt.image import PreprocessedBatch
+from retina_trt.runtime.backend import outputs_to_detections
 from retina_trt.spec import ModelSpec
-
-from .backends import outputs_to_detections
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,21 @@ def parse_url(url: str) -> tuple[str, str, str, str]:
     except ValueError as err:
         raise ValueError(f"bad port in {url!r}: {err}") from err
     return scheme, f"{parts.hostname}:{port}", path[0], path[1] if len(path) == 2 else ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TritonOptions:
+    """The Triton client's options: ``Detector(url, options=TritonOptions(timeout_s=5))``.
+
+    Attributes:
+        timeout_s: the deadline of each request, in seconds.
+    """
+
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < float(self.timeout_s) <= 3600:
+            raise ValueError(f"timeout_s must be in (0, 3600], got {self.timeout_s}")
 
 
 class TritonBackend:

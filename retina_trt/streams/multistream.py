@@ -18,34 +18,23 @@ consuming loop (it leaves the ``with``) and interpreter exit stop every thread.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import queue
 import threading
 import time
-import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from retina_trt.io.reconnect import ReconnectPolicy
 from retina_trt.runtime.detections import Detections
-from retina_trt.runtime.reconnect import ReconnectPolicy
+from retina_trt.runtime.pipelined import END, Pipelined, request_depth, submit_frames
 
 from .source import SourceFrame, SourceReader
 
 logger = logging.getLogger(__name__)
-
-_END = object()
-_OPEN: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def _close_abandoned() -> None:
-    for stream in list(_OPEN):
-        stream.close()
 
 
 class MultiFrame(NamedTuple):
@@ -60,7 +49,7 @@ class MultiFrame(NamedTuple):
     generation: int  # the source's reconnect count when the frame was read (reset per-source state on change)
 
 
-class MultiStream:
+class MultiStream(Pipelined):
     """Frames of several sources through one Detector, batched across sources (module docstring).
 
     Args:
@@ -76,7 +65,7 @@ class MultiStream:
         every: process every N-th frame of each source.
         min_score: filter detections.
         reconnect, max_reconnects, max_reconnect_attempts, max_outage_s, backoff_s: the
-            live-source reconnect policy (``runtime/reconnect.py``).
+            live-source reconnect policy (``io/reconnect.py``).
         timeout_s: how long a live source's open or read may block before it counts as lost.
         results: results buffered for the consumer (the pipeline waits beyond it).
         until_closed: keep running when every source has ended (to ``add()`` more later);
@@ -112,6 +101,7 @@ class MultiStream:
         for name, value in (("buffer", buffer), ("every", every), ("results", results)):
             if not 1 <= int(value) <= 10_000:
                 raise ValueError(f"{name} must be in [1, 10000], got {value}")
+        super().__init__(results=int(results))
         self.detector = detector
         self.push_timeout_s = float(push_timeout_ms) / 1000.0
         self.min_score = min_score
@@ -129,10 +119,6 @@ class MultiStream:
         self._retired: dict[str, SourceReader] = {}
         self._next_id = 0
         self._turn = 0
-        self._stop = threading.Event()
-        self._results: queue.Queue = queue.Queue(maxsize=int(results))
-        self._error: BaseException | None = None
-        self._closed = False
         self.until_closed = bool(until_closed)
         self._ever_added = False
         self.batches = 0
@@ -140,8 +126,8 @@ class MultiStream:
         items = sources.items() if isinstance(sources, Mapping) else ((None, s) for s in sources)
         for source_id, source in items:
             self.add(source, source_id)
-        _OPEN.add(self)
-        self._thread = threading.Thread(target=self._guard, name="retina_trt-multistream-infer", daemon=True)
+        self._register()
+        self._thread = threading.Thread(target=self._run, name="retina_trt-multistream-infer", daemon=True)
         self._thread.start()
 
     # -- sources -------------------------------------------------------------------------------
@@ -235,33 +221,21 @@ class MultiStream:
             self._ready.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - now)))
         return batch
 
-    def _submit(self, frames: list[np.ndarray], depth: int) -> Future:
-        if depth > 1 and hasattr(self.detector, "submit"):
-            return self.detector.submit(frames)
-        future: Future = Future()
+    def _run(self) -> None:
         try:
-            future.set_result(self.detector.predict_batch(frames))
-        except Exception as err:  # counted per frame in _emit, never fatal to the stream
-            future.set_exception(err)
-        return future
-
-    def _guard(self) -> None:
-        try:
-            self._infer_loop()
-        except BaseException as err:  # surfaced in the consumer's thread
-            self._error = err
+            self._guard(self._infer_loop)
         finally:
-            self._put(_END)
+            self._put(self._results, END)
 
     def _infer_loop(self) -> None:
-        depth = max(1, int(getattr(self.detector, "parallel_requests", 1)))
+        depth = request_depth(self.detector)
         pending: deque = deque()
         while not self._stop.is_set():
             batch = self._collect(in_flight=bool(pending))
             if batch:
                 self.batches += 1
                 self.batch_sizes.append(len(batch))
-                pending.append((batch, self._submit([item.frame for _, item in batch], depth)))
+                pending.append((batch, submit_frames(self.detector, [item.frame for _, item in batch], depth)))
             while pending and (not batch or len(pending) >= depth or pending[0][1].done()):
                 self._emit(*pending.popleft())
             if not batch and not pending:
@@ -295,53 +269,28 @@ class MultiStream:
             result = MultiFrame(
                 reader.id, item.index, item.timestamp_s, item.frame, dets, now - item.read_at, reader.generation
             )
-            if self._put(result):
+            if self._put(self._results, result):
                 reader.stats.processed += 1
             else:
                 reader.stats.dropped += 1  # closed before the result was handed over
 
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._results.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     # -- the consumer's side ---------------------------------------------------------------------
-    def __iter__(self) -> Iterator[MultiFrame]:
-        return self
+    def _running(self) -> bool:
+        return self._thread.is_alive() or not self._results.empty()
 
-    def __next__(self) -> MultiFrame:
-        while not self._closed:
-            try:
-                item = self._results.get(timeout=0.1)
-            except queue.Empty:
-                if not self._thread.is_alive() and self._results.empty():
-                    item = _END
-                else:
-                    continue
-            if item is _END:
-                self.close()
-                if self._error is not None:
-                    raise self._error
-                raise StopIteration
-            return item
-        raise StopIteration
+    def _after_close(self) -> dict[str, dict[str, Any]]:
+        return self.stats()
 
-    def close(self) -> dict[str, dict[str, Any]]:
-        """Stop every thread (idempotent); returns the final per-source stats. Results not yet
-        taken by the consumer stay counted as processed; frames still buffered count as dropped."""
-        if not self._closed:
-            self._closed = True
-            self._stop.set()
-            self._ready.set()
-            with self._lock:
-                readers = list(self._readers.values())
-            for reader in readers:
-                reader.stop()
-            self._thread.join(10)
+    def _shutdown(self) -> dict[str, dict[str, Any]]:
+        """Stop every thread; returns the final per-source stats. Results not yet taken by the
+        consumer stay counted as processed; frames still buffered count as dropped."""
+        self._stop.set()
+        self._ready.set()
+        with self._lock:
+            readers = list(self._readers.values())
+        for reader in readers:
+            reader.stop()
+        self._thread.join(10)
         return self.stats()
 
     def __enter__(self) -> MultiStream:

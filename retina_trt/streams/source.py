@@ -4,7 +4,7 @@ Files and folders never lose a frame: the reader waits while the buffer is full.
 (cameras, stream URLs) keep only the newest frames: a full buffer loses its oldest frame, counted
 as dropped, so the reader keeps draining the capture and latency stays bounded. A live source that
 never connects, stalls or dies is reopened in this thread with bounded backoff
-(``runtime/reconnect.py``) and gives up after the policy's limits, saying why in its stats.
+(``io/reconnect.py``) and gives up after the policy's limits, saying why in its stats.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from retina_trt.errors import VideoError
-from retina_trt.runtime.reconnect import ReconnectPolicy, reopen
-from retina_trt.runtime.stream import FrameSource
+from retina_trt.io.reconnect import ReconnectPolicy, reopen
+from retina_trt.io.sources import FrameSource
 
 logger = logging.getLogger(__name__)
 

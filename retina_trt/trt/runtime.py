@@ -30,6 +30,7 @@ import os
 import queue
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,28 @@ class _Context:
         self.context = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class TensorRTOptions:
+    """The TensorRT backend's options: ``Detector(m, options=TensorRTOptions(cuda_graph=True))``.
+
+    Attributes:
+        cuda_graph: replay captured CUDA graphs, one per input shape (engines with data-dependent
+            shapes, ``nms="onnx"``, run without them and log it).
+        max_contexts: execution contexts in the pool (batches in flight at once).
+        device: CUDA device index the engine and every worker thread use.
+    """
+
+    cuda_graph: bool = False
+    max_contexts: int = 2
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.device, bool) or not isinstance(self.device, int) or self.device < 0:
+            raise ValueError(f"device must be a CUDA device index (0, 1, ...), got {self.device!r}")
+        if isinstance(self.max_contexts, bool) or not isinstance(self.max_contexts, int) or self.max_contexts < 1:
+            raise ValueError(f"max_contexts must be a positive integer, got {self.max_contexts!r}")
+
+
 class TensorRTBackend:
     """A retina_trt ``.engine`` on the GPU (see the module docstring).
 
@@ -310,6 +333,7 @@ class TensorRTBackend:
         )
         self.header = header
         self.spec = header.spec
+        self.precision = header.precision  # what the engine was built from (fp16 / int8 / fp32)
         self.input_size = header.input_size
         self.max_batch = header.max_batch
         self.nms = header.nms

@@ -25,7 +25,7 @@ import triton_python_backend_utils as pb_utils  # provided by Triton's Python ba
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        from retina_trt.runtime.backends import OnnxRuntimeBackend
+        from retina_trt.runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         config = json.loads(args["model_config"])
         folder = Path(args["model_repository"]) / str(args["model_version"])

@@ -117,7 +117,7 @@ def _header_lines(meta, gie_id: int) -> list[str]:
         "# network-mode=0; nvinfer's FP16/INT8 modes would also lower the postprocess.",
         "# NMS runs inside the engine (cluster-mode=4). The outputs follow EfficientNMS_TRT's layout",
         "# with boxes in network-input pixels: parse-bbox-func-name must name a parser for that layout",
-        "# (see retina_trt/scaleout/deepstream.py; retina_trt does not ship one).",
+        "# (see retina_trt/serving/deepstream.py; retina_trt does not ship one).",
         "[property]",
         "gpu-id=0",
         f"gie-unique-id={gie_id}",

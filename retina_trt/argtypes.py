@@ -1,4 +1,5 @@
-"""argparse types shared by the commands: each parses one kind of value and says what it expected."""
+"""argparse types shared by the command-line front ends (``retina-trt`` and the ``python -m
+retina_trt.bench.*`` measurements): each parses one kind of value and says what it expected."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from retina_trt.contract import CONTRACT_OUTPUTS
 from retina_trt.contract.engine_file import read_engine_header, read_plan
 from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
-from retina_trt.utils import check_output_folder
+from retina_trt.utils import check_output_folder, temp_path
 
 KINDS = ("auto", "gpu", "cpu")
 # How the model is served: by Triton's own backend for the file (tensorrt_plan for engines,
@@ -200,7 +200,7 @@ def export_triton(
         name, facts, instances=instances, kind=kind, preferred_batch=preferred, max_queue_delay_us=max_queue_delay_us
     )
     repo.mkdir(parents=True, exist_ok=True)
-    staging = repo / f".{name}.tmp-{os.getpid()}"
+    staging = temp_path(repo / name)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         (staging / str(version)).mkdir(parents=True)
