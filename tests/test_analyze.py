@@ -22,7 +22,7 @@ from retina_trt.analytics.overlay import LINE_COLOUR
 from retina_trt.analytics.sinks import open_sink
 from retina_trt.analytics.source import AnalyticsConfig
 from retina_trt.analytics.view import LiveView
-from retina_trt.bench.camera import Camera
+from retina_trt.data.camera import Camera
 from retina_trt.data.scenes import SCENES, write_scene
 
 

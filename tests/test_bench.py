@@ -282,10 +282,10 @@ def test_bf16_route_runs_in_bf16_or_is_left_out_with_the_reason(tiny_checkpoint,
 
 
 def test_capacity_estimate_from_batch_throughput(onnx_models):
-    """bench/capacity.py: the batch-1/batch-8 throughput of a real Detector, and the estimate
+    """streams/capacity.py: the batch-1/batch-8 throughput of a real Detector, and the estimate
     of N cameras' total fps (capped by the cameras, interpolated between the batch sizes)."""
     from retina_trt import Detector
-    from retina_trt.bench.capacity import batch_throughput, estimate_fps, estimate_rows
+    from retina_trt.streams.capacity import batch_throughput, estimate_fps, estimate_rows
 
     with Detector(onnx_models[("onnx", False)]) as det:
         rates = batch_throughput(det, np.zeros((120, 160, 3), np.uint8), seconds=0.2, warmup_s=0.1)

@@ -59,3 +59,23 @@ def test_encode_decode_round_trip_and_clamp():
 def test_clip_boxes():
     boxes = torch.tensor([[-5.0, -1.0, 50.0, 70.0]])
     torch.testing.assert_close(clip_boxes(boxes, (60, 40)), torch.tensor([[0.0, 0.0, 40.0, 60.0]]))
+
+
+def test_box_iou_equals_torchvision_and_is_zero_where_the_union_is_zero():
+    """contract/boxes.py: the one numpy IoU (NMS, the IoU tracker, error analysis) equals
+    torchvision's on random float32 boxes; empty boxes (union 0) give 0, empty inputs an empty matrix."""
+    import numpy as np
+    from torchvision.ops import box_iou as torch_box_iou
+
+    from retina_trt.contract.boxes import box_area, box_iou
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 100, (2, 40, 2)).astype(np.float32)
+    a = np.concatenate([corners[0], corners[0] + rng.uniform(0, 50, (40, 2)).astype(np.float32)], axis=1)
+    b = np.concatenate([corners[1], corners[1] + rng.uniform(0, 50, (40, 2)).astype(np.float32)], axis=1)
+    got = box_iou(a, b[:30])
+    assert got.shape == (40, 30) and got.dtype == np.float32
+    assert np.allclose(got, torch_box_iou(torch.from_numpy(a), torch.from_numpy(b[:30])).numpy(), atol=1e-6)
+    empty = np.zeros((2, 4), np.float32)
+    assert box_iou(empty, empty).tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    assert box_iou(a[:0], b).shape == (0, 40) and box_area(a[:3]).shape == (3,)

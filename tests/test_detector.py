@@ -365,3 +365,29 @@ def test_labels_do_not_cover_each_other_where_there_is_room():
     dets = Detections(np.array(boxes, np.float32), np.array([0.9, 0.8, 0.7]), np.array([0, 1, 2]), ("a", "b", "c"))
     drawn = dets.draw(image)
     assert drawn.shape == image.shape and drawn.any() and not image.any()
+
+
+def test_backend_options_objects_and_the_old_keywords(onnx_models):
+    """Detector(m, options=...): each backend's typed options; the options of a backend that does
+    not run are ignored; the old keywords still work; every backend keeps the Backend protocol."""
+    from retina_trt import OnnxRuntimeOptions, OpenVinoOptions
+    from retina_trt.runtime.backend import AsyncBackend, Backend
+
+    model = onnx_models[("onnx", False)]
+    with Detector(model, backend="onnxruntime", options=OnnxRuntimeOptions(num_threads=1)) as det:
+        assert isinstance(det.backend_instance, Backend) and det.backend == "onnxruntime"
+        assert det.backend_instance.session.get_session_options().intra_op_num_threads == 1
+    with Detector(model, backend="onnxruntime", options=OpenVinoOptions(precision="bf16")) as det:
+        assert det.backend == "onnxruntime"  # OpenVINO's options: not this backend's, ignored
+    with pytest.raises(ValueError, match="precision must be one of"):
+        OpenVinoOptions(precision="int4")
+    with pytest.raises(TypeError, match="backend options objects"):
+        Detector(model, options={"precision": "f32"})
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        Detector(model, precison="f32")
+    pytest.importorskip("openvino")
+    both = (OpenVinoOptions(precision="f32"), OnnxRuntimeOptions(num_threads=1))
+    with Detector(model, options=both) as det, Detector(model, precision="f32") as old:
+        assert det.backend == old.backend == "openvino" and det.precision == old.precision == "f32"
+        assert isinstance(det.backend_instance, AsyncBackend)
+        assert det(np.zeros((64, 64, 3), np.uint8)).boxes_xyxy.shape[1] == 4

@@ -401,3 +401,27 @@ def test_every_build_engine_route_reaches_the_prepared_onnx(
 ):
     """The whole matrix (--nms x --precision x --weights/--onnx); `make test-all` runs it."""
     _route(nms, precision, source, tiny_model, tiny_checkpoint, tmp_path, capsys)
+
+
+def test_build_is_one_call_from_weights_to_a_prepared_onnx_or_an_engine(tiny_checkpoint, onnx_models, tmp_path):
+    """retina_trt.build: a checkpoint to a prepared FP16 ONNX (which runs), an FP32 ONNX to a real
+    TensorRT-RTX engine; bad requests fail before any work."""
+    import retina_trt
+    from retina_trt.contract.engine_file import read_engine_header
+
+    fp16 = retina_trt.build(tiny_checkpoint, tmp_path / "tiny.fp16.onnx", precision="fp16", input_size=(256, 384))
+    assert fp16 == tmp_path / "tiny.fp16.onnx" and read_metadata(fp16).precision == "fp16"
+    with retina_trt.Detector(fp16, backend="onnxruntime") as det:
+        assert det.precision == "fp16" and det.input_size == (256, 384)
+    for bad, message in (
+        ({"output": tmp_path / "x.plan"}, "must end in .engine"),
+        ({"output": tmp_path / "x.onnx", "workspace_mib": 64}, "engine build settings"),
+        ({"source": tmp_path / "x.txt"}, "checkpoint"),
+    ):
+        kwargs = {"source": tiny_checkpoint, "output": tmp_path / "y.onnx", **bad}
+        with pytest.raises(ValueError, match=message):
+            retina_trt.build(kwargs.pop("source"), kwargs.pop("output"), **kwargs)
+    assert not (tmp_path / "y.onnx").exists() and not (tmp_path / "x.onnx").exists()
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is installed by `make`")
+    engine = retina_trt.build(onnx_models[("none", False)], tmp_path / "tiny.engine", precision="fp16")
+    assert engine.is_file() and read_engine_header(engine).precision == "fp16"

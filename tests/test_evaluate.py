@@ -123,11 +123,11 @@ def test_evaluate_a_model_end_to_end(tiny_checkpoint, tmp_path):
 
 
 def test_demo_model_analysis_accounts_for_every_object(tmp_path):
-    """bench/analysis.py: per-class AP for every class, and a confusion matrix whose rows add up to
+    """analysis.py: per-class AP for every class, and a confusion matrix whose rows add up to
     the ground-truth objects of each class (each object is matched, confused or missed)."""
     from pathlib import Path
 
-    from retina_trt.bench.analysis import analyse, markdown
+    from retina_trt.analysis import analyse, markdown
     from retina_trt.data.coco import CocoDataset
     from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
 
@@ -169,7 +169,7 @@ def test_anchor_coverage_counts_the_anchors_that_reach_iou_half(tmp_path):
     from pathlib import Path
 
     from retina_trt import load_checkpoint
-    from retina_trt.bench.analysis import anchor_coverage
+    from retina_trt.analysis import anchor_coverage
     from retina_trt.data.coco import CocoDataset
 
     spec = load_checkpoint(Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt").spec
@@ -191,7 +191,11 @@ def test_analysis_cli_reports_anchor_coverage_and_the_generalization_gap(tmp_pat
     """The same images as training and held-out set: training AP equals held-out AP (gap 0)."""
     from pathlib import Path
 
-    from retina_trt.bench.analysis import main
+    from retina_trt.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["error-analysis", *argv])
+
     from retina_trt.data.synthetic import SyntheticConfig, generate_dataset
 
     config = SyntheticConfig(min_height=256, max_height=256, min_width=256, max_width=256)
@@ -224,9 +228,8 @@ def test_analysis_cli_reports_anchor_coverage_and_the_generalization_gap(tmp_pat
     assert [row["anchor_sizes"] for row in report["anchor_coverage"]] == [[16, 32, 64, 128, 256], [12, 24, 48, 96, 192]]
     assert report["generalization"]["gap"] == 0.0 and report["generalization"]["train_images"] == 6
     assert "Anchor coverage" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
-        main([*common, "--train-annotations", str(annotations)])
-    assert exit_info.value.code == 2
+    assert main([*common, "--train-annotations", str(annotations)]) == 2
+    assert "go together" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main([*common, "--anchor-sizes", "a,b"])
     assert exit_info.value.code == 2
@@ -237,7 +240,10 @@ def test_analysis_cli_refuses_bad_input_before_the_work(tmp_path, capsys):
     are one-line errors (return 2) found before any image is run, and nothing is written."""
     from pathlib import Path
 
-    from retina_trt.bench.analysis import main
+    from retina_trt.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["error-analysis", *argv])
 
     annotations, images = _one_image_set(tmp_path, [(48, 48, 32, 32)])
     model = str(Path(__file__).parent.parent / "samples" / "models" / "shapes_r18.pt")

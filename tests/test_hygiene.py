@@ -44,3 +44,20 @@ def test_public_api_has_docstrings():
         obj = getattr(retina_trt, name)
         if callable(obj):
             assert obj.__doc__ and len(obj.__doc__.strip()) > 20, name
+
+
+def test_import_changes_no_environment_variable():
+    """Importing the package (and the plugins, the runtime and the CLI module) leaves os.environ
+    as it was: the retina-trt command sets its own process's defaults, the library never does."""
+    code = (
+        "import os, json, cv2, torch  # third-party imports may set their own (OpenCV: LD_LIBRARY_PATH)\n"
+        "before = dict(os.environ)\n"
+        "import retina_trt, retina_trt.plugins, retina_trt.runtime.detector, retina_trt.cli\n"
+        "print(json.dumps(sorted(set(os.environ.items()) ^ set(before.items()))))"
+    )
+    env = {
+        k: v for k, v in __import__("os").environ.items() if k not in ("TRITON_INTERPRET", "OPENCV_IO_MAX_IMAGE_PIXELS")
+    }
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from retina_trt import Detector
-from retina_trt.bench.camera import Camera
+from retina_trt.data.camera import Camera
 from retina_trt.data.synthetic import write_video
 from retina_trt.errors import VideoError
 from retina_trt.streams import MultiStream

@@ -19,7 +19,7 @@ import pytest
 from helpers import wait_until
 
 from retina_trt import Detector, export_onnx
-from retina_trt.bench.camera import Camera
+from retina_trt.data.camera import Camera
 from retina_trt.errors import BackendError, BackendUnavailableError
 from retina_trt.runtime.triton_backend import parse_url
 

@@ -8,19 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes ``a`` [N, 4] against ``b`` [M, 4] (xyxy) -> [N, M]."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), dtype=np.float32)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+from retina_trt.contract.boxes import box_iou
 
 
 @dataclass
@@ -48,7 +36,7 @@ class IouTracker:
         unmatched = set(range(len(boxes)))
         tracks = list(self.tracks.values())
         if tracks and len(boxes):
-            ious = _iou_matrix(np.stack([t.box for t in tracks]), boxes)
+            ious = box_iou(np.stack([t.box for t in tracks]), boxes)
             for flat in np.argsort(-ious, axis=None):
                 ti, di = np.unravel_index(flat, ious.shape)
                 if ious[ti, di] < self.iou_thresh:

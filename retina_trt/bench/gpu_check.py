@@ -21,7 +21,7 @@ Checks, in order:
 6. a short ``bench`` sweep: FP16 TensorRT engines of ResNet-50-FPN at the paper's scales, beside
    its M40 column (TensorRT 10/11 only);
 7. the many-cameras table's GPU estimate: the demo model's FP16 engine at batch 1 and 8, and the
-   total fps 1-8 cameras at 15 fps would get (``bench/capacity.py``: an estimate, said so).
+   total fps 1-8 cameras at 15 fps would get (``streams/capacity.py``: an estimate, said so).
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` under ``--out``.
 """
@@ -400,14 +400,14 @@ def check_tensorrt_latency(quick: bool) -> dict:
 def check_multisource_estimate(quick: bool) -> dict:
     """The many-cameras table's GPU figure, as an estimate: an FP16 engine of the demo model
     (batch 1:4:8), its batch-1 and batch-8 throughput, and the total fps 1, 2, 4 and 8 cameras at
-    15 fps would get through ``det.streams`` (``bench/capacity.py``; not measured with cameras)."""
+    15 fps would get through ``det.streams`` (``streams/capacity.py``; not measured with cameras)."""
     _cuda()
     import numpy as np
 
     from retina_trt import Detector, export_onnx
-    from retina_trt.bench.capacity import batch_throughput, estimate_rows
     from retina_trt.calibration import prepare_precision
     from retina_trt.errors import BackendUnavailableError
+    from retina_trt.streams.capacity import batch_throughput, estimate_rows
     from retina_trt.trt import BuildOptions, build_engine
     from retina_trt.trt.compat import import_tensorrt
 

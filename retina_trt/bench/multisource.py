@@ -2,14 +2,14 @@
 
 ``python -m retina_trt.bench.multisource --model M.onnx [--sources 1,2,4,8] [--fps 15]
 [--seconds 20] [--triton grpc://host:8001/retina] --out DIR`` serves N MJPEG cameras on
-localhost (``bench/camera.py``) and runs them, for each N, through:
+localhost (``data/camera.py``) and runs them, for each N, through:
 
 * ``batched``: one ``det.streams`` (frames of all sources batched into one model call);
 * ``threads``: one ``Detector.stream`` thread per source on one shared Detector (what
   ``samples/video_analytics.py`` did before ``det.streams``);
 * ``triton`` (with ``--triton``): ``det.streams`` on a Detector that is a Triton client;
 * ``estimate``: the total fps estimated from the model's batch-1 and batch-8 throughput alone
-  (``bench/capacity.py``), the figure a GPU machine gives without the cameras, checked here
+  (``streams/capacity.py``), the figure a GPU machine gives without the cameras, checked here
   against the measured ``batched`` rows.
 
 Per route and N: total processed fps, min/max per-source fps (fairness), p50/p99 latency from
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from retina_trt.bench.camera import Camera
-from retina_trt.bench.capacity import batch_throughput, estimate_rows
+from retina_trt.data.camera import Camera
 from retina_trt.runtime.cpu import cpu_isa, cpu_name
+from retina_trt.streams.capacity import batch_throughput, estimate_rows
 from retina_trt.utils import atomic_path
 
 

@@ -8,7 +8,7 @@ dynamic-shape model. For the FP32 graph under each precision this CPU has (``f32
 for its INT8 Q/DQ graph (Model Optimizer, synthetic calibration: for timing), both backends of the
 same file are timed interleaved (two ``Detector``s, ``static_shapes=True`` and ``False``): the
 latency of one image (median) and the throughput of single images submitted as a stream submits
-them (``bench/capacity.py``, images/s), with the CPU and its ISA recorded.
+them (``streams/capacity.py``, images/s), with the CPU and its ISA recorded.
 Writes ``ov_shapes.md`` and ``ov_shapes.json``.
 """
 
@@ -41,7 +41,7 @@ def compare(
     throughput of single images submitted as a stream submits them (images/s,
     ``capacity.batch_throughput`` at batch 1)."""
     from retina_trt import Detector
-    from retina_trt.bench.capacity import batch_throughput
+    from retina_trt.streams.capacity import batch_throughput
 
     rows = []
     for label, (path, precision) in graphs.items():

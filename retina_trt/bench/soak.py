@@ -1,7 +1,7 @@
 """Soak benchmark of the multi-source stream: N cameras faster than the model, for minutes.
 
 ``python -m retina_trt.bench.soak --model M.onnx --minutes 10 --out DIR`` serves ``--cameras``
-MJPEG cameras at ``--fps`` on localhost (``bench/camera.py``), runs them through one
+MJPEG cameras at ``--fps`` on localhost (``data/camera.py``), runs them through one
 ``Detector.streams`` and records, per window of ``--window`` seconds: the process RSS, the p50 /
 p99 latency from decode to result, processed and dropped frames per second. It writes
 ``soak.json``, ``soak.md`` (the table) and ``soak.png`` (RSS and p99 over time) and says whether
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retina_trt.bench.camera import Camera
+from retina_trt.data.camera import Camera
 from retina_trt.runtime.cpu import cpu_isa, cpu_name
 from retina_trt.utils import atomic_path
 

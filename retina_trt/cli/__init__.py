@@ -22,14 +22,14 @@ import threading
 from collections.abc import Sequence
 
 from retina_trt._version import __version__
-from retina_trt.cli import analytics, bench, detect, engine, model, serving, training
+from retina_trt.cli import analysis, analytics, bench, detect, engine, model, serving, training
 from retina_trt.cli.flags import cli_message
 from retina_trt.errors import RetinaTrtError
 
 logger = logging.getLogger("retina_trt.cli")
 
 EXIT_USAGE = 2
-GROUPS = (model, detect, analytics, training, serving, bench, engine)  # the order of `retina-trt --help`
+GROUPS = (model, detect, analytics, training, analysis, serving, bench, engine)  # the order of `retina-trt --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

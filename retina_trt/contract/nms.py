@@ -17,27 +17,22 @@ from __future__ import annotations
 import numpy as np
 
 from retina_trt.contract import RawDetections
+from retina_trt.contract.boxes import box_iou
 from retina_trt.spec import ModelSpec
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, nms_thresh: float) -> np.ndarray:
     """Indices kept by greedy NMS of one class (float32 boxes [N, 4], scores [N])."""
     order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = (boxes[order, i] for i in range(4))
-    areas = (x2 - x1) * (y2 - y1)
+    ordered = boxes[order]
     suppressed = np.zeros(len(order), dtype=bool)
     keep = []
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(len(order)):
-            if suppressed[i]:
-                continue
-            keep.append(order[i])
-            rest = slice(i + 1, None)
-            w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-            h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-            inter = w * h
-            iou = inter / (areas[i] + areas[rest] - inter)
-            suppressed[rest] |= iou.astype(np.float64) > nms_thresh
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(order[i])
+        iou = box_iou(ordered[i : i + 1], ordered[i + 1 :])[0]
+        suppressed[i + 1 :] |= iou.astype(np.float64) > nms_thresh
     return np.asarray(keep, dtype=np.int64)
 
 

@@ -2,50 +2,36 @@
 size, the confusion between classes, the worst images, how well the anchors cover the objects
 and, given training images, the gap between training and held-out AP.
 
-  python -m retina_trt.bench.analysis MODEL --annotations A.json --images DIR --out DIR [--min-score 0.3]
+  retina-trt error-analysis MODEL --annotations A.json --images DIR --out DIR [--min-score 0.3]
       [--anchor-sizes 12,24,48,96,192 ...] [--train-annotations T.json --train-images DIR [--train-max-images 300]]
 
 Per-class AP and AP by size come from COCO's own evaluation (faster-coco-eval). The confusion
-matrix matches each ground-truth box to the detection (score >= ``--min-score``) of any class with
+matrix matches each ground-truth box to the detection (score >= ``min_score``) of any class with
 the highest IoU >= 0.5: the row is the true class, the column the detected one, or "missed".
 Anchor coverage places the model's anchors (and each ``--anchor-sizes`` alternative) on every
 image's network input and reports, per ground-truth box, the best anchor IoU and how many anchors
 reach IoU 0.5 (the positives the training loss sees), overall and for small objects (< 32 px).
-The training-set AP (``--train-annotations``) against the held-out AP tells memorization from
+The training-set AP (:func:`generalization_gap`) against the held-out AP tells memorization from
 underfitting: a large gap says more data or augmentation, a small one more capacity or training.
-Writes ``analysis.json`` and ``analysis.md``.
+The command (``cli/analysis.py``) writes ``analysis.json`` and ``analysis.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
-import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from retina_trt.contract.boxes import box_iou
 from retina_trt.data.coco import CocoDataset
-from retina_trt.errors import RetinaTrtError
 from retina_trt.evaluate import category_mapping, evaluate
 from retina_trt.image import read_image, resize_scale, resized_shape
 from retina_trt.runtime.detector import Detector
 from retina_trt.spec import ModelSpec
-from retina_trt.utils import atomic_path, check_output_folder
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def analyse(
@@ -80,7 +66,7 @@ def analyse(
             found = 0
             for gt_box, gt_label in zip(gt_boxes, gt_labels):
                 true = to_model[int(gt_label)]
-                overlaps = _iou(gt_box, boxes) if len(boxes) else np.zeros(0)
+                overlaps = box_iou(gt_box[None], boxes)[0] if len(boxes) else np.zeros(0)
                 if len(overlaps) and overlaps.max() >= 0.5:
                     predicted = int(classes[int(overlaps.argmax())])
                     confusion[true, predicted] += 1
@@ -144,7 +130,7 @@ def anchor_coverage(
         ``positives_per_object`` (anchors at IoU >= 0.5 per object, as the loss counts them).
     """
     import torch  # heavy; only this report needs it
-    from torchvision.ops import box_iou
+    from torchvision.ops import box_iou as torch_box_iou
 
     from retina_trt.model.anchors import anchors_per_level, feature_sizes_for
 
@@ -171,7 +157,7 @@ def anchor_coverage(
         padded = (-(-h // d) * d, -(-w // d) * d)
         if padded not in anchors:
             anchors[padded] = torch.cat(anchors_per_level(spec, padded, feature_sizes_for(padded)))
-        iou = box_iou(torch.from_numpy(boxes * np.float32(scale)), anchors[padded])
+        iou = torch_box_iou(torch.from_numpy(boxes * np.float32(scale)), anchors[padded])
         best.append(iou.max(1).values.numpy())
         positives.append((iou >= 0.5).sum(1).numpy())
         sides.append(np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)) * scale)
@@ -249,60 +235,3 @@ def markdown(report: dict[str, Any]) -> str:
             f"AP {g['heldout_AP']}: gap {g['gap']}.",
         ]
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    cli = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("model")
-    cli.add_argument("--annotations", required=True)
-    cli.add_argument("--images", required=True)
-    cli.add_argument("--out", required=True)
-    cli.add_argument("--min-score", type=float, default=0.3)
-    cli.add_argument(
-        "--anchor-sizes",
-        action="append",
-        default=[],
-        metavar="S3,S4,S5,S6,S7",
-        help="alternative anchor sizes to compare with the model's own (repeatable)",
-    )
-    cli.add_argument("--train-annotations", help="training set annotations: report training AP beside held-out AP")
-    cli.add_argument("--train-images", help="training set image folder (with --train-annotations)")
-    cli.add_argument("--train-max-images", type=int, default=300)
-    args = cli.parse_args(argv)
-    if bool(args.train_annotations) != bool(args.train_images):
-        cli.error("--train-annotations and --train-images go together")
-    if args.train_max_images < 1:
-        cli.error(f"--train-max-images must be at least 1, got {args.train_max_images}")
-    levels = len(ModelSpec().anchor_sizes)
-    try:
-        alternatives = [tuple(float(v) for v in text.split(",")) for text in args.anchor_sizes]
-    except ValueError:
-        cli.error(f"--anchor-sizes takes comma-separated numbers, got {args.anchor_sizes}")
-    for sizes in alternatives:
-        if len(sizes) != levels or min(sizes) <= 0:
-            cli.error(f"--anchor-sizes needs {levels} positive sizes (P3..P7), got {','.join(f'{v:g}' for v in sizes)}")
-    try:
-        out = check_output_folder(args.out)  # before the work, not after it
-        if args.train_annotations:
-            CocoDataset.load(args.train_annotations, args.train_images)  # a bad training set fails now, not later
-        report = analyse(
-            args.model, args.annotations, args.images, min_score=args.min_score, anchor_alternatives=alternatives
-        )
-        if args.train_annotations:
-            report["generalization"] = generalization_gap(
-                args.model, args.train_annotations, args.train_images, report["AP"], max_images=args.train_max_images
-            )
-    except (RetinaTrtError, ValueError, OSError) as err:
-        print(f"retina_trt.bench.analysis: error: {err}", file=sys.stderr)
-        return 2
-    with atomic_path(out / "analysis.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1))
-    text = markdown(report)
-    with atomic_path(out / "analysis.md") as tmp:
-        tmp.write_text(text)
-    print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
