@@ -109,7 +109,7 @@ def _coco_image_files(annotations: Path) -> list[Path]:
             return [folder / n for n in names]
     raise CalibrationDataError(
         f"cannot find the images of {annotations} (looked for {names[0]!r} in "
-        f"{', '.join(str(c) for c in candidates)}); pass the image folder as --calib-data instead"
+        f"{', '.join(str(c) for c in candidates)}); pass the image folder as `calibration` instead"
     )
 
 
@@ -163,7 +163,7 @@ def load_calibration_data(
             files = _image_files(path)
             if not files:
                 raise CalibrationDataError(
-                    f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}; point --calib-data at a "
+                    f"no images ({', '.join(IMAGE_SUFFIXES)}) under {path}; point `calibration` at a "
                     "folder of images like the ones the model will see"
                 )
         elif path.is_file() and path.suffix.lower() == ".json":

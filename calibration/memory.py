@@ -75,7 +75,8 @@ def calibration_batch(
         raise PrecisionError(
             f"INT8 calibration of {Path(onnx_path).name} at {input_size[0]}x{input_size[1]} needs about "
             f"{(base + per_image) / gb:.1f} GB for one image and {available_bytes() / gb:.1f} GB are available; "
-            "calibrate a smaller fixed input size (export --input-size), or on a machine with more memory"
+            "calibrate a smaller fixed input size (export with a smaller `input_size`), or on a machine with "
+            "more memory"
         )
     batch = min(asked or MAX_AUTO_BATCH, fits)
     if asked and batch < asked:

@@ -153,7 +153,7 @@ def prepare_precision(
             )
         elif precision == "int8":
             raise ValueError(
-                "INT8 needs calibration data: give an image folder, a COCO .json or 'synthetic' (--calib-data)"
+                "INT8 needs calibration data: give an image folder, a COCO .json or 'synthetic' (`calibration`)"
             )
         else:
             data = noise_data(input_size, seed=calibration.seed)

@@ -171,19 +171,19 @@ def _check_request(request: BuildRequest) -> str | None:
     if (request.weights is None) == (request.onnx is None):
         raise ValueError("give exactly one source: weights (a checkpoint) or onnx (an exported model)")
     if request.output.suffix.lower() != ".engine":
-        raise ValueError(f"--output must end in .engine, got {request.output}")
-    check_output_file(request.output, "--output")
+        raise ValueError(f"`output` must end in .engine, got {request.output}")
+    check_output_file(request.output, "`output`")
     sources = [request.weights, request.onnx]
-    refuse_overwrite(request.output, sources, "--output")
+    refuse_overwrite(request.output, sources, "`output`")
     if request.save_onnx is not None:
-        check_output_file(request.save_onnx, "--save-onnx")
-        refuse_overwrite(request.save_onnx, [*sources, request.output], "--save-onnx")
+        check_output_file(request.save_onnx, "`save_onnx`")
+        refuse_overwrite(request.save_onnx, [*sources, request.output], "`save_onnx`")
     if request.onnx is not None and request.nms is not None:
-        raise ValueError("--nms applies to --weights (the export); an ONNX keeps its own NMS")
+        raise ValueError("`nms` applies to `weights` (the export); an ONNX keeps its own NMS")
     if request.onnx is not None and request.dynamic_shapes:
-        raise ValueError("--dynamic-shapes applies to --weights (the export); an ONNX keeps its own shapes")
+        raise ValueError("`dynamic_shapes` applies to `weights` (the export); an ONNX keeps its own shapes")
     if request.dynamic_shapes and request.input_size:
-        raise ValueError("give either --input-size or --dynamic-shapes, not both")
+        raise ValueError("give either `input_size` or `dynamic_shapes`, not both")
     if request.dry_run:
         return request.options.flavour  # checked against the NMS kind when named, else not needed
     # Fail before the slow steps when the build cannot happen here.
@@ -204,17 +204,17 @@ def _check_source(request: BuildRequest, source: Path, meta, flavour: str | None
         # ("FP32 GEMM is not supported"); the network alone (nms="none") builds there
         raise ValueError(
             "TensorRT-RTX cannot build nms='graph' for compute capability 7.5 (its FP32 matrix product is not "
-            "supported there): drop 7.5 from --compute-capability, or export with --nms none (NMS on the host)"
+            "supported there): drop 7.5 from `compute_capabilities`, or export with nms='none' (NMS on the host)"
         )
     if meta.input_size is not None and (options.min_hw or options.max_hw):
         raise ValueError(
-            f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --min-input-size and "
-            "--max-input-size set the profile of dynamic-shape models (--dynamic-shapes, or a dynamic --onnx)"
+            f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; `min_hw` and `max_hw` set "
+            "the profile of dynamic-shape models (`dynamic_shapes`, or a dynamic `onnx`)"
         )
     if request.onnx is not None and options.opt_hw and meta.input_size is not None:
         raise ValueError(
-            f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; --input-size sets the "
-            "profile of dynamic-shape exports only (re-export with --weights ... --input-size to change it)"
+            f"{source} has a fixed {meta.input_size[0]}x{meta.input_size[1]} input; `opt_hw` sets the profile "
+            "of dynamic-shape exports only (export again from `weights` with another `input_size` to change it)"
         )
     profile_shapes(meta, options)  # a bad profile fails here
 
@@ -231,7 +231,7 @@ def run_build(request: BuildRequest, *, say: Callable[[str], None] = logger.info
     flavour = _check_request(request)
     nms = request.nms or DEFAULT_NMS_BY_FLAVOUR[flavour or installed_flavour()]
     if flavour is not None and request.weights is not None:
-        check_nms_buildable(nms, flavour, f"--nms {nms}")
+        check_nms_buildable(nms, flavour, f"nms={nms!r}")
     with tempfile.TemporaryDirectory(prefix="retina_trt_build_") as tmp:
         if request.weights is not None:
             from retina_trt.export.onnx_export import export_onnx
@@ -253,8 +253,8 @@ def run_build(request: BuildRequest, *, say: Callable[[str], None] = logger.info
         if meta.precision != "fp32":
             if precision != meta.precision:
                 raise ValueError(
-                    f"{source} is already prepared as {meta.precision}; build it with --precision "
-                    f"{meta.precision}, or start from the FP32 export for {precision}"
+                    f"{source} is already prepared as {meta.precision}; build it with "
+                    f"precision={meta.precision!r}, or start from the FP32 export for {precision}"
                 )
             prepared = source
             say(f"using the prepared {precision} ONNX {source}")

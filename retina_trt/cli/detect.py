@@ -9,7 +9,7 @@ import os
 import sys
 
 from retina_trt.argtypes import positive_float, positive_int, score
-from retina_trt.cli.flags import detector_options
+from retina_trt.cli.flags import cli_message, detector_options
 from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 from retina_trt.utils import check_output_folder
 
@@ -102,8 +102,7 @@ def _print_report(report, total: int) -> int:
         print(f"skipped {os.fsencode(name)!r}: its file name is not valid UTF-8; rename it", file=sys.stderr)
     for result in report.results:
         if result.error is not None:
-            hint = " (--max-reconnect-attempts / --max-outage)" if "gave up reconnecting" in result.error else ""
-            print(f"skipped {result.source}: {result.error}{hint}", file=sys.stderr)
+            print(f"skipped {result.source}: {cli_message(result.error)}", file=sys.stderr)
         elif result.kind == "video":
             print(
                 f"{result.source}: {result.frames} frames at {result.fps:.1f} FPS, {result.detections} detections, "

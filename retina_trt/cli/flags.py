@@ -28,16 +28,26 @@ PARAMETER_FLAGS = {
     "max_reconnect_attempts": "--max-reconnect-attempts",
     "max_outage_s": "--max-outage",
     "num_threads": "--threads",
-    "view_port": "--view",
+    "min_hw": "--min-input-size",
+    "max_hw": "--max-input-size",
+    "opt_hw": "--input-size",
+    "flavour": "--tensorrt",
     "verbose": "--verbose",
     "dry_run": "--dry-run",
 }
 
 
 def cli_message(message: str) -> str:
-    """A library error for the command line: each `parameter` named in backticks becomes its flag
-    (``PARAMETER_FLAGS``); other backticked names lose their backticks."""
-    return re.sub(r"`([a-z_]+)`", lambda m: PARAMETER_FLAGS.get(m.group(1), m.group(1)), message)
+    """A library error for the command line: a parameter named in backticks (`nms`) becomes its flag
+    (``PARAMETER_FLAGS``; another backticked name loses its backticks), and a parameter with its
+    value (``nms='graph'``) becomes the flag with the value (``--nms graph``)."""
+    message = re.sub(r"`([a-z_]+)`", lambda m: PARAMETER_FLAGS.get(m.group(1), m.group(1)), message)
+
+    def with_value(match: re.Match) -> str:
+        flag = PARAMETER_FLAGS.get(match.group(1))
+        return f"{flag} {match.group(3)}" if flag else match.group(0)
+
+    return re.sub(r"(?<![\w-])([a-z_]+)=(['\"]?)([\w.:-]+)\2", with_value, message)
 
 
 def detector_options(args: argparse.Namespace) -> dict:

@@ -162,7 +162,7 @@ def output_lock(out_dir: Path):
     except BlockingIOError as err:
         handle.close()
         raise RetinaTrtError(
-            f"another retina-trt detect is writing to {out_dir}; wait for it, or give another --output"
+            f"another retina-trt detect is writing to {out_dir}; wait for it, or give another `out_dir`"
         ) from err
     try:
         yield

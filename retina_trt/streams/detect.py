@@ -226,7 +226,7 @@ def _finish(result: InputResult, stats: dict, out_dir: Path) -> InputResult:
     elif stats["gave_up"]:
         result.error = (
             f"lost {result.source} after {result.frames} frames and gave up reconnecting: {stats['gave_up']} "
-            f"(outputs so far kept in {out_dir}; allow more reconnect attempts or a longer outage to wait longer)"
+            f"(outputs so far kept in {out_dir}; raise `max_reconnect_attempts` or `max_outage_s` to wait longer)"
         )
     return result
 

@@ -203,7 +203,7 @@ def check_nms_buildable(nms: str, flavour: str, what: str | os.PathLike) -> None
     if nms not in NMS_BY_FLAVOUR[flavour]:
         raise EngineBuildError(
             f"{what} (nms={nms!r}): {FLAVOUR_NAMES[flavour]} cannot build it (it builds "
-            f"{', '.join(NMS_BY_FLAVOUR[flavour])}); export with --nms {DEFAULT_NMS_BY_FLAVOUR[flavour]}"
+            f"{', '.join(NMS_BY_FLAVOUR[flavour])}); export with nms={DEFAULT_NMS_BY_FLAVOUR[flavour]!r}"
         )
 
 
@@ -457,7 +457,7 @@ def build_engine(
     )
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; rerun with --verbose for its log")
+        raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path}; rerun with `verbose` for its log")
     plan_bytes = bytes(plan)
     if cache_path is not None:
         timing_cache = config.get_timing_cache()

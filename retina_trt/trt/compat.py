@@ -96,7 +96,7 @@ def network_flags(trt: ModuleType, *, aot_plugins: bool = False) -> int:
         if flag is None:
             raise BackendUnavailableError(
                 f"{FLAVOUR_NAMES[flavour_of(trt)]} {trt.__version__} has no AOT Python plugins, which the "
-                "retina_trt NMS plugin needs (TensorRT 10.9 or later); export with --nms graph instead"
+                "retina_trt NMS plugin needs (TensorRT 10.9 or later); export with nms='graph' instead"
             )
         flags |= 1 << int(flag)
     return flags
@@ -178,7 +178,7 @@ def import_cudart():
 
 NO_GPU_TO_BUILD = (
     "no CUDA GPU is visible: TensorRT 10/11 needs one to build engines; build with TensorRT-RTX "
-    "(--tensorrt tensorrt_rtx), which needs no GPU, or run the ONNX model on the CPU (OpenVINO or ONNX Runtime)"
+    "(flavour='tensorrt_rtx'), which needs no GPU, or run the ONNX model on the CPU (OpenVINO or ONNX Runtime)"
 )
 NO_GPU_TO_RUN = (
     "no CUDA GPU is visible: running a TensorRT engine needs one, whichever TensorRT built it (TensorRT-RTX "

@@ -400,13 +400,14 @@ class TensorRTBackend:
         if not (lo[1] <= height <= hi[1] and lo[2] <= width <= hi[2]):
             raise ValueError(
                 f"input {height}x{width} is outside the engine's profile ({lo[1]}x{lo[2]} to {hi[1]}x{hi[2]}); "
-                "rebuild with a larger --input-size/profile"
+                "rebuild with a larger `input_size` or profile"
             )
         if batch > self.max_batch:
             raise ValueError(f"batch {batch} exceeds the engine's maximum {self.max_batch}")
         if batch < self.min_batch:
             raise ValueError(
-                f"batch {batch} is below the engine's minimum {self.min_batch}; rebuild with --batch 1:OPT:MAX"
+                f"batch {batch} is below the engine's minimum {self.min_batch}; rebuild with a profile whose "
+                "minimum `batch` is 1"
             )
 
     def _raw(self, outputs: dict[str, np.ndarray]):
