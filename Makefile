@@ -9,14 +9,14 @@ SERVE_VENV := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 PIP_FLAGS ?= --disable-pip-version-check --progress-bar off
 
-.PHONY: venv system-deps test test-all lint readme-check soak demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
+.PHONY: venv system-deps test test-all test-install lint readme-check soak demo demo-model paper-claims precision bench bench-gpu gpu-check serve-env test-serve serve-bench clean
 
 venv: $(STAMP)
 
 $(STAMP): setup.py pyproject.toml constraints.txt tests/trt_bindings.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade "pip>=24" "setuptools>=68" wheel
-	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx,openvino,analytics]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[build,dev,int8,trt-rtx,openvino,analytics]"
 	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt --no-deps trackers  # not its opencv-python
 	$(BIN)/python tests/trt_bindings.py
 	@touch $(STAMP)
@@ -38,6 +38,10 @@ test: lint system-deps
 # Everything, slow and Triton-server tests included.
 test-all: lint $(SERVE_STAMP)
 	$(BIN)/python -m pytest -q
+
+# `pip install .` in a fresh venv is the runtime only (no torch) and runs `retina-trt detect`.
+test-install: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow tests/test_layers.py -k runtime_only_install -s
 
 # The README's Python block as written: a seeded torchvision ResNet-50-FPN, 512 calibration images
 # at 800x1344, an INT8 TensorRT-RTX engine (slow: tests/test_readme.py).

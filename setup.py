@@ -33,6 +33,7 @@ setup(
         "retina_trt",
         "retina_trt.cli",
         "retina_trt.contract",
+        "retina_trt.io",
         "retina_trt.model",
         "retina_trt.export",
         "retina_trt.runtime",
@@ -50,19 +51,24 @@ setup(
         "retina_trt.calibration": "calibration",
         "retina_trt.plugins": "plugins",
     },
+    # `pip install retina-trt` is the runtime only (Detector on .onnx / .engine files, `retina-trt
+    # detect`): no torch. The `build` extra brings what exports, calibrates, trains and evaluates.
     install_requires=[
         "numpy>=1.24",
-        "torch>=2.4",
-        "torchvision>=0.19",
-        "onnx>=1.16",
         f"onnxruntime-gpu>=1.18; {_ORT_GPU_PLATFORM}",
         f"onnxruntime>=1.18; {_ORT_CPU_PLATFORM}",
         "opencv-python-headless>=4.8",
         "tqdm>=4.60",
-        "onnxslim>=0.1.40",
-        "faster-coco-eval>=1.6",
     ],
     extras_require={
+        "build": [
+            "torch>=2.4",
+            "torchvision>=0.19",
+            "onnx>=1.16",
+            "onnxslim>=0.1.40",
+            "faster-coco-eval>=1.6",
+            "nvidia-modelopt[onnx]>=0.40",
+        ],
         # Pick the extra whose CUDA major matches the driver stack: TensorRT 10.x on CUDA 12 ...
         "trt-cu12": [
             "tensorrt-cu12>=10.8,<11",

@@ -34,6 +34,7 @@ _LAZY = {
     "Detector": "retina_trt.runtime.detector",
     "Detections": "retina_trt.runtime.detections",
     "build": "retina_trt.pipeline",
+    "CalibrationConfig": "retina_trt.calibration",
     "OpenVinoOptions": "retina_trt.runtime.openvino_backend",
     "OnnxRuntimeOptions": "retina_trt.runtime.onnxruntime_backend",
     "TritonOptions": "retina_trt.runtime.triton_backend",
@@ -42,6 +43,7 @@ _LAZY = {
 
 __all__ = [
     "BackendUnavailableError",
+    "CalibrationConfig",
     "CheckpointError",
     "Detections",
     "Detector",
@@ -77,6 +79,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from retina_trt.calibration import CalibrationConfig
     from retina_trt.export.onnx_export import export_onnx
     from retina_trt.model.checkpoint import load_checkpoint, save_checkpoint
     from retina_trt.model.retinanet import HeadOutputs, RetinaNet

@@ -1,7 +1,7 @@
 """The table of backends (name -> where it lives) and :func:`open_backend`, which picks one by file
 type and imports only that one.
 
-The table is explicit (DESIGN.md §5: no registry that modules join on import). Each entry names
+The table is explicit (no registry that modules join on import). Each entry names
 the backend's module, its class and its options dataclass; ``open_backend`` imports the module
 only when that backend is chosen, so running an ``.onnx`` or ``.engine`` never imports torch and
 ``Detector`` on an ``.onnx`` never imports TensorRT (tests/test_layers.py). The TensorRT backend

@@ -1,4 +1,4 @@
-"""Reliability, round 3 (issue #28): the doors of each kind that were found open, each tested.
+"""Hostile and careless input, by kind of door (found open in reliability round 3, issue #28), each tested.
 
 Inputs are never overwritten (every command and API that writes, whatever the path spelling),
 empty paths are refused, hostile numbers are refused at the door (CLI flags, API arguments,
