@@ -119,6 +119,7 @@ def _spread(items: list, count: int, seed: int) -> list:
     return [items[i] for i in order[:count]]
 
 
+# long function: one branch per calibration source kind (folder, COCO, synthetic) and their shared sampling
 def load_calibration_data(
     source: str | os.PathLike,
     spec: ModelSpec,

@@ -21,8 +21,8 @@ from .precision import PrecisionError
 
 logger = logging.getLogger(__name__)
 
-# peak growth per image of batch / the shape-inferred tensor sum: 1.3 measured on the demo model at
-# 512x512, about 1.9 on a ResNet-50-FPN at 800x1344 (20 GB at batch 3, 7.9 GB at batch 1)
+# peak growth per image of batch over the shape-inferred tensor sum, above both measured ratios
+# (docs/engines.md#calibration-memory)
 OVERHEAD = 2.0
 MODEL_COPIES = 3  # the loaded proto, the augmented model, ONNX Runtime's session
 BUDGET = 0.7  # of the available memory

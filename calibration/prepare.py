@@ -101,6 +101,7 @@ def _convert(onnx_path: Path, precision: str, data: CalibrationData, calibration
     return reattach_nms(prepared, tail)
 
 
+# long function: the precision steps in order (check, cache, calibrate, write, record): each a call
 def prepare_precision(
     onnx_path: str | os.PathLike,
     precision: str,

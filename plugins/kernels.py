@@ -8,8 +8,8 @@ of the next):
   and among equal scores by lower candidate index, by counting for each candidate how many come
   before it (CHUNK x CHUNK comparisons at a time), then scatters ``order[b, rank] = index``;
   candidates with score <= ``score_thresh`` (the export's padding) rank last and are stored as
-  -1. (``tl.sort`` over up to 8192 keys unrolls into a bitonic network that took ten minutes and
-  2.7 MB of PTX to compile; counting ranks compiles to a small loop.)
+  -1. (``tl.sort`` over up to 8192 keys unrolls into a bitonic network far too large to compile
+  (plugins/README.md); counting ranks compiles to a small loop.)
 * ``mask_kernel`` (grid B x cdiv(N, ROWS)): the suppression bitmask ``mask`` [B, N, cdiv(N, 64)]
   int64, computed fully in parallel: bit k of word w of rank r's row says the candidate ranked
   64 w + k comes after r, has its class and IoU > ``nms_thresh`` with it;

@@ -53,6 +53,7 @@ def _launchable(kernel, trt_args: int) -> tuple[str, str]:
     return fixed.entry, fixed.ptx
 
 
+# long function: TensorRT's plugin registration: the decorated functions must be defined together in one scope
 def register_plugin(*, lazy: bool = True) -> None:
     """Register the three plugins with TensorRT (idempotent).
 

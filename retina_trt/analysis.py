@@ -34,6 +34,7 @@ from retina_trt.runtime.detector import Detector
 from retina_trt.spec import ModelSpec
 
 
+# long function: one pass over the evaluation set filling every table of the report
 def analyse(
     model: str | Path,
     annotations: str | Path,

@@ -132,6 +132,7 @@ class ModelSpec:
     detections_per_img: int = 100
     prior_prob: float = 0.01
 
+    # long function: validation of every ModelSpec field in turn, one check a field
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalize through object.__setattr__
         if self.backbone not in BACKBONES:

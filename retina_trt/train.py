@@ -226,6 +226,7 @@ def _check_same_spec(found: ModelSpec, wanted: ModelSpec, source: str | os.PathL
     )
 
 
+# long function: the training loop with checkpointing and resume in one place (torchvision's way)
 def train(
     spec: ModelSpec,
     dataset: CocoDataset,

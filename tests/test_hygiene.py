@@ -61,3 +61,23 @@ def test_import_changes_no_environment_variable():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_no_long_function_without_a_reason():
+    """No function of the package is over 60 lines unless the line above it says why
+    (``# long function: <reason>``): functions short enough to read at once."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    unexplained = []
+    for folder in ("retina_trt", "calibration", "plugins"):
+        for path in sorted((root / folder).rglob("*.py")):
+            lines = path.read_text().splitlines()
+            for node in ast.walk(ast.parse("\n".join(lines))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                    above = lines[first - 2].strip() if first >= 2 else ""
+                    if not (above.startswith("# long function: ") and len(above) > len("# long function: ") + 10):
+                        unexplained.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    assert not unexplained, "over 60 lines without a reason:\n" + "\n".join(unexplained)

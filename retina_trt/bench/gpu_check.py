@@ -240,6 +240,7 @@ def check_torch_cuda(quick: bool) -> dict:
     return {"rows": rows, "what": "PyTorch eager on CUDA (seeded ResNet-50-FPN, full postprocess), NOT TensorRT"}
 
 
+# long function: one GPU session's checks in order on the same engines (built once)
 def check_tensorrt_engines(quick: bool) -> dict:
     _cuda()
     import numpy as np

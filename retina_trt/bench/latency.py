@@ -358,6 +358,7 @@ def _route_rows(
             det.close()
 
 
+# long function: every route of one scale timed side by side in one interleaved loop
 def benchmark(
     model: str | os.PathLike,
     *,

@@ -55,6 +55,7 @@ VARIANTS = {
 }
 
 
+# long function: the three trainings of the same budget side by side
 def run(
     out: Path, *, iterations: int, batch_size: int, lr: float, image_size: int, train_images: int, val_images: int
 ) -> dict:

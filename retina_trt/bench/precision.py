@@ -95,6 +95,7 @@ def _latency_ms(det: Detector, images: list, repeats: int) -> float:
     return statistics.median(times)
 
 
+# long function: every precision route evaluated side by side in one run
 def run(
     out: Path, *, weights: Path, calib_images: int, method: str, eval_images: int | None, cache_dir: Path | None
 ) -> dict:

@@ -15,6 +15,7 @@ def _isa_cap(machine: dict[str, Any]) -> str:
     return f", **oneDNN kernels capped at {cap}** (ONEDNN_MAX_CPU_ISA; ONNX Runtime is not)" if cap else ""
 
 
+# long function: the report's tables in order, one line each
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     here = m["gpu"] or m["cpu"]

@@ -54,6 +54,7 @@ def _batch_counts(url: str) -> dict[int, int]:
     return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["model_stats"][0]["batch_stats"]}
 
 
+# long function: one load test per client count against one server, side by side
 def run(model: Path, *, clients: list[int], requests: int, instances: int, queue_delay_us: int) -> dict[str, Any]:
     from retina_trt.runtime.onnxruntime_backend import OnnxRuntimeBackend
     from retina_trt.serving.server import free_ports, serve_model

@@ -12,6 +12,7 @@ from retina_trt.contract.engine_file import read_engine_header
 from retina_trt.trt.compat import FLAVOURS, HARDWARE_COMPAT
 
 
+# long function: argparse declarations of build-engine, one statement per flag
 def register(sub) -> None:
     """Add this group's subcommands to the ``retina-trt`` parser."""
     p = sub.add_parser(

@@ -119,6 +119,7 @@ def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
         print(f"  {key.ljust(width)}  {value}")
 
 
+# long function: one printed row per property of the model file
 def _cmd_info(args: argparse.Namespace) -> int:
     path = Path(args.model)
     suffix = path.suffix.lower()

@@ -10,6 +10,7 @@ from retina_trt.spec import ModelSpec
 from retina_trt.utils import check_output_file
 
 
+# long function: argparse declarations of data, train and eval, one statement per flag
 def register(sub) -> None:
     """Add this group's subcommands to the ``retina-trt`` parser."""
     p = sub.add_parser("data", help="datasets")

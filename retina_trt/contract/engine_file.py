@@ -164,6 +164,7 @@ def _check_layer_precisions(summary: Any) -> None:
             raise ValueError(f"build.layer_precisions.{key} must be a layer count")
 
 
+# long function: validation of every header field of an untrusted file in turn
 def read_engine_header(path: str | os.PathLike) -> EngineHeader:
     """Read an engine file's header (no TensorRT needed).
 
@@ -275,6 +276,7 @@ def _cc(cc: tuple[int, int]) -> str:
     return f"{cc[0]}.{cc[1]}"
 
 
+# long function: one check per header field against this machine, in the order users fix them
 def check_engine_compatible(
     path: str | os.PathLike,
     header: EngineHeader,

@@ -56,8 +56,8 @@ DEFAULT_OPSET = 17
 class _TracedCore(nn.Module):
     """uint8 NHWC BGR -> per level (cls [B, A*K, H, W], box [B, A*4, H, W]), the head
     convolutions' own layout: the postprocess reads the few values it needs by index instead of
-    transposing every logit (a 5-D transpose OpenVINO ran as a reference kernel: 34 of 119 ms
-    of the INT8 graph's profile at 576x1024; docs/cpu.md)."""
+    transposing every logit (a 5-D transpose OpenVINO runs as a reference kernel; its measured
+    share of the INT8 profile is in docs/cpu.md)."""
 
     def __init__(self, model: RetinaNet) -> None:
         super().__init__()
@@ -204,6 +204,7 @@ def _append_outputs(g: GraphBuilder, onnx_model, boxes: str, scores: str, labels
     return outputs
 
 
+# long function: the export in order (checks, trace, postprocess, metadata, simplify, write)
 def export_onnx(
     model: RetinaNet | str | os.PathLike,
     path: str | os.PathLike,

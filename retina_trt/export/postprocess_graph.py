@@ -166,9 +166,9 @@ def _top_candidates(g: GraphBuilder, heads: str, topk: int, num_anchors: int, nu
     (equal best scores: lower anchor first): each of those anchors has a pair that ranks above
     any pair of an anchor left out. So: the best score per anchor (the sigmoid of the best logit:
     sigmoid is monotonic), a TopK of k anchors, those anchors' K logits gathered in anchor order
-    and their sigmoids, a TopK of k over the k * K (the sigmoid of 8M logits costs OpenVINO 6 ms). On a ResNet-50 level
-    of 600x1000 px that is a TopK over 100k and one over 91k instead of one over 8M (OpenVINO
-    spent a quarter of the INT8 graph's time in it). The maxima are taken in the head's layout
+    and their sigmoids, a TopK of k over the k * K. On a ResNet-50 level of 600x1000 px that is a
+    TopK over 100k and one over 91k instead of one over 8M (what OpenVINO spent in the one large
+    TopK is measured in docs/cpu.md). The maxima are taken in the head's layout
     and only they are transposed to anchor order (B, H*W*A)."""
     per_anchor = _by_anchor(g, heads, num_anchors, num_classes)  # [B, A, K, H*W]
     best_logit = g.op("Transpose", [g.reduce_max(per_anchor, 2)], perm=[0, 2, 1])  # [B, H*W, A]

@@ -170,6 +170,7 @@ def _load_into(model: RetinaNet, state_dict: Mapping[str, Tensor], source: str) 
     model.load_state_dict({k: v for k, v in state_dict.items() if k in expected}, strict=True)
 
 
+# long function: one branch per checkpoint layout (ours, torchvision v1/v2, training state), each short
 def load_checkpoint(
     path_or_state_dict: str | os.PathLike | Mapping[str, Any], spec: ModelSpec | None = None
 ) -> RetinaNet:

@@ -16,9 +16,10 @@ INT8. ``precision="auto"`` picks the fastest the CPU has (BF16 where it has AMX-
   :attr:`parallel_requests` batches are in flight in all.
 * **Static shapes.** An export of fixed height and width runs a single image on a model compiled
   for exactly that input shape (batch 1), without the dynamic model's shape work per inference
-  (1.2x on the demo model's BF16 and INT8 routes; docs/cpu.md, ``bench/ov_shapes.py``). Other
-  batch sizes, and exports of dynamic height and width, run on the dynamic-shape model, compiled
-  when first needed (a static model per batch size costs 260+ MB each for R50-FPN).
+  (faster on the demo model; measured in docs/cpu.md#static-against-dynamic-shapes by
+  ``bench/ov_shapes.py``). Other batch sizes, and exports of dynamic height and width, run on the
+  dynamic-shape model, compiled when first needed (a static model per batch size would cost
+  memory for every size met; docs/cpu.md).
 * **Cache.** Compiled models are cached under ``$RETINA_TRT_CACHE/openvino`` (default
   ``~/.cache/retina_trt``), keyed by the ONNX content, the OpenVINO version and every compile
   option, each entry checked against its digest before it is imported (``openvino_cache.py``).

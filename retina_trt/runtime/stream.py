@@ -97,6 +97,7 @@ class DetectionStream(Pipelined):
     ``stats`` has the counters and stage times; ``close()`` stops everything.
     """
 
+    # long function: the stream's options checked and its three threads wired, in one constructor
     def __init__(
         self,
         detector,

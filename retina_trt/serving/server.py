@@ -166,6 +166,7 @@ def _ready(host: str, port: int) -> bool:
         return False
 
 
+# long function: the Triton server's command line, start and readiness wait, whose process spans them
 def start_server(
     repository: str | os.PathLike,
     *,

@@ -135,6 +135,7 @@ def config_pbtxt(
     return "\n".join(lines) + "\n"
 
 
+# long function: checks, staging and the atomic swap of one repository entry; the staging folder's lifetime spans them
 def export_triton(
     model: str | os.PathLike,
     repo: str | os.PathLike,

@@ -30,8 +30,7 @@ def batch_throughput(
     """Images per second at each batch size (capped at the model's maximum batch), submitted as
     ``det.streams`` submits them: ``det.submit`` with ``det.parallel_requests`` batches in flight.
     After ``warmup_s`` of the same calls (a backend's first calls at a new shape are slower); the
-    median of three rounds of ``seconds / 3`` (a shared 2-core machine varies by 20% from second
-    to second)."""
+    median of three rounds of ``seconds / 3`` (a shared machine varies from second to second)."""
     rates = {}
     for batch in sorted({min(b, det.max_batch) for b in batches}):
         frames = [frame] * batch

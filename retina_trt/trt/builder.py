@@ -404,6 +404,7 @@ def _layer_report(report: list[str], precision: str) -> tuple[dict[str, Any] | N
     return summary, problems
 
 
+# long function: the TensorRT build in its API's order; the builder objects' lifetimes span it
 def build_engine(
     onnx_path: str | os.PathLike,
     output: str | os.PathLike,
