@@ -139,13 +139,19 @@ bench-gpu: $(STAMP)
 	  --out bench-output/bench-gpu --json bench-output/bench-gpu/summary.json
 
 # The one command for a GPU machine: installs TensorRT 10.x (CUDA 12 set; if the registry is
-# unreachable it goes on without it) and runs every check that can run there, reporting pass /
-# fail / skipped for each (retina_trt/bench/gpu_check.py). On a machine without .venv:
-#   PYTHONPATH=. python3 -m retina_trt.bench.gpu_check --out DIR --quick
+# unreachable it goes on without it), runs the `gpu` tests (tests/test_trt_gpu.py) and the GPU
+# measurements (retina_trt/bench/gpu.py), then writes one report of both (bench/gpu_report.py:
+# gpu_check.md / .json; exit 1 if anything failed). On a machine without .venv (needs pytest):
+#   PYTHONPATH=. python3 -m pytest -m gpu tests/test_trt_gpu.py --junitxml=DIR/tests.xml
+#   PYTHONPATH=. python3 -m retina_trt.bench.gpu --out DIR --quick
+#   PYTHONPATH=. python3 -m retina_trt.bench.gpu_report --out DIR
 GPU_CHECK_OUT ?= gpu-check-output
 gpu-check: $(STAMP)
-	-$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev,int8,trt-rtx,trt-cu12]"
-	$(BIN)/python -m retina_trt.bench.gpu_check --out $(GPU_CHECK_OUT)
+	-$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[build,dev,int8,trt-rtx,trt-cu12]"
+	@mkdir -p $(GPU_CHECK_OUT)
+	-$(BIN)/python -m pytest -m gpu -q tests/test_trt_gpu.py --junitxml=$(GPU_CHECK_OUT)/tests.xml
+	-$(BIN)/python -m retina_trt.bench.gpu --out $(GPU_CHECK_OUT)
+	$(BIN)/python -m retina_trt.bench.gpu_report --out $(GPU_CHECK_OUT)
 
 # The Triton serving environment (retina-trt serve): its own venv, as PyTriton pins numpy<2.
 serve-env: $(SERVE_STAMP)

@@ -147,32 +147,54 @@ def test_bench_cli_on_an_onnx(onnx_models, tmp_path, capsys):
     assert "| scale |" in capsys.readouterr().out
 
 
-def test_gpu_check_runs_what_it_can_and_says_what_it_skipped(tmp_path):
-    """`make gpu-check` on a machine without a GPU: the CPU checks pass, the GPU ones are skipped
-    with the reason, and the report is written."""
+def test_gpu_check_reports_tests_and_measurements_and_what_it_skipped(tmp_path):
+    """`make gpu-check` on a machine without a GPU: the gpu tests are skipped with the reason, the
+    measurements say why they were skipped, the report of both is written, and it fails only
+    when something failed or nothing ran."""
     import json
+    import subprocess
+    import sys
 
-    from retina_trt.bench.gpu_check import main as gpu_check
+    from retina_trt.bench.gpu import main as measure
+    from retina_trt.bench.gpu_report import main as report
 
-    assert (
-        gpu_check(
-            ["--out", str(tmp_path), "--quick", "--only", "environment,graph_nms_equals_reference,torch_cuda_latency"]
-        )
-        == 0
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    tests = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "gpu",
+            "tests/test_trt_gpu.py",
+            "-k",
+            "eval or zero_copy",
+            f"--junitxml={tmp_path / 'tests.xml'}",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
     )
-    report = json.loads((tmp_path / "gpu_check.json").read_text())
-    checks = report["checks"]
-    assert checks["graph_nms_equals_reference"]["status"] == "pass"
-    assert checks["graph_nms_equals_reference"]["result"]["cases_equal_to_reference"] == 2
+    assert tests.returncode == 0, tests.stdout[-2000:]
+    assert measure(["--out", str(tmp_path), "--quick", "--only", "environment,torch_cuda_latency"]) == 0
     import torch
 
+    measured = json.loads((tmp_path / "gpu_measurements.json").read_text())["measurements"]
+    assert measured["environment"]["status"] == "done" and "torch" in measured["environment"]["result"]
     if not torch.cuda.is_available():
-        assert checks["torch_cuda_latency"]["status"] == "skipped"
-        assert checks["torch_cuda_latency"]["reason"] == "no GPU: skipped"
-    with pytest.raises(SystemExit) as exit_info:  # a misspelled check is an error, not an empty report
-        gpu_check(["--out", str(tmp_path / "x"), "--only", "enviroment"])
+        assert measured["torch_cuda_latency"] == {**measured["torch_cuda_latency"], "status": "skipped"}
+        assert report(["--out", str(tmp_path)]) == 0
+        text = (tmp_path / "gpu_check.md").read_text()
+        assert "test_engine_eval | skipped | needs an NVIDIA GPU" in text and "| torch_cuda_latency | skipped |" in text
+    with pytest.raises(SystemExit) as exit_info:  # a misspelled measurement is an error, not an empty report
+        measure(["--out", str(tmp_path / "x"), "--only", "enviroment"])
     assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
-    assert "| graph_nms_equals_reference | pass |" in (tmp_path / "gpu_check.md").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report(["--out", str(empty)]) == 1  # nothing ran: not a pass
 
 
 def test_a_capped_cpu_isa_is_recorded_and_reported(monkeypatch):

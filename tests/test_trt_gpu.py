@@ -215,3 +215,57 @@ def test_table_1e_sweep_on_the_gpu(tmp_path):
     assert [r["scale"] for r in report["rows"]] == [400, 600]
     assert all(r["backend"] == "tensorrt" and r["paper_ms"] for r in report["rows"])
     assert {"h2d", "compute", "d2h"} <= set(report["rows"][0]["stages_ms"])
+
+
+@pytest.mark.parametrize("nms", ["graph", "onnx", "plugin", "efficient"])
+def test_every_nms_route_the_installed_tensorrt_builds(nms, tmp_path):
+    """FP16 engines of the demo model for each NMS kind this TensorRT builds: they run, and the
+    graph and onnx routes match ONNX Runtime on the same prepared ONNX."""
+    from retina_trt.calibration import prepare_precision
+
+    from retina_trt import export_onnx
+    from retina_trt.contract import NMS_BY_FLAVOUR
+    from retina_trt.trt import BuildOptions, build_engine
+    from retina_trt.trt.compat import flavour_of, import_tensorrt
+
+    if nms not in NMS_BY_FLAVOUR[flavour_of(import_tensorrt())]:
+        pytest.skip(f"the installed TensorRT does not build nms={nms}")
+    source = export_onnx(DEMO, tmp_path / f"{nms}.onnx", nms=nms, batch=(1, 4, 8))
+    prepared = prepare_precision(source, "fp16", tmp_path / f"{nms}.fp16.onnx").path
+    engine = build_engine(prepared, tmp_path / f"{nms}.engine", BuildOptions(batch=(1, 4, 8)))
+    images = [generate_image(1, index, CONFIG)[0] for index in range(8)]
+    with Detector(engine) as det:
+        got = det.predict_batch(images)
+    assert sum(len(d) for d in got) > 0
+    if nms in ("graph", "onnx"):
+        with Detector(prepared, backend="onnxruntime") as ort_det:
+            want = ort_det.predict_batch(images)
+        counts = [count_matched(w, g, min_score=0.4) for w, g in zip(want, got)]
+        matched, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        assert total > 0 and matched >= MIN_MATCHED["fp16"] * total, (matched, total)
+
+
+def test_plugin_kernels_on_cuda_equal_the_reference():
+    """The NMS plugin's Triton kernels compiled for this GPU give the reference NMS's detections
+    (B = 1 and 8, N = 1000 and 5000); bench.gpu times them."""
+    import torch
+    from retina_trt.plugins import retina_nms
+
+    from retina_trt.model.postprocess import nms_per_image
+
+    for b, n in ((1, 1000), (8, 5000)):
+        g = torch.Generator().manual_seed(n + b)
+        xy = torch.rand(b, n, 2, generator=g) * 1000
+        boxes = torch.cat([xy, xy + torch.rand(b, n, 2, generator=g) * 200 + 8], -1)
+        scores, classes = torch.rand(b, n, generator=g), torch.randint(0, 80, (b, n), generator=g).int()
+        num, out_boxes = (
+            t.cpu()
+            for t in retina_nms(boxes.cuda(), scores.cuda(), classes.cuda(), nms_thresh=0.5, detections_per_img=100)[:2]
+        )
+        for i in range(b):
+            keep = scores[i] > 0.05
+            ref = nms_per_image(
+                boxes[i][keep], scores[i][keep], classes[i][keep].long(), nms_thresh=0.5, detections_per_img=100
+            )
+            k = int(num[i, 0])
+            assert k == len(ref["scores"]) and torch.equal(out_boxes[i, :k], ref["boxes"]), (b, n, i)

@@ -291,7 +291,7 @@ def _prepare(
 def _stage_means(det, iterations: int) -> dict[str, float]:
     """Mean ms per iteration of each Detector stage (TensorRT: its last H2D/compute/D2H)."""
     stages = {k: 1000.0 * v / iterations for k, v in det.timer.totals_s.items()}
-    trt_ms = getattr(det._backend, "last_ms", None)
+    trt_ms = getattr(det.backend_instance, "last_ms", None)  # TensorRT only: the engine alone
     if trt_ms:
         stages.update({k: float(v) for k, v in trt_ms.items()})
     return {k: round(v, 3) for k, v in stages.items()}
