@@ -109,3 +109,13 @@ def score(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value
+
+
+def infer_schedule(text: str):
+    """``--infer``: ``every``, ``adaptive`` or a whole number N >= 1 (every N-th frame)."""
+    from retina_trt.streams.schedule import InferSchedule
+
+    try:
+        return InferSchedule.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected every, adaptive or a whole number N >= 1, got {text!r}") from err

@@ -12,6 +12,7 @@ import pytest
 from retina_trt.analytics.counting import LineCounter, ZoneCounter
 from retina_trt.analytics.geometry import Line, Zone
 from retina_trt.data.scenes import (
+    QUIET_SCENES,
     SCENES,
     Actor,
     Scene,
@@ -35,7 +36,7 @@ def _counts_of_ground_truth(scene: Scene) -> tuple[dict, dict]:
     return line.counts, zone.counts
 
 
-@pytest.mark.parametrize("scene", SCENES, ids=[s.name for s in SCENES])
+@pytest.mark.parametrize("scene", SCENES + QUIET_SCENES, ids=[s.name for s in SCENES + QUIET_SCENES])
 def test_ground_truth_tracks_make_the_counts_the_script_states(scene):
     line, zone = _counts_of_ground_truth(scene)
     assert line == {k: scene.expected_line.get(k, {}) for k in ("in", "out")}

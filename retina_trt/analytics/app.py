@@ -92,7 +92,8 @@ def run_analyze(
     options = options or RunOptions()
     emit = _Emitter(sinks, view)
     states = {sid: SourceAnalytics(sid, config) for sid in sources}
-    with det.streams(dict(sources), **dict(options.stream_options or {})) as streams:
+    stream_options = {"infer": config.infer, **dict(options.stream_options or {})}
+    with det.streams(dict(sources), **stream_options) as streams:
         monitor = _HealthMonitor(streams, emit)
         monitor.start()
         try:
@@ -119,12 +120,17 @@ def _loop(streams, states: dict, emit, options: RunOptions, view) -> None:
             continue  # already in flight when the source was removed
         analytics = states[result.source_id]
         tracked, events = analytics.update(
-            result.frame.shape, result.detections, result.index, result.timestamp_s, result.generation
+            result.frame.shape,
+            result.detections,
+            result.index,
+            result.timestamp_s,
+            result.generation,
+            inferred=getattr(result, "inferred", True),
         )
         for event in events:
             emit(event)
         if view is not None:
-            view.publish(result.source_id, result.frame, tracked, snapshot(analytics))
+            view.publish(result.source_id, result.frame, tracked, {**snapshot(analytics), "held": not result.inferred})
             view.status(
                 result.source_id,
                 {"frames": analytics.frames, "counts": analytics.counts(), **_view_stats(streams, result.source_id)},
@@ -138,11 +144,24 @@ def _loop(streams, states: dict, emit, options: RunOptions, view) -> None:
 
 def _view_stats(streams, source_id: str) -> dict:
     stats = streams.stats().get(source_id, {})
-    return {"state": stats.get("state"), "fps": stats.get("fps")}
+    keys = ("state", "fps", "inferred", "infer_reasons")
+    return {k: stats.get(k) for k in keys}
 
 
 def _summary(states: dict[str, SourceAnalytics], stats: dict[str, dict]) -> dict:
-    keys = ("state", "fps", "read", "processed", "dropped", "decode_errors", "errors", "reconnects", "gave_up")
+    keys = (
+        "state",
+        "fps",
+        "read",
+        "processed",
+        "dropped",
+        "decode_errors",
+        "errors",
+        "reconnects",
+        "gave_up",
+        "inferred",
+        "infer_reasons",
+    )
     return {
         "type": "summary",
         "time": round(time.time(), 3),

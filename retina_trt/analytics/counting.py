@@ -42,6 +42,10 @@ def _margin(value: float) -> float:
     return float(value)
 
 
+LINE_FORGET_FRAMES = 150  # frames a line's track state survives unseen
+ZONE_FORGET_FRAMES = 30  # frames a track inside a zone survives unseen before it counts as gone
+
+
 class _Tracks:
     """Per-track state, forgotten after ``forget_after`` frames unseen."""
 
@@ -74,7 +78,9 @@ def _need_ids(tracked: Detections) -> None:
 class LineCounter:
     """In/out crossings of one line per class; ``update`` returns this frame's crossing events."""
 
-    def __init__(self, line: Line, *, name: str = "line", forget_after: int = 150, margin: float = 2.0) -> None:
+    def __init__(
+        self, line: Line, *, name: str = "line", forget_after: int = LINE_FORGET_FRAMES, margin: float = 2.0
+    ) -> None:
         self.line, self.name, self.margin = line, name, _margin(margin)
         self.counts: dict[str, dict[str, int]] = {"in": {}, "out": {}}
         self._tracks = _Tracks(forget_after)
@@ -111,7 +117,9 @@ class LineCounter:
 class ZoneCounter:
     """Enter/leave events and occupancy per class of one zone."""
 
-    def __init__(self, zone: Zone, *, name: str = "zone", forget_after: int = 30, margin: float = 2.0) -> None:
+    def __init__(
+        self, zone: Zone, *, name: str = "zone", forget_after: int = ZONE_FORGET_FRAMES, margin: float = 2.0
+    ) -> None:
         self.zone, self.name, self.margin = zone, name, _margin(margin)
         self.counts: dict[str, dict[str, int]] = {"enter": {}, "leave": {}}
         self._tracks = _Tracks(forget_after)

@@ -11,6 +11,7 @@ import numpy as np
 
 LINE_COLOUR = (0, 215, 255)  # BGR amber
 ZONE_COLOUR = (255, 160, 0)  # BGR azure
+HELD_COLOUR = (200, 200, 200)  # BGR light grey
 
 
 def snapshot(analytics) -> dict:
@@ -36,6 +37,8 @@ def draw_geometry(canvas: np.ndarray, shapes: dict) -> np.ndarray:
         cv2.line(canvas, tuple(a.tolist()), tuple(b.tolist()), LINE_COLOUR, thickness, cv2.LINE_AA)
         _in_arrow(canvas, a, b, thickness)
         _label(canvas, f"{name} in {totals['in']} out {totals['out']}", np.minimum(a, b), LINE_COLOUR)
+    if shapes.get("held"):  # the model skipped this frame: the boxes are the tracks' last ones
+        _label(canvas, "held: last boxes (model skipped)", np.array([4, canvas.shape[0] - 24]), HELD_COLOUR)
     return canvas
 
 

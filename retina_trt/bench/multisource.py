@@ -14,7 +14,12 @@ localhost (``data/camera.py``) and runs them, for each N, through:
 
 Per route and N: total processed fps, min/max per-source fps (fairness), p50/p99 latency from
 decode to result (live sources: time since the source opened minus the frame's timestamp), and
-frames dropped. Writes ``multisource.json`` and ``multisource.md``.
+frames dropped. A second table (``--schedule-cameras N``) says how many cameras one machine keeps
+up with on a mostly quiet scripted scene (``quiet_bursts``), inference on every frame against
+``adaptive`` (``streams/schedule.py``): N copies of the scene's video decoded as fast as they can
+be through one ``det.streams``, total fps over the camera rate, with decoding alone beside it
+(once inference is skipped, decoding is what is left). Writes ``multisource.json`` and
+``multisource.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from retina_trt.data.camera import Camera
@@ -117,6 +123,73 @@ def run(model: Path, sources: list[int], fps: float, seconds: float, triton: str
     return rows
 
 
+def _decode_fps(videos: list[Path]) -> float:
+    """Frames per second of decoding alone: the same files, one thread each, as the stream reads them."""
+    import threading
+
+    counts = [0] * len(videos)
+
+    def read(i: int, video: Path) -> None:
+        capture = cv2.VideoCapture(str(video))
+        while capture.read()[0]:
+            counts[i] += 1
+        capture.release()
+
+    threads = [threading.Thread(target=read, args=(i, v)) for i, v in enumerate(videos)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def cameras_per_machine(det, video: Path, cameras: int, fps: float) -> list[dict]:
+    """``cameras`` copies of ``video`` decoded as fast as they can be, through one ``det.streams``,
+    every frame against adaptive: total fps, the cameras at ``fps`` that is, the share of frames
+    the model ran on, and decoding's share of the time (decoding alone: the same files, the same
+    threads)."""
+    videos = [video] * cameras
+    decode = _decode_fps(videos)
+    rows = []
+    for infer in ("every", "adaptive"):
+        started = time.perf_counter()
+        with det.streams([str(v) for v in videos], infer=infer) as stream:
+            frames = sum(1 for _ in stream)
+            stats = stream.close()
+        total = frames / (time.perf_counter() - started)
+        inferred = sum(s["inferred"] for s in stats.values()) / max(1, frames)
+        rows.append(
+            {
+                "schedule": infer,
+                "sources": cameras,
+                "total_fps": round(total, 1),
+                "cameras": round(total / fps, 1),
+                "inferred_share": round(inferred, 3),
+                "decode_only_fps": round(decode, 1),
+                "decode_share": round(total / decode, 3),
+            }
+        )
+    return rows
+
+
+def capacity_markdown(rows: list[dict], scene: str, motion: float, fps: float) -> list[str]:
+    lines = [
+        "",
+        f"Cameras per machine on the `{scene}` scene ({100 * motion:.0f}% of frames with motion), decoded as fast as "
+        f"they can be, every frame against adaptive; cameras = total fps / {fps:g}.",
+        "",
+        "| schedule | sources | total fps | cameras | frames inferred | decode-only fps | decoding's share |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['schedule']} | {r['sources']} | {r['total_fps']} | {r['cameras']} | {100 * r['inferred_share']:.1f}% "
+        f"| {r['decode_only_fps']} | {100 * r['decode_share']:.0f}% |"
+        for r in rows
+    ]
+    return lines
+
+
 def write(rows: list[dict], out: Path, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "multisource.json") as tmp:
@@ -130,8 +203,27 @@ def write(rows: list[dict], out: Path, meta: dict) -> None:
         f"{r.get('max_source_fps', '-')} | {r.get('p50_ms', '-')} | {r.get('p99_ms', '-')} | {r.get('dropped', '-')} |"
         for r in rows
     ]
+    capacity = meta.get("schedule_capacity")
+    if capacity:
+        lines += capacity_markdown(
+            capacity["rows"], capacity["scene"], capacity["motion_share"], meta["fps_per_camera"]
+        )
     with atomic_path(out / "multisource.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def schedule_capacity(model: Path, out: Path, cameras: int, fps: float, scene_name: str = "quiet_bursts") -> dict:
+    """The cameras-per-machine table on one mostly quiet scripted scene."""
+    from retina_trt import Detector
+    from retina_trt.bench.schedule import motion_share
+    from retina_trt.data.scenes import QUIET_SCENES, write_scene
+
+    scene = next(s for s in QUIET_SCENES if s.name == scene_name)
+    video = write_scene(scene, out / "scenes") / "video.avi"
+    with Detector(model) as det:
+        rows = cameras_per_machine(det, video, cameras, fps)
+        backend = f"{det.backend} {det.precision}"
+    return {"scene": scene_name, "motion_share": motion_share(scene), "backend": backend, "rows": rows}
 
 
 def main(argv=None) -> int:
@@ -142,12 +234,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per route and N")
     parser.add_argument("--triton", default=None, help="grpc://host:port/model: add the Triton client route")
     parser.add_argument("--out", type=Path, default=Path("bench-output/multisource"))
+    parser.add_argument(
+        "--schedule-cameras", type=int, default=8, help="sources of the every-against-adaptive run (0: leave it out)"
+    )
     args = parser.parse_args(argv)
     sources = [int(s) for s in args.sources.split(",")]
     rows = run(args.model, sources, args.fps, args.seconds, args.triton)
-    write(
-        rows, args.out, {"cpu": cpu_name(), "cpu_isa": cpu_isa(), "fps_per_camera": args.fps, "seconds": args.seconds}
-    )
+    meta = {"cpu": cpu_name(), "cpu_isa": cpu_isa(), "fps_per_camera": args.fps, "seconds": args.seconds}
+    if args.schedule_cameras > 0:
+        meta["schedule_capacity"] = schedule_capacity(args.model, args.out, args.schedule_cameras, args.fps)
+    write(rows, args.out, meta)
     print((args.out / "multisource.md").read_text())
     return 0
 

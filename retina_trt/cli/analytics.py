@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from retina_trt.argtypes import positive_float, positive_int, score
+from retina_trt.argtypes import infer_schedule, positive_float, positive_int, score
 from retina_trt.cli.flags import detector_options
 from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 
@@ -49,6 +49,14 @@ def register(sub) -> None:
     p.add_argument("--min-score", type=score, default=0.4, help="detections below are not tracked (default 0.4)")
     p.add_argument("--fps", type=positive_float, default=15.0, help="the sources' nominal frame rate (default 15)")
     p.add_argument("--frame-messages", action="store_true", help="also one DeepStream-schema message per frame")
+    p.add_argument(
+        "--infer",
+        type=infer_schedule,
+        default="every",
+        metavar="every|N|adaptive",
+        help="when the model runs on a frame: every frame (default), every N-th, or adaptive (motion, "
+        "moving objects, a refresh every 2 s); docs/analytics.md#adaptive-inference",
+    )
     p.add_argument("--summary-every", type=positive_float, default=5.0, help="seconds between summary events")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop each source after N frames")
     p.add_argument("--buffer", type=positive_int, default=10_000, help="events buffered per broker while it is away")
@@ -86,6 +94,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         fps=args.fps,
         confirm_frames=args.confirm_frames,
         frame_messages=args.frame_messages,
+        infer=args.infer,
     )
     sources = {str(i): src for i, src in enumerate(args.sources)}
     sinks = []

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from retina_trt.argtypes import positive_float, positive_int, score
+from retina_trt.argtypes import infer_schedule, positive_float, positive_int, score
 from retina_trt.cli.flags import cli_message, detector_options
 from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 from retina_trt.utils import check_output_folder
@@ -52,6 +52,14 @@ def register(sub) -> None:
         "batched across sources, one frame of each per model call, unless this is given)",
     )
     p.add_argument(
+        "--infer",
+        type=infer_schedule,
+        default="every",
+        metavar="every|N|adaptive",
+        help="when the model runs on a frame: every frame (default), every N-th, or adaptive (motion, "
+        "moving objects, a refresh every 2 s); docs/analytics.md#adaptive-inference",
+    )
+    p.add_argument(
         "--max-reconnect-attempts",
         type=positive_int,
         default=10,
@@ -93,7 +101,17 @@ def _options(args: argparse.Namespace):
         max_reconnect_attempts=args.max_reconnect_attempts,
         max_outage_s=args.max_outage,
         progress=True,
+        infer=args.infer,
     )
+
+
+def _schedule_note(result) -> str:
+    if not result.batched:
+        return ""
+    if result.inferred is None or result.inferred >= result.frames:
+        return " (batched with the other sources)"
+    why = ", ".join(f"{k} {v}" for k, v in (result.infer_reasons or {}).items() if v)
+    return f" (batched with the other sources; the model ran on {result.inferred}" + (f": {why})" if why else ")")
 
 
 def _print_report(report, total: int) -> int:
@@ -107,7 +125,7 @@ def _print_report(report, total: int) -> int:
             print(
                 f"{result.source}: {result.frames} frames at {result.fps:.1f} FPS, {result.detections} detections, "
                 f"{result.bad_frames} unreadable frames skipped, {result.dropped} dropped, "
-                f"{result.reconnects} reconnects" + (" (batched with the other sources)" if result.batched else "")
+                f"{result.reconnects} reconnects" + _schedule_note(result)
             )
     failures = len(report.failures)
     print(f"{total - failures} of {total} inputs processed; outputs in {report.out_dir}")

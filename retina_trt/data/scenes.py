@@ -80,6 +80,9 @@ class Scene:
         zone: the zone polygon (pixel vertices).
         expected_line: the crossings the script makes, ``{"in": {class: n}, "out": {class: n}}``.
         expected_zone: entries into the zone, ``{"enter": {class: n}, "leave": {class: n}}``.
+        noise_sigma: grey levels of Gaussian sensor noise added to every pixel of every frame.
+        drift: grey levels the whole picture has brightened by at the last frame (a slow,
+            linear lighting drift from 0 at the first).
     """
 
     name: str
@@ -94,6 +97,8 @@ class Scene:
     background: str = "plain"
     fps: float = 15.0
     seed: int = 0
+    noise_sigma: float = 0.0
+    drift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.background not in ("plain", "textured"):
@@ -165,7 +170,13 @@ def render_frame(scene: Scene, frame: int, background: np.ndarray, sprites: dict
             continue
         x1, y1, x2, y2 = float(xs.min()), float(ys.min()), float(xs.max()) + 1, float(ys.max()) + 1
         truth.append(GroundTruthBox(frame, actor.track_id, actor.class_id, (x1, y1, x2, y2), len(xs) / on_frame))
-    return cv2.GaussianBlur(image, (3, 3), 0.6), truth
+    image = cv2.GaussianBlur(image, (3, 3), 0.6)
+    if scene.noise_sigma or scene.drift:
+        rng = np.random.default_rng([scene.seed, frame, 11])
+        level = scene.drift * frame / max(1, scene.num_frames - 1)
+        noisy = image.astype(np.float32) + level + rng.normal(0.0, scene.noise_sigma, image.shape)
+        image = np.clip(noisy, 0, 255).astype(np.uint8)
+    return image, truth
 
 
 def render_scene(scene: Scene):
@@ -322,3 +333,92 @@ def _occlusion_scene() -> Scene:
 
 
 SCENES: tuple = (_crossing_scene(), _edge_scene(), _occlusion_scene())
+
+
+# ---------------------------------------------------------------------------------------------
+# Mostly quiet scenes (60 s at 15 fps) for adaptive inference: long stretches where nothing
+# moves, with sensor noise, compression (MJPG) and a slow brightness drift that must not count as
+# motion, and the events that must still be caught. Same frame, line and zone as "crossing".
+
+QUIET_FRAMES = 900
+LINE_X = ((192.0, 0.0), (192.0, 256.0))  # "in" is right to left
+RIGHT_ZONE = ((230.0, 110.0), (330.0, 110.0), (330.0, 250.0), (230.0, 250.0))
+
+
+def _quiet(name: str, seed: int, actors: tuple[Actor, ...], line: dict, zone: dict, **look) -> Scene:
+    return Scene(
+        name=name,
+        height=H,
+        width=W,
+        num_frames=QUIET_FRAMES,
+        actors=actors,
+        seed=seed,
+        line=LINE_X,
+        zone=RIGHT_ZONE,
+        expected_line=line,
+        expected_zone=zone,
+        **{"noise_sigma": 3.0, **look},
+    )
+
+
+def _quiet_scenes() -> tuple[Scene, ...]:
+    """Six scenes, each about 60 s: nothing but noise for most of it, and one kind of event."""
+    empty = _quiet(  # 50 s of sensor noise around one short burst: a circle above the zone, a square through it
+        "quiet_empty",
+        10,
+        (
+            Actor(track_id=1, class_id=0, size=(44, 44), path=((400, 40, 60), (440, 340, 60))),
+            Actor(track_id=2, class_id=1, size=(40, 40), path=((410, 350, 200), (450, 30, 200))),
+        ),
+        {"in": {"square": 1}, "out": {"circle": 1}},
+        {"enter": {"square": 1}, "leave": {"square": 1}},
+    )
+    drift = _quiet(  # the picture brightens by 50 grey levels over the minute; one star crosses
+        "quiet_drift",
+        11,
+        (Actor(track_id=1, class_id=3, size=(46, 46), path=((600, 30, 200), (640, 350, 200))),),
+        {"out": {"star": 1}},
+        {"enter": {"star": 1}, "leave": {"star": 1}},
+        background="textured",
+        noise_sigma=2.0,
+        drift=50.0,
+    )
+    parked = _quiet(  # a square parked in the zone all along; a circle crosses above it
+        "quiet_parked",
+        12,
+        (
+            Actor(track_id=1, class_id=1, size=(50, 50), path=((0, 280, 180), (QUIET_FRAMES - 1, 280, 180))),
+            Actor(track_id=2, class_id=0, size=(44, 44), path=((300, 340, 50), (340, 40, 50))),
+        ),
+        {"in": {"circle": 1}},
+        {"enter": {"square": 1}},
+    )
+    bursts = _quiet(  # three short bursts of traffic, over the line and through the zone
+        "quiet_bursts",
+        13,
+        (
+            Actor(track_id=1, class_id=2, size=(46, 42), path=((150, 40, 60), (190, 340, 60))),
+            Actor(track_id=2, class_id=5, size=(42, 42), path=((450, 350, 200), (490, 40, 200))),
+            Actor(track_id=3, class_id=4, size=(40, 40), path=((750, 40, 140), (790, 350, 140))),
+        ),
+        {"in": {"cross": 1}, "out": {"triangle": 1, "ring": 1}},
+        {"enter": {"cross": 1, "ring": 1}, "leave": {"cross": 1, "ring": 1}},
+    )
+    appears = _quiet(  # a circle appears while all is quiet, crosses into the zone and stops there
+        "quiet_appear_stop",
+        14,
+        (Actor(track_id=1, class_id=0, size=(44, 44), path=((300, 120, 200), (330, 280, 200), (899, 280, 200))),),
+        {"out": {"circle": 1}},
+        {"enter": {"circle": 1}},
+    )
+    walker = _quiet(  # a star walks slowly across the whole minute, through the line and the zone
+        "quiet_slow_walker",
+        15,
+        (Actor(track_id=1, class_id=3, size=(46, 46), path=((0, 30, 200), (QUIET_FRAMES - 1, 350, 200))),),
+        {"out": {"star": 1}},
+        {"enter": {"star": 1}, "leave": {"star": 1}},
+    )
+    return empty, drift, parked, bursts, appears, walker
+
+
+QUIET_SCENES: tuple = _quiet_scenes()

@@ -24,6 +24,7 @@ from retina_trt.image import read_image
 from retina_trt.io.sources import expand_sources, stream_stem, utf8_named
 from retina_trt.io.writers import JsonlOutput, OutputNames, VideoOutput, output_lock, write_image, write_text
 from retina_trt.streams.multistream import MultiStream
+from retina_trt.streams.schedule import InferSchedule
 from retina_trt.utils import check_output_folder
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ class DetectOptions:
             own (``Detector.stream``); None, two or more are batched across sources.
         max_reconnect_attempts, max_outage_s: when a lost live stream is given up.
         progress: show progress bars (tqdm, on stderr).
+        infer: when the model runs on a video's frame (``streams/schedule.py``: ``"every"``, a whole
+            N or ``"adaptive"``); anything but every runs the videos through the batched stream
+            (not with ``batch_size``). A skipped frame's JSON line holds the last detections and
+            ``"inferred": false``.
     """
 
     json_per_image: bool = False
@@ -52,8 +57,12 @@ class DetectOptions:
     max_reconnect_attempts: int = 10
     max_outage_s: float = 120.0
     progress: bool = False
+    infer: InferSchedule | str | int = "every"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "infer", InferSchedule.parse(self.infer))
+        if self.infer.mode != "every" and self.batch_size is not None:
+            raise ValueError("`infer` other than every runs on the batched stream; leave `batch_size` out")
         for name in ("every", "max_reconnect_attempts"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -78,6 +87,8 @@ class InputResult:
     dropped: int = 0
     reconnects: int = 0
     batched: bool = False  # ran in one multi-source stream with the other videos
+    inferred: int | None = None  # frames the model ran on (batched stream), None where it ran on all
+    infer_reasons: dict | None = None  # adaptive: why the model ran, per reason
     error: str | None = None
 
 
@@ -133,7 +144,8 @@ def detect_files(
         used = OutputNames(out_dir, [*inputs.images, *inputs.videos])
         if inputs.images:
             report.results += _detect_images(det, inputs.images, out_dir, options, used)
-        if len(inputs.videos) >= 2 and options.batch_size is None:
+        batched = len(inputs.videos) >= 2 or options.infer.mode != "every"
+        if inputs.videos and batched and options.batch_size is None:
             report.results += _detect_batched(det, inputs.videos, out_dir, options, used)
         else:
             report.results += [_detect_video(det, video, out_dir, options, used) for video in inputs.videos]
@@ -244,6 +256,8 @@ class _SourceOutputs:
         if self.video is None and self.video_path is not None:
             self.video = VideoOutput(self.video_path, fps)  # at the first frame: the source is open
         record = {"frame": result.index, "timestamp_s": round(result.timestamp_s, 4), **result.detections.to_dict()}
+        if not result.inferred:
+            record["inferred"] = False
         self.jsonl.write(record)
         if self.video is not None:
             self.video.write(result.detections.draw(result.frame))
@@ -271,6 +285,7 @@ def _detect_batched(det, sources: list, out_dir: Path, options: DetectOptions, u
         every=options.every,
         max_reconnect_attempts=options.max_reconnect_attempts,
         max_outage_s=options.max_outage_s,
+        infer=options.infer,
     )
     try:
         with tqdm(desc=f"{len(ids)} sources", unit="frame", disable=not options.progress) as bar:
@@ -288,5 +303,6 @@ def _detect_batched(det, sources: list, out_dir: Path, options: DetectOptions, u
     results = []
     for sid, source in ids.items():
         result = InputResult(str(source), "video", outputs[sid].frames, outputs[sid].detections, batched=True)
+        result.inferred, result.infer_reasons = stats[sid]["inferred"], stats[sid]["infer_reasons"]
         results.append(_finish(result, stats[sid], out_dir))
     return results

@@ -31,6 +31,7 @@ import numpy as np
 from retina_trt.io.reconnect import ReconnectPolicy
 from retina_trt.runtime.detections import Detections
 from retina_trt.runtime.pipelined import END, Pipelined, request_depth, submit_frames
+from retina_trt.streams.schedule import InferSchedule
 
 from .source import SourceFrame, SourceReader
 
@@ -47,6 +48,8 @@ class MultiFrame(NamedTuple):
     detections: Detections
     latency_s: float  # from decode to this result
     generation: int  # the source's reconnect count when the frame was read (reset per-source state on change)
+    inferred: bool = True  # False: the schedule skipped the model; ``detections`` are the last inferred ones
+    reason: str | None = None  # why the model ran (``streams/schedule.py``), None when it did not
 
 
 class MultiStream(Pipelined):
@@ -68,6 +71,11 @@ class MultiStream(Pipelined):
             live-source reconnect policy (``io/reconnect.py``).
         timeout_s: how long a live source's open or read may block before it counts as lost.
         results: results buffered for the consumer (the pipeline waits beyond it).
+        infer: when the model runs on a source's frame: ``"every"`` (default), a whole number N
+            (every N-th frame) or ``"adaptive"`` (motion, moving objects, refresh, gap), or an
+            :class:`~retina_trt.streams.schedule.InferSchedule` with its thresholds
+            (``streams/schedule.py``). Every frame is still delivered, in order; a skipped one
+            holds the source's last detections and has ``inferred=False``.
         until_closed: keep running when every source has ended (to ``add()`` more later);
             by default the iteration ends when every source has ended or been removed.
     """
@@ -90,6 +98,7 @@ class MultiStream(Pipelined):
         timeout_s: float = 10.0,
         results: int = 16,
         until_closed: bool = False,
+        infer: InferSchedule | str | int = "every",
     ) -> None:
         max_batch = int(detector.max_batch)
         self.max_batch = max_batch
@@ -112,7 +121,13 @@ class MultiStream(Pipelined):
             max_outage_s=max_outage_s,
             backoff_s=backoff_s,
         )
-        self._reader_options = {"buffer": int(buffer), "every": int(every), "timeout_s": float(timeout_s)}
+        self.schedule = InferSchedule.parse(infer)
+        self._reader_options = {
+            "buffer": int(buffer),
+            "every": int(every),
+            "timeout_s": float(timeout_s),
+            "schedule": self.schedule,
+        }
         self._ready = threading.Event()
         self._lock = threading.Lock()
         self._readers: dict[str, SourceReader] = {}
@@ -165,7 +180,7 @@ class MultiStream(Pipelined):
             self._retired[reader.id] = reader
         reader.stop("removed")
         self._ready.set()
-        return reader.stats.to_dict()
+        return reader.stats_dict()
 
     @property
     def source_ids(self) -> list[str]:
@@ -184,42 +199,55 @@ class MultiStream(Pipelined):
         """Per-source counters (running and removed sources), by source id."""
         with self._lock:
             readers = {**self._retired, **self._readers}
-        return {source_id: reader.stats.to_dict() for source_id, reader in readers.items()}
+        return {source_id: reader.stats_dict() for source_id, reader in readers.items()}
 
     # -- batching and inference ----------------------------------------------------------------
-    def _collect(self, in_flight: bool = False) -> list[tuple[SourceReader, SourceFrame]]:
-        """The next batch: one frame per source in turn, until full or the push timeout after the
-        first frame; [] when every source has finished (or the stream stops), or at once when
-        nothing is buffered and batches are ``in_flight`` (their results go out first)."""
-        batch: list[tuple[SourceReader, SourceFrame]] = []
+    def _collect(self, in_flight: bool = False) -> list[tuple[SourceReader, SourceFrame, str | None]]:
+        """The next batch: one frame per source in turn, each with the schedule's reason to run
+        the model on it (None: skipped), until ``batch_size`` frames are to be inferred or the
+        push timeout after the first of them; skipped frames alone go at once. [] when every
+        source has finished (or the stream stops), or at once when nothing is buffered and
+        batches are ``in_flight`` (their results go out first)."""
+        batch: list[tuple[SourceReader, SourceFrame, str | None]] = []
         deadline = None
         while not self._stop.is_set():
             self._ready.clear()
-            with self._lock:
-                readers = list(self._readers.values())
-            if readers:
-                self._turn = (self._turn + 1) % len(readers)
-                readers = readers[self._turn :] + readers[: self._turn]
+            readers = self._readers_in_turn()
             limit = self.batch_size or min(self.max_batch, max(1, len(readers)))
-            took = True
-            while took and len(batch) < limit:
-                took = False
-                for reader in readers:
-                    if len(batch) >= limit:
-                        break
-                    item = reader.take()
-                    if item is not None:
-                        batch.append((reader, item))
-                        took = True
+            self._take_round(batch, readers, limit)
+            inferred = sum(reason is not None for _, _, reason in batch)
             now = time.perf_counter()
-            if batch and deadline is None:
+            if inferred and deadline is None:
                 deadline = now + self.push_timeout_s
-            if len(batch) >= limit or (batch and now >= deadline):
+            if inferred >= limit or (inferred and now >= deadline) or (batch and not inferred):
                 return batch
             if not batch and (in_flight or self._finished(readers)):
                 return []
             self._ready.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - now)))
         return batch
+
+    def _readers_in_turn(self) -> list[SourceReader]:
+        with self._lock:
+            readers = list(self._readers.values())
+        if readers:
+            self._turn = (self._turn + 1) % len(readers)
+            readers = readers[self._turn :] + readers[: self._turn]
+        return readers
+
+    def _take_round(self, batch: list, readers: list[SourceReader], limit: int) -> None:
+        """Take buffered frames, one per source in turn, until ``limit`` are to be inferred (at
+        most ``4 * limit`` frames in all, so a run of skipped frames cannot grow a batch forever)."""
+        took = True
+        while took and len(batch) < 4 * max(limit, len(readers)):
+            took = False
+            for reader in readers:
+                if sum(reason is not None for _, _, reason in batch) >= limit:
+                    return
+                item = reader.take()
+                if item is not None:
+                    reason = reader.schedule.decide(item.index, item.timestamp_s, item.motion, reader.generation)
+                    batch.append((reader, item, reason))
+                    took = True
 
     def _run(self) -> None:
         try:
@@ -235,7 +263,8 @@ class MultiStream(Pipelined):
             if batch:
                 self.batches += 1
                 self.batch_sizes.append(len(batch))
-                pending.append((batch, submit_frames(self.detector, [item.frame for _, item in batch], depth)))
+                frames = [item.frame for _, item, reason in batch if reason is not None]
+                pending.append((batch, submit_frames(self.detector, frames, depth) if frames else _done([])))
             while pending and (not batch or len(pending) >= depth or pending[0][1].done()):
                 self._emit(*pending.popleft())
             if not batch and not pending:
@@ -245,34 +274,56 @@ class MultiStream(Pipelined):
                     return
         for batch, future in pending:  # stopped with batches in flight: their frames are dropped
             future.exception()
-            for reader, _ in batch:
+            for reader, _, _ in batch:
                 reader.stats.dropped += 1
 
     def _finished(self, readers: list[SourceReader]) -> bool:
         """Every source ended (or was removed), unless ``until_closed``."""
         return not self.until_closed and self._ever_added and all(r.finished for r in readers)
 
-    def _emit(self, batch: list[tuple[SourceReader, SourceFrame]], future: Future) -> None:
+    def _emit(self, batch: list[tuple[SourceReader, SourceFrame, str | None]], future: Future) -> None:
+        """Hand over a batch's results in order; a skipped frame holds its source's last detections."""
         try:
-            results = future.result()
+            results = iter(future.result())
         except Exception as err:  # a failing batch is counted and skipped
             logger.warning("inference failed for a batch of %d frames: %s: %s", len(batch), type(err).__name__, err)
-            for reader, _ in batch:
-                reader.stats.errors += 1
-                reader.stats.last_error = f"inference: {type(err).__name__}: {err}"
-            return
+            results = None
         now = time.perf_counter()
-        for (reader, item), dets in zip(batch, results):
-            if self.min_score is not None:
-                dets = dets.filter(min_score=self.min_score)
+        for reader, item, reason in batch:
+            if reason is not None and results is None:
+                reader.stats.errors += 1
+                reader.stats.last_error = "inference failed (see the log)"
+                continue
+            dets = self._detections(reader, next(results) if reason is not None else None)
             reader.stats.latency_ms = round(1000 * (now - item.read_at), 2)
             result = MultiFrame(
-                reader.id, item.index, item.timestamp_s, item.frame, dets, now - item.read_at, reader.generation
+                reader.id,
+                item.index,
+                item.timestamp_s,
+                item.frame,
+                dets,
+                now - item.read_at,
+                reader.generation,
+                reason is not None,
+                reason,
             )
             if self._put(self._results, result):
                 reader.stats.processed += 1
             else:
                 reader.stats.dropped += 1  # closed before the result was handed over
+
+    def _detections(self, reader: SourceReader, inferred: Detections | None) -> Detections:
+        """An inference's detections (filtered, and remembered by the source), or the source's
+        last ones for a skipped frame (none before its first inference)."""
+        if inferred is None:
+            if reader.held is None:
+                names = getattr(getattr(self.detector, "spec", None), "class_names", ())
+                reader.held = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0), names)
+            return reader.held
+        dets = inferred.filter(min_score=self.min_score) if self.min_score is not None else inferred
+        reader.held = dets
+        reader.schedule.inferred(dets)
+        return dets
 
     # -- the consumer's side ---------------------------------------------------------------------
     def _running(self) -> bool:
@@ -298,3 +349,9 @@ class MultiStream(Pipelined):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future

@@ -21,6 +21,8 @@ import numpy as np
 from retina_trt.errors import VideoError
 from retina_trt.io.reconnect import ReconnectPolicy, reopen
 from retina_trt.io.sources import FrameSource
+from retina_trt.streams.motion import MotionSample
+from retina_trt.streams.schedule import InferSchedule, SourceSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class SourceFrame(NamedTuple):
     timestamp_s: float  # the source's own timestamp (files) or seconds since it was opened (live)
     frame: np.ndarray
     read_at: float  # time.perf_counter() when it was decoded: the start of its latency
+    motion: MotionSample | None = None  # what the adaptive schedule's motion gate saw in it
 
 
 @dataclass
@@ -89,6 +92,7 @@ class SourceReader:
         drop_stale: bool | None = None,
         max_bad_frames: int = 25,
         timeout_s: float = 10.0,
+        schedule: InferSchedule | None = None,
     ) -> None:
         self.id = source_id
         self.source = FrameSource(source, max_bad_frames=max_bad_frames, open_now=False, timeout_s=timeout_s)
@@ -97,6 +101,8 @@ class SourceReader:
         self.policy = policy
         self.every = int(every)
         self.stats = SourceStats()
+        self.schedule = SourceSchedule(schedule or InferSchedule(), self.source.fps)
+        self.held = None  # the last inferred detections: what a skipped frame shows
         self.generation = 0  # +1 at each reconnect: per-source state (a tracker) resets on it
         self._capacity = int(buffer)
         self._frames: deque[SourceFrame] = deque()
@@ -146,6 +152,8 @@ class SourceReader:
         self.stats.state = "reconnecting"
         if reopen(self.source, self.policy, self.stats, self._stop, self._last_frame):
             self.generation += 1
+            if self.schedule.gate is not None:
+                self.schedule.gate.reset()
             self.stats.state = "running"
             return True
         if not self._stop.is_set():
@@ -172,7 +180,8 @@ class SourceReader:
                 self.stats.skipped += 1
                 continue
             frame, timestamp = item
-            self._push(SourceFrame(index - 1, timestamp, frame, time.perf_counter()))
+            motion = self.schedule.sample(frame)
+            self._push(SourceFrame(index - 1, timestamp, frame, time.perf_counter(), motion))
 
     def _push(self, item: SourceFrame) -> None:
         with self._lock:
@@ -188,6 +197,15 @@ class SourceReader:
                     return
             self._frames.append(item)
         self._ready.set()
+
+    def stats_dict(self) -> dict[str, Any]:
+        """The counters, with what the schedule did: ``frames`` analysed (delivered), ``inferred``
+        (the model ran) and, per reason, why (``infer_reasons``; adaptive only)."""
+        stats = self.stats.to_dict()
+        stats["frames"] = stats["processed"]
+        stats["inferred"] = self.schedule.inferred_frames
+        stats["infer_reasons"] = dict(self.schedule.reasons) if self.schedule.schedule.mode == "adaptive" else None
+        return stats
 
     # -- the batcher's side ------------------------------------------------------------------
     def take(self) -> SourceFrame | None:
