@@ -1,11 +1,12 @@
 """The motion gate of adaptive inference: is anything changing in this source's picture?
 
-Each frame is shrunk to a small grey copy (``gate_width_px`` wide: bilinear to twice that, then
+Each frame is shrunk to a small colour copy (``gate_width_px`` wide: bilinear to twice that, then
 area averaging, so sensor noise and compression artefacts average out before anything is compared)
-and compared with a running background of the same size:
+and compared with a running background of the same size, channel by channel (a grey copy misses an
+object whose colour differs from the background's but whose brightness does not):
 
-* a pixel changed when it differs from the background by more than ``pixel_threshold`` grey
-  levels, after the median difference over the whole copy is taken away (a global brightness
+* a pixel changed when a channel differs from the background by more than ``pixel_threshold``
+  levels, after that channel's median difference over the whole copy is taken away (a global brightness
   change, a slow lighting drift or the camera's own gain, moves every pixel alike and is not
   motion);
 * the background follows the picture with a time constant of ``background_s`` seconds, so slow
@@ -31,7 +32,7 @@ class MotionSample:
     """What the gate saw in one frame.
 
     Attributes:
-        changed: share of the grey copy's pixels that changed (0..1).
+        changed: share of the copy's pixels that changed (0..1).
         mask: bool[h, w] changed pixels of the copy.
         scale: copy pixels per frame pixel (boxes in frame pixels times ``scale`` are copy pixels).
     """
@@ -78,20 +79,27 @@ class MotionGate:
             if scale < 0.5:
                 small = cv2.resize(frame, (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_LINEAR)
             small = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
-        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
-        if self._background is None or self._background.shape != grey.shape:
-            self._background, self._previous = grey, grey
-            return MotionSample(0.0, np.zeros(grey.shape, bool), scale)
-        mask = self._changed(grey, self._background, global_change=True) | self._changed(grey, self._previous)
-        cv2.accumulateWeighted(grey, self._background, self.alpha)
-        self._previous = grey
+        copy = small.astype(np.float32)
+        if self._background is None or self._background.shape != copy.shape:
+            self._background, self._previous = copy, copy
+            return MotionSample(0.0, np.zeros(copy.shape[:2], bool), scale)
+        mask = self._changed(copy, self._background, global_change=True) | self._changed(copy, self._previous)
+        cv2.accumulateWeighted(copy, self._background, self.alpha)
+        self._previous = copy
         return MotionSample(float(mask.mean()), mask, scale)
 
-    def _changed(self, grey: np.ndarray, reference: np.ndarray, global_change: bool = False) -> np.ndarray:
-        """Pixels that differ from ``reference`` by more than the threshold; ``global_change``: after
-        the median difference is taken away (drift builds up against the background, not between
-        two frames)."""
+    def _changed(self, copy: np.ndarray, reference: np.ndarray, global_change: bool = False) -> np.ndarray:
+        """Pixels whose colour differs from ``reference`` by more than the threshold in any channel
+        (two colours of one brightness still differ); ``global_change``: after each channel's median
+        difference is taken away (drift builds up against the background, not between two frames)."""
         if not global_change:
-            return cv2.absdiff(grey, reference) > self.pixel_threshold
-        diff = grey - reference
-        return np.abs(diff - np.median(diff)) > self.pixel_threshold
+            return _channel_max(cv2.absdiff(copy, reference)) > self.pixel_threshold
+        diff = copy - reference
+        diff -= np.median(diff[::4, ::4].reshape(-1, 3), axis=0)  # every 16th pixel: the median of a smooth field
+        return _channel_max(np.abs(diff)) > self.pixel_threshold
+
+
+def _channel_max(image: np.ndarray) -> np.ndarray:
+    """The largest of each pixel's channels (HxWx3 -> HxW), as two element-wise maxima over the
+    channel views (``max(axis=2)`` is many times slower)."""
+    return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])

@@ -37,8 +37,8 @@ class AdaptiveOptions:
     """The thresholds of ``adaptive`` inference, each with its unit.
 
     Attributes:
-        gate_width_px: width in pixels of the grey copy the motion gate compares.
-        pixel_threshold: grey levels (0-255) a copy pixel must change by to count as changed.
+        gate_width_px: width in pixels of the small colour copy the motion gate compares.
+        pixel_threshold: levels (0-255) a channel of a copy pixel must change by to count as changed.
         motion_area: share (0-1) of the copy's pixels that must change for ``motion``.
         track_motion: share (0-1) of a detected object's box that must change for ``tracks``.
         box_margin_px: pixels the boxes of the last detections grow by before the gate looks inside.
