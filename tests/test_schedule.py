@@ -172,3 +172,23 @@ def test_analyze_reports_what_the_schedule_did(demo_fixed, tmp_path):
         with pytest.raises(SystemExit) as exit_info:
             main([*args, "--infer", bad])
         assert exit_info.value.code == 2
+
+
+def test_detect_runs_a_schedule_and_says_so(demo_fixed, tmp_path, capsys):
+    """retina-trt detect --infer 3 on a video: every frame's JSON line, skipped ones marked and
+    holding the last detections; the report says how often the model ran; bad values exit 2."""
+    video = write_scene(SCENES[1], tmp_path) / "video.avi"
+    out = tmp_path / "out"
+    assert main(["detect", str(demo_fixed), str(video), "--output", str(out), "--no-draw", "--infer", "3"]) == 0
+    lines = [json.loads(x) for x in (out / "video.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in lines] == list(range(SCENES[1].num_frames))
+    assert [r["frame"] for r in lines if "inferred" not in r] == list(range(0, SCENES[1].num_frames, 3))
+    assert all(
+        r["inferred"] is False and r["boxes_xyxy"] == lines[r["frame"] - r["frame"] % 3]["boxes_xyxy"]
+        for r in lines[1::3]
+    )
+    assert "the model ran on 30" in capsys.readouterr().out
+    for bad in ("0", "-1", "1.5", "foo"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["detect", str(demo_fixed), str(video), "--output", str(out), "--infer", bad])
+        assert exit_info.value.code == 2

@@ -39,9 +39,9 @@ class AnalyticsConfig:
         confirm_frames: matches in a row before a library tracker's track gets its id (None: the
             tracker's default, ``OCSORT_CONFIRM_FRAMES`` for OC-SORT).
         frame_messages: also emit one DeepStream-schema ``frame`` message per frame.
-        infer: when the model runs on a source's frame (``streams/schedule.py``: ``"every"``, a
-            whole N or ``"adaptive"``); the trackers' and counters' time-outs follow it, so they
-            stay in seconds however many frames the model skips.
+        infer: when the model runs on a source's frame (``streams/schedule.py``: ``"adaptive"``, the
+            default, ``"every"`` or a whole N); the trackers' and counters' time-outs follow it, so
+            they stay in seconds however many frames the model skips.
     """
 
     zones: Sequence[tuple[str, str]] = ()
@@ -51,7 +51,7 @@ class AnalyticsConfig:
     fps: float = 15.0
     confirm_frames: int | None = None
     frame_messages: bool = False
-    infer: InferSchedule | str | int = "every"
+    infer: InferSchedule | str | int = "adaptive"  # measured: docs/analytics.md#adaptive-inference
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "infer", InferSchedule.parse(self.infer))

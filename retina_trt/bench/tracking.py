@@ -72,6 +72,7 @@ def analytics_seconds_per_frame(detections: list[Detections], scene: Scene, even
         min_score=MIN_SCORE,
         fps=scene.fps,
         frame_messages=True,
+        infer="every",  # it is given the detections of every frame
     )
     analytics, sink = SourceAnalytics("scene", config), FileSink(events)
     started = time.perf_counter()

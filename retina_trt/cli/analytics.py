@@ -52,10 +52,10 @@ def register(sub) -> None:
     p.add_argument(
         "--infer",
         type=infer_schedule,
-        default="every",
+        default="adaptive",
         metavar="every|N|adaptive",
-        help="when the model runs on a frame: every frame (default), every N-th, or adaptive (motion, "
-        "moving objects, a refresh every 2 s); docs/analytics.md#adaptive-inference",
+        help="when the model runs on a frame: adaptive (default: motion, moving objects, a refresh every 2 s; "
+        "counts stay exact), every frame, or every N-th; docs/analytics.md#adaptive-inference",
     )
     p.add_argument("--summary-every", type=positive_float, default=5.0, help="seconds between summary events")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop each source after N frames")

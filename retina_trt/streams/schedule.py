@@ -8,7 +8,9 @@ last detections, marked ``inferred=False``.
 ``adaptive`` runs the model on a frame when there is a reason to, checked in this order:
 
 * ``tracks``: objects found by the last inference are present and the picture changes inside their
-  boxes (they move): the model runs on every such frame, so identities and counts stay exact;
+  boxes (they move): the model runs on every such frame, so identities and counts stay exact; and
+  for ``follow_frames`` frames after an inference found more objects than the one before (a
+  tracker confirms a new track only after it has seen it in a row);
 * ``motion``: the motion gate (``streams/motion.py``) sees change anywhere;
 * ``refresh``: ``refresh_s`` seconds of the source's own time passed since the last inference
   (slow movers, an object that appears while the camera is quiet, objects that stopped); the first
@@ -46,6 +48,8 @@ class AdaptiveOptions:
         background_s: seconds over which the gate's background follows the picture.
         refresh_s: seconds of source time after which the model runs again, motion or not.
         max_gap_frames: frames after which the model runs again, whatever the clock says.
+        follow_frames: frames the model keeps running after it found new objects, so that a
+            tracker confirms them now rather than a refresh later.
     """
 
     gate_width_px: int = 160
@@ -57,12 +61,15 @@ class AdaptiveOptions:
     background_s: float = 2.0
     refresh_s: float = 2.0
     max_gap_frames: int = 60
+    follow_frames: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.gate_width_px, bool) or not 16 <= int(self.gate_width_px) <= 4096:
             raise ValueError(f"gate_width_px must be in [16, 4096] pixels, got {self.gate_width_px!r}")
         if isinstance(self.max_gap_frames, bool) or not 1 <= int(self.max_gap_frames) <= 100_000:
             raise ValueError(f"max_gap_frames must be in [1, 100000] frames, got {self.max_gap_frames!r}")
+        if isinstance(self.follow_frames, bool) or not 0 <= int(self.follow_frames) <= 1000:
+            raise ValueError(f"follow_frames must be in [0, 1000] frames, got {self.follow_frames!r}")
         for name, low, high in (
             ("pixel_threshold", 0.0, 255.0),
             ("motion_area", 0.0, 1.0),
@@ -133,6 +140,7 @@ class SourceSchedule:
         self._last_index: int | None = None
         self._last_time: float = -math.inf
         self._boxes = np.zeros((0, 4), np.float32)
+        self._follow = 0  # frames still to run after new objects were found
         self._generation = 0
 
     def sample(self, frame: np.ndarray) -> MotionSample | None:
@@ -154,6 +162,9 @@ class SourceSchedule:
         if self._last_index is None or generation != self._generation:
             self._generation = generation
             return self._count("refresh", index, timestamp_s)
+        if self._follow > 0:
+            self._follow -= 1
+            return self._count("tracks", index, timestamp_s)
         if motion is not None and len(self._boxes):
             if motion.changed_in(self._boxes, options.box_margin_px) >= options.track_motion:
                 return self._count("tracks", index, timestamp_s)
@@ -175,4 +186,6 @@ class SourceSchedule:
     def inferred(self, detections) -> None:
         """The result of an inference: its boxes are where ``tracks`` looks for moving objects."""
         strong = detections.scores >= self.schedule.adaptive.min_score
+        if int(strong.sum()) > len(self._boxes):
+            self._follow = self.schedule.adaptive.follow_frames
         self._boxes = detections.boxes_xyxy[strong]
