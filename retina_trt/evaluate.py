@@ -18,7 +18,6 @@ from tqdm import tqdm
 from retina_trt.data.coco import CocoDataset, DatasetError
 from retina_trt.errors import ImageError
 from retina_trt.runtime.detector import Detector
-from retina_trt.runtime.openvino_backend import OpenVinoOptions
 from retina_trt.utils import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -78,8 +77,7 @@ def evaluate(
         ``runs_in`` (the precision it ran in). ``precision``: OpenVINO's (auto, f32, bf16).
     """
     dataset = CocoDataset.load(annotations, images)
-    options = OpenVinoOptions(precision=precision or "auto")  # ignored by the other backends
-    det = model if isinstance(model, Detector) else Detector(model, backend=backend, options=options)
+    det = model if isinstance(model, Detector) else Detector(model, backend=backend, precision=precision)
     categories = category_mapping(det.spec.class_names, dataset)
     count = len(dataset) if max_images is None else min(len(dataset), max(1, int(max_images)))
     results, image_ids, failed = [], [], 0

@@ -69,7 +69,8 @@ def test_the_gate_ignores_noise_and_drift_and_sees_what_moves():
 def test_the_adaptive_schedule_says_why_it_runs():
     """First frame: refresh; quiet: skipped; moving objects: tracks; motion elsewhere: motion;
     refresh_s of source time: refresh; max_gap_frames: gap."""
-    schedule = SourceSchedule(InferSchedule(mode="adaptive", adaptive=AdaptiveOptions(max_gap_frames=20)), fps=15)
+    options = AdaptiveOptions(max_gap_frames=20, follow_frames=0)
+    schedule = SourceSchedule(InferSchedule(mode="adaptive", adaptive=options), fps=15)
     still = np.zeros((90, 160), bool)
 
     def motion(mask):
@@ -89,6 +90,12 @@ def test_the_adaptive_schedule_says_why_it_runs():
     assert schedule.decide(33, 33 / 15 + 0.01, motion(still)) == "refresh"  # 2 s after frame 3
     assert schedule.decide(53, 34 / 15, motion(still)) == "gap"  # 20 frames (a source clock that stalled)
     assert schedule.reasons == {"motion": 1, "tracks": 1, "refresh": 2, "gap": 1}
+    # follow_frames: after an inference finds new objects, the next frames run, moving or not
+    follow = SourceSchedule(InferSchedule(mode="adaptive"), fps=15)
+    assert follow.decide(0, 0.0, motion(still)) == "refresh"
+    follow.inferred(Detections(np.array([[80, 80, 160, 160]]), np.array([0.9]), np.array([0]), ("a",)))
+    decisions = [follow.decide(i, i / 15, motion(still)) for i in range(1, 5)]
+    assert decisions == ["tracks", "tracks", None, None]
 
 
 def test_every_nth_frame_through_the_stream_holds_the_last_detections(demo_fixed, tmp_path):

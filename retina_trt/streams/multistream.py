@@ -80,6 +80,7 @@ class MultiStream(Pipelined):
             by default the iteration ends when every source has ended or been removed.
     """
 
+    # long function: the stream's options checked and its state set up, one constructor
     def __init__(
         self,
         detector,
