@@ -199,3 +199,27 @@ def test_detect_runs_a_schedule_and_says_so(demo_fixed, tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_info:
             main(["detect", str(demo_fixed), str(video), "--output", str(out), "--infer", bad])
         assert exit_info.value.code == 2
+
+
+def test_the_live_view_status_says_how_often_the_model_ran(demo_fixed, tmp_path):
+    """analyze's live view (a real server socket): each source's status carries inferred and why."""
+    import urllib.request
+
+    from retina_trt import Detector
+    from retina_trt.analytics.app import run_analyze
+    from retina_trt.analytics.sinks import open_sink
+    from retina_trt.analytics.view import LiveView
+
+    scene = QUIET_SCENES[0]
+    video = write_scene(scene, tmp_path) / "video.avi"
+    view = LiveView(0)
+    try:
+        with Detector(demo_fixed) as det:
+            config = AnalyticsConfig(lines=(("l", "0.5,0;0.5,1"),), infer="adaptive")
+            run_analyze(det, {"cam": str(video)}, config, [open_sink(str(tmp_path / "e.jsonl"))], view=view)
+        status = json.loads(urllib.request.urlopen(f"{view.url.rstrip('/')}/status.json", timeout=10).read())
+    finally:
+        view.close()
+    cam = status["sources"]["cam"]
+    assert cam["frames"] == scene.num_frames and 0 < cam["inferred"] < scene.num_frames
+    assert set(cam["infer_reasons"]) == {"motion", "tracks", "refresh", "gap"}
