@@ -80,10 +80,11 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     inputs = Inputs.expand(args.sources)  # a bad SOURCE: one line, before the model loads
     out_dir = check_output_folder(args.output, "--output")
+    options = _options(args)  # a bad combination (--infer with --batch-size): one line, before the model loads
     det = Detector(args.model, min_score=args.min_score, **detector_options(args))
     print(f"backend: {det.backend} ({det.precision})")
     try:
-        report = detect_files(det, inputs, out_dir, options=_options(args))
+        report = detect_files(det, inputs, out_dir, options=options)
     finally:
         det.close()
     return _print_report(report, len(inputs.images) + len(inputs.videos))

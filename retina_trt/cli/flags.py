@@ -34,6 +34,8 @@ PARAMETER_FLAGS = {
     "flavour": "--tensorrt",
     "verbose": "--verbose",
     "dry_run": "--dry-run",
+    "infer": "--infer",
+    "batch_size": "--batch-size",
 }
 
 
