@@ -315,16 +315,7 @@ def deepstream_onnx(
             check_deepstream_onnx(model)
             staged = model
         else:
-            from retina_trt.export.onnx_export import export_onnx
-
-            export_onnx(
-                model,
-                staged,
-                batch=(1, batch, batch),
-                input_size=input_size,
-                input_dtype="float32",
-                image_sizes_input=False,
-            )
+            _export_for_deepstream(model, staged, batch, input_size)
         if prepare and precision != "fp32" and read_metadata(staged).precision == "fp32":
             prepared = Path(tmp) / f"model.{precision}.onnx"
             staged = prepare_precision(staged, precision, prepared, calibration=calibration, cache_dir=cache_dir).path
@@ -332,3 +323,31 @@ def deepstream_onnx(
             with atomic_path(out_onnx) as part:
                 shutil.copyfile(staged, part)
     return out_onnx
+
+
+def _export_for_deepstream(checkpoint: Path, out: Path, batch: int, input_size) -> None:
+    """The checkpoint exported as DeepStream's nvinfer and stock parser read it: one float input,
+    float32 classes, and at most the parser's 200 detections per image (capped with a warning)."""
+    import dataclasses
+
+    from retina_trt.export.onnx_export import export_onnx
+    from retina_trt.model.checkpoint import load_checkpoint
+    from retina_trt.serving.deepstream import MAX_DETECTIONS
+
+    model = load_checkpoint(checkpoint)
+    if model.spec.detections_per_img > MAX_DETECTIONS:
+        logger.warning(
+            "detections_per_img %d capped at %d for DeepStream: its parser keeps no more",
+            model.spec.detections_per_img,
+            MAX_DETECTIONS,
+        )
+        model.spec = dataclasses.replace(model.spec, detections_per_img=MAX_DETECTIONS)
+    export_onnx(
+        model,
+        out,
+        batch=(1, batch, batch),
+        input_size=input_size,
+        input_dtype="float32",
+        image_sizes_input=False,
+        classes_dtype="float32",
+    )

@@ -3,13 +3,10 @@ the Triton client sample's request/response handling, and the DeepStream nvinfer
 
 from __future__ import annotations
 
-import configparser
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
-import onnx
 import pytest
 from helpers import TINY_SPEC
 
@@ -162,77 +159,6 @@ def test_triton_client_sample_builds_requests_and_reads_the_contract(onnx_models
     for g, w in zip(got, want):
         np.testing.assert_allclose(g.boxes_xyxy, w.boxes_xyxy, atol=1e-4)
         np.testing.assert_array_equal(g.class_ids, w.class_ids)
-
-
-def test_deepstream_export(tiny_checkpoint, onnx_models, images, tmp_path):
-    out = tmp_path / "ds"
-    assert (
-        main(
-            [
-                "export-deepstream",
-                str(tiny_checkpoint),
-                "--out",
-                str(out),
-                "--batch",
-                "4",
-                "--input-size",
-                "256x384",
-                "--precision",
-                "fp32",
-            ]
-        )
-        == 0
-    )
-    parser = configparser.ConfigParser()
-    parser.read(out / "config_infer_primary_retina_trt.txt")
-    prop = parser["property"]
-    assert prop["output-blob-names"] == "num_detections;detection_boxes;detection_scores;detection_classes"
-    assert prop["cluster-mode"] == "4" and prop["network-mode"] == "0" and prop["batch-size"] == "4"
-    assert prop["infer-dims"] == "3;256;384" and prop["network-input-order"] == "1"
-    assert prop["num-detected-classes"] == "5"
-    assert (out / "labels.txt").read_text().split() == list(TINY_SPEC.class_names)
-    model = onnx.load(str(out / "model.onnx"))
-    assert [i.name for i in model.graph.input] == ["images"]
-    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    assert read_metadata(out / "model.onnx").export["batch"] == [1, 4, 4]
-    # on images that fill the input, it detects exactly like the regular export
-    frame = cv2.resize(images[0], (384, 256))
-    with (
-        Detector(out / "model.onnx", backend="onnxruntime") as ds,
-        Detector(onnx_models[("onnx", False)], backend="onnxruntime") as regular,
-    ):
-        a, b = ds(frame), regular(frame)
-    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
-    np.testing.assert_allclose(a.boxes_xyxy, b.boxes_xyxy, atol=1e-3)
-    # a regular two-input ONNX is refused with the reason
-    assert main(["export-deepstream", str(onnx_models[("onnx", False)]), "--out", str(tmp_path / "x")]) == 2
-    # FP16: the prepared ONNX (FP16 network, FP32 postprocess) with network-mode=0, never nvinfer's
-    # FP16 mode, which would lower the postprocess too
-    fp16 = tmp_path / "ds16"
-    assert (
-        main(
-            [
-                "export-deepstream",
-                str(out / "model.onnx"),
-                "--out",
-                str(fp16),
-                "--batch",
-                "4",
-                "--precision",
-                "fp16",
-                "--cache-dir",
-                str(tmp_path / "cache"),
-            ]
-        )
-        == 0
-    )
-    parser = configparser.ConfigParser()
-    parser.read(fp16 / "config_infer_primary_retina_trt.txt")
-    assert parser["property"]["network-mode"] == "0"
-    assert read_metadata(fp16 / "model.onnx").precision == "fp16"
-    prepared = onnx.load(str(fp16 / "model.onnx"))
-    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in prepared.graph.initializer)
-    assert prepared.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # I/O types kept
 
 
 def test_float_single_input_export_is_valid_onnx(tiny_model, tmp_path):

@@ -28,7 +28,7 @@ from trt_bindings import BINDINGS, BindingsMissing, bindings_env
 from trt_seam import Watched, first, skip_calls
 
 from retina_trt import export_onnx
-from retina_trt.contract import NMS_CHOICES
+from retina_trt.contract import NMS_CHOICES, ExportInfo
 from retina_trt.contract.engine_file import make_header, write_engine
 from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
@@ -219,6 +219,7 @@ def test_engine_tensors_are_checked_against_the_header_contract(tiny_model, expo
         input_size=(256, 384),
         input_dtype="float32",
         image_sizes_input=False,
+        classes_dtype="float32",
     )
     uint8_io, float_io = _parsed_io(exports["graph"]), _parsed_io(float_export)
     uint8_meta, float_meta = read_metadata(exports["graph"]), read_metadata(float_export)
@@ -226,6 +227,10 @@ def test_engine_tensors_are_checked_against_the_header_contract(tiny_model, expo
     assert inputs == ["images", "image_sizes"] and dtypes["images"] == np.uint8
     inputs, _, dtypes = trt_runtime.check_io(float_io, float_meta.info, "float.engine")
     assert inputs == ["images"] and dtypes["images"] == np.float32
+    assert dtypes["detection_classes"] == np.float32  # DeepStream's parser reads float classes
+    int_classes = ExportInfo.from_record({**float_meta.info.record, "classes_dtype": "int32"})
+    with pytest.raises(ModelFormatError, match=r"'detection_classes' is an output of float32, the contract says"):
+        trt_runtime.check_io(float_io, int_classes, "float.engine")
     with pytest.raises(ModelFormatError, match=r"tensors .* are not the contract's"):
         trt_runtime.check_io(float_io, uint8_meta.info, "float.engine")  # no image_sizes
     with pytest.raises(ModelFormatError, match=r"'images' is an input of float32, the contract says an input of uint8"):

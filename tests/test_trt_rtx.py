@@ -44,8 +44,6 @@ def tiny_exports(tiny_model, onnx_models, artifacts):
 def test_every_export_passes_the_real_parser_beyond_the_input(tiny_exports, tiny_model, artifacts):
     """uint8 pixels are cast before any other layer (TensorRT's UINT8 rule), so no export fails
     at the input any more; what TensorRT-RTX cannot parse is only the plugin nodes it lacks."""
-    from retina_trt.serving.deepstream import export_deepstream  # noqa: F401 (the float flavour below)
-
     for name, path in tiny_exports.items():
         first = onnx.load(str(path), load_external_data=False).graph.node[0]
         assert first.op_type == "Cast" and first.input[0] == "images", f"{name}: first node {first.op_type}"
@@ -55,15 +53,31 @@ def test_every_export_passes_the_real_parser_beyond_the_input(tiny_exports, tiny
             assert not any("UInt8" in e for e in errors), (name, errors)
         else:
             assert errors == [], (name, errors)
-    float_export = export_onnx(
-        tiny_model,
-        artifacts / "rtx_float.onnx",
-        nms="graph",
-        input_size=(256, 384),
-        input_dtype="float32",
-        image_sizes_input=False,
-    )
-    assert parse_errors(float_export, RTX) == []
+    assert parse_errors(_deepstream_flavour(tiny_model, artifacts), RTX) == []
+
+
+def _deepstream_flavour(tiny_model, artifacts):
+    """The DeepStream export's graph (float input, no image_sizes, float32 classes) with graph NMS,
+    which TensorRT-RTX builds (export-deepstream's ONNX NMS needs TensorRT 10/11)."""
+    path = artifacts / "rtx_float.onnx"
+    if path.exists():
+        return path
+    options = {"input_dtype": "float32", "image_sizes_input": False, "classes_dtype": "float32"}
+    return export_onnx(tiny_model, path, nms="graph", input_size=(256, 384), **options)
+
+
+def test_deepstream_flavour_builds_with_float_classes_into_a_plan(tiny_model, artifacts, tmp_path):
+    from retina_trt.serving.deepstream import export_deepstream
+
+    onnx_path = _deepstream_flavour(tiny_model, artifacts)
+    engine = build_engine(onnx_path, tmp_path / "ds.engine", BuildOptions(flavour=RTX))
+    outputs = read_engine_header(engine).build["io"]["outputs"]
+    assert [(t["name"], t["dtype"]) for t in outputs] == list(
+        zip(CONTRACT_OUTPUTS, ["INT32", "FLOAT", "FLOAT", "FLOAT"])
+    )  # the order and types DeepStream's parser reads
+    config = export_deepstream(onnx_path, tmp_path / "ds", engine=engine)
+    assert "model-engine-file=model.plan" in config.read_text()
+    assert (tmp_path / "ds" / "model.plan").stat().st_size > 0
 
 
 def test_rtx_refuses_nms_it_cannot_build_with_the_alternative(tiny_exports, tmp_path):

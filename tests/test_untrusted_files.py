@@ -117,6 +117,7 @@ def _header(**changes) -> dict:
         {"precision": "fp4"},
         {"targets": "all"},
         {"export.outputs": ["x"]},
+        {"export.classes_dtype": "float64"},
         # issue #28: fields of the wrong type or out of range
         {"device.compute_capability": [1e400, 0]},
         {"targets": [[8, 10**30]]},

@@ -89,7 +89,7 @@ def _cmd_export_triton(args: argparse.Namespace) -> int:
 def _cmd_export_deepstream(args: argparse.Namespace) -> int:
     from retina_trt.calibration import CalibrationConfig
     from retina_trt.pipeline import deepstream_onnx
-    from retina_trt.serving.deepstream import CONFIG_NAME, export_deepstream
+    from retina_trt.serving.deepstream import CONFIG_NAME, PARSER_FUNCTION, export_deepstream
     from retina_trt.utils import check_output_file
 
     out = Path(args.out)
@@ -106,7 +106,7 @@ def _cmd_export_deepstream(args: argparse.Namespace) -> int:
         prepare=args.engine is None,
     )
     path = export_deepstream(onnx, out, batch=args.batch, engine=args.engine)
-    print(f"wrote {path} (+ labels.txt, model.onnx); see its header about the bbox parser")
+    print(f"wrote {path} (+ labels.txt, model.onnx); bbox parser: DeepStream's own {PARSER_FUNCTION}")
     return 0
 
 

@@ -6,7 +6,8 @@ int32 [B, 2], the (h, w) of each image's valid (unpadded) region.
 Outputs of every NMS kind but ``none`` (mirrors TensorRT's EfficientNMS_TRT):
 ``num_detections`` int32 [B, 1], ``detection_boxes`` float32 [B, D, 4] xyxy in network-input
 pixels, ``detection_scores`` float32 [B, D], ``detection_classes`` int32 [B, D]; rows past
-num_detections are 0. ``nms="none"`` exports give the merged pre-NMS candidates instead.
+num_detections are 0 (DeepStream exports alone give float32 ``detection_classes``, which
+DeepStream's stock parser reads). ``nms="none"`` exports give the merged pre-NMS candidates instead.
 
 Backends return ``RawDetections`` per image. Submodules: ``onnx_metadata`` (what an export says
 about itself), ``engine_file`` (the engine header), ``nms`` (the reference NMS in numpy, the tie
@@ -57,6 +58,9 @@ TENSOR_DTYPES = {
     "candidate_classes": np.int32,
 }
 
+# ``detection_classes`` dtype: int32 is the contract; float32 only in DeepStream exports, whose
+# stock parser reads float classes (serving/deepstream.py).
+CLASSES_DTYPES = ("int32", "float32")
 MAX_BATCH = 4096
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_METHODS = ("entropy", "max", "percentile")  # INT8 calibration (calibration/precision.py)
@@ -125,6 +129,8 @@ def validate_export(export, *, require_batch: bool = True) -> dict:
         )
     if not isinstance(export.get("input_format", "uint8 BGR"), str):
         raise ValueError("export.input_format must be a string")
+    if export.get("classes_dtype", "int32") not in CLASSES_DTYPES:
+        raise ValueError(f"export.classes_dtype must be one of {CLASSES_DTYPES}, got {export['classes_dtype']!r}"[:300])
     return export
 
 
@@ -207,3 +213,10 @@ class ExportInfo:
     def input_dtype(self, name: str) -> type:
         """numpy dtype of input ``name``."""
         return np.float32 if name == "images" and self.float_input else TENSOR_DTYPES[name]
+
+    def output_dtype(self, name: str) -> type | None:
+        """numpy dtype of output ``name`` (float32 ``detection_classes`` in DeepStream exports);
+        None for a name the contract does not know."""
+        if name == "detection_classes" and self.record.get("classes_dtype") == "float32":
+            return np.float32
+        return TENSOR_DTYPES.get(name)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from retina_trt._version import __version__
-from retina_trt.contract import INPUT_NAMES, MAX_BATCH, NMS_CHOICES, NMS_INPUTS
+from retina_trt.contract import CLASSES_DTYPES, INPUT_NAMES, MAX_BATCH, NMS_CHOICES, NMS_INPUTS
 from retina_trt.contract.onnx_metadata import write_metadata
 from retina_trt.errors import ExportError
 from retina_trt.export.graph import GraphBuilder
@@ -156,6 +156,13 @@ def _check_arguments(model: RetinaNet, nms, batch, input_size, dynamic_shapes, o
     return batch, input_size, opset
 
 
+def _check_classes_dtype(classes_dtype: str, nms: str) -> None:
+    if classes_dtype not in CLASSES_DTYPES:
+        raise ValueError(f"classes_dtype must be one of {CLASSES_DTYPES}, got {classes_dtype!r}")
+    if classes_dtype != "int32" and nms == "none":
+        raise ValueError("classes_dtype='float32' needs NMS in the graph (nms='none' has no detection_classes)")
+
+
 def _image_sizes(g: GraphBuilder, as_input: bool) -> str:
     """The ``image_sizes`` tensor: the graph input, or (single-input exports) each image's
     (H, W) taken from ``images`` itself."""
@@ -174,20 +181,26 @@ def _image_sizes(g: GraphBuilder, as_input: bool) -> str:
     )
 
 
-def _append_outputs(g: GraphBuilder, onnx_model, boxes: str, scores: str, labels: str, nms: str, spec) -> list[tuple]:
+def _append_outputs(
+    g: GraphBuilder, onnx_model, boxes: str, scores: str, labels: str, nms: str, spec, float_classes: bool = False
+) -> list[tuple]:
     """The NMS kind's tail and the graph outputs (the contract, or the candidates for "none");
-    returns [(name, dtype, shape)] of the outputs."""
+    returns [(name, dtype, shape)] of the outputs. ``float_classes``: ``detection_classes`` cast
+    to float32 at the very end (inside the NMS tail, which precision preparation keeps in FP32)."""
     if nms != "none":
         # Named hand-over points between the network and NMS: precision preparation converts the
         # part before them and reattaches the FP32 NMS after them (calibration/split.py).
         boxes, scores, labels = (g.rename_output(t, name) for t, name in zip((boxes, scores, labels), NMS_INPUTS))
         tensors = NMS_APPENDERS[nms](g, boxes, scores, labels, spec)
+        classes_type = onnx.TensorProto.FLOAT if float_classes else onnx.TensorProto.INT32
+        if float_classes:
+            tensors = (*tensors[:3], g.cast(tensors[3], classes_type))
         d = spec.detections_per_img
         outputs = [
             (CONTRACT_OUTPUTS[0], onnx.TensorProto.INT32, ["batch", 1]),
             (CONTRACT_OUTPUTS[1], onnx.TensorProto.FLOAT, ["batch", d, 4]),
             (CONTRACT_OUTPUTS[2], onnx.TensorProto.FLOAT, ["batch", d]),
-            (CONTRACT_OUTPUTS[3], onnx.TensorProto.INT32, ["batch", d]),
+            (CONTRACT_OUTPUTS[3], classes_type, ["batch", d]),
         ]
     else:
         tensors = (boxes, scores, g.cast(labels, onnx.TensorProto.INT32))
@@ -217,6 +230,7 @@ def export_onnx(
     simplify: bool = True,
     input_dtype: str = "uint8",
     image_sizes_input: bool = True,
+    classes_dtype: str = "int32",
 ) -> Path:
     """Export ``model`` to ONNX at ``path`` (written to a temporary name, then renamed).
 
@@ -241,6 +255,8 @@ def export_onnx(
             pipelines such as DeepStream's nvinfer that feed float tensors).
         image_sizes_input: False drops the ``image_sizes`` input: boxes are clipped to the network
             input instead of each image's valid region (for single-input consumers, DeepStream).
+        classes_dtype: ``"int32"`` (the contract) or ``"float32"``: ``detection_classes`` as float,
+            which DeepStream's stock BatchedNMS parsers read (``serving.deepstream``).
 
     Returns:
         The path written.
@@ -254,6 +270,7 @@ def export_onnx(
         model = load_checkpoint(model)
     spec = model.spec
     batch, input_size, opset = _check_arguments(model, nms, batch, input_size, dynamic_shapes, opset, input_dtype)
+    _check_classes_dtype(classes_dtype, nms)
     start = time.perf_counter()
     shape = "dynamic shapes" if dynamic_shapes else f"input {input_size[0]}x{input_size[1]}"
     logger.info(
@@ -268,7 +285,7 @@ def export_onnx(
     )
     onnx_model = _traced_network(model, batch, input_size, opset, dynamic_shapes, input_dtype)
     logger.info("traced the network in %.1f s", time.perf_counter() - start)
-    outputs = _append_postprocess(onnx_model, spec, nms, input_size, opset, image_sizes_input)
+    outputs = _append_postprocess(onnx_model, spec, nms, input_size, opset, image_sizes_input, classes_dtype)
     if simplify:
         onnx_model = _simplified_or_kept(onnx_model)
     export_options = {
@@ -281,6 +298,7 @@ def export_onnx(
         "input_format": f"{input_dtype} BGR",
         "inputs": list(INPUT_NAMES) if image_sizes_input else ["images"],
         "outputs": [o[0] for o in outputs],
+        "classes_dtype": classes_dtype,
         "simplified": bool(simplify),
         "retina_trt_version": __version__,
     }
@@ -309,7 +327,9 @@ def _traced_network(
         raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
 
 
-def _append_postprocess(onnx_model: onnx.ModelProto, spec, nms: str, input_size, opset: int, image_sizes_input: bool):
+def _append_postprocess(
+    onnx_model: onnx.ModelProto, spec, nms: str, input_size, opset: int, image_sizes_input: bool, classes_dtype: str
+):
     """The candidates and the NMS kind appended after the head outputs; returns the outputs."""
     graph = onnx_model.graph
     levels = [o.name for o in graph.output]
@@ -324,7 +344,7 @@ def _append_postprocess(onnx_model: onnx.ModelProto, spec, nms: str, input_size,
         spec=spec,
         input_size=input_size,
     )
-    return _append_outputs(g, onnx_model, boxes, scores, labels, nms, spec)
+    return _append_outputs(g, onnx_model, boxes, scores, labels, nms, spec, classes_dtype == "float32")
 
 
 def _simplified_or_kept(onnx_model: onnx.ModelProto) -> onnx.ModelProto:

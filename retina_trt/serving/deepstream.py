@@ -5,9 +5,10 @@
 
 nvinfer feeds one float input tensor and no per-image sizes, so the ONNX for DeepStream is exported
 with ``input_dtype="float32"`` (raw 0-255 BGR values, NHWC; the graph still normalizes) and without
-the ``image_sizes`` input (boxes are clipped to the network input; with ``maintain-aspect-ratio=1``
-and ``symmetric-padding=0`` nvinfer pads bottom/right like retina_trt, so boxes can only reach into
-that padding, where nothing is drawn from). Everything else is the regular export: the output
+the ``image_sizes`` input (``maintain-aspect-ratio=1`` and ``symmetric-padding=0``: nvinfer pads
+bottom/right like retina_trt; boxes are clipped to the network input before NMS, not to the
+picture, so on letterboxed frames boxes reaching into the padding can differ from ``Detector``'s:
+docs/serving.md#deepstream). Everything else is the regular export: the output
 contract with NMS inside the engine, hence ``cluster-mode=4`` (no clustering in nvinfer).
 
 **Precision lives in the ONNX.** nvinfer's ``network-mode=1/2`` builds weakly typed with TensorRT's
@@ -17,14 +18,18 @@ score threshold, NMS) in reduced precision, and TensorRT 11 has no such flags at
 FP32 postprocess, or INT8 Q/DQ) and the config says ``network-mode=0``: TensorRT takes the
 precisions the graph states.
 
-**The bbox parser.** The outputs follow EfficientNMS_TRT's layout (``num_detections`` [1],
-``detection_boxes`` [D, 4] xyxy in network-input pixels, ``detection_scores`` [D],
-``detection_classes`` [D] int32 per batch item). DeepStream's stock ``NvDsInferParseCustomBatchedNMSTRT``
-expects BatchedNMS tensor names and boxes normalized to [0, 1], so it does not fit; a custom
-``parse-bbox-func-name`` has to read the four tensors above and copy the first
-``num_detections`` rows into ``NvDsInferObjectDetectionInfo`` (left = x1, top = y1, width = x2 - x1,
-height = y2 - y1, classId, detectionConfidence). retina_trt does not ship that C++ function: it was
-not possible to build or run it here (no DeepStream SDK or GPU on our machines).
+**The bbox parser ships with DeepStream.** ``NvDsInferParseYoloV5CustomBatchedNMSTLT`` in
+DeepStream's own ``libnvds_infercustomparser.so`` (source:
+``sources/libs/nvdsinfer_customparser/nvdsinfer_custombboxparser.cpp``) reads four outputs by
+position: the keep count (int32), boxes (float32 ``x1, y1, x2, y2`` in network-input pixels),
+scores (float32) and classes (float32). That is the contract's order with pixel boxes, so the
+DeepStream export differs only in ``detection_classes``, cast to float32 at the end of the graph
+(``export_onnx(classes_dtype="float32")``). The parser drops scores below class 0's
+``pre-cluster-threshold`` and classes at or above ``num-detected-classes``, clips boxes to
+``width - 1`` and ``height - 1``, and stops after about 200 objects, so ``detections_per_img`` is
+capped at 200 (``MAX_DETECTIONS``). ``NvDsInferParseCustomBatchedNMSTLT`` in the same library
+multiplies boxes by the network size (normalised boxes) and does not fit. docs/serving.md says
+what was checked here and what was not.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+
+import numpy as np
 
 from retina_trt.contract import CONTRACT_OUTPUTS
 from retina_trt.contract.engine_file import read_engine_header, read_plan
@@ -42,6 +49,9 @@ from retina_trt.utils import atomic_path, check_output_file
 CONFIG_NAME = "config_infer_primary_retina_trt.txt"
 PRECISIONS = ("fp32", "fp16", "int8")  # what model.onnx can be prepared in
 NETWORK_MODE = 0  # FP32 flags only: the prepared graph states its own precisions
+PARSER_FUNCTION = "NvDsInferParseYoloV5CustomBatchedNMSTLT"
+PARSER_LIBRARY = "/opt/nvidia/deepstream/deepstream/lib/libnvds_infercustomparser.so"
+MAX_DETECTIONS = 200  # the parser's keep_top_k
 
 
 def check_deepstream_onnx(path: Path):
@@ -54,6 +64,16 @@ def check_deepstream_onnx(path: Path):
         )
     if meta.input_size is None:
         raise ModelFormatError(f"{path} has dynamic H and W; export-deepstream needs a fixed input size")
+    if meta.info.output_dtype("detection_classes") != np.float32:
+        raise ModelFormatError(
+            f"{path} has int32 detection_classes; DeepStream's parser reads float32: "
+            "pass the checkpoint (.pt) to export-deepstream to re-export it"
+        )
+    if meta.spec.detections_per_img > MAX_DETECTIONS:
+        raise ModelFormatError(
+            f"{path} keeps {meta.spec.detections_per_img} detections per image; DeepStream's parser keeps "
+            f"{MAX_DETECTIONS}: pass the checkpoint (.pt) to export-deepstream, which caps it"
+        )
     return meta
 
 
@@ -105,6 +125,11 @@ def _write_plan(engine: Path, out: Path) -> None:
     header = read_engine_header(engine)
     if header.info.inputs != ("images",):
         raise ModelFormatError(f"{engine} was not built from a DeepStream ONNX (it has the image_sizes input)")
+    if header.info.output_dtype("detection_classes") != np.float32:
+        raise ModelFormatError(
+            f"{engine} has int32 detection_classes, which DeepStream's parser reads as float: "
+            "rebuild it from the model.onnx export-deepstream writes"
+        )
     with atomic_path(out / "model.plan") as tmp:
         tmp.write_bytes(read_plan(engine, header))
 
@@ -115,9 +140,8 @@ def _header_lines(meta, gie_id: int) -> list[str]:
         "# The graph takes raw 0-255 BGR pixels (NHWC, float) and normalizes them itself.",
         f"# model.onnx is {meta.precision.upper()}: its precisions are in the graph (FP32 postprocess), hence",
         "# network-mode=0; nvinfer's FP16/INT8 modes would also lower the postprocess.",
-        "# NMS runs inside the engine (cluster-mode=4). The outputs follow EfficientNMS_TRT's layout",
-        "# with boxes in network-input pixels: parse-bbox-func-name must name a parser for that layout",
-        "# (see retina_trt/serving/deepstream.py; retina_trt does not ship one).",
+        "# NMS runs inside the engine (cluster-mode=4). The four outputs (count, pixel boxes, scores,",
+        "# float classes) are what DeepStream's own NvDsInferParseYoloV5CustomBatchedNMSTLT reads.",
         "[property]",
         "gpu-id=0",
         f"gie-unique-id={gie_id}",
@@ -143,8 +167,8 @@ def _property_lines(meta, batch: int) -> list[str]:
         "symmetric-padding=0",
         f"output-blob-names={';'.join(CONTRACT_OUTPUTS)}",
         "cluster-mode=4",
-        "parse-bbox-func-name=NvDsInferParseCustomRetinaTrt",
-        "custom-lib-path=libnvds_parse_retina_trt.so",
+        f"parse-bbox-func-name={PARSER_FUNCTION}",
+        f"custom-lib-path={PARSER_LIBRARY}",
         "",
         "[class-attrs-all]",
         f"pre-cluster-threshold={spec.score_thresh}",

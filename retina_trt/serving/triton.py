@@ -21,6 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from retina_trt.contract import CONTRACT_OUTPUTS
 from retina_trt.contract.engine_file import read_engine_header, read_plan
 from retina_trt.contract.onnx_metadata import read_metadata
@@ -91,11 +93,12 @@ def config_pbtxt(
     pixel_type = "TYPE_FP32" if info.float_input else "TYPE_UINT8"
     inputs = [("images", pixel_type, [height, width, 3]), ("image_sizes", "TYPE_INT32", [2])]
     inputs = [item for item in inputs if item[0] in info.inputs]
+    classes_type = "TYPE_FP32" if info.output_dtype(CONTRACT_OUTPUTS[3]) == np.float32 else "TYPE_INT32"
     outputs = [
         (CONTRACT_OUTPUTS[0], "TYPE_INT32", [1]),
         (CONTRACT_OUTPUTS[1], "TYPE_FP32", [d, 4]),
         (CONTRACT_OUTPUTS[2], "TYPE_FP32", [d]),
-        (CONTRACT_OUTPUTS[3], "TYPE_INT32", [d]),
+        (CONTRACT_OUTPUTS[3], classes_type, [d]),
     ]
 
     def tensors(items):

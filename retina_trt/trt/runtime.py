@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from retina_trt.contract import CANDIDATE_OUTPUTS, TENSOR_DTYPES, ExportInfo, RawDetections
+from retina_trt.contract import CANDIDATE_OUTPUTS, ExportInfo, RawDetections
 from retina_trt.contract.engine_file import check_engine_compatible, read_engine_header, read_plan
 from retina_trt.contract.nms import finish_candidates
 from retina_trt.errors import ModelFormatError
@@ -92,7 +92,7 @@ def check_io(
         )
     dtypes = {}
     for name, (is_input, have) in found.items():
-        want = info.input_dtype(name) if want_input[name] else TENSOR_DTYPES.get(name)
+        want = info.input_dtype(name) if want_input[name] else info.output_dtype(name)
         if is_input != want_input[name] or want is None or np.dtype(have) != np.dtype(want):
             mode, want_mode = ("input" if is_input else "output"), ("input" if want_input[name] else "output")
             raise ModelFormatError(
