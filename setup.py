@@ -119,6 +119,7 @@ setup(
             "requests>=2.28",
             "paho-mqtt>=2.0",
             "redis>=5",
+            "prometheus-client>=0.20",  # analyze --metrics: the exposition comes from the library
         ],
         "dev": [
             "matplotlib>=3.7",

@@ -86,18 +86,22 @@ def run_analyze(
     *,
     options: RunOptions | None = None,
     view=None,
+    metrics=None,
 ) -> dict:
     """Run until every source ended (or gave up, or ``max_frames``), or Ctrl-C; returns the
-    final summary: per source its counts and stream stats, and each sink's delivery stats."""
+    final summary: per source its counts and stream stats, and each sink's delivery stats.
+    ``metrics``: an ``analytics.metrics.AnalyticsMetrics`` that reads this run when scraped."""
     options = options or RunOptions()
     emit = _Emitter(sinks, view)
     states = {sid: SourceAnalytics(sid, config) for sid in sources}
     stream_options = {"infer": config.infer, **dict(options.stream_options or {})}
     with det.streams(dict(sources), **stream_options) as streams:
+        if metrics is not None:
+            metrics.attach(streams, states, sinks)
         monitor = _HealthMonitor(streams, emit)
         monitor.start()
         try:
-            _loop(streams, states, emit, options, view)
+            _loop(streams, states, emit, options, view, metrics)
         except KeyboardInterrupt:
             logger.info("interrupted: closing the sources and the sinks")
         finally:
@@ -111,13 +115,15 @@ def run_analyze(
     return final
 
 
-def _loop(streams, states: dict, emit, options: RunOptions, view) -> None:
+def _loop(streams, states: dict, emit, options: RunOptions, view, metrics=None) -> None:
     last = time.monotonic()
     for result in streams:
         if options.stop is not None and options.stop.is_set():
             break
         if options.max_frames and result.index >= options.max_frames:
             continue  # already in flight when the source was removed
+        if metrics is not None:
+            metrics.observe_frame(result.source_id, result.latency_s)
         analytics = states[result.source_id]
         tracked, events = analytics.update(
             result.frame.shape,

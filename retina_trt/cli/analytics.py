@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from retina_trt.argtypes import infer_schedule, positive_float, positive_int, score
 from retina_trt.cli.flags import detector_options
@@ -62,6 +63,10 @@ def register(sub) -> None:
     p.add_argument("--buffer", type=positive_int, default=10_000, help="events buffered per broker while it is away")
     p.add_argument("--view", type=int, default=None, metavar="PORT", help="serve the live view on this port")
     p.add_argument("--view-host", default="127.0.0.1", help="address of the live view (default 127.0.0.1)")
+    p.add_argument(
+        "--metrics", type=int, default=None, metavar="PORT", help="serve Prometheus metrics on PORT (/metrics)"
+    )
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics (default 127.0.0.1)")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS)
     p.set_defaults(run=_cmd_analyze)
@@ -84,8 +89,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from retina_trt.analytics.tracking import DEFAULT_TRACKER
     from retina_trt.analytics.view import LiveView
 
-    if args.view is not None and not 0 <= args.view <= 65535:
-        raise ValueError(f"--view needs a port number in 0..65535, got {args.view}")
+    for flag, port, host in (("--view", args.view, args.view_host), ("--metrics", args.metrics, args.metrics_host)):
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(f"{flag} needs a port number in 0..65535, got {port}")
+        if port is not None and not host.strip():
+            raise ValueError(
+                f"{flag}-host is empty; give an address (127.0.0.1: this machine only, 0.0.0.0: every one)"
+            )
     config = AnalyticsConfig(
         zones=named(args.zone, "zone"),
         lines=named(args.line, "line"),
@@ -98,11 +108,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     )
     sources = {str(i): src for i, src in enumerate(args.sources)}
     sinks = []
-    view = None
+    view = metrics = None
     try:
         view = LiveView(args.view, host=args.view_host) if args.view is not None else None
         if view is not None:
             print(f"live view: {view.url}", flush=True)
+        metrics = _serve_metrics(args)
         for url in args.events or ["analytics-output/events.jsonl"]:
             sinks.append(open_sink(url, buffer=args.buffer, inputs=args.sources))
         with Detector(args.model, **detector_options(args)) as det:
@@ -113,17 +124,36 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 config,
                 sinks,
                 view=view,
+                metrics=metrics,
                 options=RunOptions(max_frames=args.max_frames, summary_every_s=args.summary_every),
             )
     finally:
         for sink in sinks:
             sink.close()
-        if view is not None:
-            view.close()
+        for server in (view, metrics):
+            if server is not None:
+                server.close()
     return _report(final, sources)
 
 
+def _serve_metrics(args: argparse.Namespace):
+    """The run's Prometheus metrics served on ``--metrics`` (None without the flag)."""
+    if args.metrics is None:
+        return None
+    from retina_trt.analytics.metrics import AnalyticsMetrics
+
+    try:
+        metrics = AnalyticsMetrics(model=Path(args.model).name)
+    except ImportError as err:  # prometheus-client is in the analytics extra
+        raise ImportError("--metrics needs prometheus-client: pip install 'retina-trt[analytics]'") from err
+    host, port = metrics.serve(args.metrics, args.metrics_host)
+    print(f"metrics: http://{host}:{port}/metrics", flush=True)
+    return metrics
+
+
 def _report(final: dict, sources: dict) -> int:
+    from retina_trt.io.sources import mask_credentials
+
     failed = 0
     for sid, s in final["sources"].items():
         print(
@@ -134,5 +164,5 @@ def _report(final: dict, sources: dict) -> int:
             failed += 1
             print(f"{sources[sid]}: gave up: {s['gave_up']}", file=sys.stderr)
     for sink in final["sinks"]:
-        print(f"events -> {sink['sink']}: {sink['delivered']} delivered, {sink['dropped']} dropped")
+        print(f"events -> {mask_credentials(sink['sink'])}: {sink['delivered']} delivered, {sink['dropped']} dropped")
     return 2 if failed else 0

@@ -26,6 +26,20 @@ VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
+def mask_credentials(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``, as it may be
+    logged or shown (camera and broker URLs carry credentials); other text is returned as is."""
+    scheme, sep, rest = str(url).partition("://")
+    if not sep:
+        return str(url)
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return str(url)
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
 def is_live(source: str | int | os.PathLike) -> bool:
     """Cameras and network streams are live; files and folders are not."""
     if isinstance(source, int):

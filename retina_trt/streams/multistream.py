@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any, NamedTuple
 
@@ -139,6 +139,9 @@ class MultiStream(Pipelined):
         self._ever_added = False
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=1000)
+        self.in_flight_frames = 0  # frames in batches submitted to the model and not yet handed over
+        # called with (frames the model ran on, seconds from submit to results) per batch: metrics
+        self.on_batch: Callable[[int, float], None] | None = None
         items = sources.items() if isinstance(sources, Mapping) else ((None, s) for s in sources)
         for source_id, source in items:
             self.add(source, source_id)
@@ -265,9 +268,14 @@ class MultiStream(Pipelined):
                 self.batches += 1
                 self.batch_sizes.append(len(batch))
                 frames = [item.frame for _, item, reason in batch if reason is not None]
+                submitted = time.perf_counter()
                 pending.append((batch, submit_frames(self.detector, frames, depth) if frames else _done([])))
+                self.in_flight_frames += len(batch)
+                self._observe(len(frames), submitted, pending[-1][1])
             while pending and (not batch or len(pending) >= depth or pending[0][1].done()):
-                self._emit(*pending.popleft())
+                done = pending.popleft()
+                self._emit(*done)
+                self.in_flight_frames -= len(done[0])
             if not batch and not pending:
                 with self._lock:
                     readers = list(self._readers.values())
@@ -277,6 +285,19 @@ class MultiStream(Pipelined):
             future.exception()
             for reader, _, _ in batch:
                 reader.stats.dropped += 1
+
+    def _observe(self, frames: int, submitted: float, future: Future) -> None:
+        """``on_batch(frames, seconds)`` once the model's results are there (not for batches of
+        skipped frames only)."""
+        if frames and self.on_batch is not None:
+            on_batch = self.on_batch
+            future.add_done_callback(lambda _: on_batch(frames, time.perf_counter() - submitted))
+
+    def queue_depth(self) -> int:
+        """Frames waiting for results: buffered by the sources plus those in batches in flight."""
+        with self._lock:
+            readers = list(self._readers.values())
+        return sum(reader.buffered for reader in readers) + self.in_flight_frames
 
     def _finished(self, readers: list[SourceReader]) -> bool:
         """Every source ended (or was removed), unless ``until_closed``."""

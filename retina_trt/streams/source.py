@@ -218,6 +218,12 @@ class SourceReader:
             return item
 
     @property
+    def buffered(self) -> int:
+        """Frames read and waiting for the batcher."""
+        with self._lock:
+            return len(self._frames)
+
+    @property
     def finished(self) -> bool:
         """Ended and nothing left in the buffer."""
         with self._lock:
