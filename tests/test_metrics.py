@@ -72,6 +72,7 @@ def test_registry_reads_the_run_as_its_summary_does(finished_run):
         assert samples[("retina_trt_source_state", (("source", source_id), ("state", "ended")))] == 1
         assert samples[("retina_trt_source_state", (("source", source_id), ("state", "running")))] == 0
         assert samples[("retina_trt_source_latency_seconds_count", src)] == summary["frames"]
+        assert samples[("retina_trt_source_unhealthy", (("reason", "frozen"), ("source", source_id)))] == 0
         crossings = summary["lines"]["mid"]
         assert sum(crossings["in"].values()) + sum(crossings["out"].values()) > 0
         for direction, per_class in crossings.items():

@@ -133,6 +133,9 @@ def _loop(streams, states: dict, emit, options: RunOptions, view, metrics=None) 
             result.generation,
             inferred=getattr(result, "inferred", True),
         )
+        events += analytics.check_health(
+            result.frame, result.index, result.timestamp_s, getattr(result, "motion", None), result.generation
+        )
         for event in events:
             emit(event)
         if view is not None:

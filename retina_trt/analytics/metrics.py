@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from retina_trt.analytics.health import HEALTH_REASONS
 from retina_trt.io.sources import mask_credentials
 
 SOURCE_STATES = ("starting", "running", "reconnecting", "ended", "gave up", "removed")
@@ -179,6 +180,21 @@ def _count_families(states: Mapping[str, Any]) -> Iterator:
     yield lines
     yield zones
     yield occupancy
+    yield _health_family(states)
+
+
+def _health_family(states: Mapping[str, Any]):
+    unhealthy = _family(
+        "gauge",
+        "retina_trt_source_unhealthy",
+        "1 while the source's picture is unhealthy for the reason (frozen, black, blank, moved).",
+        ["source", "reason"],
+    )
+    for source_id, analytics in states.items():
+        health = getattr(analytics, "health", None)
+        for reason in HEALTH_REASONS if health is not None else ():
+            unhealthy.add_metric([source_id, reason], 1.0 if health.reason == reason else 0.0)
+    return unhealthy
 
 
 def _add_per_class(family, labels: list[str], by_kind: Mapping[str, Mapping[str, int]]) -> None:

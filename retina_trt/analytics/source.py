@@ -19,9 +19,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from retina_trt.analytics.counting import LINE_FORGET_FRAMES, ZONE_FORGET_FRAMES, LineCounter, ZoneCounter
 from retina_trt.analytics.events import deepstream_message, stamp
 from retina_trt.analytics.geometry import parse_line, parse_zone
+from retina_trt.analytics.health import HealthOptions, SourceHealth
 from retina_trt.analytics.tracking import DEFAULT_TRACKER, make_tracker
 from retina_trt.runtime.detections import Detections
 from retina_trt.streams.schedule import InferSchedule
@@ -42,6 +45,8 @@ class AnalyticsConfig:
         infer: when the model runs on a source's frame (``streams/schedule.py``: ``"adaptive"``, the
             default, ``"every"`` or a whole N); the trackers' and counters' time-outs follow it, so
             they stay in seconds however many frames the model skips.
+        health: when a picture is frozen, black, blank or moved (``analytics/health.py``); None:
+            no camera health events.
     """
 
     zones: Sequence[tuple[str, str]] = ()
@@ -52,6 +57,7 @@ class AnalyticsConfig:
     confirm_frames: int | None = None
     frame_messages: bool = False
     infer: InferSchedule | str | int = "adaptive"  # measured: docs/analytics.md#adaptive-inference
+    health: HealthOptions | None = HealthOptions()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "infer", InferSchedule.parse(self.infer))
@@ -93,6 +99,8 @@ class SourceAnalytics:
         self.held: Detections | None = None  # the last tracked detections: what a skipped frame shows
         self.frame_size: tuple[int, int] | None = None
         self._occupancy: dict[str, dict] = {}
+        self.health = SourceHealth(config.health, config.fps) if config.health is not None else None
+        self._health_generation = 0
 
     def _place(self, height: int, width: int) -> list[dict]:
         """Lines and zones in this frame size's pixels. At a new size (a camera that came back at
@@ -160,6 +168,15 @@ class SourceAnalytics:
             events.append({**deepstream_message(self.held, self.source_id, index), "inferred": False})
         self.frames = index + 1
         return self.held, [stamp(e, self.source_id, index, t) if e["type"] != "frame" else e for e in events]
+
+    def check_health(self, frame: np.ndarray, index: int, t: float, motion=None, generation: int = 0) -> list[dict]:
+        """Camera health events of this frame (``analytics/health.py``), stamped."""
+        if self.health is None:
+            return []
+        if generation != self._health_generation:
+            self.health.reset()
+            self._health_generation = generation
+        return [stamp(e, self.source_id, index, t) for e in self.health.update(frame, t, motion)]
 
     def counts(self) -> dict:
         """Per line in/out and per zone enter/leave/occupancy, per class."""

@@ -58,6 +58,13 @@ def register(sub) -> None:
         help="when the model runs on a frame: adaptive (default: motion, moving objects, a refresh every 2 s; "
         "counts stay exact), every frame, or every N-th; docs/analytics.md#adaptive-inference",
     )
+    p.add_argument(
+        "--frozen-s",
+        type=positive_float,
+        default=None,
+        help="seconds of the same picture before a camera is reported frozen (default 10)",
+    )
+    p.add_argument("--no-health", action="store_true", help="no camera health events (frozen, black, blank, moved)")
     p.add_argument("--summary-every", type=positive_float, default=5.0, help="seconds between summary events")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop each source after N frames")
     p.add_argument("--buffer", type=positive_int, default=10_000, help="events buffered per broker while it is away")
@@ -84,6 +91,7 @@ def named(items: list[str], kind: str) -> list[tuple[str, str]]:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from retina_trt import Detector
     from retina_trt.analytics.app import RunOptions, run_analyze
+    from retina_trt.analytics.health import HealthOptions
     from retina_trt.analytics.sinks import open_sink
     from retina_trt.analytics.source import AnalyticsConfig
     from retina_trt.analytics.tracking import DEFAULT_TRACKER
@@ -105,6 +113,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         confirm_frames=args.confirm_frames,
         frame_messages=args.frame_messages,
         infer=args.infer,
+        health=None if args.no_health else HealthOptions(**({"frozen_s": args.frozen_s} if args.frozen_s else {})),
     )
     sources = {str(i): src for i, src in enumerate(args.sources)}
     sinks = []

@@ -14,13 +14,16 @@ object whose colour differs from the background's but whose brightness does not)
 * the previous frame is compared too, so a change the background has not seen yet (an object
   that vanishes where it had only just arrived) still counts;
 * the gate reports the changed share of the copy and the changed mask, which the schedule also
-  reads inside the boxes of the objects last detected.
+  reads inside the boxes of the objects last detected, and three numbers of the copy that camera
+  health reads (``analytics/health.py``): its mean level, its spread and its largest change
+  against the previous copy.
 
 Why these choices and what they cost are measured in docs/analytics.md (adaptive inference).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -35,11 +38,18 @@ class MotionSample:
         changed: share of the copy's pixels that changed (0..1).
         mask: bool[h, w] changed pixels of the copy.
         scale: copy pixels per frame pixel (boxes in frame pixels times ``scale`` are copy pixels).
+        level: the copy's mean level (0-255).
+        spread: the copy's standard deviation in levels (a uniform picture has almost none).
+        still: the largest change of any copy pixel's channel against the previous copy, in
+            levels (0: the same picture; infinite on a first frame).
     """
 
     changed: float
     mask: np.ndarray
     scale: float
+    level: float = 0.0
+    spread: float = 0.0
+    still: float = math.inf
 
     def changed_in(self, boxes_xyxy: np.ndarray, margin_px: float = 0.0) -> float:
         """The largest changed share inside any of ``boxes_xyxy`` (ndarray[N, 4], frame pixels,
@@ -80,20 +90,21 @@ class MotionGate:
                 small = cv2.resize(frame, (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_LINEAR)
             small = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
         copy = small.astype(np.float32)
+        mean, std = cv2.meanStdDev(small)
+        level, spread = float(mean.mean()), float(std.mean())
         if self._background is None or self._background.shape != copy.shape:
             self._background, self._previous = copy, copy
-            return MotionSample(0.0, np.zeros(copy.shape[:2], bool), scale)
-        mask = self._changed(copy, self._background, global_change=True) | self._changed(copy, self._previous)
+            return MotionSample(0.0, np.zeros(copy.shape[:2], bool), scale, level, spread)
+        step = cv2.absdiff(copy, self._previous)
+        mask = self._changed(copy, self._background) | (_channel_max(step) > self.pixel_threshold)
         cv2.accumulateWeighted(copy, self._background, self.alpha)
         self._previous = copy
-        return MotionSample(float(mask.mean()), mask, scale)
+        return MotionSample(float(mask.mean()), mask, scale, level, spread, float(step.max()))
 
-    def _changed(self, copy: np.ndarray, reference: np.ndarray, global_change: bool = False) -> np.ndarray:
+    def _changed(self, copy: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Pixels whose colour differs from ``reference`` by more than the threshold in any channel
-        (two colours of one brightness still differ); ``global_change``: after each channel's median
-        difference is taken away (drift builds up against the background, not between two frames)."""
-        if not global_change:
-            return _channel_max(cv2.absdiff(copy, reference)) > self.pixel_threshold
+        (two colours of one brightness still differ), after each channel's median difference is
+        taken away (drift builds up against the background, not between two frames)."""
         diff = copy - reference
         diff -= np.median(diff[::4, ::4].reshape(-1, 3), axis=0)  # every 16th pixel: the median of a smooth field
         return _channel_max(np.abs(diff)) > self.pixel_threshold

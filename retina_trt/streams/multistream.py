@@ -31,6 +31,7 @@ import numpy as np
 from retina_trt.io.reconnect import ReconnectPolicy
 from retina_trt.runtime.detections import Detections
 from retina_trt.runtime.pipelined import END, Pipelined, request_depth, submit_frames
+from retina_trt.streams.motion import MotionSample
 from retina_trt.streams.schedule import InferSchedule
 
 from .source import SourceFrame, SourceReader
@@ -50,6 +51,7 @@ class MultiFrame(NamedTuple):
     generation: int  # the source's reconnect count when the frame was read (reset per-source state on change)
     inferred: bool = True  # False: the schedule skipped the model; ``detections`` are the last inferred ones
     reason: str | None = None  # why the model ran (``streams/schedule.py``), None when it did not
+    motion: MotionSample | None = None  # what the adaptive schedule's motion gate saw (camera health reads it)
 
 
 class MultiStream(Pipelined):
@@ -328,6 +330,7 @@ class MultiStream(Pipelined):
                 reader.generation,
                 reason is not None,
                 reason,
+                item.motion,
             )
             if self._put(self._results, result):
                 reader.stats.processed += 1
