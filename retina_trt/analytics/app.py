@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from retina_trt.analytics.events import stamp
 from retina_trt.analytics.overlay import snapshot
@@ -87,12 +88,18 @@ def run_analyze(
     options: RunOptions | None = None,
     view=None,
     metrics=None,
+    snapshots=None,
+    clips=None,
 ) -> dict:
     """Run until every source ended (or gave up, or ``max_frames``), or Ctrl-C; returns the
     final summary: per source its counts and stream stats, and each sink's delivery stats.
-    ``metrics``: an ``analytics.metrics.AnalyticsMetrics`` that reads this run when scraped."""
+
+    Optional parts (docs/operating.md): ``view`` (``LiveView``), ``metrics``
+    (``AnalyticsMetrics``, read when scraped), ``snapshots`` (``Snapshots``: a JPEG per counted
+    event) and ``clips`` (``Clips``: a video around each event, then ``clip_ready``)."""
     options = options or RunOptions()
     emit = _Emitter(sinks, view)
+    hooks = _Hooks(view, metrics, snapshots, clips)
     states = {sid: SourceAnalytics(sid, config) for sid in sources}
     stream_options = {"infer": config.infer, **dict(options.stream_options or {})}
     with det.streams(dict(sources), **stream_options) as streams:
@@ -101,7 +108,7 @@ def run_analyze(
         monitor = _HealthMonitor(streams, emit)
         monitor.start()
         try:
-            _loop(streams, states, emit, options, view, metrics)
+            _loop(streams, states, emit, options, hooks)
         except KeyboardInterrupt:
             logger.info("interrupted: closing the sources and the sinks")
         finally:
@@ -109,21 +116,44 @@ def run_analyze(
             monitor.join()
             monitor.poll()
             stats = streams.close()
+    for event in clips.close() if clips is not None else ():
+        emit(event)
     final = _summary(states, stats)
     emit(final)
     final["sinks"] = [sink.close() for sink in sinks]
     return final
 
 
-def _loop(streams, states: dict, emit, options: RunOptions, view, metrics=None) -> None:
+@dataclass(frozen=True)
+class _Hooks:
+    """The optional parts of a run (``run_analyze``'s docstring)."""
+
+    view: Any = None
+    metrics: Any = None
+    snapshots: Any = None
+    clips: Any = None
+
+    def events(self, events: list[dict], result, tracked) -> list[dict]:
+        """This frame's events with their snapshot and clip, then the clips that became ready."""
+        if self.snapshots is not None:
+            events = [self.snapshots.attach(e, result.frame, tracked) for e in events]
+        if self.clips is None:
+            return events
+        events = [self.clips.event(e, result.timestamp_s) for e in events]
+        self.clips.frame(result.source_id, result.frame, result.timestamp_s)
+        return events + self.clips.ready()
+
+
+def _loop(streams, states: dict, emit, options: RunOptions, hooks: _Hooks) -> None:
     last = time.monotonic()
+    view = hooks.view
     for result in streams:
         if options.stop is not None and options.stop.is_set():
             break
         if options.max_frames and result.index >= options.max_frames:
             continue  # already in flight when the source was removed
-        if metrics is not None:
-            metrics.observe_frame(result.source_id, result.latency_s)
+        if hooks.metrics is not None:
+            hooks.metrics.observe_frame(result.source_id, result.latency_s)
         analytics = states[result.source_id]
         tracked, events = analytics.update(
             result.frame.shape,
@@ -136,7 +166,7 @@ def _loop(streams, states: dict, emit, options: RunOptions, view, metrics=None) 
         events += analytics.check_health(
             result.frame, result.index, result.timestamp_s, getattr(result, "motion", None), result.generation
         )
-        for event in events:
+        for event in hooks.events(events, result, tracked):
             emit(event)
         if view is not None:
             view.publish(result.source_id, result.frame, tracked, {**snapshot(analytics), "held": not result.inferred})

@@ -58,6 +58,18 @@ def register(sub) -> None:
         help="when the model runs on a frame: adaptive (default: motion, moving objects, a refresh every 2 s; "
         "counts stay exact), every frame, or every N-th; docs/analytics.md#adaptive-inference",
     )
+    p.add_argument("--summary-every", type=positive_float, default=5.0, help="seconds between summary events")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="stop each source after N frames")
+    p.add_argument("--buffer", type=positive_int, default=10_000, help="events buffered per broker while it is away")
+    _operations_flags(p)
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS)
+    p.set_defaults(run=_cmd_analyze)
+
+
+def _operations_flags(p) -> None:
+    """analyze's flags for running it unattended: health, the view, metrics, snapshots, clips
+    (docs/operating.md)."""
     p.add_argument(
         "--frozen-s",
         type=positive_float,
@@ -65,18 +77,20 @@ def register(sub) -> None:
         help="seconds of the same picture before a camera is reported frozen (default 10)",
     )
     p.add_argument("--no-health", action="store_true", help="no camera health events (frozen, black, blank, moved)")
-    p.add_argument("--summary-every", type=positive_float, default=5.0, help="seconds between summary events")
-    p.add_argument("--max-frames", type=positive_int, default=None, help="stop each source after N frames")
-    p.add_argument("--buffer", type=positive_int, default=10_000, help="events buffered per broker while it is away")
     p.add_argument("--view", type=int, default=None, metavar="PORT", help="serve the live view on this port")
     p.add_argument("--view-host", default="127.0.0.1", help="address of the live view (default 127.0.0.1)")
     p.add_argument(
         "--metrics", type=int, default=None, metavar="PORT", help="serve Prometheus metrics on PORT (/metrics)"
     )
+    p.add_argument("--snapshots", default=None, metavar="DIR", help="a JPEG per line crossing and zone event in DIR")
+    p.add_argument("--snapshot-crop", action="store_true", help="snapshots crop the object instead of the whole frame")
+    p.add_argument(
+        "--snapshot-budget-mb", type=positive_float, default=1000.0, help="disk for snapshots; oldest removed (1000)"
+    )
+    p.add_argument("--clips", default=None, metavar="DIR", help="a video clip around each line or zone event in DIR")
+    p.add_argument("--pre", type=float, default=5.0, metavar="S", help="seconds of a clip before its event (5)")
+    p.add_argument("--post", type=float, default=5.0, metavar="S", help="seconds of a clip after its last event (5)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics (default 127.0.0.1)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS)
-    p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS)
-    p.set_defaults(run=_cmd_analyze)
 
 
 def named(items: list[str], kind: str) -> list[tuple[str, str]]:
@@ -123,6 +137,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         if view is not None:
             print(f"live view: {view.url}", flush=True)
         metrics = _serve_metrics(args)
+        pictures = _pictures(args, config.fps)
         for url in args.events or ["analytics-output/events.jsonl"]:
             sinks.append(open_sink(url, buffer=args.buffer, inputs=args.sources))
         with Detector(args.model, **detector_options(args)) as det:
@@ -134,6 +149,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 sinks,
                 view=view,
                 metrics=metrics,
+                **pictures,
                 options=RunOptions(max_frames=args.max_frames, summary_every_s=args.summary_every),
             )
     finally:
@@ -143,6 +159,19 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             if server is not None:
                 server.close()
     return _report(final, sources)
+
+
+def _pictures(args: argparse.Namespace, fps: float) -> dict:
+    """``run_analyze``'s ``snapshots`` and ``clips`` from the flags (docs/operating.md)."""
+    from retina_trt.analytics.clips import Clips
+    from retina_trt.analytics.snapshots import Snapshots
+
+    parts = {}
+    if args.snapshots:
+        parts["snapshots"] = Snapshots(args.snapshots, budget_mb=args.snapshot_budget_mb, crop=args.snapshot_crop)
+    if args.clips:
+        parts["clips"] = Clips(args.clips, pre_s=args.pre, post_s=args.post, fps=fps)
+    return parts
 
 
 def _serve_metrics(args: argparse.Namespace):
