@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from retina_trt.analytics.events import stamp
@@ -26,13 +27,18 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """How long and how often: ``max_frames`` per source (None: to the end), seconds between
-    ``summary`` events, the stream's options (``det.streams(**stream_options)``), and an event
-    that stops the run when set (from another thread)."""
+    ``summary`` events, the stream's options (``det.streams(**stream_options)``), an event
+    that stops the run when set (from another thread), and the model hot-swap's settings."""
 
     max_frames: int | None = None
     summary_every_s: float = 5.0
     stream_options: Mapping | None = None
     stop: threading.Event | None = None
+    # model hot-swap (analytics/hotswap.py): how to load the model again, a file whose change
+    # reloads it, and whether SIGHUP does (main thread only)
+    reload: Callable[[], Any] | None = None
+    watch: Path | None = None
+    reload_on_sighup: bool = False
 
 
 class _Emitter:
@@ -107,11 +113,14 @@ def run_analyze(
             metrics.attach(streams, states, sinks)
         monitor = _HealthMonitor(streams, emit)
         monitor.start()
+        reloader = _start_reloader(streams, emit, options)
         try:
             _loop(streams, states, emit, options, hooks)
         except KeyboardInterrupt:
             logger.info("interrupted: closing the sources and the sinks")
         finally:
+            if reloader is not None:
+                reloader.stop()
             monitor.stop.set()
             monitor.join()
             monitor.poll()
@@ -122,6 +131,22 @@ def run_analyze(
     emit(final)
     final["sinks"] = [sink.close() for sink in sinks]
     return final
+
+
+def _start_reloader(streams, emit, options: RunOptions):
+    """The model reloader of ``options`` (None without ``reload``), started; SIGHUP reloads
+    when asked and possible (the main thread)."""
+    if options.reload is None:
+        return None
+    from retina_trt.analytics.hotswap import ModelReloader
+
+    reloader = ModelReloader(streams, options.reload, emit, watch=options.watch)
+    reloader.start()
+    if options.reload_on_sighup and threading.current_thread() is threading.main_thread():
+        import signal
+
+        signal.signal(signal.SIGHUP, lambda *_: reloader.request())
+    return reloader
 
 
 @dataclass(frozen=True)

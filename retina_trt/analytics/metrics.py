@@ -159,6 +159,9 @@ def _model_families(model: str, streams) -> Iterator:
     depth = _family("gauge", "retina_trt_model_queue_depth", "Frames waiting for the model's results.", ["model"])
     depth.add_metric([model], float(streams.queue_depth()))
     yield depth
+    swaps = _family("counter", "retina_trt_model_swaps", "Models swapped in while running (hot-swap).", ["model"])
+    swaps.add_metric([model], float(getattr(streams, "swaps", 0)))
+    yield swaps
 
 
 def _count_families(states: Mapping[str, Any]) -> Iterator:

@@ -150,7 +150,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 view=view,
                 metrics=metrics,
                 **pictures,
-                options=RunOptions(max_frames=args.max_frames, summary_every_s=args.summary_every),
+                options=RunOptions(
+                    max_frames=args.max_frames,
+                    summary_every_s=args.summary_every,
+                    reload=lambda: Detector(args.model, **detector_options(args)),
+                    watch=Path(args.model) if Path(args.model).is_file() else None,
+                    reload_on_sighup=True,
+                ),
             )
     finally:
         for sink in sinks:

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
+from concurrent.futures import wait as futures_wait
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -142,6 +143,8 @@ class MultiStream(Pipelined):
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self.in_flight_frames = 0  # frames in batches submitted to the model and not yet handed over
+        self._flying: dict[Future, Any] = {}  # batch future -> the detector it runs on (``swap`` waits)
+        self.swaps = 0
         # called with (frames the model ran on, seconds from submit to results) per batch: metrics
         self.on_batch: Callable[[int, float], None] | None = None
         items = sources.items() if isinstance(sources, Mapping) else ((None, s) for s in sources)
@@ -262,22 +265,28 @@ class MultiStream(Pipelined):
             self._put(self._results, END)
 
     def _infer_loop(self) -> None:
-        depth = request_depth(self.detector)
         pending: deque = deque()
         while not self._stop.is_set():
+            detector = self.detector  # read once per batch: ``swap`` may replace it between batches
+            depth = request_depth(detector)
             batch = self._collect(in_flight=bool(pending))
             if batch:
                 self.batches += 1
                 self.batch_sizes.append(len(batch))
                 frames = [item.frame for _, item, reason in batch if reason is not None]
                 submitted = time.perf_counter()
-                pending.append((batch, submit_frames(self.detector, frames, depth) if frames else _done([])))
+                future = submit_frames(detector, frames, depth) if frames else _done([])
+                with self._lock:
+                    self._flying[future] = detector
+                pending.append((batch, future))
                 self.in_flight_frames += len(batch)
-                self._observe(len(frames), submitted, pending[-1][1])
+                self._observe(len(frames), submitted, future)
             while pending and (not batch or len(pending) >= depth or pending[0][1].done()):
                 done = pending.popleft()
                 self._emit(*done)
                 self.in_flight_frames -= len(done[0])
+                with self._lock:
+                    self._flying.pop(done[1], None)
             if not batch and not pending:
                 with self._lock:
                     readers = list(self._readers.values())
@@ -287,6 +296,29 @@ class MultiStream(Pipelined):
             future.exception()
             for reader, _, _ in batch:
                 reader.stats.dropped += 1
+
+    def swap(self, detector, *, warm: bool = True, timeout_s: float = 120.0):
+        """Run the next batches on ``detector`` instead, without stopping any source; returns the
+        old detector once no batch runs on it any more (the caller closes it).
+
+        The new model is warmed on one frame first (``warm``), beside the old one, which keeps
+        running meanwhile; batches in flight finish on the old model, so no frame is lost.
+
+        Raises:
+            ValueError: the new model has other classes, or a smaller max batch than this stream's
+                batches; the old model keeps running.
+        """
+        old = self.detector
+        check_swappable(old, detector, self.batch_size)
+        if warm:
+            height, width = getattr(detector, "input_size", None) or (480, 640)
+            detector.predict_batch([np.zeros((height, width, 3), np.uint8)])
+        with self._lock:
+            self.detector, self.max_batch = detector, int(detector.max_batch)
+            self.swaps += 1
+            running = [future for future, det in self._flying.items() if det is old]
+        futures_wait(running, timeout=timeout_s)
+        return old
 
     def _observe(self, frames: int, submitted: float, future: Future) -> None:
         """``on_batch(frames, seconds)`` once the model's results are there (not for batches of
@@ -374,6 +406,23 @@ class MultiStream(Pipelined):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def check_swappable(old, new, batch_size: int | None = None) -> None:
+    """ValueError unless ``new`` can take over from ``old`` in a running stream: the same class
+    names (tracks, counts and events name classes), and room for this stream's batches."""
+    old_names = tuple(getattr(getattr(old, "spec", None), "class_names", ()))
+    new_names = tuple(getattr(getattr(new, "spec", None), "class_names", ()))
+    if old_names != new_names:
+        raise ValueError(
+            f"the new model's classes {list(new_names)[:8]} differ from the running model's {list(old_names)[:8]}; "
+            "the running model stays (a model with other classes needs a restart)"
+        )
+    if batch_size is not None and int(new.max_batch) < batch_size:
+        raise ValueError(
+            f"the new model's max batch {new.max_batch} is below this stream's batch_size {batch_size}; "
+            "the running model stays"
+        )
 
 
 def _done(value) -> Future:
