@@ -130,7 +130,7 @@ def test_unreachable_broker_at_start_does_not_stop_the_analytics(demo_onnx, scen
     assert json.loads((tmp_path / "ev.jsonl").read_text().splitlines()[-1])["sources"]["0"]["frames"] == 30
 
 
-def _chromium():
+def _chromium(width: int = 1200, height: int = 900):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
         if os.environ.get("CI"):
@@ -144,7 +144,7 @@ def _chromium():
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
-        "--window-size=1200,900",
+        f"--window-size={width},{height}",
     ):
         options.add_argument(flag)
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
@@ -171,7 +171,7 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
             browser.get(view.url)
             deadline = time.monotonic() + 60
             frames = []
-            read = "const c = document.querySelector('#status td.frames'); return c ? c.textContent : ''"
+            read = "const c = document.querySelector('.source[data-id=\"cam\"] .frames'); return c ? c.textContent : ''"
             while time.monotonic() < deadline and len(set(frames)) < 3:
                 text = browser.execute_script(read)
                 if text.isdigit():
@@ -179,11 +179,13 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
                 time.sleep(0.5)
             assert len(set(frames)) >= 3 and frames == sorted(frames), frames  # the count updates
             width = browser.execute_script(
-                "const i = document.querySelector('#streams img'); return i ? i.naturalWidth : 0"
+                "const i = document.querySelector('.source img'); return i ? i.naturalWidth : 0"
             )
             assert width == 320  # a decoded frame of the camera's size
-            counts = browser.execute_script("return document.querySelector('#status td.counts').textContent")
-            assert '"lines"' in counts and '"zones"' in counts
+            captions = browser.execute_script(
+                "return [...document.querySelectorAll('.source .counts caption')].map(c => c.textContent)"
+            )
+            assert captions == ["line l", "zone z"]
             shot = tmp_path / "view.png"
             browser.save_screenshot(str(shot))
             import cv2
@@ -206,6 +208,79 @@ def test_live_view_in_a_real_browser(demo_onnx, tmp_path):
             camera.stop()
             view.close()
     assert not runner.is_alive(), "run_analyze stops when asked"
+
+
+DOCS_SHOT = os.environ.get("RETINA_TRT_DOCS_SHOT")  # a path: the test also saves its screenshot there
+
+
+def test_live_view_reads_like_a_dashboard(demo_onnx, scene_videos, tmp_path):
+    """Two sources of the crossing scene with a line, a zone and snapshots, seen at 1280 px: cards
+    in id order with their names, state, frames against inferences and health; a table per line
+    and zone whose numbers are the run's counts; events as rows with snapshot thumbnails that load;
+    nothing wider than the window."""
+    from retina_trt.analytics.snapshots import Snapshots
+
+    browser = _chromium(1280, 1000)
+    scene = SCENES[0]
+    video = str(scene_videos["crossing"] / "video.avi")
+    snaps = tmp_path / "snaps"
+    view = LiveView(0, snapshots=snaps)
+    config = AnalyticsConfig(
+        lines=(("mid", _fractions(scene, scene.line)),), zones=(("right", _fractions(scene, scene.zone)),)
+    )
+    try:
+        with Detector(demo_onnx) as det:
+            final = run_analyze(
+                det, {"10": video, "2": video}, config, [_ListSink()], view=view, snapshots=Snapshots(snaps)
+            )
+        browser.get(view.url)
+        assert wait_until(
+            lambda: browser.execute_script("return document.querySelectorAll('#events img.thumb').length") > 0, 20
+        )
+        ids = browser.execute_script("return [...document.querySelectorAll('.source')].map(s => s.dataset.id)")
+        assert ids == ["2", "10"]  # ordered by id, numbers as numbers
+        card = "document.querySelector('.source[data-id=\"2\"]')"
+        assert browser.execute_script(f"return {card}.querySelector('.name').textContent") == video
+        assert browser.execute_script(f"return {card}.querySelector('.frames').textContent") == str(
+            final["sources"]["2"]["frames"]
+        )
+        assert browser.execute_script(f"return {card}.querySelector('.inferred').textContent") == str(
+            final["sources"]["2"]["inferred"]
+        )
+        assert browser.execute_script(f"return {card}.querySelector('.health').textContent") == "picture ok"
+        table = browser.execute_script(
+            f"return [...{card}.querySelectorAll('table.count')[0].querySelectorAll('tbody tr')]"
+            ".map(r => [...r.cells].map(c => c.textContent))"
+        )
+        counted = final["sources"]["2"]["lines"]["mid"]
+        want = [
+            [c, str(counted["in"].get(c, 0)), str(counted["out"].get(c, 0))]
+            for c in sorted({*counted["in"], *counted["out"]})
+        ]
+        assert table == want and want
+        rows = browser.execute_script(
+            "return [...document.querySelectorAll('#events tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
+        )
+        assert any(r[2].startswith("crossed mid") and r[3] and r[4].isdigit() for r in rows), rows
+        loaded = browser.execute_script(
+            "return [...document.querySelectorAll('#events img.thumb')].every(i => i.naturalWidth > 0)"
+        )
+        assert loaded, "the thumbnails load from the view"
+        shown = "return [...document.querySelectorAll('.source img')].every(i => i.naturalWidth > 0)"
+        assert wait_until(lambda: browser.execute_script(shown), 20), "an ended source shows its last frame"
+        assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        shot = tmp_path / "dashboard.png"
+        browser.save_screenshot(str(shot))
+        if DOCS_SHOT:
+            shutil.copyfile(shot, DOCS_SHOT)
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError):  # nothing outside the snapshot folder
+            urllib.request.urlopen(view.url + "snapshots/..%2F..%2Fetc%2Fpasswd", timeout=5)
+    finally:
+        browser.quit()
+        view.close()
 
 
 def _one_streamed_frame(url: str) -> np.ndarray:

@@ -13,13 +13,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from retina_trt.analytics.events import stamp
 from retina_trt.analytics.overlay import snapshot
 from retina_trt.analytics.source import AnalyticsConfig, SourceAnalytics
+from retina_trt.io.sources import mask_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def run_analyze(
     event) and ``clips`` (``Clips``: a video around each event, then ``clip_ready``)."""
     options = options or RunOptions()
     emit = _Emitter(sinks, view)
-    hooks = _Hooks(view, metrics, snapshots, clips)
+    names = {sid: mask_credentials(str(source)) for sid, source in sources.items()}
+    hooks = _Hooks(view, metrics, snapshots, clips, names)
     states = {sid: SourceAnalytics(sid, config) for sid in sources}
     stream_options = {"infer": config.infer, **dict(options.stream_options or {})}
     with det.streams(dict(sources), **stream_options) as streams:
@@ -157,6 +159,7 @@ class _Hooks:
     metrics: Any = None
     snapshots: Any = None
     clips: Any = None
+    names: Mapping[str, str] = field(default_factory=dict)  # source id -> what it is, shown in the view
 
     def events(self, events: list[dict], result, tracked) -> list[dict]:
         """This frame's events with their snapshot and clip, then the clips that became ready."""
@@ -195,10 +198,7 @@ def _loop(streams, states: dict, emit, options: RunOptions, hooks: _Hooks) -> No
             emit(event)
         if view is not None:
             view.publish(result.source_id, result.frame, tracked, {**snapshot(analytics), "held": not result.inferred})
-            view.status(
-                result.source_id,
-                {"frames": analytics.frames, "counts": analytics.counts(), **_view_stats(streams, result.source_id)},
-            )
+            view.status(result.source_id, _view_status(analytics, streams, hooks.names.get(result.source_id, "")))
         if options.max_frames and result.index + 1 >= options.max_frames and result.source_id in streams.source_ids:
             streams.remove(result.source_id)
         if time.monotonic() - last >= options.summary_every_s:
@@ -206,10 +206,17 @@ def _loop(streams, states: dict, emit, options: RunOptions, hooks: _Hooks) -> No
             last = time.monotonic()
 
 
-def _view_stats(streams, source_id: str) -> dict:
-    stats = streams.stats().get(source_id, {})
-    keys = ("state", "fps", "inferred", "infer_reasons")
-    return {k: stats.get(k) for k in keys}
+def _view_status(analytics: SourceAnalytics, streams, name: str) -> dict:
+    """What the live view shows of a source: its name, counts, stream state and picture health."""
+    stats = streams.stats().get(analytics.source_id, {})
+    health = None if analytics.health is None else (analytics.health.reason or "ok")
+    return {
+        "name": name,
+        "frames": analytics.frames,
+        "counts": analytics.counts(),
+        "health": health,
+        **{k: stats.get(k) for k in ("state", "fps", "inferred", "infer_reasons")},
+    }
 
 
 def _summary(states: dict[str, SourceAnalytics], stats: dict[str, dict]) -> dict:

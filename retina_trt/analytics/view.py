@@ -13,13 +13,13 @@ counts over the tracked boxes (``analytics.overlay``). It binds to 127.0.0.1 unl
 from __future__ import annotations
 
 import collections
-import html
 import json
 import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote
+from pathlib import Path
+from urllib.parse import quote, unquote
 
 import cv2
 import numpy as np
@@ -74,7 +74,10 @@ class _Slot:
 class LiveView:
     """The view server (see the module docstring). ``publish``/``status`` feed it; ``close`` stops it."""
 
-    def __init__(self, port: int, *, host: str = "127.0.0.1", overlay=draw_geometry) -> None:
+    def __init__(
+        self, port: int, *, host: str = "127.0.0.1", overlay=draw_geometry, snapshots: str | Path | None = None
+    ) -> None:
+        self._snapshots = Path(snapshots).resolve() if snapshots is not None else None
         self._slots: dict[str, _Slot] = collections.defaultdict(_Slot)
         self._status: dict[str, dict] = {}
         self._events: collections.deque = collections.deque(maxlen=MAX_EVENTS)
@@ -106,6 +109,10 @@ class LiveView:
             self._status[source_id] = info
 
     def event(self, event: dict) -> None:
+        if self._snapshots is not None and event.get("snapshot"):
+            relative = _inside(self._snapshots, Path(event["snapshot"]))
+            if relative is not None:
+                event = {**event, "snapshot_url": "/snapshots/" + quote(relative.as_posix())}
         with self._lock:
             self._events.append(event)
 
@@ -138,6 +145,8 @@ class LiveView:
                     return self._send(200, "text/html; charset=utf-8", _page(view._snapshot()).encode())
                 if path == "/status.json":
                     return self._send(200, "application/json", json.dumps(view._snapshot()).encode())
+                if path.startswith("/snapshots/") and view._snapshots is not None:
+                    return self._file(view._snapshots, path[len("/snapshots/") :])
                 if path.startswith("/stream/") and path.endswith(".mjpg"):
                     source = path[len("/stream/") : -len(".mjpg")]
                     if source in view._slots:
@@ -152,6 +161,13 @@ class LiveView:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _file(self, folder: Path, relative: str) -> None:
+                """A snapshot JPEG inside ``folder`` (nothing outside it, nothing else)."""
+                target = folder / relative
+                if _inside(folder, target) is None or target.suffix.lower() != ".jpg" or not target.is_file():
+                    return self._send(404, "text/plain", b"not found\n")
+                return self._send(200, "image/jpeg", target.read_bytes())
+
             def _stream(self, slot: _Slot) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
@@ -159,65 +175,130 @@ class LiveView:
                 self.end_headers()
                 seq = 0
                 try:
+                    # each part is closed by the next boundary at once: browsers show a part only
+                    # when its end is known, and the last frame of an ended source must show too
+                    self.wfile.write(f"--{BOUNDARY}\r\n".encode())
                     while not view._closed.is_set():
                         seq = slot.wait_newer(seq, timeout=1.0)
                         data = slot.encoded(view._draw)
                         if data is None:
                             continue
-                        self.wfile.write(
-                            f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
-                        )
-                        self.wfile.write(data + b"\r\n")
+                        self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+                        self.wfile.write(data + f"\r\n--{BOUNDARY}\r\n".encode())
+                        self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     return
 
         return Handler
 
 
+def _inside(folder: Path, path: Path) -> Path | None:
+    """``path`` relative to ``folder`` when it resolves inside it, else None."""
+    try:
+        return path.resolve().relative_to(folder)
+    except (ValueError, OSError):
+        return None
+
+
 def _page(snapshot: dict) -> str:
-    """The status page: a stream per source and a table refreshed from /status.json four times a
-    second (so it trails the counts drawn on the frames by about 0.25 s at most)."""
-    streams = "".join(
-        f'<figure><img src="/stream/{html.escape(s)}.mjpg" alt="{html.escape(s)}">'
-        f"<figcaption>{html.escape(s)}</figcaption></figure>"
-        for s in snapshot["sources"]
-    )
-    return _PAGE.replace("{{streams}}", streams)
+    """The page: a card per source (its stream, state, fps, frames analysed and inferred, health,
+    and a small table per line and zone), and the latest events as rows; refreshed from
+    /status.json four times a second (so it trails the counts drawn on the frames by 0.25 s)."""
+    del snapshot  # the script builds everything from /status.json
+    return _PAGE
 
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>retina-trt live view</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body { font-family: sans-serif; margin: 1em; background: #f6f6f6; }
-figure { display: inline-block; margin: 0 1em 1em 0; }
-img { border: 1px solid #888; max-width: 48vw; }
-table { border-collapse: collapse; margin-bottom: 1em; }
-td, th { border: 1px solid #bbb; padding: 2px 8px; font-size: 14px; }
-#events { font-family: monospace; font-size: 12px; white-space: pre; }
+* { box-sizing: border-box; }
+body { font-family: system-ui, sans-serif; margin: 0; padding: 12px 16px; background: #f3f4f6; color: #1f2937; }
+h1 { font-size: 18px; margin: 0 0 12px; }
+#sources { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 12px; }
+.source { background: #fff; border-radius: 8px; padding: 10px; box-shadow: 0 1px 2px #0002; min-width: 0; }
+.source h2 { font-size: 15px; margin: 0 0 6px; overflow-wrap: anywhere; }
+.source h2 .name { font-weight: normal; color: #6b7280; font-size: 13px; }
+.source img { width: 100%; height: auto; display: block; border-radius: 4px; background: #111; }
+.facts { display: flex; flex-wrap: wrap; gap: 6px 12px; font-size: 13px; margin: 6px 0; }
+.badge { padding: 1px 8px; border-radius: 10px; font-size: 12px; background: #e5e7eb; }
+.badge.running, .badge.ok { background: #d1fae5; } .badge.reconnecting, .badge.unhealthy { background: #fde68a; }
+.badge.gave-up { background: #fecaca; }
+.counts { display: flex; flex-wrap: wrap; gap: 8px; }
+table { border-collapse: collapse; font-size: 13px; }
+td, th { border-bottom: 1px solid #e5e7eb; padding: 2px 8px; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+caption { text-align: left; font-weight: 600; font-size: 13px; padding: 2px 0; }
+#events { width: 100%; table-layout: fixed; background: #fff; border-radius: 8px; margin-top: 12px; }
+#events td, #events th { text-align: left; overflow-wrap: anywhere; vertical-align: middle; }
+#events img { height: 40px; width: auto; max-width: 100%; border-radius: 3px; }
 </style></head>
 <body>
-<h2>retina-trt live view</h2>
-<div id="streams">{{streams}}</div>
-<table id="status"><thead><tr><th>source</th><th>state</th><th>fps</th><th>frames</th><th>counts</th></tr></thead>
+<h1>retina-trt live view</h1>
+<div id="sources"></div>
+<table id="events"><colgroup><col style="width:12%"><col style="width:12%"><col style="width:34%">
+<col style="width:14%"><col style="width:10%"><col style="width:18%"></colgroup>
+<thead><tr><th>time</th><th>source</th><th>what</th><th>class</th><th>track</th><th>snapshot</th></tr></thead>
 <tbody></tbody></table>
-<h3>latest events</h3><div id="events"></div>
 <script>
-const esc = t => String(t ?? '').replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
+const ENTITIES = {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'};
+const esc = t => String(t ?? '').replace(/[&<>"]/g, c => ENTITIES[c]);
+const sum = o => Object.values(o ?? {}).reduce((a, b) => a + b, 0);
+function countTable(caption, heads, parts) {
+  const classes = [...new Set(parts.flatMap(p => Object.keys(p ?? {})))].sort();
+  const cell = (p, c) => `<td>${esc((p ?? {})[c] ?? 0)}</td>`;
+  const rows = classes.map(c => `<tr><td>${esc(c)}</td>${parts.map(p => cell(p, c)).join('')}</tr>`);
+  if (!rows.length) rows.push(`<tr><td>-</td>${parts.map(() => '<td>0</td>').join('')}</tr>`);
+  return `<table class="count"><caption>${esc(caption)}</caption><thead><tr><th>class</th>` +
+    heads.map(h => `<th>${h}</th>`).join('') + `</tr></thead><tbody>${rows.join('')}</tbody></table>`;
+}
+function counts(v) {
+  const c = v.counts ?? {};
+  const lines = Object.entries(c.lines ?? {}).map(([n, l]) => countTable('line ' + n, ['in', 'out'], [l.in, l.out]));
+  const zones = Object.entries(c.zones ?? {}).map(([n, z]) =>
+    countTable('zone ' + n, ['enter', 'leave', 'inside'], [z.enter, z.leave, z.occupancy]));
+  return lines.concat(zones).join('');
+}
+function card(id, v) {
+  let el = document.querySelector(`.source[data-id="${CSS.escape(id)}"]`);
+  if (!el) {
+    el = document.createElement('section'); el.className = 'source'; el.dataset.id = id;
+    el.innerHTML = `<h2>${esc(id)} <span class="name">${esc(v.name ?? '')}</span></h2>` +
+      `<img alt="${esc(id)}" src="/stream/${encodeURIComponent(id)}.mjpg">` +
+      '<div class="facts"></div><div class="counts"></div>';
+    document.getElementById('sources').append(el);
+  }
+  const state = String(v.state ?? 'starting'), health = v.health ?? 'ok';
+  el.querySelector('.facts').innerHTML =
+    `<span class="badge state ${esc(state.replace(' ', '-'))}">${esc(state)}</span>` +
+    `<span>${esc(v.fps ?? 0)} fps</span>` +
+    `<span>frames <b class="frames">${esc(v.frames ?? 0)}</b> · ` +
+    `inferred <b class="inferred">${esc(v.inferred ?? 0)}</b></span>` +
+    `<span class="badge health ${health === 'ok' ? 'ok' : 'unhealthy'}">` +
+    `${esc(health === 'ok' ? 'picture ok' : health)}</span>`;
+  el.querySelector('.counts').innerHTML = counts(v);
+}
+const WHAT = {
+  line_crossing: e => `crossed ${e.line} (${e.direction})`, zone_enter: e => `entered ${e.zone}`,
+  zone_leave: e => `left ${e.zone}` + (e.reason ? ` (${e.reason})` : ''), source_lost: e => `lost: ${e.reason}`,
+  source_recovered: () => 'recovered', source_unhealthy: e => `picture ${e.reason}`,
+  source_healthy: e => `picture ok again (was ${e.reason})`, clip_ready: e => `clip ready (${e.frames} frames)`,
+  model_swapped: () => 'model swapped', model_swap_refused: e => `model swap refused: ${e.reason}`,
+};
+function eventRow(e) {
+  const time = e.time ? new Date(e.time * 1000).toLocaleTimeString() : '';
+  const what = (WHAT[e.type] ?? (() => e.type))(e);
+  const shot = e.snapshot_url ? `<img class="thumb" alt="snapshot" src="${esc(e.snapshot_url)}">` : '';
+  return `<tr><td>${esc(time)}</td><td>${esc(e.source)}</td><td>${esc(what)}</td><td>${esc(e.class)}</td>` +
+    `<td>${esc(e.track_id)}</td><td>${shot}</td></tr>`;
+}
 async function refresh() {
   try {
     const s = await (await fetch('/status.json', {cache: 'no-store'})).json();
-    const rows = Object.entries(s.sources).map(([id, v]) =>
-      `<tr><td>${esc(id)}</td><td>${esc(v.state)}</td><td>${esc(v.fps)}</td><td class="frames">${esc(v.frames)}</td>` +
-      `<td class="counts">${esc(JSON.stringify(v.counts ?? {}))}</td></tr>`);
-    document.querySelector('#status tbody').innerHTML = rows.join('');
-    document.getElementById('events').textContent = s.events.slice().reverse().map(e => JSON.stringify(e)).join('\\n');
-    const have = new Set([...document.querySelectorAll('#streams img')].map(i => i.alt));
-    for (const id of Object.keys(s.sources)) if (!have.has(id)) {
-      const f = document.createElement('figure');
-      const img = document.createElement('img'); img.src = '/stream/' + encodeURIComponent(id) + '.mjpg'; img.alt = id;
-      const c = document.createElement('figcaption'); c.textContent = id;
-      f.append(img, c); document.getElementById('streams').append(f);
-    }
+    for (const id of Object.keys(s.sources).sort((a, b) => a.localeCompare(b, undefined, {numeric: true})))
+      card(id, s.sources[id]);
+    const shown = s.events.filter(e => !['summary', 'zone_count', 'frame'].includes(e.type)).reverse();
+    document.querySelector('#events tbody').innerHTML = shown.map(eventRow).join('');
   } catch (e) { /* the run ended: keep the last state */ }
 }
 refresh(); setInterval(refresh, 250);

@@ -133,7 +133,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     sinks = []
     view = metrics = None
     try:
-        view = LiveView(args.view, host=args.view_host) if args.view is not None else None
+        view = LiveView(args.view, host=args.view_host, snapshots=args.snapshots) if args.view is not None else None
         if view is not None:
             print(f"live view: {view.url}", flush=True)
         metrics = _serve_metrics(args)
