@@ -126,6 +126,7 @@ bench: $(STAMP)
 	$(BIN)/python -m retina_trt.bench.tracking --model bench-output/shapes_r18.onnx --out bench-output/tracking
 	$(BIN)/retina-trt export --weights samples/models/shapes_r18.pt --input-size 256x384 --output bench-output/shapes_r18_256x384.onnx
 	$(BIN)/python -m retina_trt.bench.schedule --model bench-output/shapes_r18_256x384.onnx --out bench-output/schedule
+	$(BIN)/python -m retina_trt.bench.operations --model bench-output/shapes_r18.onnx --out bench-output/operations
 
 # Multi-source soak: 4 MJPEG cameras at 30 fps (localhost) into the demo model on the CPU for 10
 # minutes; RSS and p99 latency per 30 s window (bench-output/soak: soak.md, soak.png, soak.json).

@@ -41,6 +41,12 @@ class Zone:
             raise ValueError(f"zone points must be finite numbers, got {points}")
         if abs(cv2.contourArea(np.asarray(points, np.float32))) < 1e-6:
             raise ValueError(f"a zone must enclose an area; its points {points} lie on one line")
+        crossing = _self_crossing(points)
+        if crossing is not None:
+            raise ValueError(
+                f"a zone's border must not cross itself (edges {crossing[0] + 1} and {crossing[1] + 1} cross: "
+                "a bow-tie has no single inside); list the corners in order around the zone"
+            )
         object.__setattr__(self, "points", points)
 
     def contains(self, point: Point) -> bool:
@@ -118,6 +124,29 @@ def parse_points(text: str, width: int, height: int, *, what: str = "points") ->
             raise ValueError(f"{what}: coordinates are fractions of the frame in [0, 1] (inside it), got {pair!r}")
         points.append((x * width, y * height))
     return tuple(points)
+
+
+def _self_crossing(points: tuple[Point, ...]) -> tuple[int, int] | None:
+    """The first two edges of the closed polygon that cross (not neighbours), or None."""
+    n = len(points)
+    edges = [(points[i], points[(i + 1) % n]) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 2, n):
+            if i == 0 and j == n - 1:
+                continue  # neighbours through the closing edge
+            if _segments_cross(*edges[i], *edges[j]):
+                return i, j
+    return None
+
+
+def _segments_cross(a: Point, b: Point, c: Point, d: Point) -> bool:
+    """True when segments ab and cd cross at a point inside both (touching ends do not count)."""
+
+    def side(p: Point, q: Point, r: Point) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    d1, d2, d3, d4 = side(c, d, a), side(c, d, b), side(a, b, c), side(a, b, d)
+    return d1 * d2 < 0 and d3 * d4 < 0
 
 
 def parse_zone(text: str, width: int, height: int) -> Zone:

@@ -4,14 +4,17 @@ model again and hands it to the running stream (``MultiStream.swap``) without st
 A thread of its own does the slow part (loading and warming the new model beside the old one),
 so the analytics loop never waits: frames keep flowing through the old model until the new one
 takes the next batch, batches in flight finish on the old one, and the trackers keep their ids.
-A file counts as changed once its size and time stamp have held still for one poll (a copy still
-being written is not loaded). A model with other classes is refused with one line and a
-``model_swap_refused`` event; the old one keeps running. Each swap is a ``model_swapped`` event
-and counts in ``retina_trt_model_swaps_total``. docs/operating.md#model-hot-swap.
+Live sources buffer more frames meanwhile (``MultiStream.holding``), so the CPU the new model's
+loading takes from the running one costs no frame. A file counts as changed once its size and
+time stamp have held still for one poll (a copy still being written is not loaded). A model with
+other classes is refused with one line and a ``model_swap_refused`` event; the old one keeps
+running. Each swap is a ``model_swapped`` event and counts in ``retina_trt_model_swaps_total``.
+docs/operating.md#model-hot-swap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -56,15 +59,17 @@ class ModelReloader(threading.Thread):
         """Load, check, warm and swap; True when the new model runs."""
         from retina_trt.analytics.events import stamp
 
-        try:
-            new = self.load()
-        except Exception as err:  # a broken file: the old model stays
-            return self._refuse(f"cannot load the new model: {type(err).__name__}: {err}")
-        try:
-            old = self.streams.swap(new)
-        except ValueError as err:
-            _close(new)
-            return self._refuse(str(err))
+        holding = getattr(self.streams, "holding", None)
+        with holding() if holding is not None else contextlib.nullcontext():
+            try:
+                new = self.load()
+            except Exception as err:  # a broken file: the old model stays
+                return self._refuse(f"cannot load the new model: {type(err).__name__}: {err}")
+            try:
+                old = self.streams.swap(new)
+            except ValueError as err:
+                _close(new)
+                return self._refuse(str(err))
         _close(old)
         self.swaps += 1
         self.emit(

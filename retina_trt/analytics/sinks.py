@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from retina_trt.io.sources import mask_credentials
 from retina_trt.io.writers import JsonlOutput
 from retina_trt.utils import check_output_file, refuse_overwrite
 
@@ -88,7 +89,8 @@ class BrokerSink:
         if not 1 <= buffer <= 10_000_000:
             raise ValueError(f"buffer must be 1..10000000 events, got {buffer}")
         importlib.import_module(self.client_module)
-        self.url, self.host, self.port, self.name, self.timeout_s = url, host, port, name, timeout_s
+        self.url = mask_credentials(url)  # as logged and reported: never a password
+        self.host, self.port, self.name, self.timeout_s = host, port, name, timeout_s
         self._client = None
         self._queue: collections.deque = collections.deque()
         self._bound = buffer
@@ -98,7 +100,7 @@ class BrokerSink:
         self._connected = False
         self._in_flight = False
         self._last_error: str | None = None
-        self._thread = threading.Thread(target=self._run, name=f"sink {url}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"sink {self.url}", daemon=True)
         self._thread.start()
 
     # -- what subclasses provide
@@ -287,21 +289,27 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
     parts = urlsplit(url)
     if parts.scheme == "file":
         return FileSink(parts.path, inputs=inputs)
+    shown = mask_credentials(url)
     if parts.scheme not in ("mqtt", "redis"):
         raise ValueError(
-            f"events: unknown URL scheme {parts.scheme!r} in {url!r}; use a file path, "
+            f"events: unknown URL scheme {parts.scheme!r} in {shown!r}; use a file path, "
             "mqtt://host:1883/topic or redis://host:6379/stream"
         )
     try:
         port = parts.port
     except ValueError as err:
-        raise ValueError(f"events: the port of {url!r} is not a number in 0..65535") from err
+        raise ValueError(f"events: the port of {shown!r} is not a number in 0..65535") from err
     name = parts.path.lstrip("/")
     if not parts.hostname or not name:
         what = "topic" if parts.scheme == "mqtt" else "stream"
         raise ValueError(
-            f"events: {url!r} needs a host and a {what}, e.g. {parts.scheme}://localhost:"
+            f"events: {shown!r} needs a host and a {what}, e.g. {parts.scheme}://localhost:"
             f"{1883 if parts.scheme == 'mqtt' else 6379}/{what}"
+        )
+    if parts.scheme == "mqtt" and ("#" in name or "+" in name):
+        raise ValueError(
+            f"events: MQTT topic {name!r} has a wildcard (# or +), which subscribers use; "
+            "events are published to one topic: name it without wildcards"
         )
     kind = MqttSink if parts.scheme == "mqtt" else RedisSink
     default_port = 1883 if parts.scheme == "mqtt" else 6379

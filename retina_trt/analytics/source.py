@@ -29,6 +29,8 @@ from retina_trt.analytics.tracking import DEFAULT_TRACKER, make_tracker
 from retina_trt.runtime.detections import Detections
 from retina_trt.streams.schedule import InferSchedule
 
+MAX_FPS = 1000.0  # a source's nominal frame rate: beyond it a typo, not a camera
+
 
 @dataclass(frozen=True, kw_only=True)
 class AnalyticsConfig:
@@ -63,8 +65,12 @@ class AnalyticsConfig:
         object.__setattr__(self, "infer", InferSchedule.parse(self.infer))
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {self.min_score!r}")
+        if not (isinstance(self.fps, (int, float)) and 0 < self.fps <= MAX_FPS):
+            raise ValueError(f"fps must be in (0, {MAX_FPS}] frames per second, got {self.fps!r}")
         for kind, items in (("zone", self.zones), ("line", self.lines)):
             names = [name for name, _ in items]
+            if any(not str(name).strip() for name in names):
+                raise ValueError(f"every {kind} needs a name; got an empty one in {names}")
             if len(names) != len(set(names)):
                 raise ValueError(f"{kind} names must be unique, got {names}")
             parse = parse_zone if kind == "zone" else parse_line

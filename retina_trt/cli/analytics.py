@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from retina_trt.argtypes import infer_schedule, positive_float, positive_int, score
+from retina_trt.argtypes import infer_schedule, positive, positive_float, positive_int, score
 from retina_trt.cli.flags import detector_options
 from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 
@@ -48,7 +48,9 @@ def register(sub) -> None:
         "bytetrack and sort); 2 or more keeps 1-2-frame false detections from being counted",
     )
     p.add_argument("--min-score", type=score, default=0.4, help="detections below are not tracked (default 0.4)")
-    p.add_argument("--fps", type=positive_float, default=15.0, help="the sources' nominal frame rate (default 15)")
+    p.add_argument(
+        "--fps", type=positive(float, "frame rate", 1000.0), default=15.0, help="the sources' nominal frame rate (15)"
+    )
     p.add_argument("--frame-messages", action="store_true", help="also one DeepStream-schema message per frame")
     p.add_argument(
         "--infer",
@@ -98,6 +100,10 @@ def named(items: list[str], kind: str) -> list[tuple[str, str]]:
     out = []
     for i, item in enumerate(items, 1):
         name, sep, text = item.partition("=")
+        if sep and not name.strip():
+            raise ValueError(
+                f"--{kind} {item!r}: the name before '=' is empty; give one (door=...) or leave out the '='"
+            )
         out.append((name.strip(), text) if sep else (f"{kind}{i}", item))
     return out
 
@@ -118,6 +124,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{flag}-host is empty; give an address (127.0.0.1: this machine only, 0.0.0.0: every one)"
             )
+    if args.tracker is not None and not args.tracker.strip():
+        raise ValueError("--tracker is empty; give ocsort (the default), bytetrack, sort or iou, or leave it out")
     config = AnalyticsConfig(
         zones=named(args.zone, "zone"),
         lines=named(args.line, "line"),
@@ -138,8 +146,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             print(f"live view: {view.url}", flush=True)
         metrics = _serve_metrics(args)
         pictures = _pictures(args, config.fps)
-        for url in args.events or ["analytics-output/events.jsonl"]:
-            sinks.append(open_sink(url, buffer=args.buffer, inputs=args.sources))
+        inputs = _inputs(args)
+        for url in _unique_events(args.events or ["analytics-output/events.jsonl"]):
+            sinks.append(open_sink(url, buffer=args.buffer, inputs=inputs))
         with Detector(args.model, **detector_options(args)) as det:
             print(f"backend: {det.backend} ({det.precision}); tracker: {config.tracker}", flush=True)
             final = run_analyze(
@@ -165,6 +174,30 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             if server is not None:
                 server.close()
     return _report(final, sources)
+
+
+def _inputs(args: argparse.Namespace) -> list:
+    """Every file the run reads: the model, the sources and the files of folders and globs (no
+    output may be one of them)."""
+    from retina_trt.io.sources import expand_sources
+
+    try:
+        images, videos = expand_sources([str(s) for s in args.sources])
+    except Exception:  # a missing source is reported by the stream, with its own message
+        images, videos = [], []
+    return [args.model, *args.sources, *images, *(v for v in videos if isinstance(v, Path))]
+
+
+def _unique_events(urls: list[str]) -> list[str]:
+    """``--events`` with each file given once: the same file twice (``a.jsonl``, ``./a.jsonl``)
+    is refused before any work."""
+    seen: dict[str, str] = {}
+    for url in urls:
+        key = str(Path(url).resolve()) if "://" not in url else url
+        if key in seen:
+            raise ValueError(f"--events {url!r} names the same place as --events {seen[key]!r}; give each once")
+        seen[key] = url
+    return urls
 
 
 def _pictures(args: argparse.Namespace, fps: float) -> dict:

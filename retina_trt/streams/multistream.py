@@ -18,6 +18,7 @@ consuming loop (it leaves the ``with``) and interpreter exit stop every thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -38,6 +39,11 @@ from retina_trt.streams.schedule import InferSchedule
 from .source import SourceFrame, SourceReader
 
 logger = logging.getLogger(__name__)
+
+
+# frames each live source may buffer while a new model loads (``holding``): at 15 fps about 4 s;
+# the memory is that many decoded frames per source (docs/operating.md#model-hot-swap)
+SWAP_HOLD_FRAMES = 64
 
 
 class MultiFrame(NamedTuple):
@@ -319,6 +325,21 @@ class MultiStream(Pipelined):
             running = [future for future, det in self._flying.items() if det is old]
         futures_wait(running, timeout=timeout_s)
         return old
+
+    @contextlib.contextmanager
+    def holding(self, frames: int = SWAP_HOLD_FRAMES):
+        """Live sources buffer up to ``frames`` frames each instead of dropping the oldest, for the
+        time of the block (loading and warming a new model takes the CPU from the running one);
+        afterwards each goes back to its buffer once the backlog is analysed."""
+        with self._lock:
+            readers = list(self._readers.values())
+        for reader in readers:
+            reader.hold(frames)
+        try:
+            yield self
+        finally:
+            for reader in readers:
+                reader.release()
 
     def _observe(self, frames: int, submitted: float, future: Future) -> None:
         """``on_batch(frames, seconds)`` once the model's results are there (not for batches of

@@ -104,7 +104,8 @@ class SourceReader:
         self.schedule = SourceSchedule(schedule or InferSchedule(), self.source.fps)
         self.held = None  # the last inferred detections: what a skipped frame shows
         self.generation = 0  # +1 at each reconnect: per-source state (a tracker) resets on it
-        self._capacity = int(buffer)
+        self._capacity = self._normal_capacity = int(buffer)
+        self._releasing = False  # a hold ended: back to the normal capacity once the backlog drained
         self._frames: deque[SourceFrame] = deque()
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
@@ -214,8 +215,23 @@ class SourceReader:
             if not self._frames:
                 return None
             item = self._frames.popleft()
+            if self._releasing and len(self._frames) < self._normal_capacity:
+                self._capacity, self._releasing = self._normal_capacity, False
             self._room.notify()
             return item
+
+    def hold(self, frames: int) -> None:
+        """Buffer up to ``frames`` frames (a live source drops none while the model pauses, as
+        during a model swap) until :meth:`release`."""
+        with self._lock:
+            self._capacity, self._releasing = max(self._normal_capacity, int(frames)), False
+
+    def release(self) -> None:
+        """Back to the normal buffer once the frames held meanwhile have been taken (none dropped)."""
+        with self._lock:
+            self._releasing = True
+            if len(self._frames) < self._normal_capacity:
+                self._capacity, self._releasing = self._normal_capacity, False
 
     @property
     def buffered(self) -> int:
