@@ -83,12 +83,29 @@ def test_analyze_counts_two_sources_in_one_batched_stream(demo_onnx, scene_video
         (["--events", "kafka://h:1/t"], "unknown URL scheme"),
         (["--events", "mqtt://:1883/t"], "needs a host"),
         (["--tracker", "deepsort"], "bytetrack"),
+        # issue #38: options that used to run silently or print a traceback
+        (["--tracker", ""], "--tracker is empty"),
+        (["--line", "=0.5,0;0.5,1"], "the name before '=' is empty"),
+        (["--zone", "0.1,0.1;0.9,0.9;0.9,0.1;0.1,0.9"], "must not cross itself"),
+        (["--events", "mqtt://localhost:1883/a/#"], "wildcard"),
+        (["--events", "kafka://user:s3cret@h:1/t"], "user:***@h"),
+        (["--view", "0", "--view-host", ""], "--view-host is empty"),
     ],
 )
 def test_bad_analytics_input_is_one_line_and_exit_2(demo_onnx, scene_videos, args, match):
     run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), *args)
     assert run.returncode == 2, run.stderr
     assert match in run.stderr and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_absurd_fps_is_a_usage_error_not_a_traceback(demo_onnx, scene_videos):
+    run = _cli("analyze", str(demo_onnx), str(scene_videos["edge"] / "video.avi"), "--fps", "1e308", "--tracker", "iou")
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert "frame rate of at most 1000" in run.stderr.strip().splitlines()[-1]
+    with pytest.raises(ValueError, match="fps must be in"):
+        AnalyticsConfig(fps=float("inf"))
+    with pytest.raises(ValueError, match="needs a name"):
+        AnalyticsConfig(lines=(("", "0.5,0;0.5,1"),))
 
 
 def test_bad_confirm_frames_is_a_usage_error_with_exit_2(demo_onnx, scene_videos):
@@ -353,6 +370,26 @@ def test_events_file_never_writes_over_an_input_or_into_a_file(demo_onnx, scene_
     run = _cli("analyze", str(demo_onnx), str(video), "--events", str(video))
     assert run.returncode == 2 and "also an input" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert video.read_bytes() == before
+    model = tmp_path / "model.onnx"  # issue #38: the model, and files inside a folder source, are inputs too
+    model.write_bytes(demo_onnx.read_bytes())
+    run = _cli("analyze", str(model), str(video), "--events", str(model))
+    assert run.returncode == 2 and "also an input" in run.stderr, run.stderr
+    assert model.read_bytes() == demo_onnx.read_bytes()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = folder / "a.jpg"
+    import cv2
+
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    before_image = image.read_bytes()
+    run = _cli("analyze", str(model), str(folder), "--events", str(image))
+    assert run.returncode == 2 and "also an input" in run.stderr, run.stderr
+    assert image.read_bytes() == before_image
+    twice = tmp_path / "twice.jsonl"
+    run = _cli(
+        "analyze", str(model), str(video), "--events", str(twice), "--events", str(tmp_path / "." / "twice.jsonl")
+    )
+    assert run.returncode == 2 and "names the same place" in run.stderr and not twice.exists(), run.stderr
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     run = _cli("analyze", str(demo_onnx), str(video), "--events", str(blocker / "events.jsonl"))
@@ -364,3 +401,26 @@ def test_missing_source_is_one_line_and_leaves_no_events_file(demo_onnx, tmp_pat
     run = _cli("analyze", str(demo_onnx), str(tmp_path / "nope.mp4"), "--events", str(events))
     assert run.returncode == 2 and "not found" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert not events.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
+def test_interrupted_analyze_exits_128_plus_signal_with_whole_events(demo_onnx, tmp_path, signum, code):
+    """Issue #38: SIGINT and SIGTERM are not a success (130, 143); the events file is still whole."""
+    import signal as signals
+
+    camera = Camera(fps=15, size=(120, 160))
+    events = tmp_path / "events.jsonl"
+    command = [sys.executable, "-m", "retina_trt.cli", "analyze", str(demo_onnx), camera.url]
+    command += ["--events", str(events), "--frame-messages"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(lambda: any(tmp_path.glob("*events*")), 120, 0.2)
+        time.sleep(2.0)
+        run.send_signal(signals.Signals(signum))
+        _, err = run.communicate(timeout=60)
+    finally:
+        camera.stop()
+    assert run.returncode == code, err
+    assert f"interrupted ({signals.Signals(signum).name})" in err
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert records and records[-1]["type"] == "summary"

@@ -10,6 +10,7 @@ so an outage is reported while every other source keeps running.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -99,7 +100,8 @@ def run_analyze(
     clips=None,
 ) -> dict:
     """Run until every source ended (or gave up, or ``max_frames``), or Ctrl-C; returns the
-    final summary: per source its counts and stream stats, and each sink's delivery stats.
+    final summary: per source its counts and stream stats, each sink's delivery stats, and
+    ``interrupted``: None, or the signal's name (``"SIGINT"``) when interrupted.
 
     Optional parts (docs/operating.md): ``view`` (``LiveView``), ``metrics``
     (``AnalyticsMetrics``, read when scraped), ``snapshots`` (``Snapshots``: a JPEG per counted
@@ -116,10 +118,12 @@ def run_analyze(
         monitor = _HealthMonitor(streams, emit)
         monitor.start()
         reloader = _start_reloader(streams, emit, options)
+        interrupted = None
         try:
             _loop(streams, states, emit, options, hooks)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as err:  # Ctrl-C, or the CLI's SIGTERM: finish every output, then say so
             logger.info("interrupted: closing the sources and the sinks")
+            interrupted = int(getattr(err, "signum", signal.SIGINT))
         finally:
             if reloader is not None:
                 reloader.stop()
@@ -132,6 +136,7 @@ def run_analyze(
     final = _summary(states, stats)
     emit(final)
     final["sinks"] = [sink.close() for sink in sinks]
+    final["interrupted"] = None if interrupted is None else signal.Signals(interrupted).name
     return final
 
 

@@ -39,14 +39,14 @@ class Zone:
             raise ValueError(f"a zone needs at least 3 points, got {len(points)}: give 'x,y;x,y;x,y'")
         if not all(math.isfinite(v) for p in points for v in p):
             raise ValueError(f"zone points must be finite numbers, got {points}")
-        if abs(cv2.contourArea(np.asarray(points, np.float32))) < 1e-6:
-            raise ValueError(f"a zone must enclose an area; its points {points} lie on one line")
         crossing = _self_crossing(points)
         if crossing is not None:
             raise ValueError(
                 f"a zone's border must not cross itself (edges {crossing[0] + 1} and {crossing[1] + 1} cross: "
                 "a bow-tie has no single inside); list the corners in order around the zone"
             )
+        if abs(cv2.contourArea(np.asarray(points, np.float32))) < 1e-6:
+            raise ValueError(f"a zone must enclose an area; its points {points} lie on one line")
         object.__setattr__(self, "points", points)
 
     def contains(self, point: Point) -> bool:

@@ -299,7 +299,7 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
         port = parts.port
     except ValueError as err:
         raise ValueError(f"events: the port of {shown!r} is not a number in 0..65535") from err
-    name = parts.path.lstrip("/")
+    name = parts.path.lstrip("/") + ("#" + parts.fragment if "#" in url else "")  # '#' is MQTT's wildcard
     if not parts.hostname or not name:
         what = "topic" if parts.scheme == "mqtt" else "stream"
         raise ValueError(

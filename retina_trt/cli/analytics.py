@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -242,4 +243,8 @@ def _report(final: dict, sources: dict) -> int:
             print(f"{sources[sid]}: gave up: {s['gave_up']}", file=sys.stderr)
     for sink in final["sinks"]:
         print(f"events -> {mask_credentials(sink['sink'])}: {sink['delivered']} delivered, {sink['dropped']} dropped")
+    if final.get("interrupted"):  # the outputs are whole, but the run is not a success
+        signum = signal.Signals[final["interrupted"]]
+        print(f"retina-trt analyze: interrupted ({signum.name}); finished outputs are kept", file=sys.stderr)
+        return 128 + int(signum)
     return 2 if failed else 0
