@@ -59,25 +59,37 @@ class Server:
             self.process.wait(timeout=10)
 
 
-def mosquitto(folder: Path) -> Server:
+def mosquitto(folder: Path, users: dict[str, str] | None = None) -> Server:
+    """A Mosquitto on a free port; with ``users``, a password file and no anonymous access."""
     binary = need("mosquitto")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
+    access = "allow_anonymous true\n"
+    if users:
+        passwords = folder / "passwords"
+        for i, (user, password) in enumerate(users.items()):
+            flags = ["-b", "-c"] if i == 0 else ["-b"]
+            subprocess.run([need("mosquitto_passwd"), *flags, str(passwords), user, password], check=True)
+        passwords.chmod(0o600)
+        # as root, Mosquitto would drop to its own user, which cannot read a file in our folder
+        owner = "user root\n" if os.geteuid() == 0 else ""
+        access = f"{owner}allow_anonymous false\npassword_file {passwords}\n"
     conf = folder / "mosquitto.conf"
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-        f"persistence_location {folder}/\nautosave_interval 1\n"
+        f"listener {port} 127.0.0.1\n{access}persistence true\npersistence_location {folder}/\nautosave_interval 1\n"
     )
     return Server([binary, "-c", str(conf)], port, folder)
 
 
-def redis_server(folder: Path) -> Server:
+def redis_server(folder: Path, password: str | None = None) -> Server:
+    """A Redis on a free port; with ``password``, AUTH required (``requirepass``)."""
     binary = need("redis-server")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     return Server(
         [
             binary,
+            *(["--requirepass", password] if password else []),
             "--port",
             str(port),
             "--bind",

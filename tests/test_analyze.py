@@ -424,3 +424,24 @@ def test_interrupted_analyze_exits_128_plus_signal_with_whole_events(demo_onnx, 
     assert f"interrupted ({signals.Signals(signum).name})" in err
     records = [json.loads(line) for line in events.read_text().splitlines()]
     assert records and records[-1]["type"] == "summary"
+
+
+def test_a_second_run_into_the_same_events_file_is_refused(demo_onnx, tmp_path):
+    """Issue #38: two runs with one --events file used to replace each other's events."""
+    from retina_trt.errors import RetinaTrtError
+
+    events = tmp_path / "events.jsonl"
+    first = open_sink(str(events))
+    with pytest.raises(RetinaTrtError, match="another run is writing events"):
+        open_sink(str(events))
+    camera = Camera(fps=15, size=(120, 160))
+    try:
+        run = _cli("analyze", str(demo_onnx), camera.url, "--events", str(events), timeout=120)
+    finally:
+        camera.stop()
+    assert run.returncode == 2 and "another run is writing events" in run.stderr, run.stderr
+    first.emit({"type": "x"})
+    first.close()
+    second = open_sink(str(events))  # free again once the first closed
+    second.close()
+    assert events.read_text().count("\n") == 1  # the first run's event, untouched

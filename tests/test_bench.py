@@ -382,3 +382,37 @@ def test_ov_shapes_bad_input_is_a_usage_error(model, message, onnx_models, tmp_p
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written, nothing half-written
+
+
+def test_operations_overhead_report(demo_onnx, tmp_path):
+    """bench/operations.py: one plain and one operations run of one scene (it runs, counts frames
+    and writes snapshots), and the report's ratios and verdict from given runs (no timing here)."""
+    from types import SimpleNamespace
+
+    from retina_trt import Detector
+    from retina_trt.bench import operations
+    from retina_trt.data.scenes import SCENES, write_scene
+
+    video = str(write_scene(SCENES[0], tmp_path / "scene") / "video.avi")
+    with Detector(demo_onnx) as det:
+        plain = operations.run_once(det, {"0": video}, "plain", "every", tmp_path)
+        full = operations.run_once(det, {"0": video}, "operations", "every", tmp_path)
+    assert plain["frames"] == full["frames"] > 0 and full["snapshots"] > 0 and plain["snapshots"] == 0
+    runs = [
+        {"config": c, "infer": i, "ms_per_frame": ms}
+        for i in operations.SCHEDULES
+        for c, ms in (("plain", 10.0), ("operations", 10.2), ("operations+clips", 11.0))
+    ]
+    rows = operations.summarize(runs)
+    assert {(r["config"], r["ratio"]) for r in rows} == {
+        ("plain", 1.0),
+        ("operations", 1.02),
+        ("operations+clips", 1.1),
+    }
+    args = SimpleNamespace(model="m.onnx", sources=1, rounds=1)
+    operations.write_report(tmp_path / "out", rows, runs, args)
+    report = (tmp_path / "out" / "operations.md").read_text()
+    assert "within 3% of plain: met" in report and "CPU:" in report
+    slow = [dict(r, ratio=1.05) if r["config"] == "operations" else r for r in rows]
+    operations.write_report(tmp_path / "out", slow, runs, args)
+    assert "NOT met" in (tmp_path / "out" / "operations.md").read_text()

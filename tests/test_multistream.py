@@ -280,3 +280,38 @@ def test_detect_with_an_explicit_batch_size_runs_one_source_at_a_time(camera_siz
     assert "batched with the other sources" not in printed
     assert f"{videos[1]}: 21 frames at" in printed and f"{videos[2]}: 12 frames at" in printed
     assert len((out / f"{videos[1].stem}.jsonl").read_text().splitlines()) == 21
+
+
+def test_each_source_is_finished_when_it_ends_beside_a_stalled_camera(demo_onnx, tmp_path):
+    """Issue #38: a file's .jsonl and .mp4 are renamed, whole, when the file ends, while a
+    stalled live camera keeps `retina-trt detect` running; and MultiStream says so (SourceEnd)."""
+    import signal
+    import subprocess
+    import sys
+
+    import cv2
+    from helpers import wait_until
+
+    from retina_trt.streams import SourceEnd
+
+    video = write_video(tmp_path / "clip.avi", num_frames=20, frame_size=(96, 128))
+    camera = Camera(fps=15, size=(96, 128), stall_after=5)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "retina_trt.cli", "detect", str(demo_onnx), str(video), camera.url]
+    command += ["--output", str(out)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        finished = lambda: (out / "clip.jsonl").exists() and (out / "clip.mp4").exists()  # noqa: E731
+        assert wait_until(finished, 120, 0.2), "the file's outputs are final while the camera stalls"
+        assert run.poll() is None, "detect is still waiting for the camera"
+        assert len((out / "clip.jsonl").read_text().splitlines()) == 20
+        capture = cv2.VideoCapture(str(out / "clip.mp4"))
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 20
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=60)
+        camera.stop()
+    with Detector(demo_onnx) as det, MultiStream(det, {"f": str(video)}, end_markers=True) as stream:
+        items = list(stream)
+    assert isinstance(items[-1], SourceEnd) and items[-1].source_id == "f"
+    assert [i for i in items if isinstance(i, SourceEnd)] == [SourceEnd("f")] and len(items) == 21

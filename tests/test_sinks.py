@@ -99,7 +99,7 @@ def test_unreachable_broker_at_start_keeps_running_and_delivers_when_it_appears(
     port = free_port()
     sink = open_sink(f"redis://127.0.0.1:{port}/late", buffer=100)
     try:
-        for event in _events(5):
+        for event in _events(5, 0):
             sink.emit(event)
         assert wait_until(lambda: sink.stats()["last_error"] is not None)
         assert "cannot connect" in caplog.text and "retrying" in caplog.text
@@ -125,7 +125,7 @@ def redis_server_on(tmp_path, port):
 
 def test_close_counts_what_could_not_be_sent():
     sink = open_sink(f"mqtt://127.0.0.1:{free_port()}/nobody", buffer=10)
-    for event in _events(4):
+    for event in _events(4, 0):
         sink.emit(event)
     stats = sink.close(timeout_s=0.2)
     assert stats["delivered"] == 0 and stats["dropped"] == 4
@@ -184,3 +184,68 @@ def test_file_sink_with_no_event_leaves_no_file_and_a_failed_write_is_counted(tm
     stats = sink.close()
     assert stats["delivered"] == 1 and stats["dropped"] == 1 and "No space" in stats["last_error"]
     assert (tmp_path / "full.jsonl").read_text().count("\n") == 1
+
+
+def test_mqtt_credentials_from_the_url_and_refused_ones_fail_for_good(tmp_path):
+    """Issue #38: a Mosquitto with a password file; the right user is delivered to, a wrong
+    password makes the sink fail at once with "refused the credentials" (no retries), and the
+    password never shows."""
+    server = mosquitto(tmp_path / "mq", users={"cam": "p@ss:w0rd"})
+    try:
+        good = open_sink(f"mqtt://cam:p%40ss%3Aw0rd@127.0.0.1:{server.port}/events")
+        for event in _events(5, 0):
+            good.emit(event)
+        assert wait_until(lambda: good.stats()["delivered"] == 5, 15)
+        assert good.close()["fatal"] is None
+        bad = open_sink(f"mqtt://cam:wrong@127.0.0.1:{server.port}/events")
+        assert wait_until(lambda: bad.stats()["fatal"] is not None, 15)
+        bad.emit({"type": "x"})
+        stats = bad.close()
+        assert "refused the credentials" in stats["fatal"] and "wrong" not in stats["fatal"]
+        assert stats["delivered"] == 0 and stats["dropped"] == 1 and stats["sink"].startswith("mqtt://cam:***@")
+    finally:
+        server.stop()
+
+
+def test_redis_password_from_the_url_or_the_environment(tmp_path, monkeypatch):
+    redis = pytest.importorskip("redis")
+    server = redis_server(tmp_path / "rd", password="s3cret-pass")
+    try:
+        url = f"redis://:s3cret-pass@127.0.0.1:{server.port}/events"
+        sink = open_sink(url)
+        for event in _events(4, 0):
+            sink.emit(event)
+        assert wait_until(lambda: sink.stats()["delivered"] == 4, 15)
+        sink.close()
+        monkeypatch.setenv("RETINA_TRT_REDIS_PASSWORD", "s3cret-pass")
+        from_env = open_sink(f"redis://127.0.0.1:{server.port}/events")
+        from_env.emit({"type": "y"})
+        assert wait_until(lambda: from_env.stats()["delivered"] == 1, 15)
+        from_env.close()
+        client = redis.Redis(port=server.port, password="s3cret-pass")
+        assert client.xlen("events") == 5
+        client.close()
+        monkeypatch.delenv("RETINA_TRT_REDIS_PASSWORD")
+        anonymous = open_sink(f"redis://127.0.0.1:{server.port}/events")
+        assert wait_until(lambda: anonymous.stats()["fatal"] is not None, 15)
+        assert "needs a password" in anonymous.close()["fatal"]
+    finally:
+        server.stop()
+
+
+def test_analyze_stops_with_exit_2_when_the_broker_refuses_the_password(demo_onnx, tmp_path):
+    import subprocess
+    import sys
+
+    from retina_trt.data.scenes import SCENES, write_scene
+
+    server = redis_server(tmp_path / "rd", password="s3cret-pass")
+    video = write_scene(SCENES[0], tmp_path / "scene") / "video.avi"
+    try:
+        command = [sys.executable, "-m", "retina_trt.cli", "analyze", str(demo_onnx), str(video)]
+        command += ["--events", f"redis://:wrong-pass@127.0.0.1:{server.port}/events"]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    finally:
+        server.stop()
+    assert run.returncode == 2, run.stderr
+    assert "events cannot be delivered" in run.stderr and "wrong-pass" not in run.stderr + run.stdout

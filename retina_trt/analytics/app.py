@@ -21,9 +21,14 @@ from typing import Any
 from retina_trt.analytics.events import stamp
 from retina_trt.analytics.overlay import snapshot
 from retina_trt.analytics.source import AnalyticsConfig, SourceAnalytics
+from retina_trt.errors import RetinaTrtError
 from retina_trt.io.sources import mask_credentials
 
 logger = logging.getLogger(__name__)
+
+
+class SinkFailed(RetinaTrtError):
+    """An event sink failed for good (its broker refused the credentials): the run stops."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +59,10 @@ class _Emitter:
             sink.emit(event)
         if self.view is not None and event.get("type") != "frame":
             self.view.event(event)
+
+    def failed(self) -> str | None:
+        """The first sink's failure that will not heal by itself (credentials refused), if any."""
+        return next((sink.fatal for sink in self.sinks if getattr(sink, "fatal", None)), None)
 
 
 class _HealthMonitor(threading.Thread):
@@ -178,11 +187,15 @@ class _Hooks:
 
 
 def _loop(streams, states: dict, emit, options: RunOptions, hooks: _Hooks) -> None:
-    last = time.monotonic()
+    last = checked = time.monotonic()
     view = hooks.view
     for result in streams:
         if options.stop is not None and options.stop.is_set():
             break
+        if time.monotonic() - checked >= 1.0:
+            checked = time.monotonic()
+            if emit.failed():  # events would go nowhere: stop, and say why
+                raise SinkFailed(f"events cannot be delivered: {emit.failed()}")
         if options.max_frames and result.index >= options.max_frames:
             continue  # already in flight when the source was removed
         if hooks.metrics is not None:

@@ -3,8 +3,12 @@
 
   events.jsonl | file:///path/events.jsonl   JSON lines, written under a temporary name and
                                              renamed when the sink closes
-  mqtt://host:1883/topic                     one message per event, QoS 1 (at least once)
-  redis://host:6379/stream                   one stream entry per event, field ``event``
+  mqtt://[user:password@]host:1883/topic     one message per event, QoS 1 (at least once)
+  redis://[user:password@]host:6379/stream   one stream entry per event, field ``event``
+
+Credentials come from the URL, or else from ``RETINA_TRT_MQTT_USERNAME`` / ``_PASSWORD`` and
+``RETINA_TRT_REDIS_USERNAME`` / ``_PASSWORD``; a broker that refuses them makes the sink fail for
+good (``fatal``, all its events dropped) and the run stop with exit 2, since retrying cannot help.
 
 ``emit`` never blocks the analytics: broker sinks put the event in a bounded buffer that a
 background thread sends in order, reconnecting with backoff when the broker goes away. An event
@@ -18,13 +22,14 @@ import collections
 import importlib
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from retina_trt.io.sources import mask_credentials
-from retina_trt.io.writers import JsonlOutput
+from retina_trt.io.writers import ExclusiveLock, JsonlOutput
 from retina_trt.utils import check_output_file, refuse_overwrite
 
 logger = logging.getLogger(__name__)
@@ -42,7 +47,12 @@ class FileSink:
     def __init__(self, path: str | Path, *, inputs=()) -> None:
         self.url = str(path)
         refuse_overwrite(path, inputs, "events file")
-        self._out = JsonlOutput(check_output_file(path, "events file"))
+        final = check_output_file(path, "events file")
+        self._lock_file = ExclusiveLock(
+            final.parent / f".{final.name}.retina-trt.lock",
+            f"another run is writing events to {final}; wait for it, or give another --events file",
+        ).acquire()  # two runs into one file would replace each other's events
+        self._out = JsonlOutput(final)
         self._lock = threading.Lock()
         self._dropped, self._last_error, self._closed = 0, None, False
 
@@ -73,7 +83,10 @@ class FileSink:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._out.close()
+                try:
+                    self._out.close()
+                finally:
+                    self._lock_file.release()
         return self.stats()
 
 
@@ -84,13 +97,24 @@ class BrokerSink:
     client_module = ""  # imported at construction, so a missing client fails here, not in the thread
 
     def __init__(
-        self, url: str, host: str, port: int, name: str, *, buffer: int = DEFAULT_BUFFER, timeout_s: float = 2.0
+        self,
+        url: str,
+        host: str,
+        port: int,
+        name: str,
+        *,
+        buffer: int = DEFAULT_BUFFER,
+        timeout_s: float = 2.0,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if not 1 <= buffer <= 10_000_000:
             raise ValueError(f"buffer must be 1..10000000 events, got {buffer}")
         importlib.import_module(self.client_module)
         self.url = mask_credentials(url)  # as logged and reported: never a password
         self.host, self.port, self.name, self.timeout_s = host, port, name, timeout_s
+        self.username, self.password = username, password
+        self.fatal: str | None = None  # a failure that will not heal by itself (credentials refused)
         self._client = None
         self._queue: collections.deque = collections.deque()
         self._bound = buffer
@@ -118,6 +142,9 @@ class BrokerSink:
         """Queue one event (never blocks; the oldest queued event is dropped when full)."""
         payload = json.dumps(event)
         with self._cond:
+            if self.fatal is not None:  # the broker refused us: nothing will be sent
+                self._counts["dropped"] += 1
+                return
             if len(self._queue) >= self._bound:
                 if self._in_flight and len(self._queue) > 1:
                     del self._queue[1]  # the head is being sent: drop the next oldest
@@ -135,6 +162,7 @@ class BrokerSink:
                 "buffered": len(self._queue),
                 "connected": self._connected,
                 "last_error": self._last_error,
+                "fatal": self.fatal,
             }
 
     def close(self, timeout_s: float = 5.0) -> dict:
@@ -183,6 +211,16 @@ class BrokerSink:
     def _try_connect(self) -> bool:
         try:
             self._connect()
+        except AuthError as err:  # retrying cannot help: stop, and let the run fail with the reason
+            self.fatal = f"{self.url}: {err}"
+            logger.error("event sink %s", self.fatal)
+            with self._cond:
+                self._closing = True
+                self._counts["dropped"] += len(self._queue)
+                self._queue.clear()
+                self._cond.notify_all()
+            self._safe_disconnect()
+            return False
         except Exception as err:
             if self._last_error is None or self._counts["reconnects"] == 0:
                 logger.warning(
@@ -229,12 +267,21 @@ class MqttSink(BrokerSink):
         import paho.mqtt.client as mqtt
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        if self.username is not None or self.password is not None:
+            client.username_pw_set(self.username or "", self.password)
+        refused: list[str] = []
+        client.on_connect = lambda _c, _u, _f, reason, _p: refused.append(str(reason)) if reason.is_failure else None
         client.connect(self.host, self.port, keepalive=10)
         client.loop_start()
         deadline = time.monotonic() + self.timeout_s
-        while not client.is_connected() and time.monotonic() < deadline:
+        while not client.is_connected() and not refused and time.monotonic() < deadline:
             time.sleep(0.01)
         self._client = client
+        if refused:
+            words = refused[0]
+            if "authori" in words.lower() or "password" in words.lower():
+                raise AuthError(f"the broker refused the credentials ({words}); check the user and password")
+            raise ConnectionError(f"the broker refused the connection ({words})")
         if not client.is_connected():
             raise ConnectionError(f"no CONNACK from {self.host}:{self.port} within {self.timeout_s} s")
 
@@ -260,9 +307,27 @@ class RedisSink(BrokerSink):
         import redis
 
         client = redis.Redis(
-            host=self.host, port=self.port, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+            host=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
         )
-        client.ping()
+        try:
+            client.ping()
+        except redis.AuthenticationError as err:
+            client.close()
+            if self.password is None:
+                raise AuthError(
+                    f"the server needs a password ({err}); give it in the URL or $RETINA_TRT_REDIS_PASSWORD"
+                ) from err
+            raise AuthError(f"the server refused the credentials ({err}); check the password") from err
+        except redis.ResponseError as err:
+            client.close()
+            if "NOAUTH" in str(err) or "WRONGPASS" in str(err):
+                raise AuthError(f"the server needs a password ({err}); give it in the URL or the environment") from err
+            raise
         self._client = client
 
     def _send(self, payload: str) -> None:
@@ -272,6 +337,21 @@ class RedisSink(BrokerSink):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+
+
+class AuthError(ConnectionError):
+    """The broker refused the credentials: retrying cannot help."""
+
+
+def _credentials(parts, scheme: str) -> tuple[str | None, str | None]:
+    """(user, password) from the URL, else from ``RETINA_TRT_<SCHEME>_USERNAME`` / ``_PASSWORD``
+    (so a password need not appear on the command line)."""
+    if parts.username is not None or parts.password is not None:
+        return (unquote(parts.username) if parts.username else None), (
+            unquote(parts.password) if parts.password is not None else None
+        )
+    prefix = f"RETINA_TRT_{scheme.upper()}_"
+    return os.environ.get(prefix + "USERNAME") or None, os.environ.get(prefix + "PASSWORD") or None
 
 
 def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
@@ -313,8 +393,11 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
         )
     kind = MqttSink if parts.scheme == "mqtt" else RedisSink
     default_port = 1883 if parts.scheme == "mqtt" else 6379
+    username, password = _credentials(parts, parts.scheme)
     try:
-        return kind(url, parts.hostname, port or default_port, name, buffer=buffer)
+        return kind(
+            url, parts.hostname, port or default_port, name, buffer=buffer, username=username, password=password
+        )
     except ImportError as err:
         client = "paho-mqtt" if parts.scheme == "mqtt" else "redis"
         raise ImportError(f"events to {parts.scheme}:// need {client}: pip install 'retina-trt[analytics]'") from err

@@ -7,7 +7,8 @@
 ``publish`` only keeps a reference to the newest frame of each source (older ones are dropped,
 never queued), so the view cannot slow the analytics; frames are drawn and encoded in the
 server's threads, only while someone watches, with each source's lines and zones and their
-counts over the tracked boxes (``analytics.overlay``). It binds to 127.0.0.1 unless given a host.
+counts over the tracked boxes (``analytics.overlay``). It binds to 127.0.0.1 unless given a host;
+who may read it (Host header, token) and how many viewers at once: ``analytics/view_access.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import quote, unquote
 
@@ -25,6 +26,7 @@ import cv2
 import numpy as np
 
 from retina_trt.analytics.overlay import draw_geometry
+from retina_trt.analytics.view_access import MAX_STREAMS, SEND_TIMEOUT_S, ViewAccess, ViewServer
 from retina_trt.errors import RetinaTrtError
 
 logger = logging.getLogger(__name__)
@@ -75,8 +77,20 @@ class LiveView:
     """The view server (see the module docstring). ``publish``/``status`` feed it; ``close`` stops it."""
 
     def __init__(
-        self, port: int, *, host: str = "127.0.0.1", overlay=draw_geometry, snapshots: str | Path | None = None
+        self,
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+        overlay=draw_geometry,
+        snapshots: str | Path | None = None,
+        allowed_hosts=(),
+        token: str | None = None,
+        max_streams: int = MAX_STREAMS,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
+        if not str(host).strip():
+            raise ValueError("the live view's host is empty; give an address (127.0.0.1: this machine only)")
+        self.access = ViewAccess(allowed_hosts, token)
         self._snapshots = Path(snapshots).resolve() if snapshots is not None else None
         self._slots: dict[str, _Slot] = collections.defaultdict(_Slot)
         self._status: dict[str, dict] = {}
@@ -87,13 +101,14 @@ class LiveView:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"the live view needs a port number in 0..65535 (0: any free port), got {port!r}")
         try:
-            self._server = ThreadingHTTPServer((host, port), self._handler())
+            self._server = ViewServer(
+                (host, port), self._handler(), max_streams=max_streams, send_timeout_s=send_timeout_s
+            )
         except OSError as err:
             raise ViewError(
                 f"the live view cannot listen on {host}:{port} ({err.strerror or err}); "
                 "pick another port with --view PORT"
             ) from err
-        self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}/"
         self._thread = threading.Thread(target=self._server.serve_forever, name="live view", daemon=True)
@@ -140,9 +155,13 @@ class LiveView:
                 logger.debug("view: " + fmt, *args)
 
             def do_GET(self):
+                denied = view.access.check(self)
+                if denied is not None:
+                    return self._send(denied[0], "text/plain", (denied[1] + "\n").encode())
                 path = unquote(self.path.split("?", 1)[0])
                 if path == "/":
-                    return self._send(200, "text/html; charset=utf-8", _page(view._snapshot()).encode())
+                    page = _page(view._snapshot()).encode()
+                    return self._send(200, "text/html; charset=utf-8", page, cookie=view.access.cookie(self))
                 if path == "/status.json":
                     return self._send(200, "application/json", json.dumps(view._snapshot()).encode())
                 if path.startswith("/snapshots/") and view._snapshots is not None:
@@ -153,8 +172,10 @@ class LiveView:
                         return self._stream(view._slots[source])
                 return self._send(404, "text/plain", b"not found\n")
 
-            def _send(self, code: int, kind: str, body: bytes) -> None:
+            def _send(self, code: int, kind: str, body: bytes, cookie: str | None = None) -> None:
                 self.send_response(code)
+                if cookie is not None:
+                    self.send_header("Set-Cookie", cookie)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
@@ -169,6 +190,15 @@ class LiveView:
                 return self._send(200, "image/jpeg", target.read_bytes())
 
             def _stream(self, slot: _Slot) -> None:
+                if not self.server.streams.acquire(blocking=False):
+                    return self._send(503, "text/plain", b"too many viewers; try again later\n")
+                try:
+                    self.connection.settimeout(self.server.send_timeout_s)  # a viewer that stops reading goes
+                    self._frames(slot)
+                finally:
+                    self.server.streams.release()
+
+            def _frames(self, slot: _Slot) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
                 self.send_header("Cache-Control", "no-store")
@@ -186,7 +216,8 @@ class LiveView:
                         self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode())
                         self.wfile.write(data + f"\r\n--{BOUNDARY}\r\n".encode())
                         self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
+                except (ConnectionError, TimeoutError, OSError):  # the viewer left or stalled: quietly
+                    logger.debug("view: a stream viewer left")
                     return
 
         return Handler

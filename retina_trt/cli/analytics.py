@@ -83,6 +83,16 @@ def _operations_flags(p) -> None:
     p.add_argument("--view", type=int, default=None, metavar="PORT", help="serve the live view on this port")
     p.add_argument("--view-host", default="127.0.0.1", help="address of the live view (default 127.0.0.1)")
     p.add_argument(
+        "--view-allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the view answers besides its addresses and localhost (repeatable)",
+    )
+    p.add_argument(
+        "--view-token-file", default=None, metavar="F", help="require the token in F (or $RETINA_TRT_VIEW_TOKEN)"
+    )
+    p.add_argument(
         "--metrics", type=int, default=None, metavar="PORT", help="serve Prometheus metrics on PORT (/metrics)"
     )
     p.add_argument("--snapshots", default=None, metavar="DIR", help="a JPEG per line crossing and zone event in DIR")
@@ -116,7 +126,6 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from retina_trt.analytics.sinks import open_sink
     from retina_trt.analytics.source import AnalyticsConfig
     from retina_trt.analytics.tracking import DEFAULT_TRACKER
-    from retina_trt.analytics.view import LiveView
 
     for flag, port, host in (("--view", args.view, args.view_host), ("--metrics", args.metrics, args.metrics_host)):
         if port is not None and not 0 <= port <= 65535:
@@ -142,9 +151,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     sinks = []
     view = metrics = None
     try:
-        view = LiveView(args.view, host=args.view_host, snapshots=args.snapshots) if args.view is not None else None
-        if view is not None:
-            print(f"live view: {view.url}", flush=True)
+        view = _open_view(args)
         metrics = _serve_metrics(args)
         pictures = _pictures(args, config.fps)
         inputs = _inputs(args)
@@ -175,6 +182,25 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             if server is not None:
                 server.close()
     return _report(final, sources)
+
+
+def _open_view(args: argparse.Namespace):
+    """The live view of ``--view`` (None without it), with its access rules; a warning when it is
+    open to the network without a token."""
+    from retina_trt.analytics.view import LiveView
+    from retina_trt.analytics.view_access import read_token, warn_if_exposed
+
+    if args.view is None:
+        return None
+    token = read_token(args.view_token_file)
+    view = LiveView(
+        args.view, host=args.view_host, snapshots=args.snapshots, allowed_hosts=args.view_allow_host, token=token
+    )
+    warning = warn_if_exposed(args.view_host, token)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    print(f"live view: {view.url}" + (" (open it once as ?token=TOKEN)" if token else ""), flush=True)
+    return view
 
 
 def _inputs(args: argparse.Namespace) -> list:
@@ -243,6 +269,10 @@ def _report(final: dict, sources: dict) -> int:
             print(f"{sources[sid]}: gave up: {s['gave_up']}", file=sys.stderr)
     for sink in final["sinks"]:
         print(f"events -> {mask_credentials(sink['sink'])}: {sink['delivered']} delivered, {sink['dropped']} dropped")
+    fatal = [sink["fatal"] for sink in final["sinks"] if sink.get("fatal")]
+    if fatal:  # a sink that delivered nothing for a reason that will not heal is a failed run
+        print(f"retina-trt analyze: error: events cannot be delivered: {fatal[0]}", file=sys.stderr)
+        return 2
     if final.get("interrupted"):  # the outputs are whole, but the run is not a success
         signum = signal.Signals[final["interrupted"]]
         print(f"retina-trt analyze: interrupted ({signum.name}); finished outputs are kept", file=sys.stderr)

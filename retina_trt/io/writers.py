@@ -120,6 +120,9 @@ class JsonlOutput:
         self.records += 1
 
     def close(self) -> Path | None:
+        """Rename to the final name (once; again returns what the first close did)."""
+        if self._file.closed:
+            return self.final if self.records and self.final.exists() else None
         with contextlib.suppress(OSError):  # the buffer of a failed write: dropped below
             self._file.close()
         if not self.records:
@@ -151,22 +154,41 @@ class OutputNames:
         return candidate
 
 
+class ExclusiveLock:
+    """One writer at a time for an output: ``acquire`` takes an flock on ``lock_path`` or raises
+    ``RetinaTrtError(busy)``; ``release`` removes the lock file."""
+
+    def __init__(self, lock_path: Path, busy: str) -> None:
+        self.lock_path, self.busy = Path(lock_path), busy
+        self._handle = None
+
+    def acquire(self) -> ExclusiveLock:
+        handle = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            handle.close()
+            raise RetinaTrtError(self.busy) from err
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self.lock_path.unlink()
+            self._handle.close()
+            self._handle = None
+
+
 @contextlib.contextmanager
 def output_lock(out_dir: Path):
     """One ``detect`` at a time per output folder: a second one is refused (two writers into
     one ``detections.jsonl`` lost records)."""
-    lock_path = out_dir / ".retina-trt-detect.lock"
-    handle = open(lock_path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as err:
-        handle.close()
-        raise RetinaTrtError(
-            f"another retina-trt detect is writing to {out_dir}; wait for it, or give another `out_dir`"
-        ) from err
+    lock = ExclusiveLock(
+        out_dir / ".retina-trt-detect.lock",
+        f"another retina-trt detect is writing to {out_dir}; wait for it, or give another `out_dir`",
+    ).acquire()
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            lock_path.unlink()
-        handle.close()
+        lock.release()

@@ -2,7 +2,7 @@
 (``streams/multistream.py``), each source read, buffered and reconnected in its own thread
 (``streams/source.py``). ``Detector.streams([...])`` builds one."""
 
-from .multistream import MultiFrame, MultiStream
+from .multistream import MultiFrame, MultiStream, SourceEnd
 from .source import SourceStats
 
-__all__ = ["MultiFrame", "MultiStream", "SourceStats"]
+__all__ = ["MultiFrame", "MultiStream", "SourceEnd", "SourceStats"]

@@ -23,7 +23,7 @@ from retina_trt.errors import RetinaTrtError, VideoError
 from retina_trt.image import read_image
 from retina_trt.io.sources import expand_sources, stream_stem, utf8_named
 from retina_trt.io.writers import JsonlOutput, OutputNames, VideoOutput, output_lock, write_image, write_text
-from retina_trt.streams.multistream import MultiStream
+from retina_trt.streams.multistream import MultiStream, SourceEnd
 from retina_trt.streams.schedule import InferSchedule
 from retina_trt.utils import check_output_folder
 
@@ -265,9 +265,11 @@ class _SourceOutputs:
         self.detections += len(result.detections)
 
     def close(self) -> None:
+        """Finish both files (once: again is a no-op)."""
+        video, self.video, self.video_path = self.video, None, None
         try:
-            if self.video is not None:
-                self.video.close()
+            if video is not None:
+                video.close()
         finally:
             self.jsonl.close()
 
@@ -286,10 +288,14 @@ def _detect_batched(det, sources: list, out_dir: Path, options: DetectOptions, u
         max_reconnect_attempts=options.max_reconnect_attempts,
         max_outage_s=options.max_outage_s,
         infer=options.infer,
+        end_markers=True,
     )
     try:
         with tqdm(desc=f"{len(ids)} sources", unit="frame", disable=not options.progress) as bar:
             for result in stream:
+                if isinstance(result, SourceEnd):  # finished now, whatever the other sources do
+                    outputs[result.source_id].close()
+                    continue
                 if options.max_frames and outputs[result.source_id].frames >= options.max_frames:
                     if result.source_id in stream.source_ids:
                         stream.remove(result.source_id)

@@ -61,6 +61,13 @@ class MultiFrame(NamedTuple):
     motion: MotionSample | None = None  # what the adaptive schedule's motion gate saw (camera health reads it)
 
 
+class SourceEnd(NamedTuple):
+    """With ``end_markers=True``: ``source_id`` ended and every frame of it has been handed over
+    (its outputs can be finished now, whatever the other sources do)."""
+
+    source_id: str
+
+
 class MultiStream(Pipelined):
     """Frames of several sources through one Detector, batched across sources (module docstring).
 
@@ -109,6 +116,7 @@ class MultiStream(Pipelined):
         results: int = 16,
         until_closed: bool = False,
         infer: InferSchedule | str | int = "every",
+        end_markers: bool = False,
     ) -> None:
         max_batch = int(detector.max_batch)
         self.max_batch = max_batch
@@ -151,6 +159,9 @@ class MultiStream(Pipelined):
         self.in_flight_frames = 0  # frames in batches submitted to the model and not yet handed over
         self._flying: dict[Future, Any] = {}  # batch future -> the detector it runs on (``swap`` waits)
         self.swaps = 0
+        self.end_markers = bool(end_markers)
+        self._source_in_flight: dict[str, int] = {}  # frames of each source taken and not yet handed over
+        self._announced: set[str] = set()
         # called with (frames the model ran on, seconds from submit to results) per batch: metrics
         self.on_batch: Callable[[int, float], None] | None = None
         items = sources.items() if isinstance(sources, Mapping) else ((None, s) for s in sources)
@@ -227,6 +238,7 @@ class MultiStream(Pipelined):
         deadline = None
         while not self._stop.is_set():
             self._ready.clear()
+            self._announce_ended()
             readers = self._readers_in_turn()
             limit = self.batch_size or min(self.max_batch, max(1, len(readers)))
             self._take_round(batch, readers, limit)
@@ -268,6 +280,7 @@ class MultiStream(Pipelined):
         try:
             self._guard(self._infer_loop)
         finally:
+            self._announce_ended()
             self._put(self._results, END)
 
     def _infer_loop(self) -> None:
@@ -284,6 +297,8 @@ class MultiStream(Pipelined):
                 future = submit_frames(detector, frames, depth) if frames else _done([])
                 with self._lock:
                     self._flying[future] = detector
+                    for reader, _, _ in batch:
+                        self._source_in_flight[reader.id] = self._source_in_flight.get(reader.id, 0) + 1
                 pending.append((batch, future))
                 self.in_flight_frames += len(batch)
                 self._observe(len(frames), submitted, future)
@@ -293,6 +308,9 @@ class MultiStream(Pipelined):
                 self.in_flight_frames -= len(done[0])
                 with self._lock:
                     self._flying.pop(done[1], None)
+                    for reader, _, _ in done[0]:
+                        self._source_in_flight[reader.id] -= 1
+                self._announce_ended()
             if not batch and not pending:
                 with self._lock:
                     readers = list(self._readers.values())
@@ -353,6 +371,22 @@ class MultiStream(Pipelined):
         with self._lock:
             readers = list(self._readers.values())
         return sum(reader.buffered for reader in readers) + self.in_flight_frames
+
+    def _announce_ended(self) -> None:
+        """With ``end_markers``: a :class:`SourceEnd` for each source that ended (or was
+        removed) with none of its frames left to hand over, once."""
+        if not self.end_markers:
+            return
+        with self._lock:
+            readers = {**self._retired, **self._readers}
+            ended = [
+                sid
+                for sid, reader in readers.items()
+                if sid not in self._announced and reader.finished and not self._source_in_flight.get(sid)
+            ]
+            self._announced.update(ended)
+        for sid in ended:
+            self._put(self._results, SourceEnd(sid))
 
     def _finished(self, readers: list[SourceReader]) -> bool:
         """Every source ended (or was removed), unless ``until_closed``."""
