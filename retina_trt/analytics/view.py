@@ -148,79 +148,84 @@ class LiveView:
             return {"sources": dict(self._status), "events": list(self._events), "time": round(time.time(), 3)}
 
     def _handler(self):
-        view = self
+        """The request handler class bound to this view."""
+        return type("Handler", (_Handler,), {"view": self})
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, fmt, *args):  # the library never prints
-                logger.debug("view: " + fmt, *args)
 
-            def do_GET(self):
-                denied = view.access.check(self)
-                if denied is not None:
-                    return self._send(denied[0], "text/plain", (denied[1] + "\n").encode())
-                path = unquote(self.path.split("?", 1)[0])
-                if path == "/":
-                    page = _page(view._snapshot()).encode()
-                    return self._send(200, "text/html; charset=utf-8", page, cookie=view.access.cookie(self))
-                if path == "/status.json":
-                    return self._send(200, "application/json", json.dumps(view._snapshot()).encode())
-                if path.startswith("/snapshots/") and view._snapshots is not None:
-                    return self._file(view._snapshots, path[len("/snapshots/") :])
-                if path.startswith("/stream/") and path.endswith(".mjpg"):
-                    source = path[len("/stream/") : -len(".mjpg")]
-                    if source in view._slots:
-                        return self._stream(view._slots[source])
-                return self._send(404, "text/plain", b"not found\n")
+class _Handler(BaseHTTPRequestHandler):
+    """Serves one view (``view``, set by ``LiveView._handler``): the page, its data, the
+    snapshots and the streams, after the access checks."""
 
-            def _send(self, code: int, kind: str, body: bytes, cookie: str | None = None) -> None:
-                self.send_response(code)
-                if cookie is not None:
-                    self.send_header("Set-Cookie", cookie)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
+    view: LiveView
 
-            def _file(self, folder: Path, relative: str) -> None:
-                """A snapshot JPEG inside ``folder`` (nothing outside it, nothing else)."""
-                target = folder / relative
-                if _inside(folder, target) is None or target.suffix.lower() != ".jpg" or not target.is_file():
-                    return self._send(404, "text/plain", b"not found\n")
-                return self._send(200, "image/jpeg", target.read_bytes())
+    def log_message(self, fmt, *args):  # the library never prints
+        logger.debug("view: " + fmt, *args)
 
-            def _stream(self, slot: _Slot) -> None:
-                if not self.server.streams.acquire(blocking=False):
-                    return self._send(503, "text/plain", b"too many viewers; try again later\n")
-                try:
-                    self.connection.settimeout(self.server.send_timeout_s)  # a viewer that stops reading goes
-                    self._frames(slot)
-                finally:
-                    self.server.streams.release()
+    def do_GET(self):
+        denied = self.view.access.check(self)
+        if denied is not None:
+            return self._send(denied[0], "text/plain", (denied[1] + "\n").encode())
+        path = unquote(self.path.split("?", 1)[0])
+        if path == "/":
+            page = _page(self.view._snapshot()).encode()
+            return self._send(200, "text/html; charset=utf-8", page, cookie=self.view.access.cookie(self))
+        if path == "/status.json":
+            return self._send(200, "application/json", json.dumps(self.view._snapshot()).encode())
+        if path.startswith("/snapshots/") and self.view._snapshots is not None:
+            return self._file(self.view._snapshots, path[len("/snapshots/") :])
+        if path.startswith("/stream/") and path.endswith(".mjpg"):
+            source = path[len("/stream/") : -len(".mjpg")]
+            if source in self.view._slots:
+                return self._stream(self.view._slots[source])
+        return self._send(404, "text/plain", b"not found\n")
 
-            def _frames(self, slot: _Slot) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                seq = 0
-                try:
-                    # each part is closed by the next boundary at once: browsers show a part only
-                    # when its end is known, and the last frame of an ended source must show too
-                    self.wfile.write(f"--{BOUNDARY}\r\n".encode())
-                    while not view._closed.is_set():
-                        seq = slot.wait_newer(seq, timeout=1.0)
-                        data = slot.encoded(view._draw)
-                        if data is None:
-                            continue
-                        self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode())
-                        self.wfile.write(data + f"\r\n--{BOUNDARY}\r\n".encode())
-                        self.wfile.flush()
-                except (ConnectionError, TimeoutError, OSError):  # the viewer left or stalled: quietly
-                    logger.debug("view: a stream viewer left")
-                    return
+    def _send(self, code: int, kind: str, body: bytes, cookie: str | None = None) -> None:
+        self.send_response(code)
+        if cookie is not None:
+            self.send_header("Set-Cookie", cookie)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
 
-        return Handler
+    def _file(self, folder: Path, relative: str) -> None:
+        """A snapshot JPEG inside ``folder`` (nothing outside it, nothing else)."""
+        target = folder / relative
+        if _inside(folder, target) is None or target.suffix.lower() != ".jpg" or not target.is_file():
+            return self._send(404, "text/plain", b"not found\n")
+        return self._send(200, "image/jpeg", target.read_bytes())
+
+    def _stream(self, slot: _Slot) -> None:
+        if not self.server.streams.acquire(blocking=False):
+            return self._send(503, "text/plain", b"too many viewers; try again later\n")
+        try:
+            self.connection.settimeout(self.server.send_timeout_s)  # a viewer that stops reading goes
+            self._frames(slot)
+        finally:
+            self.server.streams.release()
+
+    def _frames(self, slot: _Slot) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        seq = 0
+        try:
+            # each part is closed by the next boundary at once: browsers show a part only
+            # when its end is known, and the last frame of an ended source must show too
+            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
+            while not self.view._closed.is_set():
+                seq = slot.wait_newer(seq, timeout=1.0)
+                data = slot.encoded(self.view._draw)
+                if data is None:
+                    continue
+                self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode())
+                self.wfile.write(data + f"\r\n--{BOUNDARY}\r\n".encode())
+                self.wfile.flush()
+        except (ConnectionError, TimeoutError, OSError):  # the viewer left or stalled: quietly
+            logger.debug("view: a stream viewer left")
+            return
 
 
 def _inside(folder: Path, path: Path) -> Path | None:

@@ -119,11 +119,9 @@ def named(items: list[str], kind: str) -> list[tuple[str, str]]:
     return out
 
 
-def _cmd_analyze(args: argparse.Namespace) -> int:
-    from retina_trt import Detector
-    from retina_trt.analytics.app import RunOptions, run_analyze
+def _analytics_config(args: argparse.Namespace):
+    """The ``AnalyticsConfig`` of the flags, after the checks argparse cannot make."""
     from retina_trt.analytics.health import HealthOptions
-    from retina_trt.analytics.sinks import open_sink
     from retina_trt.analytics.source import AnalyticsConfig
     from retina_trt.analytics.tracking import DEFAULT_TRACKER
 
@@ -136,7 +134,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
             )
     if args.tracker is not None and not args.tracker.strip():
         raise ValueError("--tracker is empty; give ocsort (the default), bytetrack, sort or iou, or leave it out")
-    config = AnalyticsConfig(
+    return AnalyticsConfig(
         zones=named(args.zone, "zone"),
         lines=named(args.line, "line"),
         tracker=args.tracker or DEFAULT_TRACKER,
@@ -147,6 +145,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         infer=args.infer,
         health=None if args.no_health else HealthOptions(**({"frozen_s": args.frozen_s} if args.frozen_s else {})),
     )
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from retina_trt import Detector
+    from retina_trt.analytics.app import RunOptions, run_analyze
+    from retina_trt.analytics.sinks import open_sink
+
+    config = _analytics_config(args)
     sources = {str(i): src for i, src in enumerate(args.sources)}
     sinks = []
     view = metrics = None
