@@ -315,3 +315,54 @@ def test_each_source_is_finished_when_it_ends_beside_a_stalled_camera(demo_onnx,
         items = list(stream)
     assert isinstance(items[-1], SourceEnd) and items[-1].source_id == "f"
     assert [i for i in items if isinstance(i, SourceEnd)] == [SourceEnd("f")] and len(items) == 21
+
+
+class _Hanging:
+    """A 'camera' that accepts TCP connections and never answers."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.held: list = []
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/video.mjpg"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.held.append(self.server.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_cameras_that_hang_on_open_do_not_hold_up_a_file(demo_onnx, tmp_path):
+    """Issue #38: OpenCV opens one capture at a time; three cameras that accept and never answer
+    used to hold a file's first result back by their time-outs, one after another. The probe
+    finds them in their own threads, in parallel."""
+    video = write_video(tmp_path / "clip.avi", num_frames=10, frame_size=(96, 128))
+    hanging = [_Hanging() for _ in range(3)]
+    sources = {"file": str(video), **{f"cam{i}": h.url for i, h in enumerate(hanging)}}
+    try:
+        with Detector(demo_onnx) as det:
+            start = time.perf_counter()
+            stream = MultiStream(det, sources, timeout_s=3.0, max_reconnect_attempts=1)
+            first = next(r for r in stream if r.source_id == "file")
+            waited = time.perf_counter() - start
+            closing = time.perf_counter()
+            stats = stream.close()
+            closed = time.perf_counter() - closing
+    finally:
+        for h in hanging:
+            h.close()
+    assert first.index == 0
+    assert waited < 3.0 + 2.0, f"the file's first result took {waited:.1f} s"  # one time-out at most, not three
+    assert closed < 5.0, f"close() took {closed:.1f} s"
+    assert all("did not answer" in (stats[f"cam{i}"]["last_error"] or "") for i in range(3)), stats

@@ -10,8 +10,10 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -38,6 +40,40 @@ def mask_credentials(url: str) -> str:
         return str(url)
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+PROBED = {"http": 80, "rtsp": 554}  # schemes whose server must answer before OpenCV opens them
+
+
+def probe_stream(url: str, timeout_s: float) -> None:
+    """Raise :class:`VideoError` unless the server of an ``http://`` or ``rtsp://`` stream answers
+    a request within ``timeout_s``, in the calling (the source's own) thread.
+
+    OpenCV's FFmpeg backend holds one process-wide lock while it opens a capture, so a camera that
+    accepts the connection and never answers would hold up every other source's open for its whole
+    time-out; this probe finds such a camera without that lock. Other schemes pass unprobed."""
+    scheme = str(url).partition("://")[0]
+    scheme = scheme.lower()
+    if scheme not in PROBED:
+        return
+    parts = urlsplit(url)
+    shown = mask_credentials(url)
+    try:
+        port = parts.port or PROBED[scheme]
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            path = parts.path or "/"
+            if scheme == "http":
+                request = f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n"
+            else:
+                request = f"OPTIONS {scheme}://{parts.hostname}:{port}{path} RTSP/1.0\r\nCSeq: 1\r\n\r\n"
+            sock.sendall(request.encode())
+            if not sock.recv(1):
+                raise VideoError(f"{shown} closed the connection without answering")
+    except TimeoutError as err:
+        raise VideoError(f"{shown} did not answer within {timeout_s:g} s") from err
+    except (OSError, ValueError) as err:
+        raise VideoError(f"cannot reach {shown}: {err}") from err
 
 
 def is_live(source: str | int | os.PathLike) -> bool:
@@ -154,6 +190,7 @@ class FrameSource:
         self.release()
         target = int(self.source) if str(self.source).isdigit() and self.live else str(self.source)
         if self.live and isinstance(target, str):  # a stalled network source must not block for ever
+            probe_stream(target, self.timeout_s)
             ms = int(1000 * self.timeout_s)
             capture = cv2.VideoCapture(
                 target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
