@@ -69,11 +69,11 @@ def probe_stream(url: str, timeout_s: float) -> None:
                 request = f"OPTIONS {scheme}://{parts.hostname}:{port}{path} RTSP/1.0\r\nCSeq: 1\r\n\r\n"
             sock.sendall(request.encode())
             if not sock.recv(1):
-                raise VideoError(f"{shown} closed the connection without answering")
+                raise VideoError(f"cannot open video {shown}: the server closed the connection without answering")
     except TimeoutError as err:
-        raise VideoError(f"{shown} did not answer within {timeout_s:g} s") from err
+        raise VideoError(f"cannot open video {shown}: the server did not answer within {timeout_s:g} s") from err
     except (OSError, ValueError) as err:
-        raise VideoError(f"cannot reach {shown}: {err}") from err
+        raise VideoError(f"cannot open video {shown}: the server cannot be reached ({err})") from err
 
 
 def is_live(source: str | int | os.PathLike) -> bool:
