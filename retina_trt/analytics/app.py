@@ -159,9 +159,7 @@ def _start_reloader(streams, emit, options: RunOptions):
     reloader = ModelReloader(streams, options.reload, emit, watch=options.watch)
     reloader.start()
     if options.reload_on_sighup and threading.current_thread() is threading.main_thread():
-        import signal
-
-        signal.signal(signal.SIGHUP, lambda *_: reloader.request())
+        reloader.previous_sighup = signal.signal(signal.SIGHUP, lambda *_: reloader.request())
     return reloader
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -36,15 +37,20 @@ class ModelReloader(threading.Thread):
         self._halt = threading.Event()
         self._seen = self._signature()
         self._pending_signature = None
+        self.previous_sighup = None  # set by run_analyze when SIGHUP reloads: restored by stop()
 
     def request(self) -> None:
         """Reload now (safe from a signal handler: it only sets a flag)."""
         self._wanted.set()
 
     def stop(self) -> None:
+        """Stop watching; the SIGHUP handler that was there before the run is put back."""
         self._halt.set()
         self._wanted.set()
         self.join(timeout=60)
+        if self.previous_sighup is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self.previous_sighup)
+            self.previous_sighup = None
 
     def run(self) -> None:
         while not self._halt.is_set():

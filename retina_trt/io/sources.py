@@ -64,7 +64,7 @@ def probe_stream(url: str, timeout_s: float) -> None:
             sock.settimeout(timeout_s)
             path = parts.path or "/"
             if scheme == "http":
-                request = f"GET {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n"
+                request = f"HEAD {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n"  # any answer will do
             else:
                 request = f"OPTIONS {scheme}://{parts.hostname}:{port}{path} RTSP/1.0\r\nCSeq: 1\r\n\r\n"
             sock.sendall(request.encode())
