@@ -131,3 +131,23 @@ def wait_until(predicate, timeout_s: float = 15.0, poll_s: float = 0.05) -> bool
             return True
         time.sleep(poll_s)
     return bool(predicate())
+
+
+class ListSink:
+    """An event sink that keeps every event in ``events`` (thread-safe), for tests of the analytics."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.events: list[dict] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: dict) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def stats(self) -> dict:
+        return {"sink": "list", "delivered": len(self.events), "dropped": 0, "buffered": 0}
+
+    def close(self, timeout_s: float = 0.0) -> dict:
+        return self.stats()

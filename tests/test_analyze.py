@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from helpers import wait_until
+from helpers import ListSink, wait_until
 
 from retina_trt import Detector
 from retina_trt.analytics.app import RunOptions, run_analyze
@@ -248,7 +248,7 @@ def test_live_view_reads_like_a_dashboard(demo_onnx, scene_videos, tmp_path):
     try:
         with Detector(demo_onnx) as det:
             final = run_analyze(
-                det, {"10": video, "2": video}, config, [_ListSink()], view=view, snapshots=Snapshots(snaps)
+                det, {"10": video, "2": video}, config, [ListSink()], view=view, snapshots=Snapshots(snaps)
             )
         browser.get(view.url)
         assert wait_until(
@@ -318,20 +318,9 @@ def _one_streamed_frame(url: str) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data[start:end], np.uint8), cv2.IMREAD_COLOR)
 
 
-class _ListSink:
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    def emit(self, event: dict) -> None:
-        self.events.append(event)
-
-    def close(self, timeout_s: float = 0.0) -> dict:
-        return {"sink": "list", "delivered": len(self.events), "dropped": 0}
-
-
 def test_source_lost_and_recovered_are_events_and_the_other_source_goes_on(demo_onnx, scene_videos):
     camera = Camera(fps=15, size=(120, 160))
-    sink, stop = _ListSink(), threading.Event()
+    sink, stop = ListSink(), threading.Event()
     sources = {"cam": camera.url, "file": str(scene_videos["crossing"] / "video.avi")}
     options = RunOptions(
         stop=stop, summary_every_s=0.5, stream_options={"backoff_s": (0.1, 0.3), "timeout_s": 1.0, "max_outage_s": 30}
@@ -360,7 +349,7 @@ def test_source_lost_and_recovered_are_events_and_the_other_source_goes_on(demo_
     assert final["sources"]["cam"]["reconnects"] >= 1
 
 
-def _frames(sink: _ListSink, source: str) -> int:
+def _frames(sink: ListSink, source: str) -> int:
     return max([e["sources"][source]["frames"] for e in sink.events if e["type"] == "summary"] or [0])
 
 

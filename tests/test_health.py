@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import scene
+from helpers import ListSink
 
 from retina_trt import Detector
 from retina_trt.analytics.app import RunOptions, run_analyze
@@ -57,20 +58,6 @@ def _write(frames: list[np.ndarray], path) -> str:
     return str(path)
 
 
-class _ListSink:
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    def emit(self, event: dict) -> None:
-        self.events.append(event)
-
-    def stats(self) -> dict:
-        return {"sink": "list", "delivered": len(self.events), "dropped": 0, "buffered": 0}
-
-    def close(self, timeout_s: float = 0.0) -> dict:
-        return self.stats()
-
-
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("health")
@@ -82,7 +69,7 @@ def videos(tmp_path_factory):
 @pytest.mark.parametrize("infer", ["adaptive", "every"])
 def test_scripted_cameras_raise_and_clear_health_events(demo_onnx, videos, infer):
     config = AnalyticsConfig(infer=infer, health=FAST, fps=FPS)
-    sink = _ListSink()
+    sink = ListSink()
     with Detector(demo_onnx) as det:
         run_analyze(det, videos, config, [sink], options=RunOptions(summary_every_s=1e9))
     by_source = {case: [] for case in videos}

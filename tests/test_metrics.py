@@ -185,6 +185,21 @@ def test_metrics_host_and_port_are_checked(demo_onnx, tmp_path):
             timeout=120,
         )
         assert run.returncode == 2 and words in run.stderr, run.stderr
+    import socket
+
+    with socket.socket() as taken:  # a port in use: one line naming the flag, before any work
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        run = subprocess.run(
+            [sys.executable, "-m", "retina_trt.cli", "analyze", str(demo_onnx), str(video), "--metrics", port],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,  # where the default events file would go
+        )
+    assert run.returncode == 2 and "pick another port with --metrics" in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and not (tmp_path / "analytics-output").exists()
 
 
 def test_sample_scrape_config_and_alert_rules(finished_run):

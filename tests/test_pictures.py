@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import scene
+from helpers import ListSink
 
 from retina_trt import Detector
 from retina_trt.analytics.app import RunOptions, run_analyze
@@ -21,20 +22,6 @@ from retina_trt.analytics.source import AnalyticsConfig
 from retina_trt.data.scenes import SCENES, write_scene
 
 PRE_S, POST_S = 1.0, 1.0
-
-
-class _ListSink:
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    def emit(self, event: dict) -> None:
-        self.events.append(event)
-
-    def stats(self) -> dict:
-        return {"sink": "list", "delivered": len(self.events), "dropped": 0, "buffered": 0}
-
-    def close(self, timeout_s: float = 0.0) -> dict:
-        return self.stats()
 
 
 def _fractions(scene_, points) -> str:
@@ -49,7 +36,7 @@ def crossing_run(demo_onnx, tmp_path_factory):
     config = AnalyticsConfig(
         lines=(("mid", _fractions(scene_, scene_.line)),), zones=(("right", _fractions(scene_, scene_.zone)),)
     )
-    sink = _ListSink()
+    sink = ListSink()
     snapshots = Snapshots(folder / "snapshots")
     clips = Clips(folder / "clips", pre_s=PRE_S, post_s=POST_S, fps=scene_.fps)
     with Detector(demo_onnx) as det:
@@ -104,6 +91,9 @@ def test_clip_ready_comes_after_the_events_it_holds(crossing_run):
 
 def test_snapshot_folder_keeps_to_its_budget(tmp_path):
     frame = scene(480, 640, 5)
+    mine = tmp_path / "holiday" / "beach.jpg"  # the user's own picture in the folder: never counted or removed
+    mine.parent.mkdir()
+    cv2.imwrite(str(mine), frame)
     snapshots = Snapshots(tmp_path, budget_mb=0.2)
 
     class Tracked:
@@ -113,12 +103,14 @@ def test_snapshot_folder_keeps_to_its_budget(tmp_path):
     for i in range(40):
         event = {"type": "line_crossing", "track_id": 7, "class": "star", "frame": i, "source": "a/../b"}
         assert "snapshot" in snapshots.attach(event, frame, Tracked())
-    on_disk = list(tmp_path.rglob("*.jpg"))
-    assert snapshots.removed > 0 and len(on_disk) == 40 - snapshots.removed
+    on_disk = [p for p in tmp_path.rglob("*.jpg") if p != mine]
+    assert mine.is_file() and snapshots.removed > 0 and len(on_disk) == 40 - snapshots.removed
     assert sum(p.stat().st_size for p in on_disk) == snapshots.total_bytes <= 0.2e6
     assert all(p.parent.parent == tmp_path for p in on_disk)  # the source id cannot climb out
     again = Snapshots(tmp_path, budget_mb=0.2)  # a second run counts what is there
     assert again.total_bytes == snapshots.total_bytes
+    again_event = dict(event, frame=39, time=event.get("time", 0) + 3600)  # a later run, same frame number
+    assert again.attach(again_event, frame, Tracked())["snapshot"] not in {str(p) for p in on_disk}
     crop = Snapshots(tmp_path / "crop", crop=True).attach(dict(event, frame=99), frame, Tracked())
     assert cv2.imread(crop["snapshot"]).shape[:2] == (181, 151)  # the box and a quarter of it each side
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from retina_trt.analytics.snapshots import SNAPSHOT_EVENTS, _safe
+from retina_trt.analytics.snapshots import SNAPSHOT_EVENTS, event_stem, safe_name
 from retina_trt.io.writers import VideoOutput
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,8 @@ class SourceClips:
     def event(self, event: dict, t: float) -> dict:
         """Open (or extend) the clip for ``event``; the event with the clip's path."""
         if self.clip is None:
-            name = f"{int(event.get('frame', 0)):08d}-{event['type']}.mp4"
-            self.clip = _Clip(self.folder / _safe(self.source_id) / name, t + self.post_s, list(self.ring))
+            name = f"{event_stem(event)}.mp4"
+            self.clip = _Clip(self.folder / safe_name(self.source_id) / name, t + self.post_s, list(self.ring))
         self.clip.end_t = max(self.clip.end_t, t + self.post_s)
         self.clip.events.append({k: event.get(k) for k in ("type", "frame", "t", "track_id", "class")})
         return {**event, "clip": str(self.clip.path)}

@@ -94,7 +94,13 @@ class AnalyticsMetrics:
         bound address (port 0: a free one)."""
         from prometheus_client import start_http_server
 
-        server, _ = start_http_server(int(port), addr=host, registry=self.registry)
+        try:
+            server, _ = start_http_server(int(port), addr=host, registry=self.registry)
+        except OSError as err:
+            raise OSError(
+                f"the metrics cannot listen on {host}:{port} ({err.strerror or err}); "
+                "pick another port with --metrics PORT"
+            ) from err
         self._server = server
         return server.server_address[:2]
 

@@ -5,13 +5,16 @@ entry or exit whose track is in the frame.
 Each picture is written under a temporary name and renamed, before its event is emitted, so the
 path in the event (``"snapshot"``) names a whole file. The folder is bounded: at most
 ``budget_mb`` of snapshots (those already there from earlier runs included), the oldest removed
-first. Files are ``DIR/SOURCE/FRAME-TYPE-TRACK.jpg``. docs/operating.md#snapshots.
+first; only files of that name pattern are counted or removed, never anything else in the folder.
+Files are ``DIR/SOURCE/TIME-FRAME-TYPE-TRACK.jpg`` (wall time first: no run writes over
+another's). docs/operating.md#snapshots.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import deque
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from retina_trt.utils import atomic_path
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_EVENTS = ("line_crossing", "zone_enter", "zone_leave")
+SNAPSHOT_NAME = re.compile(r"\d{8}-\d{6}\.\d{3}-\d{8}-(line_crossing|zone_enter|zone_leave)-\d+\.jpg")
 CROP_MARGIN = 0.25  # of the box's size, on each side
 
 
@@ -39,7 +43,10 @@ class Snapshots:
         self.budget = int(budget_mb * 1e6)
         self.crop, self.quality = bool(crop), int(quality)
         self.written = self.removed = self.failed = 0
-        existing = sorted(self.folder.glob("*/*.jpg"), key=lambda p: p.stat().st_mtime)
+        # only our own files count and are ever removed: the folder may hold the user's pictures
+        existing = sorted(
+            (p for p in self.folder.glob("*/*.jpg") if SNAPSHOT_NAME.fullmatch(p.name)), key=lambda p: p.stat().st_mtime
+        )
         self._files: deque[tuple[Path, int]] = deque((p, p.stat().st_size) for p in existing)
         self.total_bytes = sum(size for _, size in self._files)
 
@@ -53,8 +60,8 @@ class Snapshots:
             return event
         box = tracked.boxes_xyxy[hits[0]]
         picture = self._crop(frame, box) if self.crop else self._boxed(frame, box, event.get("class", ""))
-        name = f"{int(event.get('frame', 0)):08d}-{event['type']}-{int(event['track_id'])}.jpg"
-        path = self.folder / _safe(str(event.get("source", "source"))) / name
+        name = f"{event_stem(event)}-{int(event['track_id'])}.jpg"
+        path = self.folder / safe_name(str(event.get("source", "source"))) / name
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._write(path, picture)
@@ -102,6 +109,14 @@ class Snapshots:
         return {"written": self.written, "removed": self.removed, "failed": self.failed, "bytes": self.total_bytes}
 
 
-def _safe(name: str) -> str:
+def event_stem(event: dict) -> str:
+    """``TIME-FRAME-TYPE`` of an event's files: its wall time to the millisecond first, so a later
+    run (whose frame numbers start again) never writes over an earlier run's file."""
+    when = float(event.get("time") or time.time())
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when)) + f".{int(when % 1 * 1000):03d}"
+    return f"{stamp}-{int(event.get('frame', 0)):08d}-{event['type']}"
+
+
+def safe_name(name: str) -> str:
     """A source id as one folder name (no separators, no dot-dot)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "source"
