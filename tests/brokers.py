@@ -59,8 +59,28 @@ class Server:
             self.process.wait(timeout=10)
 
 
-def mosquitto(folder: Path, users: dict[str, str] | None = None) -> Server:
-    """A Mosquitto on a free port; with ``users``, a password file and no anonymous access."""
+class Certificates:
+    """A test CA and a server certificate it signed for ``names`` (openssl CLI)."""
+
+    def __init__(self, folder: Path, names: str = "DNS:localhost,IP:127.0.0.1") -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ca, self.cert, self.key = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+        ca_key, request, san = folder / "ca.key", folder / "server.csr", folder / "san"
+        _openssl("req", "-x509", "-keyout", ca_key, "-out", self.ca, "-days", "2", "-subj", "/CN=test CA")
+        _openssl("req", "-keyout", self.key, "-out", request, "-subj", "/CN=localhost")
+        san.write_text(f"subjectAltName={names}\n")
+        signed = ["-CA", self.ca, "-CAkey", ca_key, "-CAcreateserial", "-extfile", san]
+        _openssl("x509", "-req", "-in", request, *signed, "-out", self.cert, "-days", "2")
+
+
+def _openssl(command: str, *args) -> None:
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"] if command == "req" else []
+    subprocess.run([need("openssl"), command, *new_key, *map(str, args)], check=True, capture_output=True)
+
+
+def mosquitto(folder: Path, users: dict[str, str] | None = None, tls: Certificates | None = None) -> Server:
+    """A Mosquitto on a free port; with ``users``, a password file and no anonymous access; with
+    ``tls``, TLS only (no plain listener)."""
     binary = need("mosquitto")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
@@ -71,9 +91,11 @@ def mosquitto(folder: Path, users: dict[str, str] | None = None) -> Server:
             flags = ["-b", "-c"] if i == 0 else ["-b"]
             subprocess.run([need("mosquitto_passwd"), *flags, str(passwords), user, password], check=True)
         passwords.chmod(0o600)
-        # as root, Mosquitto would drop to its own user, which cannot read a file in our folder
-        owner = "user root\n" if os.geteuid() == 0 else ""
-        access = f"{owner}allow_anonymous false\npassword_file {passwords}\n"
+        access = f"allow_anonymous false\npassword_file {passwords}\n"
+    if tls is not None:
+        access += f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
+    if os.geteuid() == 0:  # else Mosquitto drops to its own user, which cannot read our folder
+        access = "user root\n" + access
     conf = folder / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\n{access}persistence true\npersistence_location {folder}/\nautosave_interval 1\n"
@@ -81,17 +103,21 @@ def mosquitto(folder: Path, users: dict[str, str] | None = None) -> Server:
     return Server([binary, "-c", str(conf)], port, folder)
 
 
-def redis_server(folder: Path, password: str | None = None) -> Server:
-    """A Redis on a free port; with ``password``, AUTH required (``requirepass``)."""
+def redis_server(folder: Path, password: str | None = None, tls: Certificates | None = None) -> Server:
+    """A Redis on a free port; with ``password``, AUTH required (``requirepass``); with ``tls``,
+    TLS only (``--tls-port``, no plain port, no client certificates)."""
     binary = need("redis-server")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
+    listen = ["--port", str(port)]
+    if tls is not None:
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
+        listen += ["--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca)]
     return Server(
         [
             binary,
             *(["--requirepass", password] if password else []),
-            "--port",
-            str(port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--dir",

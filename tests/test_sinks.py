@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from brokers import free_port, mosquitto, redis_server
+from brokers import Certificates, free_port, mosquitto, redis_server
 from helpers import wait_until
 
 from retina_trt.analytics.sinks import FileSink, open_sink
@@ -21,7 +22,7 @@ def _events(n: int, start: int = 0, source: str = "cam") -> list[dict]:
 class MqttSubscriber:
     """A persistent-session QoS 1 subscriber: the broker keeps its messages across a restart."""
 
-    def __init__(self, port: int, topic: str) -> None:
+    def __init__(self, port: int, topic: str, ca: Path | None = None) -> None:
         import paho.mqtt.client as mqtt
 
         self.received: list[dict] = []
@@ -31,6 +32,8 @@ class MqttSubscriber:
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_message = lambda c, u, m: self.received.append(json.loads(m.payload))
         self.client.reconnect_delay_set(0.05, 0.5)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert wait_until(self.client.is_connected, 10)
@@ -249,3 +252,94 @@ def test_analyze_stops_with_exit_2_when_the_broker_refuses_the_password(demo_onn
         server.stop()
     assert run.returncode == 2, run.stderr
     assert "events cannot be delivered" in run.stderr and "wrong-pass" not in run.stderr + run.stdout
+
+
+def test_mqtts_delivers_with_the_ca_and_fails_for_good_without(tmp_path):
+    """Issue #38: a Mosquitto that speaks only TLS. With its CA the events arrive (a TLS
+    subscriber reads them); without it the certificate does not verify, which retrying cannot
+    fix: the sink fails at once with the reason. Mosquitto resets TLS on a plain port, which
+    could be a restart: the sink retries and says what it may be."""
+    certs = Certificates(tmp_path / "certs")
+    server = mosquitto(tmp_path / "mq", tls=certs)
+    plain = mosquitto(tmp_path / "plain")
+    try:
+        reader = MqttSubscriber(server.port, "events", ca=certs.ca)
+        good = open_sink(f"mqtts://localhost:{server.port}/events", ca_file=certs.ca)
+        for event in _events(5):
+            good.emit(event)
+        assert wait_until(lambda: len(reader.received) == 5, 15), good.stats()
+        assert reader.received == _events(5) and good.close()["fatal"] is None
+        reader.close()
+        untrusted = open_sink(f"mqtts://127.0.0.1:{server.port}/events")
+        assert wait_until(lambda: untrusted.stats()["fatal"] is not None, 15)
+        assert "certificate did not verify" in untrusted.close()["fatal"]
+        not_tls = open_sink(f"mqtts://127.0.0.1:{plain.port}/events", ca_file=certs.ca)
+        assert wait_until(lambda: not_tls.stats()["last_error"] is not None, 15)  # Mosquitto resets it
+        assert "is this port a plain, non-TLS one?" in not_tls.close()["last_error"]
+    finally:
+        server.stop()
+        plain.stop()
+
+
+def test_rediss_with_a_password_delivers_and_a_wrong_host_name_fails_for_good(tmp_path):
+    """Issue #38: a Redis that speaks only TLS and requires AUTH: events arrive with the CA and
+    the password; no CA, or a certificate for another name (only ``localhost`` here), fails for
+    good with the reason; TLS to a plain Redis times out and says what it may be; a CA file that
+    is not one is refused before any work."""
+    redis = pytest.importorskip("redis")
+    certs = Certificates(tmp_path / "certs", names="DNS:localhost")
+    server = redis_server(tmp_path / "rd", password="pw", tls=certs)
+    plain = redis_server(tmp_path / "plain")
+    try:
+        good = open_sink(f"rediss://:pw@localhost:{server.port}/events", ca_file=certs.ca)
+        for event in _events(4):
+            good.emit(event)
+        assert wait_until(lambda: good.stats()["delivered"] == 4, 15), good.stats()
+        good.close()
+        client = redis.Redis("localhost", server.port, password="pw", ssl=True, ssl_ca_certs=str(certs.ca))
+        assert [json.loads(e[1][b"event"]) for e in client.xrange("events")] == _events(4)
+        client.close()
+        untrusted = open_sink(f"rediss://:pw@127.0.0.1:{server.port}/events")
+        assert wait_until(lambda: untrusted.stats()["fatal"] is not None, 15)
+        assert "did not verify" in untrusted.close()["fatal"]
+        wrong_name = open_sink(f"rediss://:pw@127.0.0.1:{server.port}/events", ca_file=certs.ca)
+        assert wait_until(lambda: wrong_name.stats()["fatal"] is not None, 15)
+        assert "did not verify" in wrong_name.close()["fatal"]
+        not_tls = open_sink(f"rediss://localhost:{plain.port}/events", ca_file=certs.ca)  # Redis waits: no reply
+        assert wait_until(lambda: not_tls.stats()["last_error"] is not None, 15)
+        assert "is this port a plain, non-TLS one?" in not_tls.close()["last_error"]
+    finally:
+        server.stop()
+        plain.stop()
+    with pytest.raises(ValueError, match="not a PEM certificate"):
+        open_sink("rediss://localhost/events", ca_file=certs.key.parent / "san")
+    with pytest.raises(ValueError, match="no such file"):
+        open_sink("mqtts://localhost/events", ca_file=tmp_path / "missing.pem")
+
+
+def test_analyze_sends_events_over_tls_with_events_ca(demo_onnx, tmp_path):
+    """``analyze --events rediss://... --events-ca PEM`` delivers its events over TLS; a
+    ``--events-ca`` with no TLS URL to use it is refused before any work."""
+    import subprocess
+    import sys
+
+    import redis
+
+    from retina_trt.data.scenes import SCENES, write_scene
+
+    certs = Certificates(tmp_path / "certs")
+    server = redis_server(tmp_path / "rd", tls=certs)
+    video = write_scene(SCENES[0], tmp_path / "scene") / "video.avi"
+    command = [sys.executable, "-m", "retina_trt.cli", "analyze", str(demo_onnx), str(video), "--max-frames", "10"]
+    try:
+        url = f"rediss://localhost:{server.port}/events"
+        run = subprocess.run([*command, "--events", url, "--events-ca", str(certs.ca)], capture_output=True, text=True)
+        client = redis.Redis("localhost", server.port, ssl=True, ssl_ca_certs=str(certs.ca))
+        events = [json.loads(e[1][b"event"]) for e in client.xrange("events")]
+        client.close()
+    finally:
+        server.stop()
+    assert run.returncode == 0, run.stderr
+    assert events and events[-1]["type"] == "summary" and f"{len(events)} delivered, 0 dropped" in run.stdout
+    refused = subprocess.run([*command, "--events-ca", str(certs.ca)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "no --events URL uses TLS" in refused.stderr

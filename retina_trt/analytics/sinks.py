@@ -5,10 +5,14 @@
                                              renamed when the sink closes
   mqtt://[user:password@]host:1883/topic     one message per event, QoS 1 (at least once)
   redis://[user:password@]host:6379/stream   one stream entry per event, field ``event``
+  mqtts://host:8883/topic, rediss://host/s   the same over TLS (sink_tls.py): the server's
+                                             certificate verified against ``ca_file`` or the
+                                             system's trust store
 
 Credentials come from the URL, or else from ``RETINA_TRT_MQTT_USERNAME`` / ``_PASSWORD`` and
 ``RETINA_TRT_REDIS_USERNAME`` / ``_PASSWORD``; a broker that refuses them makes the sink fail for
-good (``fatal``, all its events dropped) and the run stop with exit 2, since retrying cannot help.
+good (``fatal``, all its events dropped) and the run stop with exit 2, since retrying cannot help;
+so does a TLS set-up that cannot work (a certificate that does not verify, a plain port).
 
 ``emit`` never blocks the analytics: broker sinks put the event in a bounded buffer that a
 background thread sends in order, reconnecting with backoff when the broker goes away. An event
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from retina_trt.analytics.sink_tls import DEFAULT_PORTS, TLS_SCHEMES, tls_config_error, tls_context
 from retina_trt.io.sources import mask_credentials
 from retina_trt.io.writers import ExclusiveLock, JsonlOutput
 from retina_trt.utils import check_output_file, refuse_overwrite
@@ -92,7 +97,8 @@ class FileSink:
 
 class BrokerSink:
     """A bounded buffer drained in order by one sender thread; subclasses connect and send to
-    ``host:port``, topic or stream ``name``, with ``timeout_s`` per network wait."""
+    ``host:port``, topic or stream ``name``, with ``timeout_s`` per network wait; with ``tls``,
+    over TLS verified against ``ca_file`` (PEM) or the system's trust store."""
 
     client_module = ""  # imported at construction, so a missing client fails here, not in the thread
 
@@ -107,6 +113,8 @@ class BrokerSink:
         timeout_s: float = 2.0,
         username: str | None = None,
         password: str | None = None,
+        tls: bool = False,
+        ca_file: str | Path | None = None,
     ) -> None:
         if not 1 <= buffer <= 10_000_000:
             raise ValueError(f"buffer must be 1..10000000 events, got {buffer}")
@@ -114,6 +122,7 @@ class BrokerSink:
         self.url = mask_credentials(url)  # as logged and reported: never a password
         self.host, self.port, self.name, self.timeout_s = host, port, name, timeout_s
         self.username, self.password = username, password
+        self.tls, self.ca_file = (tls_context(ca_file) if tls else None), ca_file
         self.fatal: str | None = None  # a failure that will not heal by itself (credentials refused)
         self._client = None
         self._queue: collections.deque = collections.deque()
@@ -211,26 +220,11 @@ class BrokerSink:
     def _try_connect(self) -> bool:
         try:
             self._connect()
-        except AuthError as err:  # retrying cannot help: stop, and let the run fail with the reason
-            self.fatal = f"{self.url}: {err}"
-            logger.error("event sink %s", self.fatal)
-            with self._cond:
-                self._closing = True
-                self._counts["dropped"] += len(self._queue)
-                self._queue.clear()
-                self._cond.notify_all()
-            self._safe_disconnect()
-            return False
         except Exception as err:
-            if self._last_error is None or self._counts["reconnects"] == 0:
-                logger.warning(
-                    "event sink %s: cannot connect (%s); buffering up to %d events and retrying",
-                    self.url,
-                    err,
-                    self._bound,
-                )
-            self._last_error = f"{type(err).__name__}: {err}"
-            self._safe_disconnect()
+            reason = str(err) if isinstance(err, AuthError) else tls_config_error(err)
+            if reason is None:
+                return self._connect_failed(err)
+            self._fail_for_good(reason)
             return False
         with self._cond:
             if self._last_error is not None:
@@ -238,6 +232,32 @@ class BrokerSink:
                 logger.warning("event sink %s: connected again", self.url)
             self._connected = True
         return True
+
+    def _fail_for_good(self, reason: str) -> None:
+        """Stop: retrying cannot help (credentials refused, TLS that cannot work); the run fails."""
+        self.fatal = f"{self.url}: {reason}"
+        logger.error("event sink %s", self.fatal)
+        with self._cond:
+            self._closing = True
+            self._counts["dropped"] += len(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        self._safe_disconnect()
+
+    def _connect_failed(self, err: Exception) -> bool:
+        error = f"{type(err).__name__}: {err}"
+        if self.tls is not None and (isinstance(err, ConnectionResetError) or "handshake" in str(err.__context__)):
+            error += " (no TLS handshake: is this port a plain, non-TLS one?)"
+        if error != self._last_error:  # once per kind of failure, not once per retry
+            logger.warning(
+                "event sink %s: cannot connect (%s); buffering up to %d events and retrying",
+                self.url,
+                error,
+                self._bound,
+            )
+        self._last_error = error
+        self._safe_disconnect()
+        return False
 
     def _lost(self, err: Exception) -> None:
         logger.warning("event sink %s: lost the broker (%s); buffering and reconnecting", self.url, err)
@@ -271,6 +291,8 @@ class MqttSink(BrokerSink):
             client.username_pw_set(self.username or "", self.password)
         refused: list[str] = []
         client.on_connect = lambda _c, _u, _f, reason, _p: refused.append(str(reason)) if reason.is_failure else None
+        if self.tls is not None:
+            client.tls_set_context(self.tls)
         client.connect(self.host, self.port, keepalive=10)
         client.loop_start()
         deadline = time.monotonic() + self.timeout_s
@@ -305,6 +327,8 @@ class RedisSink(BrokerSink):
 
     def _connect(self) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         client = redis.Redis(
             host=self.host,
@@ -313,6 +337,8 @@ class RedisSink(BrokerSink):
             password=self.password,
             socket_timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0),  # our sender thread retries, with its own backoff
+            **self._tls_options(),
         )
         try:
             client.ping()
@@ -329,6 +355,12 @@ class RedisSink(BrokerSink):
                 raise AuthError(f"the server needs a password ({err}); give it in the URL or the environment") from err
             raise
         self._client = client
+
+    def _tls_options(self) -> dict:
+        if self.tls is None:
+            return {}
+        # redis-py builds its own context from these; tls_context checked the file already
+        return {"ssl": True, "ssl_ca_certs": self.ca_file, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
 
     def _send(self, payload: str) -> None:
         self._client.xadd(self.name, {"event": payload})
@@ -354,12 +386,14 @@ def _credentials(parts, scheme: str) -> tuple[str | None, str | None]:
     return os.environ.get(prefix + "USERNAME") or None, os.environ.get(prefix + "PASSWORD") or None
 
 
-def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
+def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=(), ca_file: str | Path | None = None):
     """The sink a URL names (see the module docstring); a file sink is never one of ``inputs``
-    (the files the run reads) and its folder is checked before any work.
+    (the files the run reads) and its folder is checked before any work; ``ca_file`` verifies
+    ``mqtts://`` and ``rediss://`` servers.
 
     Raises:
-        ValueError: a malformed URL (unknown scheme, no host, no port, no topic or stream).
+        ValueError: a malformed URL (unknown scheme, no host, no port, no topic or stream), or a
+            ``ca_file`` that is not a PEM certificate file.
         ImportError: the broker's client is not installed (names the extra).
     """
     if not isinstance(url, str) or not url.strip():
@@ -370,34 +404,43 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=()):
     if parts.scheme == "file":
         return FileSink(parts.path, inputs=inputs)
     shown = mask_credentials(url)
-    if parts.scheme not in ("mqtt", "redis"):
+    if parts.scheme not in DEFAULT_PORTS:
         raise ValueError(
             f"events: unknown URL scheme {parts.scheme!r} in {shown!r}; use a file path, "
-            "mqtt://host:1883/topic or redis://host:6379/stream"
+            "mqtt://host:1883/topic, redis://host:6379/stream or, over TLS, mqtts:// or rediss://"
         )
     try:
         port = parts.port
     except ValueError as err:
         raise ValueError(f"events: the port of {shown!r} is not a number in 0..65535") from err
     name = parts.path.lstrip("/") + ("#" + parts.fragment if "#" in url else "")  # '#' is MQTT's wildcard
+    protocol = TLS_SCHEMES.get(parts.scheme, parts.scheme)
     if not parts.hostname or not name:
-        what = "topic" if parts.scheme == "mqtt" else "stream"
+        what = "topic" if protocol == "mqtt" else "stream"
         raise ValueError(
             f"events: {shown!r} needs a host and a {what}, e.g. {parts.scheme}://localhost:"
-            f"{1883 if parts.scheme == 'mqtt' else 6379}/{what}"
+            f"{DEFAULT_PORTS[parts.scheme]}/{what}"
         )
-    if parts.scheme == "mqtt" and ("#" in name or "+" in name):
+    if protocol == "mqtt" and ("#" in name or "+" in name):
         raise ValueError(
             f"events: MQTT topic {name!r} has a wildcard (# or +), which subscribers use; "
             "events are published to one topic: name it without wildcards"
         )
-    kind = MqttSink if parts.scheme == "mqtt" else RedisSink
-    default_port = 1883 if parts.scheme == "mqtt" else 6379
-    username, password = _credentials(parts, parts.scheme)
+    kind = MqttSink if protocol == "mqtt" else RedisSink
+    username, password = _credentials(parts, protocol)
+    tls = parts.scheme in TLS_SCHEMES
     try:
         return kind(
-            url, parts.hostname, port or default_port, name, buffer=buffer, username=username, password=password
+            url,
+            parts.hostname,
+            port or DEFAULT_PORTS[parts.scheme],
+            name,
+            buffer=buffer,
+            username=username,
+            password=password,
+            tls=tls,
+            ca_file=ca_file,
         )
     except ImportError as err:
-        client = "paho-mqtt" if parts.scheme == "mqtt" else "redis"
+        client = "paho-mqtt" if protocol == "mqtt" else "redis"
         raise ImportError(f"events to {parts.scheme}:// need {client}: pip install 'retina-trt[analytics]'") from err

@@ -37,7 +37,14 @@ def register(sub) -> None:
         default=[],
         metavar="URL",
         help="events.jsonl (default analytics-output/events.jsonl), mqtt://HOST:1883/TOPIC or "
-        "redis://HOST:6379/STREAM (repeatable)",
+        "redis://HOST:6379/STREAM; mqtts:// and rediss:// over TLS (repeatable)",
+    )
+    p.add_argument(
+        "--events-ca",
+        default=None,
+        metavar="PEM",
+        help="the CA certificate that signed the mqtts:// and rediss:// brokers' certificates "
+        "(default: the system's trust store)",
     )
     p.add_argument("--tracker", default=None, help="ocsort (default), bytetrack, sort or iou")
     p.add_argument(
@@ -161,8 +168,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         metrics = _serve_metrics(args)
         pictures = _pictures(args, config.fps)
         inputs = _inputs(args)
-        for url in _unique_events(args.events or ["analytics-output/events.jsonl"]):
-            sinks.append(open_sink(url, buffer=args.buffer, inputs=inputs))
+        for url in _unique_events(args.events or ["analytics-output/events.jsonl"], args.events_ca):
+            sinks.append(open_sink(url, buffer=args.buffer, inputs=inputs, ca_file=args.events_ca))
         with Detector(args.model, **detector_options(args)) as det:
             print(f"backend: {det.backend} ({det.precision}); tracker: {config.tracker}", flush=True)
             final = run_analyze(
@@ -218,12 +225,15 @@ def _inputs(args: argparse.Namespace) -> list:
         images, videos = expand_sources([str(s) for s in args.sources])
     except Exception:  # a missing source is reported by the stream, with its own message
         images, videos = [], []
-    return [args.model, *args.sources, *images, *(v for v in videos if isinstance(v, Path))]
+    read = [args.model, *args.sources, *images, *(v for v in videos if isinstance(v, Path))]
+    return read + ([args.events_ca] if args.events_ca else [])
 
 
-def _unique_events(urls: list[str]) -> list[str]:
+def _unique_events(urls: list[str], ca_file: str | None = None) -> list[str]:
     """``--events`` with each file given once: the same file twice (``a.jsonl``, ``./a.jsonl``)
-    is refused before any work."""
+    is refused before any work; so is ``--events-ca`` without a TLS broker to use it."""
+    if ca_file is not None and not any(url.startswith(("mqtts://", "rediss://")) for url in urls):
+        raise ValueError("--events-ca is for mqtts:// and rediss:// events; no --events URL uses TLS")
     seen: dict[str, str] = {}
     for url in urls:
         key = str(Path(url).resolve()) if "://" not in url else url
