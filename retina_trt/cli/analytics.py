@@ -31,21 +31,7 @@ def register(sub) -> None:
         metavar="[NAME=]X,Y;X,Y",
         help="a counting line, fractions of the frame; 'in' is onto its left side (repeatable)",
     )
-    p.add_argument(
-        "--events",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="events.jsonl (default analytics-output/events.jsonl), mqtt://HOST:1883/TOPIC or "
-        "redis://HOST:6379/STREAM; mqtts:// and rediss:// over TLS (repeatable)",
-    )
-    p.add_argument(
-        "--events-ca",
-        default=None,
-        metavar="PEM",
-        help="the CA certificate that signed the mqtts:// and rediss:// brokers' certificates "
-        "(default: the system's trust store)",
-    )
+    _events_flags(p)
     p.add_argument("--tracker", default=None, help="ocsort (default), bytetrack, sort or iou")
     p.add_argument(
         "--confirm-frames",
@@ -75,6 +61,25 @@ def register(sub) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--cpu-precision", default="auto", choices=CPU_PRECISIONS)
     p.set_defaults(run=_cmd_analyze)
+
+
+def _events_flags(p) -> None:
+    """Where analyze's events go (docs/analytics.md#sinks)."""
+    p.add_argument(
+        "--events",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="events.jsonl (default analytics-output/events.jsonl), mqtt://HOST:1883/TOPIC or "
+        "redis://HOST:6379/STREAM; mqtts:// and rediss:// over TLS (repeatable)",
+    )
+    p.add_argument(
+        "--events-ca",
+        default=None,
+        metavar="PEM",
+        help="the CA certificate that signed the mqtts:// and rediss:// brokers' certificates "
+        "(default: the system's trust store)",
+    )
 
 
 def _operations_flags(p) -> None:
