@@ -46,6 +46,89 @@ def test_an_unreachable_server_is_one_clear_error_fast(scheme):
     assert time.monotonic() - start < 10
 
 
+class TricklingServer:
+    """An HTTP server that answers the model's config (from ``model``'s metadata) at once, if
+    asked to, and everything else one byte every 0.25 s, without end (issue #38)."""
+
+    def __init__(self, model: Path | None) -> None:
+        import http.server
+        import json
+
+        from retina_trt.contract.onnx_metadata import read_metadata
+
+        meta = read_metadata(model) if model else None
+        config = meta and {
+            "max_batch_size": 1,
+            "parameters": {
+                "retina_trt.spec": {"string_value": meta.spec.to_json()},
+                "retina_trt.export": {"string_value": json.dumps(meta.info.record)},
+            },
+        }
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if config and self.path.endswith("/config"):
+                    body = json.dumps(config).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.trickle()
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.trickle()
+
+            def trickle(self):
+                try:
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(0.25)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_server_answering_one_byte_at_a_time_meets_the_deadline(demo_onnx, image_dir):
+    """Issue #38: the HTTP client's time-out is per socket read, so a reply trickled one byte at
+    a time never tripped it and ``detect`` ran forever. Every call now has an overall deadline:
+    reading the config, and each request (one clear error naming the reason, counted)."""
+    import cv2
+
+    slow = TricklingServer(None)
+    try:
+        start = time.monotonic()
+        with pytest.raises(BackendUnavailableError, match="no complete answer within 2 s"):
+            Detector(f"http://127.0.0.1:{slow.port}/retina", timeout_s=2)
+        assert time.monotonic() - start < 6
+    finally:
+        slow.close()
+    config_only = TricklingServer(demo_onnx)
+    try:
+        with Detector(f"http://127.0.0.1:{config_only.port}/retina", timeout_s=2) as det:
+            image = cv2.imread(str(sorted(Path(image_dir).glob("*.jpg"))[0]))
+            start = time.monotonic()
+            with pytest.raises(BackendError, match="no complete answer within 2 s"):
+                det(image)
+            assert time.monotonic() - start < 6
+            assert sum(det._backend.errors.values()) == 1
+    finally:
+        config_only.close()
+
+
 # -- against a real server (make serve-env) ------------------------------------------------------
 serve = pytest.mark.serve
 

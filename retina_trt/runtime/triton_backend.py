@@ -7,8 +7,10 @@ model's ModelSpec and export record come from the server's model config, whose `
 preprocesses and maps boxes back exactly as a local Detector does. Frames go as uint8 (the
 ``images`` tensor, NHWC BGR) with ``image_sizes``.
 
-Server faults: every request has a deadline (``timeout_s``), so a stopped or hung server never
-hangs the caller; a failed request raises :class:`~retina_trt.errors.BackendError` naming the
+Server faults: every request has an overall deadline (``timeout_s``): gRPC's own, and for HTTP a
+gevent timeout around the whole call, since the HTTP client's time-out is per socket read and a
+server sending one byte at a time would never trip it. So a stopped, hung or trickling server
+never hangs the caller; a failed request raises :class:`~retina_trt.errors.BackendError` naming the
 server and the reason, and is counted by reason in ``errors``; the next request reconnects (the
 clients open a new connection), so a restarted server is used again without a new Detector.
 """
@@ -118,7 +120,8 @@ class TritonBackend:
                 return self._client.get_model_config(
                     self.model, self.version, as_json=True, client_timeout=self.timeout_s
                 )["config"]
-            return self._client.get_model_config(self.model, self.version)
+            with self._deadline():
+                return self._client.get_model_config(self.model, self.version)
         except Exception as err:  # the clients' own exception types
             raise BackendUnavailableError(
                 f"cannot read model {self.model!r} from the Triton server at {self.address} ({self.scheme}): "
@@ -145,7 +148,8 @@ class TritonBackend:
                     self.model, inputs, model_version=self.version, outputs=self._outputs, client_timeout=self.timeout_s
                 )
             else:
-                result = self._client.infer(self.model, inputs, model_version=self.version, outputs=self._outputs)
+                with self._deadline():
+                    result = self._client.infer(self.model, inputs, model_version=self.version, outputs=self._outputs)
         except Exception as err:  # counted by reason; the next request reconnects
             reason = _reason(err)
             self.errors[reason.split(":")[0][:80]] += 1
@@ -154,6 +158,12 @@ class TritonBackend:
                 f"Triton server {self.address} ({self.model}): {reason} after {time.perf_counter() - started:.1f} s"
             ) from err
         return outputs_to_detections([result.as_numpy(n) for n in self.output_names], self.nms, self.spec)
+
+    def _deadline(self):
+        """The whole HTTP call within ``timeout_s`` (the client is gevent's: its sockets yield)."""
+        import gevent
+
+        return gevent.Timeout(self.timeout_s, TimeoutError(f"no complete answer within {self.timeout_s:g} s"))
 
     def _reconnect(self) -> None:
         """Drop the client after a failure: gRPC's channel would otherwise wait out its own
