@@ -47,6 +47,7 @@ class _Slot:
         self.seq = 0
         self.item = None
         self.jpeg: tuple[int, bytes] | None = None  # (seq, bytes), encoded once per frame
+        self._encoding = threading.Lock()  # one viewer encodes a frame; the others wait and share it
 
     def put(self, item) -> None:
         with self.cond:
@@ -65,12 +66,16 @@ class _Slot:
             return None
         if cached is not None and cached[0] == seq:
             return cached[1]
-        ok, data = cv2.imencode(".jpg", draw(*item), [cv2.IMWRITE_JPEG_QUALITY, 80])
-        if not ok:
-            return None
-        with self.cond:
-            self.jpeg = (seq, data.tobytes())
-        return self.jpeg[1]
+        with self._encoding:
+            cached = self.jpeg
+            if cached is not None and cached[0] == seq:  # another viewer encoded it meanwhile
+                return cached[1]
+            ok, data = cv2.imencode(".jpg", draw(*item), [cv2.IMWRITE_JPEG_QUALITY, 80])
+            if not ok:
+                return None
+            with self.cond:
+                self.jpeg = (seq, data.tobytes())
+            return self.jpeg[1]
 
 
 class LiveView:
@@ -221,7 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if data is None:
                     continue
                 self.wfile.write(f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode())
-                self.wfile.write(data + f"\r\n--{BOUNDARY}\r\n".encode())
+                self.wfile.write(data)  # the shared frame itself: no copy per viewer
+                self.wfile.write(f"\r\n--{BOUNDARY}\r\n".encode())
                 self.wfile.flush()
         except (ConnectionError, TimeoutError, OSError):  # the viewer left or stalled: quietly
             logger.debug("view: a stream viewer left")
