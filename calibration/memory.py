@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from retina_trt.utils import available_bytes
+
 from .precision import PrecisionError
 
 logger = logging.getLogger(__name__)
@@ -28,17 +30,6 @@ MODEL_COPIES = 3  # the loaded proto, the augmented model, ONNX Runtime's sessio
 BUDGET = 0.7  # of the available memory
 MAX_AUTO_BATCH = 8
 _FLOAT_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.INT64: 8}
-
-
-def available_bytes() -> int:
-    """Memory available to a new allocation now: ``MemAvailable`` (Linux), else physical memory."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def activation_bytes(onnx_path: str | os.PathLike, input_size: tuple[int, int]) -> int:

@@ -30,7 +30,7 @@ from retina_trt.trt.builder import (
     profile_shapes,
 )
 from retina_trt.trt.compat import installed_flavour
-from retina_trt.utils import check_output_file, refuse_overwrite
+from retina_trt.utils import check_output_file, refuse_overlap
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,9 @@ def build(
 def _prepared_onnx(source, output, precision, nms, calibration, batch, input_size, dynamic_shapes) -> Path:
     """``source`` exported (a checkpoint) and prepared in ``precision`` into ``output``."""
     check_output_file(output, "`output`")
-    refuse_overwrite(output, [source], "`output`")
+    calib = getattr(calibration, "source", calibration)
+    calib = None if calib == "synthetic" else calib
+    refuse_overlap([("`output`", output)], [source, calib], folders=[calib])
     if source.suffix.lower() == ".onnx":
         if nms is not None or dynamic_shapes or input_size is not None:
             raise ValueError("`nms`, `input_size` and `dynamic_shapes` apply to a checkpoint; an ONNX keeps its own")
@@ -173,11 +175,16 @@ def _check_request(request: BuildRequest) -> str | None:
     if request.output.suffix.lower() != ".engine":
         raise ValueError(f"`output` must end in .engine, got {request.output}")
     check_output_file(request.output, "`output`")
-    sources = [request.weights, request.onnx]
-    refuse_overwrite(request.output, sources, "`output`")
     if request.save_onnx is not None:
         check_output_file(request.save_onnx, "`save_onnx`")
-        refuse_overwrite(request.save_onnx, [*sources, request.output], "`save_onnx`")
+    calib = request.calibration.source if request.calibration else None
+    calib = None if calib == "synthetic" else calib
+    outputs = [("`output`", request.output), ("`save_onnx`", request.save_onnx)]
+    refuse_overlap(
+        [*outputs, ("timing cache", request.options.timing_cache)],
+        [request.weights, request.onnx, calib],
+        folders=[calib],
+    )
     if request.onnx is not None and request.nms is not None:
         raise ValueError("`nms` applies to `weights` (the export); an ONNX keeps its own NMS")
     if request.onnx is not None and request.dynamic_shapes:

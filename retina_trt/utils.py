@@ -45,6 +45,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def available_bytes() -> int:
+    """Memory available to a new allocation now: ``MemAvailable`` (Linux), else physical memory."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Like :func:`check_output_file` for a folder: it (or a parent) must not be a file, and it
     must be creatable and writable. Creates it.
@@ -117,6 +128,11 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when ``path`` is ``folder`` or inside it, however either is spelled (symlinks resolved)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def refuse_overwrite(output: str | os.PathLike, inputs, what: str = "output") -> None:
     """Raise ValueError when ``output`` is one of the files a command reads (``inputs``; None
     entries and non-paths are skipped): no command writes over its own input."""
@@ -126,6 +142,22 @@ def refuse_overwrite(output: str | os.PathLike, inputs, what: str = "output") ->
                 f"{what} {output} is also an input ({source}): refusing to write over a file this "
                 "command reads; give the output another name"
             )
+
+
+def refuse_overlap(outputs, inputs=(), folders=()) -> None:
+    """Raise ValueError unless every output (``(what, path)`` pairs; None paths skipped) is apart
+    from every input, from every file of the input ``folders`` the command reads, and from the
+    other outputs: no command writes over what it reads, nor two of its outputs into one file."""
+    seen: list[tuple[str, str | os.PathLike]] = []
+    for what, output in outputs:
+        if output is None or not str(output):
+            continue
+        in_folders = [Path(f) / Path(output).name for f in folders if f is not None and Path(f).is_dir()]
+        refuse_overwrite(output, [*inputs, *(p for p in in_folders if p.is_file())], what)
+        for other_what, other in seen:
+            if same_file(output, other):
+                raise ValueError(f"{what} {output} is the same file as {other_what} {other}; give each its own name")
+        seen.append((what, output))
 
 
 class Timer:

@@ -560,3 +560,121 @@ def test_compute_capability_7_5_is_offered_only_where_it_builds(onnx_models, tmp
     # the network alone (nms="none") does build for 7.5: a real TensorRT-RTX build
     assert main([*args, "--onnx", str(onnx_models[("none", False)]), "--output", str(tmp_path / "n.engine")]) == 0
     assert (tmp_path / "n.engine").is_file()
+
+
+def _overlap_cases(tmp: Path, onnx: Path, checkpoint: Path) -> dict[str, list[str]]:
+    """Issue #38: one command line per door, each naming an output that is an input, a file of an
+    input folder, or another output. ``{tmp}`` holds the files they read."""
+    calib, images = tmp / "calib", tmp / "images"
+    for folder in (calib, images):
+        folder.mkdir()
+        cv2.imwrite(str(folder / "0.jpg"), np.zeros((8, 8, 3), np.uint8))
+    notes = tmp / "instances.json"
+    notes.write_text("{}")
+    (tmp / "out").mkdir()
+    (tmp / "out" / "analysis.json").write_text("{}")
+    build = ["build-engine", "--onnx", str(onnx), "--output", str(tmp / "m.engine"), "--dry-run"]
+    evaluate = ["eval", str(onnx), "--annotations", str(notes), "--images", str(images)]
+    train = ["train", "--annotations", str(notes), "--images", str(images), "--output"]
+    return {
+        "timing cache over the model": [*build, "--timing-cache", str(onnx)],
+        "save-onnx over the engine": [*build, "--save-onnx", str(tmp / "m.engine")],
+        "save-onnx over a calibration image": [
+            *build,
+            "--precision",
+            "int8",
+            "--calib-data",
+            str(calib),
+            "--save-onnx",
+            str(calib / "0.jpg"),
+        ],  # fmt: skip
+        "bench json over the model": ["bench", str(onnx), "--out", str(tmp / "b"), "--json", str(onnx)],
+        "bench json over its own report": [
+            "bench",
+            str(onnx),
+            "--out",
+            str(tmp / "b"),
+            "--json",
+            str(tmp / "b/bench.json"),
+        ],
+        "eval json over the annotations": [*evaluate, "--json", str(notes)],
+        "eval json over an image": [*evaluate, "--json", str(images / "0.jpg")],
+        "error-analysis over its annotations": [
+            "error-analysis",
+            str(onnx),
+            "--annotations",
+            str(tmp / "out/analysis.json"),
+            "--images",
+            str(images),
+            "--out",
+            str(tmp / "out"),
+        ],  # fmt: skip
+        "train over the annotations": [*train, str(notes)],
+        "train deploy over the checkpoint": [*train, str(tmp / "c.pt"), "--deploy", str(tmp / "c.pt")],
+        "deepstream over its engine": [
+            "export-deepstream",
+            str(onnx),
+            "--out",
+            str(tmp),
+            "--engine",
+            str(tmp / "model.plan"),
+        ],
+    }
+
+
+def test_no_command_writes_over_what_it_reads_or_twice_into_one_file(onnx_models, tiny_checkpoint, tmp_path, capsys):
+    """Issue #38: every command that writes checks each output against each input, the files of
+    input folders and its other outputs, before any work: exit 2, one line, nothing touched."""
+    onnx = tmp_path / "m.onnx"
+    shutil.copyfile(onnx_models[("onnx", False)], onnx)
+    (tmp_path / "model.plan").write_bytes(b"plan")
+    for name, argv in _overlap_cases(tmp_path, onnx, tiny_checkpoint).items():
+        before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("is also an input" in err or "is the same file as" in err), (name, err)
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before, name
+
+
+def test_export_triton_never_replaces_the_version_its_model_is_in(onnx_models, tmp_path, capsys):
+    version = tmp_path / "repo" / "m" / "1"
+    version.mkdir(parents=True)
+    model = version / "model.onnx"
+    shutil.copyfile(onnx_models[("onnx", False)], model)
+    argv = ["export-triton", str(model), "--repo", str(tmp_path / "repo"), "--name", "m", "--overwrite"]
+    assert main(argv) == 2
+    assert "which this export replaces" in capsys.readouterr().err and model.is_file()
+    assert main([*argv, "--version", "2"]) == 0  # another version of the same entry is fine
+    assert model.is_file() and (version.parent / "2" / "model.onnx").is_file()
+
+
+def test_build_engine_checks_its_output_before_the_build(onnx_models, tmp_path):
+    """Issue #38: ``build_engine(output=<a folder>)`` raised only after the build."""
+    from retina_trt.trt.builder import build_engine
+
+    onnx = onnx_models[("onnx", False)]
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        build_engine(onnx, tmp_path)
+    with pytest.raises(ValueError, match="is also an input"):
+        build_engine(onnx, onnx)
+
+
+def test_false_int8_metadata_reports_what_the_graph_is(onnx_models, tmp_path, caplog):
+    """Issue #38: an FP32 graph whose metadata claims INT8 made ``detect`` report
+    ``openvino (int8+bf16)``. The precision now comes from the graph (Q/DQ nodes, FP16 weights),
+    with a warning naming the mismatch."""
+    import importlib.util
+    import json
+
+    import onnx
+
+    model = onnx.load(str(onnx_models[("onnx", False)]))
+    model.metadata_props.add(key="retina_trt.precision", value=json.dumps({"precision": "int8"}))
+    path = tmp_path / "claims_int8.onnx"
+    onnx.save(model, str(path))
+    backends = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for backend in backends:
+        caplog.clear()
+        with Detector(path, backend=backend) as det:
+            assert "int8" not in det.precision and det._backend.graph_precision == "fp32", backend
+        assert "metadata says INT8 but the graph is FP32" in caplog.text, backend

@@ -218,3 +218,39 @@ def test_output_locations_are_checked_before_the_work(tiny_checkpoint, tmp_path,
         assert main(command) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is a file, not a folder" in err[0], err
+
+
+def test_sizes_from_metadata_that_cannot_fit_are_refused_before_allocating(tmp_path, monkeypatch, capsys):
+    """Issue #38: metadata min_size/max_size 8192 (in range) on a dynamic graph failed at the first
+    image with "Failed to allocate 2147483648 bytes". The largest input is now checked against
+    the memory available before anything is allocated: one line, exit 2 at the CLI."""
+    import importlib.util
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+
+    from retina_trt import export_onnx
+    from retina_trt.runtime import input_memory
+
+    demo = Path(__file__).resolve().parents[1] / "samples" / "models" / "shapes_r18.pt"
+    model = onnx.load(str(export_onnx(demo, tmp_path / "dynamic.onnx", dynamic_shapes=True)))
+    for prop in model.metadata_props:
+        if prop.key == "retina_trt.spec":
+            spec = json.loads(prop.value)
+            spec["min_size"] = spec["max_size"] = 8192
+            prop.value = json.dumps(spec)
+    path = tmp_path / "huge.onnx"
+    onnx.save(model, str(path))
+    monkeypatch.setattr(input_memory, "available_bytes", lambda: 2 * 2**30)
+    backends = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    for backend in backends:
+        with pytest.raises(ModelFormatError, match=r"min_size/max_size \(8192x8192\) needs at least 4.3 GB per image"):
+            Detector(path, backend=backend)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+    assert main(["detect", str(path), str(image), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2.1 GB are available" in err
+    monkeypatch.setattr(input_memory, "available_bytes", lambda: 5 * 2**30)  # enough: the check passes
+    input_memory.check_input_fits(ModelSpec.from_json(json.dumps(spec)), None, "m")

@@ -48,11 +48,16 @@ def register(sub) -> None:
 def _cmd_error_analysis(args: argparse.Namespace) -> int:
     from retina_trt.analysis import analyse, generalization_gap, markdown
     from retina_trt.data.coco import CocoDataset
-    from retina_trt.utils import atomic_path, check_output_folder
+    from retina_trt.utils import atomic_path, check_output_folder, refuse_overlap
 
     if bool(args.train_annotations) != bool(args.train_images):
         raise ValueError("--train-annotations and --train-images go together")
     out = check_output_folder(args.out, "--out")  # before the work, not after it
+    refuse_overlap(
+        [("--out", out / "analysis.json"), ("--out", out / "analysis.md")],
+        [args.model, args.annotations, args.train_annotations],
+        folders=[args.images, args.train_images],
+    )
     if args.train_annotations:
         CocoDataset.load(args.train_annotations, args.train_images)  # a bad training set fails now, not later
     report = analyse(

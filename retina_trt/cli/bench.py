@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from retina_trt.argtypes import (
     non_negative_seconds,
@@ -71,11 +72,13 @@ def _routes(text: str) -> tuple[str, ...]:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from retina_trt.bench.latency import benchmark
     from retina_trt.bench.report import write_report
-    from retina_trt.utils import check_output_file, check_output_folder
+    from retina_trt.utils import check_output_file, check_output_folder, refuse_overlap
 
     check_output_folder(args.out, "--out")  # before the benchmark, not after it
     if args.json_path:
         check_output_file(args.json_path, "--json")
+    written = [("--out", Path(args.out) / name) for name in ("bench.json", "bench.md", "bench.png")]
+    refuse_overlap([*written, ("--json", args.json_path)], [args.model])
     iterations = args.iterations if args.iterations or args.duration else 20
     report = benchmark(
         args.model,

@@ -89,11 +89,11 @@ def _cmd_export_triton(args: argparse.Namespace) -> int:
 def _cmd_export_deepstream(args: argparse.Namespace) -> int:
     from retina_trt.calibration import CalibrationConfig
     from retina_trt.pipeline import deepstream_onnx
-    from retina_trt.serving.deepstream import CONFIG_NAME, PARSER_FUNCTION, export_deepstream
-    from retina_trt.utils import check_output_file
+    from retina_trt.serving.deepstream import PARSER_FUNCTION, check_outputs, export_deepstream
 
     out = Path(args.out)
-    check_output_file(out / CONFIG_NAME, "--out")  # before the export and the precision step
+    calib = None if args.calib_data in (None, "synthetic") else args.calib_data
+    check_outputs(out, args.model, args.engine, calib)  # before the export and the precision step
     calibration = CalibrationConfig(source=args.calib_data, num_images=args.calib_images)
     onnx = deepstream_onnx(
         args.model,

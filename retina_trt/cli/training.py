@@ -7,7 +7,7 @@ import argparse
 from retina_trt.argtypes import parse_floats, parse_range, positive_int, score
 from retina_trt.contract import BACKENDS, CPU_PRECISIONS
 from retina_trt.spec import ModelSpec
-from retina_trt.utils import check_output_file
+from retina_trt.utils import check_output_file, refuse_overlap
 
 
 # long function: argparse declarations of data, train and eval, one statement per flag
@@ -113,6 +113,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_output_file(args.output, "--output")  # before loading data and training
     if args.deploy:
         check_output_file(args.deploy, "--deploy")
+    outputs = [("--output", args.output), ("--deploy", args.deploy)]
+    refuse_overlap(outputs, [args.annotations, args.init_from], folders=[args.images])
     dataset = CocoDataset.load(args.annotations, args.images)
     spec = ModelSpec(
         backbone=args.backbone,
@@ -154,6 +156,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.json_path:
         check_output_file(args.json_path, "--json")  # before the evaluation
+        refuse_overlap([("--json", args.json_path)], [args.model, args.annotations], folders=[args.images])
     metrics = evaluate(
         args.model,
         args.annotations,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ FORMAT = "retina_trt.onnx/1"
 SPEC_KEY = "retina_trt.spec"
 EXPORT_KEY = "retina_trt.export"
 PRECISION_KEY = "retina_trt.precision"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,3 +130,38 @@ def read_metadata(model_or_path: onnx.ModelProto | str | os.PathLike) -> OnnxMet
         except Exception as err:  # protobuf raises DecodeError and others for foreign files
             raise ModelFormatError(f"{path} is not an ONNX model ({type(err).__name__}: {err})") from err
     return parse_metadata({p.key: p.value for p in model.metadata_props}, source)
+
+
+def graph_precision(op_types: set[str], has_fp16_weights: bool) -> str:
+    """The precision a graph really has, from itself: ``int8`` with Q/DQ nodes, ``fp16`` with
+    FP16 weights, else ``fp32`` (what ``prepare_precision`` makes: docs/engines.md)."""
+    if op_types & {"QuantizeLinear", "DequantizeLinear", "FakeQuantize"}:
+        return "int8"
+    return "fp16" if has_fp16_weights else "fp32"
+
+
+def onnx_graph_precision(path: str | os.PathLike) -> str | None:
+    """:func:`graph_precision` of an ONNX file (its weights are not loaded from external data);
+    None when the file cannot be parsed (the runtime's own error is clearer)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return None
+    fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    return graph_precision({n.op_type for n in model.graph.node}, fp16)
+
+
+def trusted_precision(claimed: str, found: str | None, source: str) -> str:
+    """``found`` (the graph's own precision), with a warning when the metadata claimed another."""
+    if found is None or found == claimed:
+        return claimed
+    logger.warning(
+        "%s: its metadata says %s but the graph is %s; reporting %s (re-export or re-prepare it)",
+        source,
+        claimed.upper(),
+        found.upper(),
+        found.upper(),
+    )
+    return found

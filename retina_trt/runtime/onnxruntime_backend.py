@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from retina_trt.contract import RawDetections
-from retina_trt.contract.onnx_metadata import parse_metadata
+from retina_trt.contract.onnx_metadata import onnx_graph_precision, parse_metadata, trusted_precision
 from retina_trt.errors import BackendUnavailableError, ModelFormatError
 from retina_trt.image import PreprocessedBatch
 from retina_trt.runtime.backend import check_threads, outputs_to_detections
+from retina_trt.runtime.input_memory import check_input_fits
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class OnnxRuntimeBackend:
             # the NMS plugin's nodes needs their custom operators; EfficientNMS_TRT cannot run here.
             self.session = _session_with_plugin_ops(ort, path, options, providers, err)
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
+        check_input_fits(meta.spec, meta.input_size, str(path))
         self.spec = meta.spec
         self.nms = meta.nms
         self.input_size = meta.input_size
@@ -95,8 +97,8 @@ class OnnxRuntimeBackend:
         self.output_names = list(info.outputs)
         self.input_names = list(info.inputs)
         self.float_input = info.float_input
-        self.graph_precision = meta.precision
-        if meta.precision == "int8" and providers == ["CPUExecutionProvider"]:
+        self.graph_precision = trusted_precision(meta.precision, onnx_graph_precision(path), str(path))
+        if self.graph_precision == "int8" and providers == ["CPUExecutionProvider"]:
             # measured (docs/engines.md): no Conv fusion for Q/DQ on inputs only, slower than FP32
             logger.warning(
                 "%s is an INT8 Q/DQ graph made for TensorRT; ONNX Runtime's CPU provider runs it "

@@ -40,11 +40,12 @@ from typing import Any
 import numpy as np
 
 from retina_trt.contract import CPU_PRECISIONS
-from retina_trt.contract.onnx_metadata import parse_metadata
+from retina_trt.contract.onnx_metadata import graph_precision, parse_metadata, trusted_precision
 from retina_trt.errors import BackendUnavailableError, ModelFormatError
 from retina_trt.image import PreprocessedBatch
 from retina_trt.runtime.backend import check_threads, outputs_to_detections
 from retina_trt.runtime.cpu import has_amx_bf16
+from retina_trt.runtime.input_memory import check_input_fits
 from retina_trt.runtime.openvino_cache import CompiledModelCache
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,15 @@ def import_openvino():
 # OpenVINO reports a quantized convolution's runtime precision as its activation type: ``i8`` on
 # CPUs with VNNI or AMX, ``u8`` on AVX2 without VNNI (measured on an AMD EPYC, Zen 2 class).
 INT8_KINDS = ("i8", "u8")
+
+
+def _ov_graph_precision(model) -> str:
+    """The precision OpenVINO's reading of the ONNX really has (its Q/DQ pairs become FakeQuantize)."""
+    import openvino as ov
+
+    ops = model.get_ops()
+    fp16 = any(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.f16 for op in ops)
+    return graph_precision({op.get_type_name() for op in ops}, fp16)
 
 
 def resolve_precision(requested: str, capabilities: list[str], flags: frozenset[str] | None = None) -> str:
@@ -208,9 +218,10 @@ class OpenVinoBackend:
         except Exception as err:  # OpenVINO raises RuntimeError/OpenVINO's own types
             raise ModelFormatError(f"OpenVINO cannot read {path}: {_one_line(err)}") from err
         meta = parse_metadata(_framework_props(self._model), str(path))
+        check_input_fits(meta.spec, meta.input_size, str(path))
         self.spec, self.nms, self.input_size, self.max_batch = meta.spec, meta.nms, meta.input_size, meta.max_batch
         self.min_batch = meta.info.batch[0]
-        self.graph_precision = meta.precision  # fp32 / fp16 / int8, as prepared
+        self.graph_precision = trusted_precision(meta.precision, _ov_graph_precision(self._model), str(path))
         info = meta.info
         try:
             info.check_graph(

@@ -16,6 +16,7 @@ from retina_trt.image import PreprocessedBatch
 from retina_trt.model.checkpoint import load_checkpoint
 from retina_trt.model.normalize import PixelNormalizer
 from retina_trt.runtime.backend import check_threads
+from retina_trt.runtime.input_memory import check_input_fits
 from retina_trt.spec import ModelSpec
 
 _THREADS_LOCK = threading.Lock()
@@ -50,6 +51,7 @@ class TorchBackend:
     def __init__(self, path: str | os.PathLike, *, num_threads: int | None = None) -> None:
         self.model = load_checkpoint(path)
         self.spec: ModelSpec = self.model.spec
+        check_input_fits(self.spec, None, str(path))
         self.normalizer = PixelNormalizer(self.spec)
         self.input_size: tuple[int, int] | None = None
         self.max_batch = 64

@@ -44,7 +44,7 @@ from retina_trt.contract import CONTRACT_OUTPUTS
 from retina_trt.contract.engine_file import read_engine_header, read_plan
 from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
-from retina_trt.utils import atomic_path, check_output_file
+from retina_trt.utils import atomic_path, check_output_file, refuse_overlap
 
 CONFIG_NAME = "config_infer_primary_retina_trt.txt"
 PRECISIONS = ("fp32", "fp16", "int8")  # what model.onnx can be prepared in
@@ -102,7 +102,7 @@ def export_deepstream(
     if int(batch) < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     onnx, out = Path(onnx), Path(out_dir)
-    check_output_file(out / CONFIG_NAME, "--out")
+    check_outputs(out, onnx, engine)
     meta = check_deepstream_onnx(onnx)
     onnx_path = out / "model.onnx"
     if onnx.resolve() != onnx_path.resolve():
@@ -119,6 +119,16 @@ def export_deepstream(
     with atomic_path(config) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     return config
+
+
+def check_outputs(out: Path, model, engine=None, calibration=None) -> None:
+    """Before any work: ``out`` can be written, and none of the files written there is an input
+    (``model`` may be ``out/model.onnx`` itself: it is then kept as it is)."""
+    check_output_file(out / CONFIG_NAME, "--out")
+    written = [("--out", out / name) for name in ("model.plan", "labels.txt", CONFIG_NAME)]
+    inputs = [model, engine, calibration]
+    refuse_overlap(written, inputs, folders=[calibration])
+    refuse_overlap([("--out", out / "model.onnx")], inputs[1:], folders=[calibration])
 
 
 def _write_plan(engine: Path, out: Path) -> None:

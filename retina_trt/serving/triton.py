@@ -27,7 +27,7 @@ from retina_trt.contract import CONTRACT_OUTPUTS
 from retina_trt.contract.engine_file import read_engine_header, read_plan
 from retina_trt.contract.onnx_metadata import read_metadata
 from retina_trt.errors import ModelFormatError
-from retina_trt.utils import check_output_folder, temp_path
+from retina_trt.utils import check_output_folder, is_within, same_file, temp_path
 
 KINDS = ("auto", "gpu", "cpu")
 # How the model is served: by Triton's own backend for the file (tensorrt_plan for engines,
@@ -196,6 +196,9 @@ def export_triton(
         kind = "gpu" if facts["platform"] == "tensorrt_plan" else "cpu"
     target = repo / name
     check_output_folder(repo, "--repo")  # a file in the way, a read-only folder: one clear line
+    replaced = target / str(version)
+    if is_within(model, replaced) or any(same_file(model, target / f) for f in ("config.pbtxt", "labels.txt")):
+        raise ValueError(f"the model {model} is inside {replaced}, which this export replaces; copy it elsewhere first")
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass --overwrite to replace its version {version} and config")
     max_batch = int(facts["max_batch"])

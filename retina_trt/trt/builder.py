@@ -24,7 +24,7 @@ from retina_trt.contract import DEFAULT_NMS_BY_FLAVOUR, NMS_BY_FLAVOUR
 from retina_trt.contract.engine_file import make_header, write_engine
 from retina_trt.contract.onnx_metadata import OnnxMetadata, read_metadata
 from retina_trt.errors import EngineBuildError
-from retina_trt.utils import atomic_path
+from retina_trt.utils import atomic_path, check_output_file, refuse_overlap
 
 from .build_report import format_summary, parse_layers, precision_problems, summarize
 from .compat import (
@@ -423,6 +423,8 @@ def build_engine(
 
     options = options or BuildOptions()
     onnx_path, output = Path(onnx_path), Path(output)
+    check_output_file(output, "engine output")  # before the build, not after it
+    refuse_overlap([("engine output", output), ("timing cache", options.timing_cache)], [onnx_path])
     meta = read_metadata(onnx_path)
     model = onnx.load(str(onnx_path), load_external_data=False)
     plugins = plugin_nodes(model) + [n for n in model.graph.node if n.op_type == "EfficientNMS_TRT"]
