@@ -345,8 +345,9 @@ class _Hanging:
 
 def test_cameras_that_hang_on_open_do_not_hold_up_a_file(demo_onnx, tmp_path):
     """Issue #38: OpenCV opens one capture at a time; three cameras that accept and never answer
-    used to hold a file's first result back by their time-outs, one after another. The probe
-    finds them in their own threads, in parallel."""
+    used to hold a file's first result back by their time-outs, one after another, and
+    ``close()`` for as long. The probe finds them in their own threads, in parallel, and
+    ``close()`` ends its wait at once."""
     video = write_video(tmp_path / "clip.avi", num_frames=10, frame_size=(96, 128))
     hanging = [_Hanging() for _ in range(3)]
     sources = {"file": str(video), **{f"cam{i}": h.url for i, h in enumerate(hanging)}}
@@ -364,5 +365,5 @@ def test_cameras_that_hang_on_open_do_not_hold_up_a_file(demo_onnx, tmp_path):
             h.close()
     assert first.index == 0
     assert waited < 3.0 + 2.0, f"the file's first result took {waited:.1f} s"  # one time-out at most, not three
-    assert closed < 5.0, f"close() took {closed:.1f} s"
+    assert closed < 2.0, f"close() took {closed:.1f} s"  # not the 3 s time-out
     assert all("did not answer" in (stats[f"cam{i}"]["last_error"] or "") for i in range(3)), stats

@@ -10,7 +10,9 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import select
 import socket
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -45,9 +47,10 @@ def mask_credentials(url: str) -> str:
 PROBED = {"http": 80, "rtsp": 554}  # schemes whose server must answer before OpenCV opens them
 
 
-def probe_stream(url: str, timeout_s: float) -> None:
+def probe_stream(url: str, timeout_s: float, cancel: threading.Event | None = None) -> None:
     """Raise :class:`VideoError` unless the server of an ``http://`` or ``rtsp://`` stream answers
-    a request within ``timeout_s``, in the calling (the source's own) thread.
+    a request within ``timeout_s``, in the calling (the source's own) thread; ``cancel`` set
+    (the source is being closed) ends the wait at once.
 
     OpenCV's FFmpeg backend holds one process-wide lock while it opens a capture, so a camera that
     accepts the connection and never answers would hold up every other source's open for its whole
@@ -58,22 +61,34 @@ def probe_stream(url: str, timeout_s: float) -> None:
         return
     parts = urlsplit(url)
     shown = mask_credentials(url)
+    deadline = time.monotonic() + timeout_s
     try:
         port = parts.port or PROBED[scheme]
         with socket.create_connection((parts.hostname, port), timeout=timeout_s) as sock:
-            sock.settimeout(timeout_s)
             path = parts.path or "/"
             if scheme == "http":
                 request = f"HEAD {path} HTTP/1.0\r\nHost: {parts.hostname}\r\n\r\n"  # any answer will do
             else:
                 request = f"OPTIONS {scheme}://{parts.hostname}:{port}{path} RTSP/1.0\r\nCSeq: 1\r\n\r\n"
             sock.sendall(request.encode())
+            _wait_readable(sock, deadline, cancel)
             if not sock.recv(1):
                 raise VideoError(f"cannot open video {shown}: the server closed the connection without answering")
     except TimeoutError as err:
         raise VideoError(f"cannot open video {shown}: the server did not answer within {timeout_s:g} s") from err
     except (OSError, ValueError) as err:
         raise VideoError(f"cannot open video {shown}: the server cannot be reached ({err})") from err
+
+
+def _wait_readable(sock: socket.socket, deadline: float, cancel: threading.Event | None) -> None:
+    """Until ``sock`` has data (TimeoutError at ``deadline``; VideoError once ``cancel`` is set)."""
+    start = time.monotonic()
+    while not select.select([sock], [], [], min(0.1, max(0.0, deadline - time.monotonic())))[0]:
+        if cancel is not None and cancel.is_set():
+            waited = time.monotonic() - start
+            raise VideoError(f"the source was closed; its server did not answer in {waited:.1f} s")
+        if time.monotonic() >= deadline:
+            raise TimeoutError
 
 
 def is_live(source: str | int | os.PathLike) -> bool:
@@ -169,6 +184,7 @@ class FrameSource:
         self.live = is_live(source)
         self.max_bad_frames = max_bad_frames
         self.timeout_s = float(timeout_s)
+        self.cancel: threading.Event | None = None  # set by the owner when closing: a probe stops waiting
         self._files: list[Path] | None = None
         self._capture: cv2.VideoCapture | None = None
         self._position = 0
@@ -190,7 +206,7 @@ class FrameSource:
         self.release()
         target = int(self.source) if str(self.source).isdigit() and self.live else str(self.source)
         if self.live and isinstance(target, str):  # a stalled network source must not block for ever
-            probe_stream(target, self.timeout_s)
+            probe_stream(target, self.timeout_s, self.cancel)
             ms = int(1000 * self.timeout_s)
             capture = cv2.VideoCapture(
                 target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]

@@ -14,6 +14,7 @@ import numpy as np
 
 from retina_trt.errors import BatchImageError, ModelFormatError, RetinaTrtError
 from retina_trt.image import ImageLike, boxes_to_original, load_image, preprocess_batch
+from retina_trt.runtime.at_exit import close_at_exit
 from retina_trt.runtime.backend import AsyncBackend, Backend, check_threads
 from retina_trt.runtime.backends import is_server_url, open_backend, options_backend
 from retina_trt.runtime.detections import Detections
@@ -82,6 +83,7 @@ class Detector:
             raise ModelFormatError(f"model not found: {self.model_path}")
         self._backend = open_backend(model_path if served else self.model_path, backend, options=options, legacy=legacy)
         self._async = isinstance(self._backend, AsyncBackend)
+        close_at_exit(detector=self)
         logger.info("%r runs in %s", self, self.precision)
         self.min_score = min_score
         self.timer = Timer()

@@ -1,5 +1,5 @@
 """What every streaming pipeline shares: one submit path into the Detector, one result queue the
-consumer iterates, one close path, and one registry that closes abandoned pipelines at exit.
+consumer iterates, one close path; abandoned pipelines are closed at exit (``at_exit.py``).
 
 ``Detector.stream`` (``runtime/stream.py``, one source) and ``MultiStream`` (``streams/``, many
 sources batched together) are both :class:`Pipelined`: they differ only in how frames are read and
@@ -8,29 +8,18 @@ batched, not in how batches reach the model or how results reach the consumer.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import queue
 import threading
-import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
+from retina_trt.runtime.at_exit import close_at_exit
+
 END = object()  # the last item of a result queue
-_OPEN: weakref.WeakSet = weakref.WeakSet()
-
-
-@atexit.register
-def _close_abandoned() -> None:
-    """Pipelines never closed (no ``with``, no ``close()``) are closed at interpreter exit, so
-    their threads stop before the C++ runtimes are torn down (that aborted the process) and their
-    outputs are finalized under their names instead of being left as temporary files."""
-    for pipeline in list(_OPEN):
-        with contextlib.suppress(Exception):
-            pipeline.close()
 
 
 def request_depth(detector) -> int:
@@ -71,7 +60,7 @@ class Pipelined:
         self._closed = False
 
     def _register(self) -> None:
-        _OPEN.add(self)
+        close_at_exit(pipeline=self)  # never closed (no ``with``, no ``close()``): closed at exit
 
     def _guard(self, loop) -> None:
         """Run one stage; its error is raised in the consumer's thread."""

@@ -111,6 +111,7 @@ class SourceReader:
         self._room = threading.Condition(self._lock)
         self._ready = ready
         self._stop = threading.Event()
+        self.source.cancel = self._stop  # a probe of a camera that never answers ends with stop()
         self._last_frame: float | None = None
         self._ended = False
         self._thread = threading.Thread(target=self._run, name=f"retina_trt-source-{source_id}", daemon=True)
