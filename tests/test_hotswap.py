@@ -92,14 +92,23 @@ def test_model_with_other_classes_is_refused_and_the_old_one_runs_on(demo_onnx, 
     other.close()
 
 
-def _analyze(det, videos, config, **options):
+def _analyze(det, videos, config, hold_at_frame: int | None = None, **options):
+    """``run_analyze`` into a list; with ``hold_at_frame`` (frame messages on), the consumer waits
+    at that frame message until a swap happened, so that a fast machine cannot finish the videos
+    first (file sources wait for room: nothing is lost)."""
     events = []
     lock = threading.Lock()
+    swapped = threading.Event()
 
     class Sink:
         def emit(self, event):
             with lock:
                 events.append(event)
+                frames = sum(e["type"] == "frame" for e in events)
+            if event["type"] == "model_swapped":
+                swapped.set()
+            if event["type"] == "frame" and frames == hold_at_frame:
+                swapped.wait(60)
 
         def stats(self):
             return {"sink": "list", "delivered": len(events), "dropped": 0, "buffered": 0}
@@ -114,7 +123,7 @@ def _analyze(det, videos, config, **options):
 def test_changed_model_file_is_swapped_in_and_counts_stay_exact(demo_onnx, two_videos, tmp_path):
     scene = SCENES[0]
     line = ";".join(f"{x / scene.width:.6f},{y / scene.height:.6f}" for x, y in scene.line)
-    config = AnalyticsConfig(lines=(("mid", line),), infer="every")
+    config = AnalyticsConfig(lines=(("mid", line),), infer="every", frame_messages=True)
     model = tmp_path / "model.onnx"
     shutil.copyfile(demo_onnx, model)
     with Detector(model) as det:
@@ -122,7 +131,8 @@ def test_changed_model_file_is_swapped_in_and_counts_stay_exact(demo_onnx, two_v
     toucher = threading.Timer(1.0, lambda: os.utime(model, (time.time() + 5, time.time() + 5)))
     with Detector(model) as det:
         toucher.start()
-        swapped, events = _analyze(det, two_videos, config, reload=lambda: Detector(model), watch=model)
+        options = {"reload": lambda: Detector(model), "watch": model}
+        swapped, events = _analyze(det, two_videos, config, hold_at_frame=10, **options)
     kinds = [e["type"] for e in events]
     assert kinds.count("model_swapped") == 1, kinds
     for source_id, total in _frame_counts(two_videos).items():
@@ -219,3 +229,26 @@ def _seconds(iso: str) -> float:
     import datetime
 
     return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_swap_while_the_stream_waits_for_frames_never_uses_the_closed_model(demo_onnx):
+    """The infer thread read the model before waiting for the next frames of a live source;
+    a swap in that wait returned the old model at once, the caller closed it, and the batch then
+    ran on the closed model (with asynchronous requests, fatal to the stream: SIGHUP ended
+    ``analyze`` with "is closed" on an AMX machine). The model is now read, and marked in use,
+    under the lock ``swap`` takes. Five swaps, each old model closed at once."""
+    camera = Camera(fps=15, size=(240, 320))
+    try:
+        with MultiStream(Detector(demo_onnx), {"cam": camera.url}) as streams:
+            results = iter(streams)
+            for _ in range(5):
+                next(results)
+            for _ in range(5):
+                streams.swap(Detector(demo_onnx)).close()
+                for _ in range(3):
+                    next(results)
+            stats = streams.close()
+            streams.detector.close()
+    finally:
+        camera.stop()
+    assert stats["cam"]["errors"] == 0 and streams.swaps == 5, stats

@@ -36,9 +36,13 @@ def submit_frames(detector, frames: list[np.ndarray], depth: int) -> Future:
     With ``depth > 1`` (a backend that runs several requests at once) the batch is submitted
     without waiting; otherwise it runs now (also a batch beyond the model's maximum, which
     ``predict_batch`` splits). A failure is the future's exception, never raised here."""
-    if depth > 1 and len(frames) <= detector.max_batch:
-        return detector.submit(frames)
     future: Future = Future()
+    if depth > 1 and len(frames) <= detector.max_batch:
+        try:
+            return detector.submit(frames)
+        except Exception as err:  # e.g. a closed detector: the batch's failure, not the stream's
+            future.set_exception(err)
+            return future
     try:
         future.set_result(detector.predict_batch(frames))
     except Exception as err:  # the caller decides: fatal to one source, or counted and skipped

@@ -157,7 +157,7 @@ class MultiStream(Pipelined):
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self.in_flight_frames = 0  # frames in batches submitted to the model and not yet handed over
-        self._flying: dict[Future, Any] = {}  # batch future -> the detector it runs on (``swap`` waits)
+        self._flying: dict[Future, Any] = {}  # batch's marker -> the detector it runs on (``swap`` waits)
         self.swaps = 0
         self.end_markers = bool(end_markers)
         self._source_in_flight: dict[str, int] = {}  # frames of each source taken and not yet handed over
@@ -285,29 +285,31 @@ class MultiStream(Pipelined):
 
     def _infer_loop(self) -> None:
         pending: deque = deque()
+        depth = request_depth(self.detector)
         while not self._stop.is_set():
-            detector = self.detector  # read once per batch: ``swap`` may replace it between batches
-            depth = request_depth(detector)
             batch = self._collect(in_flight=bool(pending))
             if batch:
                 self.batches += 1
                 self.batch_sizes.append(len(batch))
                 frames = [item.frame for _, item, reason in batch if reason is not None]
-                submitted = time.perf_counter()
-                future = submit_frames(detector, frames, depth) if frames else _done([])
-                with self._lock:
-                    self._flying[future] = detector
+                with self._lock:  # the model this batch runs on, marked before use: ``swap`` waits for it
+                    detector, marker = self.detector, Future()
+                    self._flying[marker] = detector
                     for reader, _, _ in batch:
                         self._source_in_flight[reader.id] = self._source_in_flight.get(reader.id, 0) + 1
-                pending.append((batch, future))
+                depth = request_depth(detector)
+                submitted = time.perf_counter()
+                future = submit_frames(detector, frames, depth) if frames else _done([])
+                future.add_done_callback(lambda _, marker=marker: marker.set_result(None))
+                pending.append((batch, future, marker))
                 self.in_flight_frames += len(batch)
                 self._observe(len(frames), submitted, future)
             while pending and (not batch or len(pending) >= depth or pending[0][1].done()):
                 done = pending.popleft()
-                self._emit(*done)
+                self._emit(done[0], done[1])
                 self.in_flight_frames -= len(done[0])
                 with self._lock:
-                    self._flying.pop(done[1], None)
+                    self._flying.pop(done[2], None)
                     for reader, _, _ in done[0]:
                         self._source_in_flight[reader.id] -= 1
                 self._announce_ended()
@@ -316,7 +318,7 @@ class MultiStream(Pipelined):
                     readers = list(self._readers.values())
                 if self._finished(readers):
                     return
-        for batch, future in pending:  # stopped with batches in flight: their frames are dropped
+        for batch, future, _ in pending:  # stopped with batches in flight: their frames are dropped
             future.exception()
             for reader, _, _ in batch:
                 reader.stats.dropped += 1
