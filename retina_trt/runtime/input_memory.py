@@ -2,10 +2,11 @@
 memory: a fixed input size, or the largest a dynamic model's ``min_size``/``max_size`` make
 (both come from metadata, which may be wrong or hostile).
 
-The estimate is a lower bound of a CPU run's peak for one image: the output of the stem's
-64-channel stride-2 convolution, which every supported backbone (ResNet-18 to 101) holds in float32
-(checked against real runs: docs/failure-behaviour.md#untrusted-sizes). A model refused here could
-not run; one that passes may still need more.
+The estimate is a lower bound of a CPU run's peak for one image: the size of the stem's
+64-channel stride-2 convolution output in float32 (every supported backbone, ResNet-18 to 101,
+has that stem). It is checked against real runs, FP32 and BF16, whose peaks stay above it
+(docs/failure-behaviour.md#untrusted-sizes). A model refused here could not run; one that passes
+may still need more.
 """
 
 from __future__ import annotations
