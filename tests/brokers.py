@@ -71,6 +71,11 @@ class Certificates:
         san.write_text(f"subjectAltName={names}\n")
         signed = ["-CA", self.ca, "-CAkey", ca_key, "-CAcreateserial", "-extfile", san]
         _openssl("x509", "-req", "-in", request, *signed, "-out", self.cert, "-days", "2")
+        # a client certificate from the same CA, for servers that require one (mutual TLS)
+        self.client_cert, self.client_key = folder / "client.pem", folder / "client.key"
+        _openssl("req", "-keyout", self.client_key, "-out", folder / "client.csr", "-subj", "/CN=retina-trt")
+        client = ["-CA", self.ca, "-CAkey", ca_key, "-CAcreateserial"]
+        _openssl("x509", "-req", "-in", folder / "client.csr", *client, "-out", self.client_cert, "-days", "2")
 
 
 def _openssl(command: str, *args) -> None:
@@ -78,9 +83,12 @@ def _openssl(command: str, *args) -> None:
     subprocess.run([need("openssl"), command, *new_key, *map(str, args)], check=True, capture_output=True)
 
 
-def mosquitto(folder: Path, users: dict[str, str] | None = None, tls: Certificates | None = None) -> Server:
+def mosquitto(
+    folder: Path, users: dict[str, str] | None = None, tls: Certificates | None = None, client_certs: bool = False
+) -> Server:
     """A Mosquitto on a free port; with ``users``, a password file and no anonymous access; with
-    ``tls``, TLS only (no plain listener)."""
+    ``tls``, TLS only (no plain listener), and with ``client_certs`` clients must present a
+    certificate from the test CA."""
     binary = need("mosquitto")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
@@ -94,6 +102,7 @@ def mosquitto(folder: Path, users: dict[str, str] | None = None, tls: Certificat
         access = f"allow_anonymous false\npassword_file {passwords}\n"
     if tls is not None:
         access += f"cafile {tls.ca}\ncertfile {tls.cert}\nkeyfile {tls.key}\n"
+        access += "require_certificate true\n" if client_certs else ""
     if os.geteuid() == 0:  # else Mosquitto drops to its own user, which cannot read our folder
         access = "user root\n" + access
     conf = folder / "mosquitto.conf"
@@ -103,15 +112,18 @@ def mosquitto(folder: Path, users: dict[str, str] | None = None, tls: Certificat
     return Server([binary, "-c", str(conf)], port, folder)
 
 
-def redis_server(folder: Path, password: str | None = None, tls: Certificates | None = None) -> Server:
+def redis_server(
+    folder: Path, password: str | None = None, tls: Certificates | None = None, client_certs: bool = False
+) -> Server:
     """A Redis on a free port; with ``password``, AUTH required (``requirepass``); with ``tls``,
-    TLS only (``--tls-port``, no plain port, no client certificates)."""
+    TLS only (``--tls-port``, no plain port), and with ``client_certs`` clients must present a
+    certificate from the test CA."""
     binary = need("redis-server")
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     listen = ["--port", str(port)]
     if tls is not None:
-        listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no"]
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "yes" if client_certs else "no"]
         listen += ["--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca)]
     return Server(
         [

@@ -341,5 +341,37 @@ def test_analyze_sends_events_over_tls_with_events_ca(demo_onnx, tmp_path):
         server.stop()
     assert run.returncode == 0, run.stderr
     assert events and events[-1]["type"] == "summary" and f"{len(events)} delivered, 0 dropped" in run.stdout
-    refused = subprocess.run([*command, "--events-ca", str(certs.ca)], capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "no --events URL uses TLS" in refused.stderr
+    tls_files = ["--events-ca", str(certs.ca), "--events-cert", str(certs.client_cert)]
+    refused = subprocess.run([*command, *tls_files], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--events-ca, --events-cert: for mqtts://" in refused.stderr
+
+
+@pytest.mark.parametrize("scheme", ["mqtts", "rediss"])
+def test_brokers_that_require_a_client_certificate_get_one(tmp_path, scheme):
+    """Mutual TLS: a Mosquitto (``require_certificate``) or Redis (``--tls-auth-clients yes``)
+    that requires a client certificate delivers with ``cert_file``/``key_file``. Without them,
+    where the broker's alert says so (Redis, mostly) the sink fails for good; where it only
+    closes the connection (Mosquitto; Redis when a write sees the close first) the sink retries
+    and says what may be missing. A key without its certificate, or a
+    certificate file that is not one, is refused before any work."""
+    certs = Certificates(tmp_path / "certs")
+    start = mosquitto if scheme == "mqtts" else redis_server
+    server = start(tmp_path / "server", tls=certs, client_certs=True)
+    url = f"{scheme}://localhost:{server.port}/events"
+    try:
+        good = open_sink(url, ca_file=certs.ca, cert_file=certs.client_cert, key_file=certs.client_key)
+        for event in _events(3):
+            good.emit(event)
+        assert wait_until(lambda: good.stats()["delivered"] == 3, 15), good.stats()
+        good.close()
+        anonymous = open_sink(url, ca_file=certs.ca)
+        assert wait_until(lambda: anonymous.stats()["last_error"] or anonymous.stats()["fatal"], 15)
+        stats = anonymous.close()
+        said = stats["fatal"] or stats["last_error"]  # Redis: its alert, or a write's EOF before it
+        assert stats["delivered"] == 0 and "require a client certificate" in said.replace("requires", "require"), stats
+    finally:
+        server.stop()
+    with pytest.raises(ValueError, match="--events-key needs --events-cert"):
+        open_sink(url, ca_file=certs.ca, key_file=certs.client_key)
+    with pytest.raises(ValueError, match="not a PEM certificate with its private key"):
+        open_sink(url, ca_file=certs.ca, cert_file=certs.ca)

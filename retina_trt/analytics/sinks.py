@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from retina_trt.analytics.sink_tls import DEFAULT_PORTS, TLS_SCHEMES, tls_config_error, tls_context
+from retina_trt.analytics.sink_tls import DEFAULT_PORTS, TLS_SCHEMES, tls_config_error, tls_context, tls_hint
 from retina_trt.io.sources import mask_credentials
 from retina_trt.io.writers import ExclusiveLock, JsonlOutput
 from retina_trt.utils import check_output_file, refuse_overwrite
@@ -115,6 +115,8 @@ class BrokerSink:
         password: str | None = None,
         tls: bool = False,
         ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
     ) -> None:
         if not 1 <= buffer <= 10_000_000:
             raise ValueError(f"buffer must be 1..10000000 events, got {buffer}")
@@ -122,7 +124,8 @@ class BrokerSink:
         self.url = mask_credentials(url)  # as logged and reported: never a password
         self.host, self.port, self.name, self.timeout_s = host, port, name, timeout_s
         self.username, self.password = username, password
-        self.tls, self.ca_file = (tls_context(ca_file) if tls else None), ca_file
+        self.tls = tls_context(ca_file, cert_file, key_file) if tls else None
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
         self.fatal: str | None = None  # a failure that will not heal by itself (credentials refused)
         self._client = None
         self._queue: collections.deque = collections.deque()
@@ -245,9 +248,7 @@ class BrokerSink:
         self._safe_disconnect()
 
     def _connect_failed(self, err: Exception) -> bool:
-        error = f"{type(err).__name__}: {err}"
-        if self.tls is not None and (isinstance(err, ConnectionResetError) or "handshake" in str(err.__context__)):
-            error += " (no TLS handshake: is this port a plain, non-TLS one?)"
+        error = f"{type(err).__name__}: {err}" + (tls_hint(err, self.cert_file is not None) if self.tls else "")
         if error != self._last_error:  # once per kind of failure, not once per retry
             logger.warning(
                 "event sink %s: cannot connect (%s); buffering up to %d events and retrying",
@@ -360,7 +361,8 @@ class RedisSink(BrokerSink):
         if self.tls is None:
             return {}
         # redis-py builds its own context from these; tls_context checked the file already
-        return {"ssl": True, "ssl_ca_certs": self.ca_file, "ssl_cert_reqs": "required", "ssl_check_hostname": True}
+        files = {"ssl_ca_certs": self.ca_file, "ssl_certfile": self.cert_file, "ssl_keyfile": self.key_file}
+        return {"ssl": True, "ssl_cert_reqs": "required", "ssl_check_hostname": True, **files}
 
     def _send(self, payload: str) -> None:
         self._client.xadd(self.name, {"event": payload})
@@ -386,14 +388,23 @@ def _credentials(parts, scheme: str) -> tuple[str | None, str | None]:
     return os.environ.get(prefix + "USERNAME") or None, os.environ.get(prefix + "PASSWORD") or None
 
 
-def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=(), ca_file: str | Path | None = None):
+def open_sink(
+    url: str,
+    *,
+    buffer: int = DEFAULT_BUFFER,
+    inputs=(),
+    ca_file: str | Path | None = None,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+):
     """The sink a URL names (see the module docstring); a file sink is never one of ``inputs``
-    (the files the run reads) and its folder is checked before any work; ``ca_file`` verifies
-    ``mqtts://`` and ``rediss://`` servers.
+    (the files the run reads) and its folder is checked before any work. ``ca_file`` verifies
+    ``mqtts://`` and ``rediss://`` servers; ``cert_file`` (and ``key_file``) is the client
+    certificate for brokers that require one.
 
     Raises:
         ValueError: a malformed URL (unknown scheme, no host, no port, no topic or stream), or a
-            ``ca_file`` that is not a PEM certificate file.
+            TLS file that is missing or not PEM.
         ImportError: the broker's client is not installed (names the extra).
     """
     if not isinstance(url, str) or not url.strip():
@@ -403,6 +414,32 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=(), ca_file: str
     parts = urlsplit(url)
     if parts.scheme == "file":
         return FileSink(parts.path, inputs=inputs)
+    port, name, protocol = _broker_address(url, parts)
+    kind = MqttSink if protocol == "mqtt" else RedisSink
+    username, password = _credentials(parts, protocol)
+    tls = parts.scheme in TLS_SCHEMES
+    try:
+        return kind(
+            url,
+            parts.hostname,
+            port,
+            name,
+            buffer=buffer,
+            username=username,
+            password=password,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+        )
+    except ImportError as err:
+        client = "paho-mqtt" if protocol == "mqtt" else "redis"
+        raise ImportError(f"events to {parts.scheme}:// need {client}: pip install 'retina-trt[analytics]'") from err
+
+
+def _broker_address(url: str, parts) -> tuple[int, str, str]:
+    """(port, topic or stream, ``mqtt`` or ``redis``) of a broker URL, or ValueError saying what
+    is wrong with it."""
     shown = mask_credentials(url)
     if parts.scheme not in DEFAULT_PORTS:
         raise ValueError(
@@ -426,21 +463,4 @@ def open_sink(url: str, *, buffer: int = DEFAULT_BUFFER, inputs=(), ca_file: str
             f"events: MQTT topic {name!r} has a wildcard (# or +), which subscribers use; "
             "events are published to one topic: name it without wildcards"
         )
-    kind = MqttSink if protocol == "mqtt" else RedisSink
-    username, password = _credentials(parts, protocol)
-    tls = parts.scheme in TLS_SCHEMES
-    try:
-        return kind(
-            url,
-            parts.hostname,
-            port or DEFAULT_PORTS[parts.scheme],
-            name,
-            buffer=buffer,
-            username=username,
-            password=password,
-            tls=tls,
-            ca_file=ca_file,
-        )
-    except ImportError as err:
-        client = "paho-mqtt" if protocol == "mqtt" else "redis"
-        raise ImportError(f"events to {parts.scheme}:// need {client}: pip install 'retina-trt[analytics]'") from err
+    return port or DEFAULT_PORTS[parts.scheme], name, protocol

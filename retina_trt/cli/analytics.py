@@ -80,6 +80,8 @@ def _events_flags(p) -> None:
         help="the CA certificate that signed the mqtts:// and rediss:// brokers' certificates "
         "(default: the system's trust store)",
     )
+    p.add_argument("--events-cert", default=None, metavar="PEM", help="client certificate for brokers that require one")
+    p.add_argument("--events-key", default=None, metavar="PEM", help="its private key (if not in --events-cert)")
 
 
 def _operations_flags(p) -> None:
@@ -173,8 +175,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         metrics = _serve_metrics(args)
         pictures = _pictures(args, config.fps)
         inputs = _inputs(args)
-        for url in _unique_events(args.events or ["analytics-output/events.jsonl"], args.events_ca):
-            sinks.append(open_sink(url, buffer=args.buffer, inputs=inputs, ca_file=args.events_ca))
+        tls = {"ca_file": args.events_ca, "cert_file": args.events_cert, "key_file": args.events_key}
+        for url in _unique_events(args.events or ["analytics-output/events.jsonl"], tls):
+            sinks.append(open_sink(url, buffer=args.buffer, inputs=inputs, **tls))
         with Detector(args.model, **detector_options(args)) as det:
             print(f"backend: {det.backend} ({det.precision}); tracker: {config.tracker}", flush=True)
             final = run_analyze(
@@ -231,14 +234,16 @@ def _inputs(args: argparse.Namespace) -> list:
     except Exception:  # a missing source is reported by the stream, with its own message
         images, videos = [], []
     read = [args.model, *args.sources, *images, *(v for v in videos if isinstance(v, Path))]
-    return read + ([args.events_ca] if args.events_ca else [])
+    return read + [f for f in (args.events_ca, args.events_cert, args.events_key) if f]
 
 
-def _unique_events(urls: list[str], ca_file: str | None = None) -> list[str]:
+def _unique_events(urls: list[str], tls: dict | None = None) -> list[str]:
     """``--events`` with each file given once: the same file twice (``a.jsonl``, ``./a.jsonl``)
-    is refused before any work; so is ``--events-ca`` without a TLS broker to use it."""
-    if ca_file is not None and not any(url.startswith(("mqtts://", "rediss://")) for url in urls):
-        raise ValueError("--events-ca is for mqtts:// and rediss:// events; no --events URL uses TLS")
+    is refused before any work; so are TLS files without a TLS broker to use them."""
+    given = [name for name, path in (tls or {}).items() if path is not None]
+    if given and not any(url.startswith(("mqtts://", "rediss://")) for url in urls):
+        flags = ", ".join("--events-" + name.removesuffix("_file") for name in given)
+        raise ValueError(f"{flags}: for mqtts:// and rediss:// events; no --events URL uses TLS")
     seen: dict[str, str] = {}
     for url in urls:
         key = str(Path(url).resolve()) if "://" not in url else url
