@@ -238,7 +238,8 @@ class MultiStream(Pipelined):
         deadline = None
         while not self._stop.is_set():
             self._ready.clear()
-            self._announce_ended()
+            if not batch:  # a source whose last frames are in this batch has not ended for its consumer yet
+                self._announce_ended()
             readers = self._readers_in_turn()
             limit = self.batch_size or min(self.max_batch, max(1, len(readers)))
             self._take_round(batch, readers, limit)
