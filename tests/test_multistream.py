@@ -6,6 +6,7 @@ soak is ``make soak``: retina_trt/bench/soak.py)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -367,3 +368,27 @@ def test_cameras_that_hang_on_open_do_not_hold_up_a_file(demo_onnx, tmp_path):
     assert waited < 3.0 + 2.0, f"the file's first result took {waited:.1f} s"  # one time-out at most, not three
     assert closed < 2.0, f"close() took {closed:.1f} s"  # not the 3 s time-out
     assert all("did not answer" in (stats[f"cam{i}"]["last_error"] or "") for i in range(3)), stats
+
+
+def test_the_probe_works_past_descriptor_1023():
+    """A process with many cameras and viewers holds more than 1024 descriptors; select() cannot
+    wait on those, and the probe said 'cannot be reached' for a camera that merely did not answer."""
+    import resource
+
+    from retina_trt.errors import VideoError
+    from retina_trt.io.sources import probe_stream
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    camera = _Hanging()
+    try:
+        with pytest.raises(VideoError, match="did not answer within 0.3 s"):
+            probe_stream(camera.url, 0.3)
+    finally:
+        camera.close()
+        for fd in spare:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

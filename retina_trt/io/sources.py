@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import select
+import selectors
 import socket
 import threading
 import time
@@ -83,12 +83,14 @@ def probe_stream(url: str, timeout_s: float, cancel: threading.Event | None = No
 def _wait_readable(sock: socket.socket, deadline: float, cancel: threading.Event | None) -> None:
     """Until ``sock`` has data (TimeoutError at ``deadline``; VideoError once ``cancel`` is set)."""
     start = time.monotonic()
-    while not select.select([sock], [], [], min(0.1, max(0.0, deadline - time.monotonic())))[0]:
-        if cancel is not None and cancel.is_set():
-            waited = time.monotonic() - start
-            raise VideoError(f"the source was closed; its server did not answer in {waited:.1f} s")
-        if time.monotonic() >= deadline:
-            raise TimeoutError
+    with selectors.DefaultSelector() as selector:  # epoll: select() fails on descriptors past 1023
+        selector.register(sock, selectors.EVENT_READ)
+        while not selector.select(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if cancel is not None and cancel.is_set():
+                waited = time.monotonic() - start
+                raise VideoError(f"the source was closed; its server did not answer in {waited:.1f} s")
+            if time.monotonic() >= deadline:
+                raise TimeoutError
 
 
 def is_live(source: str | int | os.PathLike) -> bool:
